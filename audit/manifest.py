@@ -1,0 +1,243 @@
+"""The manifest: one row per usable labelled image, built from UTKFace file names or a labelled CSV.
+
+Columns (:data:`MANIFEST_COLUMNS`): ``image_id`` (path relative to the data root, the stable key every later
+table joins on), ``path`` (absolute), ``sha256`` of the image bytes, ``age``, ``gender``, ``race``,
+``age_band`` and ``split``. Files that cannot be used are kept in ``Dataset.excluded`` with the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+from tqdm.auto import tqdm
+
+from faceaudit.config import DEFAULT_SEED, GENDERS, RACES, SPLITS
+from faceaudit.errors import FaceauditError
+
+from .labels import AgeBands, normalise_gender, normalise_race, parse_utkface_name
+from .sources import list_images
+from .splits import assign_splits
+
+MANIFEST_COLUMNS = ("image_id", "path", "sha256", "age", "gender", "race", "age_band", "split")
+#: Image formats the tf.data pipeline decodes; anything else is converted on read or excluded.
+DECODABLE_FORMATS = ("JPEG", "PNG", "BMP", "GIF")
+
+
+@dataclass(frozen=True)
+class ColumnMap:
+    """Column names of a generic labelled CSV (``--path-col`` and friends)."""
+
+    path: str = "path"
+    race: str = "race"
+    gender: str = "gender"
+    age: str = "age"
+
+
+@dataclass
+class Dataset:
+    """A labelled image set: the manifest, what was excluded and why, and irregularities kept."""
+
+    manifest: pd.DataFrame
+    excluded: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["image_id", "reason"]))
+    warnings: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["image_id", "warning"]))
+    source: str = ""
+    synthetic: bool = False
+
+    @property
+    def n_files(self) -> int:
+        """Every file looked at: usable plus excluded."""
+        return len(self.manifest) + len(self.excluded)
+
+    def split(self, name: str) -> pd.DataFrame:
+        """The manifest rows of one split (``train``, ``val`` or ``test``)."""
+        return self.manifest[self.manifest["split"] == name].reset_index(drop=True)
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 over image ids, bytes' hashes, labels and splits: names this exact data in run records."""
+        columns = ["image_id", "sha256", "age", "gender", "race", "split"]
+        text = self.manifest[columns].sort_values("image_id").to_csv(index=False)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+def check_image(data: bytes) -> str | None:
+    """Why these bytes are not a usable image, or None when they decode fully."""
+    if not data:
+        return "zero-byte file"
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            if image.format not in DECODABLE_FORMATS:
+                return f"unsupported image format {image.format}"
+            if image.width < 8 or image.height < 8:
+                return f"image too small ({image.width}x{image.height})"
+    except UnidentifiedImageError:
+        return "not an image file"
+    except (OSError, SyntaxError, ValueError) as exc:
+        return f"unreadable image ({exc})"
+    return None
+
+
+def _scan(rows: list[dict], root: Path, progress: bool) -> tuple[list[dict], list[dict]]:
+    """Hash and fully decode each row's image; split rows into usable and excluded."""
+    usable, excluded = [], []
+    for row in tqdm(rows, desc="checking images", unit="img", disable=not progress or None, leave=False):
+        try:
+            data = Path(row["path"]).read_bytes()
+        except OSError as exc:
+            excluded.append({"image_id": row["image_id"], "reason": f"cannot read file ({exc.strerror})"})
+            continue
+        problem = check_image(data)
+        if problem:
+            excluded.append({"image_id": row["image_id"], "reason": problem})
+            continue
+        usable.append({**row, "sha256": hashlib.sha256(data).hexdigest()})
+    return usable, excluded
+
+
+def _finish(
+    usable: list[dict],
+    excluded: list[dict],
+    warnings: list[dict],
+    *,
+    source: Path,
+    age_bands: AgeBands,
+    seed: int,
+    synthetic: bool = False,
+) -> Dataset:
+    manifest = pd.DataFrame(usable, columns=[c for c in MANIFEST_COLUMNS if c not in ("age_band", "split")])
+    if manifest.empty:
+        raise FaceauditError(f"no usable labelled images in {source} ({len(excluded)} excluded)")
+    manifest["age"] = manifest["age"].astype(int)
+    manifest["race"] = pd.Categorical(manifest["race"], categories=list(RACES))
+    manifest["gender"] = pd.Categorical(manifest["gender"], categories=list(GENDERS))
+    manifest["age_band"] = age_bands.assign(manifest["age"])
+    given_split = [row.get("split") for row in usable]
+    if all(s in SPLITS for s in given_split):
+        manifest["split"] = given_split
+    else:
+        manifest["split"] = assign_splits(manifest, seed=seed)
+    manifest["split"] = pd.Categorical(manifest["split"], categories=list(SPLITS))
+    manifest = manifest.sort_values("image_id").reset_index(drop=True)[list(MANIFEST_COLUMNS)]
+    return Dataset(
+        manifest=manifest,
+        excluded=pd.DataFrame(excluded, columns=["image_id", "reason"]),
+        warnings=pd.DataFrame(warnings, columns=["image_id", "warning"]),
+        source=str(source),
+        synthetic=synthetic,
+    )
+
+
+def scan_utkface(
+    source: Path,
+    *,
+    age_bands: AgeBands | None = None,
+    seed: int = DEFAULT_SEED,
+    cache: Path | None = None,
+    progress: bool = True,
+) -> Dataset:
+    """A dataset from a folder or archive of UTKFace-named images."""
+    root, images = list_images(source, cache)
+    rows, excluded, warnings = [], [], []
+    for path in images:
+        image_id = path.relative_to(root).as_posix()
+        labels = parse_utkface_name(path.name)
+        if labels.problem:
+            excluded.append({"image_id": image_id, "reason": labels.problem})
+            continue
+        if labels.warning:
+            warnings.append({"image_id": image_id, "warning": labels.warning})
+        rows.append({"image_id": image_id, "path": str(path.resolve()), "age": labels.age,
+                     "gender": labels.gender, "race": labels.race})
+    usable, unreadable = _scan(rows, root, progress)
+    return _finish(usable, excluded + unreadable, warnings, source=source,
+                   age_bands=age_bands or AgeBands.parse(), seed=seed)
+
+
+def read_labelled_csv(
+    csv_path: Path,
+    *,
+    columns: ColumnMap = ColumnMap(),
+    age_bands: AgeBands | None = None,
+    seed: int = DEFAULT_SEED,
+    progress: bool = True,
+) -> Dataset:
+    """A dataset from any CSV or Parquet of image paths and race/gender/age labels (paths relative to it).
+
+    A ``split`` column with train/val/test values is kept; otherwise splits are assigned as for UTKFace.
+    """
+    try:
+        table = pd.read_parquet(csv_path) if csv_path.suffix.lower() == ".parquet" else pd.read_csv(csv_path)
+    except (OSError, ValueError) as exc:
+        raise FaceauditError(f"cannot read labelled table {csv_path}: {exc}") from None
+    missing = [c for c in (columns.path, columns.race, columns.gender, columns.age) if c not in table.columns]
+    if missing:
+        raise FaceauditError(f"{csv_path} lacks column(s) {', '.join(missing)}; map them with --path-col, "
+                             f"--race-col, --gender-col, --age-col (it has: {', '.join(map(str, table.columns))})")
+    base = csv_path.parent.resolve()
+    rows, excluded = [], []
+    for record in table.to_dict("records"):
+        image_id = str(record.get("image_id") or record[columns.path])
+        try:
+            age = float(record[columns.age])
+            if not (0 <= age <= 116 and age.is_integer()):
+                raise FaceauditError(f"age {record[columns.age]!r} is not a whole number of years in 0-116")
+            row = {"image_id": image_id, "path": str((base / str(record[columns.path])).resolve()), "age": int(age),
+                   "race": normalise_race(record[columns.race]),
+                   "gender": normalise_gender(record[columns.gender]), "split": record.get("split")}
+        except (FaceauditError, ValueError, TypeError) as exc:
+            excluded.append({"image_id": image_id, "reason": str(exc)})
+            continue
+        rows.append(row)
+    usable, unreadable = _scan(rows, base, progress)
+    return _finish(usable, excluded + unreadable, [], source=csv_path,
+                   age_bands=age_bands or AgeBands.parse(), seed=seed)
+
+
+def load_dataset(
+    source: Path | str,
+    *,
+    columns: ColumnMap = ColumnMap(),
+    age_bands: AgeBands | None = None,
+    seed: int = DEFAULT_SEED,
+    cache: Path | None = None,
+    progress: bool = True,
+) -> Dataset:
+    """A dataset from a UTKFace folder or archive, or a labelled CSV/Parquet (including a saved manifest)."""
+    source = Path(source).expanduser()
+    if source.suffix.lower() in (".csv", ".parquet"):
+        if not source.is_file():
+            raise FaceauditError(f"labelled table {source} does not exist")
+        return read_labelled_csv(source, columns=columns, age_bands=age_bands, seed=seed, progress=progress)
+    return scan_utkface(source, age_bands=age_bands, seed=seed, cache=cache, progress=progress)
+
+
+def save_manifest(manifest: pd.DataFrame, path: Path) -> Path:
+    """Write the manifest as CSV or Parquet (by suffix), atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    if path.suffix.lower() == ".parquet":
+        manifest.to_parquet(partial, index=False)
+    elif path.suffix.lower() == ".csv":
+        manifest.to_csv(partial, index=False)
+    else:
+        raise FaceauditError(f"manifest file {path} must end in .csv or .parquet")
+    partial.replace(path)
+    return path
+
+
+def summarise(dataset: Dataset) -> dict[str, pd.DataFrame | pd.Series]:
+    """Counts by race, gender, age band and race x gender, and by split."""
+    manifest = dataset.manifest
+    return {
+        "race": manifest["race"].value_counts(sort=False),
+        "gender": manifest["gender"].value_counts(sort=False),
+        "age_band": manifest["age_band"].value_counts(sort=False),
+        "race_x_gender": pd.crosstab(manifest["race"], manifest["gender"], dropna=False),
+        "split": manifest["split"].value_counts(sort=False),
+    }

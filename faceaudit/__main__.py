@@ -1,0 +1,5 @@
+import sys
+
+from faceaudit.cli import main
+
+sys.exit(main())

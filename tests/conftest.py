@@ -1,0 +1,83 @@
+"""Shared fixtures: the real UTKFace archives, named by environment variables that .ci/run sets.
+
+Unset variable: the tests that need that file are skipped (a developer without the data).
+Set but the file is missing: that is a failure, never a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+
+UTK64_ENV = "FACEAUDIT_UTK64"
+UTK200_ENV = "FACEAUDIT_UTK200"
+WEIGHTS_ENV = "FACEAUDIT_WEIGHTS_DIR"
+
+
+def _required_path(env: str) -> Path:
+    value = os.environ.get(env)
+    if not value:
+        pytest.skip(f"${env} is not set")
+    path = Path(value)
+    if not path.exists():
+        pytest.fail(f"${env} names {path}, which does not exist")
+    return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Unpack archives into a per-session cache, not the user's ~/.cache."""
+    cache = tmp_path_factory.mktemp("cache")
+    previous = os.environ.get("FACEAUDIT_CACHE")
+    os.environ["FACEAUDIT_CACHE"] = str(cache)
+    yield cache
+    if previous is None:
+        os.environ.pop("FACEAUDIT_CACHE", None)
+    else:
+        os.environ["FACEAUDIT_CACHE"] = previous
+
+
+@pytest.fixture(scope="session")
+def utk64_archive() -> Path:
+    """The real UTKFace-64px.tar.gz (21,352 images)."""
+    return _required_path(UTK64_ENV)
+
+
+@pytest.fixture(scope="session")
+def utk200_archive() -> Path:
+    """The real crop_part1-200px.tar.gz (8,806 images at 200x200)."""
+    return _required_path(UTK200_ENV)
+
+
+@pytest.fixture(scope="session")
+def weights_dir() -> Path:
+    """The folder of genuine Keras ImageNet weight files (MobileNet, MobileNetV2)."""
+    return _required_path(WEIGHTS_ENV)
+
+
+@pytest.fixture(scope="session")
+def utk64_dataset(utk64_archive):
+    """The full 64px archive scanned into a Dataset (about 10 s, once per session)."""
+    from faceaudit.audit.manifest import load_dataset
+
+    return load_dataset(utk64_archive, progress=False)
+
+
+@pytest.fixture(scope="session")
+def utk_sample_dir(utk64_dataset, tmp_path_factory) -> Path:
+    """A folder of 400 real UTKFace images (every race x gender present), for fast tests."""
+    rng = random.Random(0)
+    manifest = utk64_dataset.manifest
+    chosen = []
+    for _, group in manifest.groupby(["race", "gender"], observed=True):
+        ids = sorted(group["image_id"])
+        chosen += rng.sample(ids, 40)
+    folder = tmp_path_factory.mktemp("utk_sample")
+    by_id = manifest.set_index("image_id")["path"]
+    for image_id in chosen:
+        shutil.copy(by_id[image_id], folder / Path(image_id).name)
+    return folder
