@@ -199,22 +199,60 @@ def read_labelled_csv(
                    age_bands=age_bands or AgeBands.parse(), seed=seed)
 
 
+def read_exclusions(path: Path) -> pd.DataFrame:
+    """An exclusion list (CSV with ``image_id`` and ``reason``), as written by ``faceaudit data inspect``."""
+    try:
+        table = pd.read_csv(path, dtype=str)
+    except (OSError, ValueError) as exc:
+        raise FaceauditError(f"cannot read exclusion list {path}: {exc}") from None
+    if "image_id" not in table.columns:
+        raise FaceauditError(f"exclusion list {path} has no image_id column")
+    if "reason" not in table.columns:
+        table["reason"] = f"listed in {path.name}"
+    return table[["image_id", "reason"]].fillna({"reason": f"listed in {path.name}"})
+
+
+def apply_exclusions(dataset: Dataset, exclusions: pd.DataFrame) -> Dataset:
+    """The dataset less the listed images, which move to ``excluded`` with their listed reason.
+
+    Splits are left as they were, so excluding test images never reshuffles the training set.
+    """
+    reasons = exclusions.drop_duplicates("image_id").set_index("image_id")["reason"]
+    dropped = dataset.manifest["image_id"].isin(reasons.index)
+    moved = pd.DataFrame({"image_id": dataset.manifest.loc[dropped, "image_id"],
+                          "reason": dataset.manifest.loc[dropped, "image_id"].map(reasons).map("excluded: {}".format)})
+    return Dataset(
+        manifest=dataset.manifest[~dropped].reset_index(drop=True),
+        excluded=pd.concat([dataset.excluded, moved], ignore_index=True),
+        warnings=dataset.warnings,
+        source=dataset.source,
+        synthetic=dataset.synthetic,
+    )
+
+
 def load_dataset(
     source: Path | str,
     *,
+    exclude: Path | None = None,
     columns: ColumnMap = ColumnMap(),
     age_bands: AgeBands | None = None,
     seed: int = DEFAULT_SEED,
     cache: Path | None = None,
     progress: bool = True,
 ) -> Dataset:
-    """A dataset from a UTKFace folder or archive, or a labelled CSV/Parquet (including a saved manifest)."""
+    """A dataset from a UTKFace folder or archive, or a labelled CSV/Parquet (including a saved manifest).
+
+    ``exclude`` names an exclusion list whose images are dropped after splitting (see :func:`apply_exclusions`).
+    """
     source = Path(source).expanduser()
+    exclusions = read_exclusions(Path(exclude)) if exclude is not None else None
     if source.suffix.lower() in (".csv", ".parquet"):
         if not source.is_file():
             raise FaceauditError(f"labelled table {source} does not exist")
-        return read_labelled_csv(source, columns=columns, age_bands=age_bands, seed=seed, progress=progress)
-    return scan_utkface(source, age_bands=age_bands, seed=seed, cache=cache, progress=progress)
+        dataset = read_labelled_csv(source, columns=columns, age_bands=age_bands, seed=seed, progress=progress)
+    else:
+        dataset = scan_utkface(source, age_bands=age_bands, seed=seed, cache=cache, progress=progress)
+    return apply_exclusions(dataset, exclusions) if exclusions is not None else dataset
 
 
 def save_manifest(manifest: pd.DataFrame, path: Path) -> Path:

@@ -18,6 +18,8 @@ def add_data_options(parser: argparse.ArgumentParser, *, positional: bool = True
     group.add_argument("--age-bands", default=DEFAULT_AGE_BANDS, metavar="SPEC",
                        help=f"age bands, e.g. '0-9,10-19,...,70+', or a preset: default, decades (default: {DEFAULT_AGE_BANDS})")
     group.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"seed for the split (default: {DEFAULT_SEED})")
+    group.add_argument("--exclude", type=Path, metavar="CSV",
+                       help="exclusion list (image_id, reason), e.g. from 'faceaudit data inspect'; those images are left out")
     group.add_argument("--path-col", default="path", help="image path column of a labelled CSV (default: path)")
     group.add_argument("--race-col", default="race", help="race column of a labelled CSV: names or codes 0-4 (default: race)")
     group.add_argument("--gender-col", default="gender", help="gender column of a labelled CSV: names or 0/1 (default: gender)")
@@ -31,7 +33,8 @@ def dataset_from_args(args: argparse.Namespace, source: Path | None = None):
 
     source = source if source is not None else args.data
     columns = ColumnMap(args.path_col, args.race_col, args.gender_col, args.age_col)
-    return load_dataset(source, columns=columns, age_bands=AgeBands.parse(args.age_bands), seed=args.seed)
+    return load_dataset(source, exclude=args.exclude, columns=columns, age_bands=AgeBands.parse(args.age_bands),
+                        seed=args.seed)
 
 
 def writable_dir(path: Path) -> Path:
