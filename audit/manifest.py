@@ -22,6 +22,7 @@ from faceaudit.errors import FaceauditError
 from .labels import AgeBands, normalise_gender, normalise_race, parse_utkface_name
 from .sources import list_images
 from .splits import assign_splits
+from .synthetic import is_synthetic
 
 MANIFEST_COLUMNS = ("image_id", "path", "sha256", "age", "gender", "race", "age_band", "split")
 #: Image formats the tf.data pipeline decodes; anything else is converted on read or excluded.
@@ -156,7 +157,7 @@ def scan_utkface(
                      "gender": labels.gender, "race": labels.race})
     usable, unreadable = _scan(rows, root, progress)
     return _finish(usable, excluded + unreadable, warnings, source=source,
-                   age_bands=age_bands or AgeBands.parse(), seed=seed)
+                   age_bands=age_bands or AgeBands.parse(), seed=seed, synthetic=is_synthetic(root))
 
 
 def read_labelled_csv(

@@ -1,0 +1,65 @@
+"""The installed ``faceaudit`` command: help, ``data`` subcommands, one-line errors."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from faceaudit.cli import main
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    """Run the installed console script, as a user would."""
+    exe = shutil.which("faceaudit") or [sys.executable, "-m", "faceaudit"]
+    command = [exe, *args] if isinstance(exe, str) else [*exe, *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, env=os.environ.copy())
+
+
+def test_help_lists_subcommands_and_each_has_help():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    assert "data" in result.stdout
+    for args in (("data", "--help"), ("data", "summary", "--help"), ("data", "export-tfrecords", "--help")):
+        sub = run_cli(*args)
+        assert sub.returncode == 0 and "usage: faceaudit" in sub.stdout, args
+
+
+def test_summary_of_the_real_archive(utk64_archive, capsys):
+    assert main(["data", "summary", str(utk64_archive)]) == 0
+    out = capsys.readouterr().out
+    assert "files: 21,352   with a race label: 21,349" in out
+    for line in ("White        9,074", "Black        4,090", "Asian        3,092", "Indian       3,578", "Others       1,515"):
+        assert line in out
+    for name in ("61_1_20170109150557335", "61_1_20170109142408075", "39_1_20170116174525125",
+                 "55_0_0_20170116232725357jpg", "24_0_1_20170116220224657 .jpg"):
+        assert name in out
+    assert "race x gender:" in out
+
+
+@pytest.mark.parametrize("args,message", [
+    (("data", "summary", "/nonexistent/UTKFace.tar.gz"), "does not exist"),
+    (("data", "summary", "{sample}", "--age-bands", "0-9,20+"), "contiguous"),
+    (("data", "manifest", "{sample}", "--out", "{tmp}/manifest.txt"), "must end in .csv or .parquet"),
+    (("data", "export-tfrecords", "{sample}", "--out", "/proc/forbidden"), "cannot write to /proc/forbidden"),
+])
+def test_user_mistakes_give_one_line_and_exit_2(args, message, utk_sample_dir, tmp_path):
+    args = [a.format(sample=utk_sample_dir, tmp=tmp_path) for a in args]
+    result = run_cli(*args)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("faceaudit: error:") and message in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_manifest_command_writes_parquet(utk_sample_dir, tmp_path):
+    out = tmp_path / "m.parquet"
+    result = run_cli("data", "manifest", str(utk_sample_dir), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    manifest = pd.read_parquet(out)
+    assert list(manifest.columns) == ["image_id", "path", "sha256", "age", "gender", "race", "age_band", "split"]
+    assert len(manifest) == 400
