@@ -1,0 +1,196 @@
+"""Open an HTML file in real headless Chromium and report what a reader would see.
+
+Drives Chromium through the DevTools protocol over ``--remote-debugging-pipe`` (file descriptors 3 and 4,
+NUL-terminated JSON), so it needs nothing beyond the standard library and the ``chromium`` binary. Used by the
+report tests: every image must decode and no request may leave the machine.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import select
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from faceaudit.errors import FaceauditError
+
+#: Flags for a quiet, isolated, offline-friendly headless browser.
+CHROMIUM_FLAGS = (
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--no-first-run", "--disable-component-update", "--disable-sync", "--disable-extensions",
+    "--disable-default-apps", "--mute-audio", "--hide-scrollbars", "--no-default-browser-check",
+)
+#: Schemes that never reach a server.
+LOCAL_SCHEMES = ("file:", "data:", "about:", "blob:", "chrome:", "devtools:")
+
+_IMAGE_CHECK = """(() => {
+  const imgs = Array.from(document.images);
+  const svgImgs = Array.from(document.querySelectorAll('svg image'));
+  return JSON.stringify({
+    total: imgs.length,
+    broken: imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => (i.alt || i.src.slice(0, 60))),
+    svg_images: svgImgs.length,
+    scripts: document.scripts.length,
+    title: document.title,
+    height: document.documentElement.scrollHeight,
+    text: document.body ? document.body.innerText.length : 0,
+  });
+})()"""
+
+
+def find_chromium() -> str | None:
+    """Path of the Chromium binary, or None when it is not installed."""
+    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+@dataclass
+class PageCheck:
+    """What headless Chromium saw when it opened a page."""
+
+    url: str
+    images_total: int
+    images_broken: list[str]
+    network_requests: list[str]
+    failed_requests: list[str]
+    console_errors: list[str]
+    scripts: int
+    title: str
+    page_height: int
+    text_chars: int
+    screenshot: bytes = field(repr=False, default=b"")
+
+
+class _Pipe:
+    """A minimal DevTools client over Chromium's debugging pipe."""
+
+    def __init__(self, proc: subprocess.Popen, write_fd: int, read_fd: int):
+        self.proc, self.write_fd, self.read_fd = proc, write_fd, read_fd
+        self.buffer = b""
+        self.next_id = 0
+        self.events: list[dict] = []
+
+    def send(self, method: str, params: dict | None = None, session: str | None = None,
+             timeout: float = 60.0) -> dict:
+        self.next_id += 1
+        message = {"id": self.next_id, "method": method, "params": params or {}}
+        if session:
+            message["sessionId"] = session
+        os.write(self.write_fd, json.dumps(message).encode() + b"\0")
+        while True:
+            reply = self.receive(timeout)
+            if reply.get("id") == self.next_id:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                return reply.get("result", {})
+            self.events.append(reply)
+
+    def receive(self, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        while b"\0" not in self.buffer:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("Chromium did not answer in time")
+            ready, _, _ = select.select([self.read_fd], [], [], left)
+            if ready:
+                chunk = os.read(self.read_fd, 1 << 20)
+                if not chunk:
+                    raise RuntimeError("Chromium closed the debugging pipe")
+                self.buffer += chunk
+        raw, self.buffer = self.buffer.split(b"\0", 1)
+        return json.loads(raw)
+
+    def wait_for(self, method: str, timeout: float) -> dict:
+        for index, event in enumerate(self.events):
+            if event.get("method") == method:
+                return self.events.pop(index)
+        deadline = time.monotonic() + timeout
+        while True:
+            event = self.receive(max(0.01, deadline - time.monotonic()))
+            if event.get("method") == method:
+                return event
+            self.events.append(event)
+
+
+def check_page(html_path: Path, *, width: int = 1366, height: int = 900, timeout: float = 60.0,
+               chromium: str | None = None) -> PageCheck:
+    """Open ``html_path`` at laptop size, wait for load, and report images, requests and a screenshot."""
+    binary = chromium or find_chromium()
+    if binary is None:
+        raise FaceauditError("chromium is not installed (Debian: apt-get install chromium)")
+    url = Path(html_path).resolve().as_uri()
+    with tempfile.TemporaryDirectory(prefix="faceaudit-chromium-") as profile:
+        to_chrome_r, to_chrome_w = os.pipe()
+        from_chrome_r, from_chrome_w = os.pipe()
+        # Chromium reads commands on fd 3 and writes replies on fd 4.
+        child_fds = {3: to_chrome_r, 4: from_chrome_w}
+
+        def _wire() -> None:
+            for target, source in child_fds.items():
+                os.dup2(source, target)
+                os.set_inheritable(target, True)
+
+        args = [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--remote-debugging-pipe",
+                f"--window-size={width},{height}", "about:blank"]
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, preexec_fn=_wire, close_fds=False)
+        os.close(to_chrome_r)
+        os.close(from_chrome_w)
+        pipe = _Pipe(proc, to_chrome_w, from_chrome_r)
+        try:
+            return _inspect(pipe, url, width, height, timeout)
+        finally:
+            try:
+                pipe.send("Browser.close", timeout=5)
+            except Exception:  # noqa: BLE001 - the browser may already be gone
+                pass
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            os.close(to_chrome_w)
+            os.close(from_chrome_r)
+
+
+def _inspect(pipe: _Pipe, url: str, width: int, height: int, timeout: float) -> PageCheck:
+    target = pipe.send("Target.createTarget", {"url": "about:blank"}, timeout=timeout)["targetId"]
+    session = pipe.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+    for domain in ("Page", "Network", "Runtime", "Log"):
+        pipe.send(f"{domain}.enable", session=session)
+    pipe.send("Emulation.setDeviceMetricsOverride",
+              {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}, session=session)
+    pipe.events.clear()
+    pipe.send("Page.navigate", {"url": url}, session=session)
+    pipe.wait_for("Page.loadEventFired", timeout)
+    # Let late requests (fonts, lazy images) show up before counting.
+    time.sleep(0.5)
+    result = pipe.send("Runtime.evaluate", {"expression": _IMAGE_CHECK, "returnByValue": True}, session=session)
+    seen = json.loads(result["result"]["value"])
+    shot = pipe.send("Page.captureScreenshot", {"format": "png"}, session=session, timeout=timeout)
+    requests, failed, console = [], [], []
+    for event in pipe.events:
+        method, params = event.get("method"), event.get("params", {})
+        if method == "Network.requestWillBeSent":
+            request_url = params["request"]["url"]
+            if not request_url.startswith(LOCAL_SCHEMES):
+                requests.append(request_url)
+        elif method == "Network.loadingFailed":
+            failed.append(f"{params.get('errorText')} ({params.get('type')})")
+        elif method == "Log.entryAdded" and params["entry"].get("level") == "error":
+            console.append(params["entry"].get("text", ""))
+        elif method == "Runtime.exceptionThrown":
+            console.append(params["exceptionDetails"].get("text", "exception"))
+    return PageCheck(url=url, images_total=seen["total"], images_broken=seen["broken"],
+                     network_requests=requests, failed_requests=failed, console_errors=console,
+                     scripts=seen["scripts"], title=seen["title"], page_height=seen["height"],
+                     text_chars=seen["text"], screenshot=base64.b64decode(shot["data"]))

@@ -1,0 +1,293 @@
+"""The audit report's charts, drawn from ``audit.json`` (and ``tsne.csv``): static PNGs with captions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .figures import PALETTE, Figure, new_figure, png_figure
+from .formatting import group_label
+
+GREY = "#9aa1ab"
+
+
+def _value(stat: dict | None) -> float:
+    return np.nan if not stat or stat.get("value") is None else float(stat["value"])
+
+
+def _ci(stat: dict | None) -> tuple[float, float]:
+    if not stat or not stat.get("ci"):
+        return np.nan, np.nan
+    return float(stat["ci"][0]), float(stat["ci"][1])
+
+
+def accuracy_forest(result, groupings=("race", "gender", "age_band"), metric: str = "accuracy") -> Figure:
+    """Per-group accuracy with its confidence interval, one panel per grouping, the overall value as a line."""
+    groups = {g: result.groupings[g]["groups"] for g in groupings if g in result.groupings}
+    heights = [max(0.9, 0.27 * len(v) + 0.5) for v in groups.values()]
+    fig, axes = new_figure(7.2, sum(heights) + 0.4, nrows=len(groups), squeeze=False,
+                           gridspec_kw={"height_ratios": heights})
+    overall = _value(result.overall["metrics"][metric])
+    lo_all, hi_all = _ci(result.overall["metrics"][metric])
+    low = min([_ci(r["metrics"][metric])[0] for v in groups.values() for r in v
+               if not np.isnan(_ci(r["metrics"][metric])[0])] + [overall])
+    for axis, (grouping, records) in zip(axes[:, 0], groups.items()):
+        labels = [f"{r['key']}  (n={r['n']})" for r in records]
+        y = np.arange(len(records))[::-1]
+        for yi, record in zip(y, records):
+            value = _value(record["metrics"][metric])
+            lo, hi = _ci(record["metrics"][metric])
+            colour = GREY if record["too_small"] else PALETTE[0]
+            if not np.isnan(lo):
+                axis.plot([lo, hi], [yi, yi], color=colour, linewidth=2.2, solid_capstyle="butt")
+            axis.plot([value], [yi], "o", color=colour if not record["too_small"] else "white",
+                      markeredgecolor=colour, markersize=6)
+        axis.axvspan(lo_all, hi_all, color=PALETTE[5], alpha=0.12, linewidth=0)
+        axis.axvline(overall, color=PALETTE[5], linewidth=1, linestyle="--")
+        axis.set_yticks(y, labels)
+        axis.set_title(group_label(grouping), loc="left", fontsize=9, fontweight="bold")
+        axis.set_xlim(max(0.0, low - 0.05), 1.0)
+        axis.grid(axis="y", visible=False)
+    axes[-1, 0].set_xlabel(f"{metric.replace('_', ' ')} (dot: estimate; bar: {int(100 * result.settings.get('ci', 0.95))}% CI)")
+    fig.tight_layout()
+    return png_figure(
+        fig,
+        caption=("Accuracy per group with its bootstrap confidence interval; the dashed line and shaded band are the "
+                 "overall accuracy and its interval. Look for bars that lie wholly left of the band: those groups "
+                 "are served worse than average beyond sampling noise. Hollow grey dots are groups too small to "
+                 f"judge (n < {result.settings.get('min_group_size', 30)}); their wide bars are the reason."),
+        alt="Per-group accuracy with confidence intervals by race, gender and age band")
+
+
+def intersection_heatmap(result, rows: str = "race", cols: str = "age_band", metric: str = "accuracy") -> Figure | None:
+    """Accuracy of every rows × cols cell as an annotated heatmap; too-small cells are hatched out."""
+    import seaborn as sns
+
+    key = f"{rows}×{cols}"
+    if key not in result.groupings:
+        return None
+    records = result.groupings[key]["groups"]
+    row_names = list(dict.fromkeys(r["values"][rows] for r in result.groupings[rows]["groups"]))
+    col_names = list(dict.fromkeys(r["values"][cols] for r in result.groupings[cols]["groups"]))
+    values = pd.DataFrame(np.nan, index=row_names, columns=col_names)
+    notes = pd.DataFrame("", index=row_names, columns=col_names)
+    small = pd.DataFrame(False, index=row_names, columns=col_names)
+    for record in records:
+        r, c = record["values"][rows], record["values"][cols]
+        v = _value(record["metrics"][metric])
+        values.loc[r, c] = v
+        small.loc[r, c] = record["too_small"]
+        notes.loc[r, c] = f"{100 * v:.0f}\nn={record['n']}" if not np.isnan(v) else ""
+    fig, axis = new_figure(7.2, 0.45 * len(row_names) + 1.4)
+    sns.heatmap(values.where(~small) * 100, annot=notes.where(~small, ""), fmt="", cmap="RdYlGn", vmin=40, vmax=100,
+                linewidths=0.5, linecolor="white", cbar_kws={"label": "accuracy (%)"}, ax=axis,
+                annot_kws={"fontsize": 7})
+    for i, r in enumerate(row_names):
+        for j, c in enumerate(col_names):
+            if small.loc[r, c]:
+                axis.add_patch(_hatch(j, i))
+                axis.text(j + 0.5, i + 0.5, f"n={int(_n(records, rows, cols, r, c))}", ha="center", va="center",
+                          fontsize=6.5, color="#555")
+    axis.set_xlabel(group_label(cols))
+    axis.set_ylabel(group_label(rows))
+    axis.grid(False)
+    fig.tight_layout()
+    return png_figure(
+        fig,
+        caption=(f"Accuracy (%) of each {group_label(rows)} × {group_label(cols)} cell, with its size. Look for red "
+                 "cells: a group that is fine on each attribute alone can still fail where they meet. Hatched "
+                 "grey cells are too small to judge; their accuracy is in the table, not coloured here."),
+        alt=f"Heatmap of accuracy by {rows} and {cols}")
+
+
+def _n(records, rows, cols, r, c) -> int:
+    for record in records:
+        if record["values"][rows] == r and record["values"][cols] == c:
+            return record["n"]
+    return 0
+
+
+def _hatch(x: int, y: int):
+    from matplotlib.patches import Rectangle
+
+    return Rectangle((x, y), 1, 1, fill=True, facecolor="#eeeeee", hatch="///", edgecolor="#bbbbbb", linewidth=0)
+
+
+def _confusion_panel(axis, matrix, classes, title, *, cbar=False, ylabels=None):
+    import seaborn as sns
+
+    frame = pd.DataFrame(np.asarray(matrix, dtype=float), index=ylabels or classes, columns=classes)
+    sns.heatmap(frame * 100, annot=True, fmt=".0f", cmap="Blues", vmin=0, vmax=100, cbar=cbar, ax=axis,
+                linewidths=0.5, linecolor="white", annot_kws={"fontsize": 7}, square=False)
+    axis.set_title(title, fontsize=9)
+    axis.set_xlabel("predicted")
+    axis.tick_params(axis="both", labelsize=7)
+    axis.grid(False)
+
+
+def confusion_by_gender(result) -> Figure:
+    """Row-normalised confusion matrices: all test faces, then each gender."""
+    panels = [("All test faces", result.overall)] + [
+        (r["key"], r) for r in result.groupings["gender"]["groups"]]
+    fig, axes = new_figure(3.1 * len(panels), 3.0, ncols=len(panels), squeeze=False)
+    for index, (axis, (title, record)) in enumerate(zip(axes[0], panels)):
+        matrix = [[np.nan if v is None else v for v in (row or [None] * len(result.classes))]
+                  for row in record["confusion"]["normalized"]]
+        _confusion_panel(axis, matrix, result.classes, f"{title} (n={record['n']})")
+        axis.set_ylabel("true race" if index == 0 else "")
+    fig.tight_layout()
+    return png_figure(
+        fig,
+        caption=("Row-normalised confusion matrices (% of each true race predicted as each class), for all test "
+                 "faces and for each gender. Look at the off-diagonal cells: which race is mistaken for which, and "
+                 "whether the same confusion is much stronger for one gender. The catch-all 'Others' row is "
+                 "usually the weakest because it mixes many populations."),
+        alt="Confusion matrices overall and per gender")
+
+
+def confusion_by_race(result, by: str = "age_band") -> Figure | None:
+    """For each race, where its faces are predicted, row by row per ``by`` group (age band or gender)."""
+    key = f"race×{by}"
+    if key not in result.groupings:
+        return None
+    races = [r["key"] for r in result.groupings["race"]["groups"]]
+    classes = result.classes
+    fig, axes = new_figure(10.5, 0.36 * len(result.groupings[by]["groups"]) * 2 + 2.4, ncols=3, nrows=2,
+                           squeeze=False)
+    flat = axes.ravel()
+    for axis, race in zip(flat, races):
+        race_index = classes.index(race)
+        rows, labels = [], []
+        overall_race = next(r for r in result.groupings["race"]["groups"] if r["key"] == race)
+        rows.append(overall_race["confusion"]["normalized"][race_index])
+        labels.append(f"all (n={overall_race['n']})")
+        for record in result.groupings[key]["groups"]:
+            if record["values"]["race"] != race:
+                continue
+            row = record["confusion"]["normalized"][race_index]
+            rows.append(row if row is not None else [np.nan] * len(classes))
+            labels.append(f"{record['values'][by]} (n={record['n']}){' *' if record['too_small'] else ''}")
+        matrix = [[np.nan if v is None else v for v in row] for row in rows]
+        _confusion_panel(axis, matrix, classes, f"True race: {race}", ylabels=labels)
+        axis.set_ylabel(group_label(by))
+    for axis in flat[len(races):]:
+        axis.axis("off")
+    fig.tight_layout()
+    return png_figure(
+        fig,
+        caption=(f"For each true race, the share (%) of its faces predicted as each class, overall and per "
+                 f"{group_label(by)}; * marks groups too small to judge. Look for rows whose diagonal cell is much "
+                 "lower than the race's 'all' row: that is where the race is confused, e.g. children or older "
+                 "faces drifting into one class."),
+        alt=f"Per-race confusion rows by {by}")
+
+
+def reliability_diagrams(result, grouping: str = "race") -> Figure | None:
+    """Reliability diagram (accuracy vs confidence per bin) for all faces and each group."""
+    calibration = result.calibration
+    if not calibration:
+        return None
+    panels = [("All test faces", calibration["overall"], False)] + [
+        (r["key"], r, r["too_small"]) for r in calibration["groupings"].get(grouping, [])]
+    ncols = 3
+    nrows = int(np.ceil(len(panels) / ncols))
+    fig, axes = new_figure(9.5, 3.0 * nrows, ncols=ncols, nrows=nrows, squeeze=False)
+    for axis, (title, record, small) in zip(axes.ravel(), panels):
+        bins = record.get("reliability") or []
+        axis.plot([0, 1], [0, 1], color=GREY, linewidth=1, linestyle=":")
+        if bins:
+            mids = np.array([(b["lo"] + b["hi"]) / 2 for b in bins])
+            width = np.array([b["hi"] - b["lo"] for b in bins])
+            acc = np.array([np.nan if b["accuracy"] is None else b["accuracy"] for b in bins])
+            conf = np.array([np.nan if b["confidence"] is None else b["confidence"] for b in bins])
+            counts = np.array([b["n"] for b in bins])
+            alpha = np.clip(0.25 + 0.75 * counts / max(counts.max(), 1), 0.25, 1.0)
+            for m, w, a, al in zip(mids, width, acc, alpha):
+                axis.bar(m, a, width=w * 0.95, color=PALETTE[0], alpha=float(al), edgecolor="white")
+            axis.plot(conf, acc, "o-", color=PALETTE[5], markersize=3, linewidth=1)
+        ece = record.get("ece")
+        ece_text = "" if not ece or ece.get("value") is None else f"  ECE {100 * ece['value']:.1f}%"
+        axis.set_title(f"{title} (n={record.get('n', result.overall['n'])}){ece_text}{' *' if small else ''}",
+                       fontsize=8.5)
+        axis.set_xlim(0, 1)
+        axis.set_ylim(0, 1)
+        axis.set_xlabel("confidence")
+        axis.set_ylabel("accuracy")
+    for axis in axes.ravel()[len(panels):]:
+        axis.axis("off")
+    fig.tight_layout()
+    return png_figure(
+        fig,
+        caption=(f"Reliability diagrams per {group_label(grouping)}: bars are the accuracy of faces in each "
+                 "confidence bin (darker = more faces), the orange line joins mean confidence to accuracy, the "
+                 "dotted diagonal is perfect calibration. Look for bars below the diagonal at high confidence: the "
+                 "model is sure and wrong for that group, which a reviewer using its scores would not notice. "
+                 "* = too small to judge."),
+        alt=f"Reliability diagrams by {grouping}")
+
+
+def temperature_effect(result, groupings=("race", "gender")) -> Figure | None:
+    """ECE per group before and after temperature scaling (dumbbell chart)."""
+    temperature = (result.calibration or {}).get("temperature")
+    if not temperature:
+        return None
+    rows = [("all", temperature["overall"]["before"], temperature["overall"]["after"], False)]
+    for grouping in groupings:
+        for record in temperature["groupings"].get(grouping, []):
+            rows.append((record["key"], record["before"], record["after"], record["too_small"]))
+    fig, axis = new_figure(6.5, 0.3 * len(rows) + 1.0)
+    y = np.arange(len(rows))[::-1]
+    for yi, (label, before, after, small) in zip(y, rows):
+        b, a = _value(before.get("ece")), _value(after.get("ece"))
+        axis.plot([b, a], [yi, yi], color=GREY, linewidth=1.5)
+        axis.plot([b], [yi], "o", color=PALETTE[5], markersize=6, label="before" if yi == y[0] else None)
+        axis.plot([a], [yi], "o", color=PALETTE[0], markersize=6, label="after" if yi == y[0] else None)
+    axis.set_yticks(y, [f"{r[0]}{' *' if r[3] else ''}" for r in rows])
+    axis.set_xlabel("expected calibration error (lower is better)")
+    axis.xaxis.set_major_formatter(lambda v, _: f"{100 * v:.0f}%")
+    axis.legend(loc="best")
+    axis.grid(axis="y", visible=False)
+    fig.tight_layout()
+    return png_figure(
+        fig,
+        caption=(f"ECE per group before (orange) and after (blue) temperature scaling with T = "
+                 f"{temperature['temperature']:.2f}, fitted on {temperature.get('n_fit', '?')} validation faces. "
+                 "Look for groups that stay badly calibrated after scaling: one global temperature cannot fix "
+                 "confidence that is wrong for one group only. * = too small to judge."),
+        alt="ECE before and after temperature scaling per group")
+
+
+def tsne_panels(tsne: pd.DataFrame) -> Figure:
+    """The t-SNE map coloured by race, gender and age band."""
+    fig, axes = new_figure(10.5, 3.7, ncols=3, squeeze=False)
+    size = max(2.0, min(10.0, 12000 / max(len(tsne), 1)))
+    for axis, column in zip(axes[0], ("race", "gender", "age_band")):
+        values = tsne[column].astype(str)
+        order = list(dict.fromkeys(tsne[column].cat.categories if hasattr(tsne[column], "cat") else values))
+        order = [v for v in order if v in set(values)]
+        if column == "age_band":
+            import matplotlib
+
+            cmap = matplotlib.colormaps["viridis"]
+            colours = {v: cmap(i / max(len(order) - 1, 1)) for i, v in enumerate(order)}
+        else:
+            colours = {v: PALETTE[i % len(PALETTE)] for i, v in enumerate(order)}
+        for value in order:
+            mask = values == value
+            axis.scatter(tsne.loc[mask, "x"], tsne.loc[mask, "y"], s=size, color=colours[value], label=value,
+                         alpha=0.7, linewidths=0, rasterized=True)
+        axis.set_title(f"coloured by {group_label(column)}")
+        axis.set_xticks([])
+        axis.set_yticks([])
+        axis.grid(False)
+        axis.legend(loc="lower left", fontsize=6.5, markerscale=2.5 / max(size, 1) ** 0.5 * 2, frameon=True,
+                    ncol=2 if len(order) > 5 else 1)
+    fig.tight_layout()
+    return png_figure(
+        fig,
+        caption=(f"t-SNE map of the model's penultimate-layer embeddings for {len(tsne):,} test faces, coloured "
+                 "by race, gender and age band. Look for whether race forms separate islands (the model encodes "
+                 "it cleanly) and which races overlap (those will be confused); structure by gender or age inside a "
+                 "race island means those attributes shape the features too. Distances between islands in t-SNE "
+                 "are not meaningful; use the purity and silhouette numbers."),
+        alt="t-SNE panels coloured by race, gender and age band")

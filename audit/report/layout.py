@@ -1,0 +1,146 @@
+"""Render any faceaudit document from the shared base layout: title, running header, contents, sections.
+
+The audit report and the data-inspection report both go through :func:`render_document`; each section is a
+Jinja partial rendered with autoescaping, so labels, model names and file names always show as text.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import jinja2
+from markupsafe import Markup
+
+from faceaudit import __version__
+
+
+@dataclass
+class Cell:
+    """One table cell: display text, an optional CSS class (``fail``, ``pass``, ``small``) and a tooltip."""
+
+    text: str
+    css: str = ""
+    title: str = ""
+
+
+@dataclass
+class Row:
+    """One table row of cells."""
+
+    cells: list[Cell]
+    css: str = ""
+
+
+@dataclass
+class Table:
+    """A table ready for the ``table`` macro; ``numeric`` lists right-aligned column indices."""
+
+    columns: list[str]
+    rows: list[Row] = field(default_factory=list)
+    caption: str = ""
+    numeric: set[int] = field(default_factory=set)
+
+    def add(self, *cells: "Cell | str | int | float", css: str = "") -> None:
+        """Append a row; plain values become cells."""
+        self.rows.append(Row([c if isinstance(c, Cell) else Cell(str(c)) for c in cells], css))
+
+
+@dataclass
+class Section:
+    """One numbered section: a partial template (under ``templates/``) and its context."""
+
+    id: str
+    title: str
+    template: str
+    context: dict = field(default_factory=dict)
+    page_break: bool = False
+
+
+def template_dir() -> Path:
+    """The folder of the packaged Jinja templates and stylesheets."""
+    return Path(str(resources.files("faceaudit.templates")))
+
+
+def environment(extra_dirs: Sequence[Path] = ()) -> jinja2.Environment:
+    """A Jinja environment over ``extra_dirs`` then the packaged templates, autoescaping everything."""
+    loader = jinja2.FileSystemLoader([str(p) for p in extra_dirs] + [str(template_dir())])
+    env = jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.StrictUndefined,
+                             trim_blocks=False, lstrip_blocks=False)
+    env.filters["pct"] = lambda v, digits=1: "–" if v is None else f"{100 * float(v):.{digits}f}%"
+    env.filters["num"] = lambda v, digits=3: "–" if v is None else f"{float(v):.{digits}f}"
+    return env
+
+
+def render_document(title: str, sections: Iterable[Section], *, running_header: str = "",
+                    subtitle: str = "", meta: Sequence[tuple[str, str]] = (), extra_css: str = "",
+                    template_dirs: Sequence[Path] = (), generated: str | None = None) -> str:
+    """The complete self-contained HTML of a document built from ``sections`` in order."""
+    env = environment(template_dirs)
+    css = (template_dir() / "base.css").read_text(encoding="utf-8") + "\n" + extra_css
+    rendered = []
+    for section in sections:
+        html = env.get_template(section.template).render(section=section, **section.context)
+        rendered.append({"id": section.id, "title": section.title, "html": Markup(html),
+                         "page_break": section.page_break})
+    generated = generated or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return env.get_template("base.html").render(
+        title=title, subtitle=subtitle, running_header=running_header or title, meta=list(meta),
+        sections=rendered, css=Markup(css), version=__version__, generated=generated)
+
+
+def atomic_write(path: Path, data: bytes | str) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder, so no half-file is left."""
+    path = Path(path)
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+        # mkstemp creates 0600; reports are meant to be shared, so use the usual umask-based mode.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_pdf(html: str, path: Path) -> Path:
+    """Typeset ``html`` to an A4 PDF with WeasyPrint (print CSS: page numbers, running header)."""
+    import logging
+
+    import weasyprint
+
+    # WeasyPrint logs every unsupported screen-only CSS property; those are expected here.
+    logging.getLogger("weasyprint").setLevel(logging.ERROR)
+    logging.getLogger("fontTools").setLevel(logging.ERROR)
+    document = weasyprint.HTML(string=html, base_url=None)
+    pdf = document.write_pdf(url_fetcher=_refuse_remote)
+    return atomic_write(path, pdf)
+
+
+def _refuse_remote(url: str, *args, **kwargs):
+    """Only inline data is allowed in a faceaudit document; anything else is a bug, never a download."""
+    if url.startswith("data:"):
+        from weasyprint.urls import default_url_fetcher
+
+        return default_url_fetcher(url, *args, **kwargs)
+    raise ValueError(f"faceaudit documents are self-contained; refusing to fetch {url[:80]}")
+
+
+def write_document(html: str, out_dir: Path, stem: str, *, pdf: bool = True) -> list[Path]:
+    """Write ``stem.html`` (and ``stem.pdf``) into ``out_dir``; returns the paths written."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = [atomic_write(out_dir / f"{stem}.html", html)]
+    if pdf:
+        written.append(write_pdf(html, out_dir / f"{stem}.pdf"))
+    return written

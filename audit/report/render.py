@@ -1,0 +1,94 @@
+"""One audit folder -> report.html, report.pdf and summary.md next to its audit.json."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from faceaudit.audit.result import AUDIT_FILE, AuditResult, load_audit
+
+from . import sections
+from .history import History, load_history
+from .layout import atomic_write, render_document, write_pdf
+from .summary import summary_markdown
+
+log = logging.getLogger(__name__)
+
+REPORT_HTML, REPORT_PDF, SUMMARY_MD = "report.html", "report.pdf", "summary.md"
+
+
+def load_predictions(audit_dir: Path, result: AuditResult | None = None) -> pd.DataFrame | None:
+    """The audit's predictions table (``files.predictions``, default predictions.csv), or None when absent."""
+    name = (result.files or {}).get("predictions", "predictions.csv") if result else "predictions.csv"
+    path = Path(audit_dir) / name
+    if not path.is_file():
+        return None
+    frame = pd.read_csv(path, dtype={"image_id": str, "path": str, "sha256": str}, keep_default_na=True)
+    if result is not None and "age_band" in frame and "age_band" in result.groupings:
+        order = [r["key"] for r in result.groupings["age_band"]["groups"]]
+        frame["age_band"] = pd.Categorical(frame["age_band"].astype(str), categories=order)
+    if result is not None and "race" in frame:
+        frame["race"] = pd.Categorical(frame["race"].astype(str), categories=list(result.classes))
+    return frame
+
+
+def find_history(result: AuditResult, audit_dir: Path) -> tuple[History | None, str]:
+    """The run's history.json when audit.json names a run folder that has one, and a sentence saying what was found."""
+    model = result.model
+    if model.get("kind") != "run" or not model.get("source"):
+        return None, ("No training curves: the audited model was not given as a faceaudit run folder "
+                      f"(it was a {model.get('kind', 'model')}).")
+    source = Path(str(model["source"]))
+    candidates = [source] if source.is_absolute() else [Path.cwd() / source, audit_dir / source]
+    for folder in candidates:
+        path = folder / "history.json"
+        if path.is_file():
+            history = load_history(path, name=str(model.get("name") or folder.name))
+            return history, f"From {path}."
+    return None, f"No training curves: no history.json in the run folder {source}."
+
+
+def render_report(audit_dir: Path, *, thumbnails: bool = True, pdf: bool = True,
+                  out_dir: Path | None = None, timings: dict | None = None) -> list[Path]:
+    """Write report.html, report.pdf and summary.md for the audit in ``audit_dir``; returns the paths written."""
+    audit_dir = Path(audit_dir)
+    out_dir = Path(out_dir) if out_dir else audit_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    timings = timings if timings is not None else {}
+    start = time.perf_counter()
+    result = load_audit(audit_dir / AUDIT_FILE if audit_dir.is_dir() else audit_dir)
+    if not audit_dir.is_dir():
+        audit_dir = audit_dir.parent
+    predictions = load_predictions(audit_dir, result)
+    history, history_note = find_history(result, audit_dir)
+    parts = [
+        sections.verdict_section(result), sections.model_card_section(result), sections.data_section(result),
+        sections.metrics_section(result), sections.confusion_section(result), sections.calibration_section(result),
+        sections.embeddings_section(result, audit_dir),
+        sections.gallery_section(predictions, thumbnails, audit_dir),
+        sections.training_section(history, history_note), sections.reproducibility_section(result, audit_dir),
+    ]
+    timings["sections_s"] = time.perf_counter() - start
+    name = str(result.model.get("name") or "model")
+    date = (result.created_utc or "")[:10]
+    status = (result.gates or {}).get("status")
+    html = render_document(
+        f"Fairness audit: {name}", parts,
+        running_header=f"faceaudit · {name} · {date}" + (f" · gates {status}" if status else ""),
+        subtitle=f"Race classification on {result.overall['n']} {result.data.get('split', 'test')} faces, "
+                 "broken down by race, gender and age band",
+        meta=[("Backbone", str(result.model.get("backbone") or "not recorded")),
+              ("Audited", result.created_utc or "unknown"),
+              ("Gates", status.upper() if status else "not gated")])
+    written = [atomic_write(out_dir / REPORT_HTML, html)]
+    timings["html_s"] = time.perf_counter() - start
+    if pdf:
+        pdf_start = time.perf_counter()
+        written.append(write_pdf(html, out_dir / REPORT_PDF))
+        timings["pdf_s"] = time.perf_counter() - pdf_start
+    written.append(atomic_write(out_dir / SUMMARY_MD, summary_markdown(result)))
+    timings["total_s"] = time.perf_counter() - start
+    return written
