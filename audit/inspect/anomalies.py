@@ -8,8 +8,9 @@ from sklearn.ensemble import IsolationForest
 
 from faceaudit.config import DEFAULT_SEED
 
-#: Share of images the forest calls outliers (1%: about 200 of UTKFace's 21k, a reviewable list).
-DEFAULT_OUTLIER_SHARE = 0.01
+from . import defaults
+
+DEFAULT_OUTLIER_SHARE = defaults.OUTLIER_SHARE
 #: Trees in the forest: enough for the scores to be stable under the seed.
 N_TREES = 200
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-#: Groups smaller than this are too small to audit: a rate over fewer faces has a confidence interval
-#: too wide to compare (the audit's default minimum group size).
-MIN_GROUP_SIZE = 30
+from . import defaults
+
+MIN_GROUP_SIZE = defaults.MIN_GROUP_SIZE
 
 
 def counts(manifest: pd.DataFrame, by: list[str]) -> pd.DataFrame:

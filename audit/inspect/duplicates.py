@@ -14,10 +14,9 @@ from tqdm.auto import tqdm
 
 from faceaudit.config import SPLITS
 
-#: Largest pHash Hamming distance (of 64 bits) counted as a near-duplicate. pHash bits are half ones, so distances
-#: are even. On UTKFace-64px, sampled pairs at 0 and 2 were all the same photo; at 4 about a quarter were
-#: different people, at 6 most were. Re-encoding or resizing one photo stays within a couple of bits.
-DEFAULT_NEAR_DISTANCE = 2
+from . import defaults
+
+DEFAULT_NEAR_DISTANCE = defaults.NEAR_DISTANCE
 _BLOCK = 1024
 
 PAIR_COLUMNS = ("image_id_a", "image_id_b", "kind", "distance", "split_a", "split_b",

@@ -12,14 +12,7 @@ import pandas as pd
 
 from faceaudit.config import SPLITS
 
-#: Every kind of finding that can go into the exclusion list.
-EXCLUDE_KINDS = ("exact-duplicate", "near-duplicate", "leak", "nonface", "outlier", "dark", "washed-out",
-                 "label-conflict")
-#: Default kinds: findings that are wrong for any use of the data. Extra copies of the same bytes, the
-#: val/test copy of a photo that is also in an earlier split (it inflates held-out accuracy), and images
-#: with no face (only when the face check ran). Outliers, dark images and label conflicts are listed in
-#: the report for review but kept unless asked for: many are real, usable faces.
-DEFAULT_EXCLUDE_KINDS = ("exact-duplicate", "leak", "nonface")
+from .defaults import DEFAULT_EXCLUDE_KINDS, EXCLUDE_KINDS  # noqa: F401  (re-exported)
 
 
 def parse_kinds(text: str) -> tuple[str, ...]:

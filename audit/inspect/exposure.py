@@ -5,14 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-#: Mean luma (0-255) below which an image is listed as very dark: the seed notebook's cut.
-DARK_BELOW = 50.0
-#: Upper end of the seed's borderline band (50-55): listed for review, never excluded by default.
-DARK_BORDERLINE = 55.0
-#: Mean luma above which an image is listed as washed out (the dark cut mirrored: 255 - 50).
-WASHED_OUT_ABOVE = 205.0
-#: Lower end of the washed-out borderline band (200-205).
-WASHED_OUT_BORDERLINE = 200.0
+from . import defaults
+
+DARK_BELOW, DARK_BORDERLINE = defaults.DARK_BELOW, defaults.DARK_BORDERLINE
+WASHED_OUT_ABOVE, WASHED_OUT_BORDERLINE = defaults.WASHED_OUT_ABOVE, defaults.WASHED_OUT_BORDERLINE
 
 
 def exposure_flags(features: pd.DataFrame, *, dark_below: float = DARK_BELOW,

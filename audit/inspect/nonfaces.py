@@ -18,17 +18,16 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
-#: Side, in pixels, every image is resized to before detection (64 px crops are upsampled 2x, 200 px ones downsampled).
-DEFAULT_FACE_IMAGE_SIZE = 128
-#: A face counts when MTCNN's final (ONet) confidence reaches this; below it the image is flagged as a non-face.
-DEFAULT_FACE_CONFIDENCE = 0.90
+from . import defaults
+
+DEFAULT_FACE_IMAGE_SIZE = defaults.FACE_IMAGE_SIZE
+DEFAULT_FACE_CONFIDENCE = defaults.FACE_CONFIDENCE
+DEFAULT_FACE_BATCH = defaults.FACE_BATCH
 #: Smallest face searched for, in pixels of the resized image (the package default; larger values break
 #: mtcnn 1.0's pyramid, whose level count assumes 20).
 MIN_FACE_SIZE = 20
 #: Border added on each side for the second try, as a fraction of the image side.
 RETRY_BORDER = 0.25
-#: Images per MTCNN call (the package stacks a list of equal-size images into one batch).
-DEFAULT_FACE_BATCH = 32
 
 
 @dataclass(frozen=True)

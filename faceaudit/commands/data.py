@@ -35,6 +35,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--shards", type=int, default=4, help="shards per split (default: 4)")
     export.set_defaults(handler=run_export)
 
+    from faceaudit.audit.inspect import defaults as inspect_defaults
+
+    inspect = actions.add_parser(
+        "inspect", help="data report: composition, image properties, anomalies, non-faces, duplicates, labels",
+        description="Inspect a labelled face set: composition, brightness and contrast by group, Isolation Forest "
+        "outliers, MTCNN non-faces (--faces), exact and near duplicates and leakage across splits, label sanity. "
+        "Writes data.json, tables/*.csv, an exclusion list (image_id, reason) for --exclude, report.html and report.pdf.")
+    add_data_options(inspect)
+    inspect.add_argument("--out", type=Path, default=Path(inspect_defaults.OUT_DIR),
+                         help=f"output folder (default: {inspect_defaults.OUT_DIR})")
+    inspect.add_argument("--faces", action="store_true", help="also run the MTCNN face check (slow: ~50 img/s on 2 cores)")
+    inspect.add_argument("--face-confidence", type=float, default=inspect_defaults.FACE_CONFIDENCE,
+                         help=f"MTCNN confidence an image needs to count as a face (default: {inspect_defaults.FACE_CONFIDENCE})")
+    inspect.add_argument("--face-size", type=int, default=inspect_defaults.FACE_IMAGE_SIZE,
+                         help=f"side in px images are resized to for MTCNN (default: {inspect_defaults.FACE_IMAGE_SIZE})")
+    inspect.add_argument("--near-distance", type=int, default=inspect_defaults.NEAR_DISTANCE,
+                         help=f"largest pHash Hamming distance for a near-duplicate (default: {inspect_defaults.NEAR_DISTANCE})")
+    inspect.add_argument("--outlier-share", type=float, default=inspect_defaults.OUTLIER_SHARE,
+                         help=f"share of images the Isolation Forest flags (default: {inspect_defaults.OUTLIER_SHARE})")
+    inspect.add_argument("--min-group-size", type=int, default=inspect_defaults.MIN_GROUP_SIZE,
+                         help=f"smallest group worth auditing (default: {inspect_defaults.MIN_GROUP_SIZE})")
+    inspect.add_argument("--exclude-kinds", default=",".join(inspect_defaults.DEFAULT_EXCLUDE_KINDS), metavar="KINDS",
+                         help="findings written to exclusions.csv, comma-separated, or 'none'; from "
+                         f"{', '.join(inspect_defaults.EXCLUDE_KINDS)} (default: {','.join(inspect_defaults.DEFAULT_EXCLUDE_KINDS)})")
+    inspect.add_argument("--no-pdf", action="store_true", help="write report.html only")
+    inspect.set_defaults(handler=run_inspect)
+
 
 def format_summary(dataset) -> str:
     """The text ``data summary`` prints."""
@@ -93,3 +120,53 @@ def run_export(args: argparse.Namespace) -> int:
     total = sum(p.stat().st_size for p in paths)
     print(f"wrote {len(paths)} shards, {total / 1e6:.1f} MB, to {args.out}")
     return 0
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    from faceaudit.audit.inspect.exclusions import parse_kinds
+
+    if not 0 < args.face_confidence <= 1:
+        raise FaceauditError("--face-confidence must be in (0, 1]")
+    if args.face_size < 48:
+        raise FaceauditError("--face-size must be at least 48 px")
+    if not 0 <= args.near_distance <= 64:
+        raise FaceauditError("--near-distance must be 0-64 bits")
+    if not 0 < args.outlier_share < 0.5:
+        raise FaceauditError("--outlier-share must be in (0, 0.5)")
+    if args.min_group_size < 1:
+        raise FaceauditError("--min-group-size must be at least 1")
+    try:
+        kinds = parse_kinds(args.exclude_kinds)
+    except ValueError as exc:
+        raise FaceauditError(f"--exclude-kinds: {exc}") from None
+    writable_dir(args.out)
+    dataset = dataset_from_args(args)
+    from faceaudit.audit.inspect import InspectOptions, inspect_dataset, render_data_report, write_outputs
+
+    options = InspectOptions(faces=args.faces, face_confidence=args.face_confidence, face_image_size=args.face_size,
+                             near_distance=args.near_distance, outlier_share=args.outlier_share,
+                             min_group_size=args.min_group_size, exclude_kinds=kinds, seed=args.seed)
+    inspection = inspect_dataset(dataset, options)
+    write_outputs(inspection, args.out)
+    render_data_report(inspection, args.out, pdf=not args.no_pdf)
+    print(inspection_summary(inspection, args.out))
+    return 0
+
+
+def inspection_summary(inspection, out: Path) -> str:
+    """The lines ``data inspect`` prints: the counts found and where the files are."""
+    from faceaudit.audit.inspect.outputs import summary
+
+    facts = summary(inspection)
+    leaks = ", ".join(f"{pair} {kinds['exact'] + kinds['near']}" for pair, kinds in facts["duplicates"]["leakage"].items())
+    faces = f"{facts['faces']['non_faces']:,} ({facts['faces']['images_per_second']:.1f} img/s)" if facts["faces"] else "not run (--faces)"
+    return "\n".join([
+        f"images: {facts['files']['usable']:,} usable of {facts['files']['total']:,}",
+        f"dark: {facts['exposure']['dark']} (+{facts['exposure']['dark-borderline']} borderline)   "
+        f"washed out: {facts['exposure']['washed-out']}   outliers: {facts['outliers']['flagged']}   non-faces: {faces}",
+        f"duplicate pairs: {facts['duplicates']['exact_pairs']} exact, {facts['duplicates']['near_pairs']} near   "
+        f"cross-split: {leaks}",
+        f"label conflicts: {facts['labels']['conflicting_pairs']}   small test cells: "
+        f"{facts['small_groups']['cells_too_small_in_test']}   excluded: {facts['exclusions']['images']:,}",
+        f"wrote {out}/report.html, report.pdf, data.json, exclusions.csv, tables/",
+    ])

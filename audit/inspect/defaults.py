@@ -1,0 +1,37 @@
+"""Every default of ``faceaudit data inspect``, with the reason for each; import-light so the CLI can show them.
+
+Move these into ``faceaudit.config`` if the project wants every default in one file; the inspection modules
+read them from here.
+"""
+
+from __future__ import annotations
+
+#: Side, in pixels, every image is resized to before MTCNN (64 px crops upsampled 2x, 200 px ones downsampled;
+#: on a 96-image sample of each set, 128 px found as many faces as 160 px at ~1.5x the speed).
+FACE_IMAGE_SIZE = 128
+#: An image counts as a face when MTCNN's final (ONet) confidence reaches this; below, it is a non-face.
+FACE_CONFIDENCE = 0.90
+#: Images per MTCNN call (the package stacks a list of equal-size images into one batch: ~5x faster than singly).
+FACE_BATCH = 32
+#: Largest pHash Hamming distance (of 64 bits) counted as a near-duplicate. pHash bits are half ones, so distances
+#: are even. On UTKFace-64px, sampled pairs at 0 and 2 were all the same photo; at 4 about a quarter were
+#: different people, at 6 most were. Re-encoding or resizing one photo stays within a couple of bits.
+NEAR_DISTANCE = 2
+#: Share of images the Isolation Forest calls outliers (1%: about 200 of UTKFace's 21k, a reviewable list).
+OUTLIER_SHARE = 0.01
+#: Mean luma (0-255) below which an image is very dark (the seed notebook's cut), and the borderline band's top.
+DARK_BELOW, DARK_BORDERLINE = 50.0, 55.0
+#: Mean luma above which an image is washed out (the dark cut mirrored: 255 - 50), and the borderline band's bottom.
+WASHED_OUT_ABOVE, WASHED_OUT_BORDERLINE = 205.0, 200.0
+#: Groups smaller than this are too small to audit (the audit's default minimum group size).
+MIN_GROUP_SIZE = 30
+#: Every kind of finding that can go into the exclusion list.
+EXCLUDE_KINDS = ("exact-duplicate", "near-duplicate", "leak", "nonface", "outlier", "dark", "washed-out",
+                 "label-conflict")
+#: Default kinds: findings wrong for any use of the data. Extra copies of the same bytes, the val/test copy of
+#: a photo that is also in an earlier split (it inflates held-out accuracy), and images with no face (only when
+#: the face check ran). Outliers, dark images and label conflicts are listed for review but kept unless asked
+#: for: many are real, usable faces.
+DEFAULT_EXCLUDE_KINDS = ("exact-duplicate", "leak", "nonface")
+#: Default output folder.
+OUT_DIR = "reports/data"
