@@ -1,0 +1,105 @@
+"""``faceaudit report`` (re-render an audit folder), ``faceaudit compare`` (several audits) and ``faceaudit diff``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from faceaudit.config import DEFAULT_SEED
+from faceaudit.errors import FaceauditError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the report, compare and diff subcommands."""
+    report = subparsers.add_parser(
+        "report", help="render report.html, report.pdf and summary.md from an audit folder",
+        description="Render an audit folder (audit.json + predictions.csv) into a self-contained report.html, an A4 "
+                    "report.pdf and a summary.md of at most 60 lines, next to audit.json.")
+    report.add_argument("audit", type=Path, metavar="AUDIT", help="audit folder or its audit.json")
+    report.add_argument("--out", type=Path, help="write the report here instead of next to audit.json")
+    report.add_argument("--no-thumbnails", action="store_true", help="leave faces out of the error gallery")
+    report.add_argument("--no-pdf", action="store_true", help="skip report.pdf (HTML and summary only)")
+    report.set_defaults(handler=run_report)
+
+    compare = subparsers.add_parser(
+        "compare", help="compare audits of several models on the same test images",
+        description="Side-by-side per-group accuracy with CIs, a paired test per group (McNemar and paired "
+                    "bootstrap on the same test images, matched by image_id and sha256), rankings by worst-group "
+                    "accuracy and largest gap, and validation curves from the runs' histories.")
+    compare.add_argument("audits", nargs="*", type=Path, metavar="AUDIT", help="audit folders (two or more)")
+    compare.add_argument("--out", type=Path, default=Path("reports/compare"), help="output folder (default: reports/compare)")
+    compare.add_argument("--history", nargs="+", type=Path, default=[], metavar="JSON",
+                         help="extra training histories (faceaudit history.json or Keras/seed *_history.json); "
+                              "X-freeze/X-unfreeze files are joined into one run X, and the seed's "
+                              "model_predict_curves_3.png is redrawn from them")
+    compare.add_argument("--n-boot", type=int, default=2000, help="paired bootstrap resamples (default: 2000)")
+    compare.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"bootstrap seed (default: {DEFAULT_SEED})")
+    compare.add_argument("--no-pdf", action="store_true", help="skip compare.pdf")
+    compare.set_defaults(handler=run_compare)
+
+    diff = subparsers.add_parser(
+        "diff", help="what got better or worse between two audits, per group",
+        description="Per group: old and new accuracy, the change, and whether it is larger than its uncertainty "
+                    "(paired bootstrap and McNemar when both predictions tables cover the same images, otherwise "
+                    "the audits' own CIs are compared and the output says so).")
+    diff.add_argument("old", type=Path, metavar="OLD", help="the earlier audit.json or audit folder")
+    diff.add_argument("new", type=Path, metavar="NEW", help="the later audit.json or audit folder")
+    diff.add_argument("--out", type=Path, help="also write the table as Markdown (and CSV next to it)")
+    diff.add_argument("--n-boot", type=int, default=2000, help="paired bootstrap resamples (default: 2000)")
+    diff.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"bootstrap seed (default: {DEFAULT_SEED})")
+    diff.add_argument("--fail-on-worse", action="store_true",
+                      help="exit with status 1 when any group got worse beyond its uncertainty")
+    diff.set_defaults(handler=run_diff)
+
+
+def _check_exists(path: Path) -> None:
+    if not path.exists():
+        raise FaceauditError(f"{path} does not exist")
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from faceaudit.audit.report import render_report
+
+    _check_exists(args.audit)
+    timings: dict = {}
+    written = render_report(args.audit, thumbnails=not args.no_thumbnails, pdf=not args.no_pdf, out_dir=args.out,
+                            timings=timings)
+    for path in written:
+        print(f"wrote {path} ({path.stat().st_size / 1024:.0f} kB)")
+    print(f"rendered in {timings['total_s']:.1f} s")
+    return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from faceaudit.audit.report.compare import compare_audits
+    from faceaudit.commands.common import writable_dir
+
+    for path in [*args.audits, *args.history]:
+        _check_exists(path)
+    start = time.perf_counter()
+    written = compare_audits(args.audits, writable_dir(args.out), history_files=args.history, n_boot=args.n_boot,
+                             seed=args.seed, pdf=not args.no_pdf)
+    for path in written:
+        print(f"wrote {path}")
+    print(f"compared in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def run_diff(args: argparse.Namespace) -> int:
+    from faceaudit.audit.report.compare import diff_audits, diff_text
+    from faceaudit.audit.report.layout import atomic_write
+
+    _check_exists(args.old)
+    _check_exists(args.new)
+    frame = diff_audits(args.old, args.new, n_boot=args.n_boot, seed=args.seed)
+    text = diff_text(frame)
+    sys.stdout.write(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(args.out, text)
+        atomic_write(args.out.with_suffix(".csv"), frame.to_csv(index=False))
+    if args.fail_on_worse and (frame["verdict"] == "worse").any():
+        return 1
+    return 0

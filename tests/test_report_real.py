@@ -1,0 +1,251 @@
+"""The audit report, comparison and diff on real audits: real UTKFace pixels, a real scikit-learn classifier, the
+real audit engine, then real headless Chromium and real PDF pages (pdftoppm)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+
+import numpy as np
+import pytest
+
+from faceaudit.cli import main
+
+HOSTILE = "<script>alert(1)</script>"
+N_TEST = 700
+
+
+def _pixels(frame):
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.open(p).convert("RGB").resize((16, 16)), dtype=np.float32).ravel()
+                     for p in frame["path"]])
+
+
+@pytest.fixture(scope="module")
+def audits(utk64_dataset, tmp_path_factory):
+    """Two real audits of the same test images: pixel classifiers of different strength, one with a hostile name."""
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from faceaudit.audit.engine import AuditSettings, compute_audit
+    from faceaudit.audit.gates import evaluate_gates, parse_gates
+    from faceaudit.audit.predictions import predictions_from_manifest, validate_predictions
+    from faceaudit.audit.writer import write_audit
+    from faceaudit.config import RACES
+
+    dataset = utk64_dataset
+    train = dataset.split("train").sample(1500, random_state=0)
+    val = dataset.split("val").sample(400, random_state=0)
+    test = dataset.split("test").sample(N_TEST, random_state=0)
+    x_train, x_val, x_test = _pixels(train), _pixels(val), _pixels(test)
+    gates, _ = parse_gates({"gates": [{"metric": "accuracy", "by": "race", "max_gap": 0.25},
+                                      {"metric": "accuracy", "by": "overall", "min": 0.4}]})
+    folders = {}
+    for name, c in ((HOSTILE, 1.0), ("pixels-weak", 0.0005)):
+        model = make_pipeline(StandardScaler(), PCA(32, random_state=0), LogisticRegression(C=c, max_iter=300))
+        model.fit(x_train, train["race"].astype(str))
+        order = [list(model.classes_).index(r) for r in RACES]
+        predictions = validate_predictions(predictions_from_manifest(test, model.predict_proba(x_test)[:, order]))
+        val_predictions = validate_predictions(predictions_from_manifest(val, model.predict_proba(x_val)[:, order]))
+        output = compute_audit(
+            predictions, settings=AuditSettings(n_boot=100), embeddings=model[:-1].transform(x_test),
+            val_predictions=val_predictions,
+            model={"name": name, "kind": "predictions", "source": "sklearn", "backbone": "PCA + logistic regression",
+                   "run_hash": None, "synthetic": False, "run": None},
+            data={"source": str(dataset.source), "fingerprint": dataset.fingerprint, "split": "test",
+                  "n": len(predictions), "n_val": len(val_predictions), "synthetic": False,
+                  "age_bands": "default", "predictions_sha256": None})
+        output.result.gates = evaluate_gates(gates, output.result.to_dict())
+        folder = tmp_path_factory.mktemp("audit")
+        write_audit(output.result, output.tables, predictions, folder)
+        folders[name] = folder
+    return folders
+
+
+@pytest.fixture(scope="module")
+def rendered(audits):
+    from faceaudit.audit.report import render_report
+
+    folder = audits[HOSTILE]
+    timings: dict = {}
+    paths = render_report(folder, timings=timings)
+    return folder, paths, timings
+
+
+def test_report_files_and_sizes(rendered):
+    folder, paths, _ = rendered
+    assert [p.name for p in paths] == ["report.html", "report.pdf", "summary.md"]
+    html = (folder / "report.html").read_text(encoding="utf-8")
+    assert (folder / "report.html").stat().st_size < 5 * 1024 * 1024
+    # Self-contained: no external resource, every image inline.
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", html)
+    assert re.findall(r'<img src="([^"]{0,30})', html) and all(
+        s.startswith("data:image/") for s in re.findall(r'<img src="([^"]{0,30})', html))
+    for section in ("Verdict", "Model card", "The evaluated data", "Overall and per-group metrics",
+                    "Per-group confusion matrices", "Calibration", "Embedding clusters", "Error gallery",
+                    "Training curves", "Reproducibility"):
+        assert f"{section}</a>" in html, section
+    # Every figure has a caption that says what to look for.
+    captions = re.findall(r"<figcaption>(.*?)</figcaption>", html, flags=re.S)
+    assert len(captions) >= 7 and all("Look" in c for c in captions)
+
+
+def test_hostile_model_name_is_text(rendered):
+    folder, _, _ = rendered
+    html = (folder / "report.html").read_text(encoding="utf-8")
+    assert HOSTILE not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    summary = (folder / "summary.md").read_text(encoding="utf-8")
+    assert "<script>" not in summary
+
+
+def test_summary_is_short_and_complete(rendered, audits):
+    folder, _, _ = rendered
+    lines = (folder / "summary.md").read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= 60
+    text = "\n".join(lines)
+    result = json.loads((folder / "audit.json").read_text())
+    assert result["gates"]["status"].upper() in lines[0]
+    assert "### Gates" in text and "### Worst groups" in text
+    assert re.search(r"\d+\.\d% \[\d+\.\d, \d+\.\d\]", text)  # values come with their CIs
+
+
+def test_report_in_headless_chromium(rendered, tmp_path):
+    from faceaudit.audit.report.browser import check_page, find_chromium
+
+    if find_chromium() is None:
+        pytest.fail("chromium is not installed (.ci/run installs it)")
+    folder, _, _ = rendered
+    page = check_page(folder / "report.html")
+    (tmp_path / "screenshot.png").write_bytes(page.screenshot)
+    assert page.images_total >= 30  # figures plus the gallery's thumbnails
+    assert page.images_broken == []
+    assert page.network_requests == []
+    assert page.failed_requests == []
+    assert page.scripts == 0  # the hostile name did not become a script
+    assert "alert(1)" in page.title
+    assert len(page.screenshot) > 10_000 and page.screenshot[:4] == b"\x89PNG"
+    from PIL import Image
+
+    with Image.open(tmp_path / "screenshot.png") as shot:
+        assert shot.size == (1366, 900)
+        assert len(shot.convert("L").getcolors(1 << 16) or []) > 20  # not a blank page
+
+
+def _coloured_fraction(png_path) -> float:
+    from PIL import Image
+
+    with Image.open(png_path) as image:
+        hsv = np.asarray(image.convert("HSV"), dtype=np.int32)
+    return float(np.mean((hsv[..., 1] > 60) & (hsv[..., 2] > 40)))
+
+
+def test_pdf_pages_and_figures(rendered, tmp_path):
+    folder, _, _ = rendered
+    pdf = folder / "report.pdf"
+    info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True, check=True).stdout
+    pages = int(re.search(r"Pages:\s+(\d+)", info).group(1))
+    assert 6 <= pages <= 30
+    assert "A4" in info or "595.28 x 841.89" in info
+    subprocess.run(["pdftoppm", "-r", "40", "-png", str(pdf), str(tmp_path / "page")], check=True)
+    rendered_pages = sorted(tmp_path.glob("page-*.png"))
+    assert len(rendered_pages) == pages
+    listing = subprocess.run(["pdfimages", "-list", str(pdf)], capture_output=True, text=True, check=True).stdout
+    image_pages = sorted({int(line.split()[0]) for line in listing.splitlines()[2:] if line.split()[2] == "image"})
+    html = (folder / "report.html").read_text(encoding="utf-8")
+    assert sum(1 for line in listing.splitlines()[2:] if line.split()[2] == "image") == html.count("<img ")
+    # Pages that carry figures show colour (heatmaps, curves, faces), not blank boxes.
+    for number in image_pages:
+        assert _coloured_fraction(rendered_pages[number - 1]) > 0.01, f"page {number} looks blank"
+    text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+    assert f"Page 1 of {pages}" in text and f"Page {pages} of {pages}" in text
+    assert "alert(1)" in text  # the running header and title show the hostile name as text
+
+
+def test_no_thumbnails_leaves_faces_out(audits, tmp_path):
+    assert main(["report", str(audits["pixels-weak"]), "--out", str(tmp_path), "--no-thumbnails", "--no-pdf"]) == 0
+    html = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "data:image/jpeg" not in html
+    assert "--no-thumbnails" in html
+    assert not (tmp_path / "report.pdf").exists()
+
+
+def test_compare_two_audits(audits, tmp_path, capsys):
+    seed_dir = _seed_dir()
+    out = tmp_path / "compare"
+    args = ["compare", str(audits[HOSTILE]), str(audits["pixels-weak"]), "--out", str(out), "--n-boot", "500"]
+    histories = sorted(seed_dir.glob("*_history.json")) if seed_dir else []
+    if histories:
+        args += ["--history", *map(str, histories)]
+    assert main(args) == 0
+    for name in ("compare.html", "compare.pdf", "paired_tests.csv", "ranking.csv", "compare.md"):
+        assert (out / name).is_file(), name
+    import pandas as pd
+
+    tests = pd.read_csv(out / "paired_tests.csv")
+    overall = tests[tests["grouping"] == "overall"].iloc[0]
+    assert overall["n"] == N_TEST
+    # The weak model is far worse overall: the paired test must see it.
+    assert overall["diff"] < 0 and overall["diff_hi"] < 0 and overall["p_value"] < 0.001
+    assert set(tests["grouping"]) == {"overall", "race", "gender", "age_band"}
+    ranks = pd.read_csv(out / "ranking.csv")
+    assert list(ranks["rank_worst_group"]) == sorted(ranks["rank_worst_group"])
+    html = (out / "compare.html").read_text(encoding="utf-8")
+    assert HOSTILE not in html
+    if histories:
+        assert (out / "model_predict_curves_3.png").is_file()
+        from PIL import Image
+
+        with Image.open(out / "model_predict_curves_3.png") as image:
+            assert image.size == (4500, 2400)  # the seed figure's size
+        assert "ResNet50" in html and "Xception" in html and "EfficientnetV2" in html
+
+
+def test_compare_refuses_different_test_sets(audits, tmp_path, capsys):
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(audits["pixels-weak"], other)
+    predictions = (other / "predictions.csv").read_text().splitlines()
+    (other / "predictions.csv").write_text("\n".join(predictions[:-5]) + "\n")
+    code = main(["compare", str(audits[HOSTILE]), str(other), "--out", str(tmp_path / "c"), "--no-pdf"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("faceaudit: error: test sets differ") and "\n" not in err
+    assert not (tmp_path / "c" / "compare.html").exists()
+
+
+def test_diff_paired_and_unpaired(audits, tmp_path, capsys):
+    old, new = audits["pixels-weak"], audits[HOSTILE]
+    assert main(["diff", str(old / "audit.json"), str(new / "audit.json"), "--out", str(tmp_path / "d.md")]) == 0
+    out = capsys.readouterr().out
+    assert "paired bootstrap" in out
+    assert re.search(r"\| overall \| all \|.*\| better \|", out)
+    assert main(["diff", str(new), str(old), "--fail-on-worse"]) == 1
+    capsys.readouterr()
+    # Without predictions the diff falls back to comparing CIs, and says so.
+    import shutil
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(old / "audit.json", bare / "audit.json")
+    assert main(["diff", str(bare), str(new)]) == 0
+    out = capsys.readouterr().out
+    assert "CIs compared (unpaired)" in out and "not paired" in out
+
+
+def _seed_dir():
+    import os
+    from pathlib import Path
+
+    value = os.environ.get("FACEAUDIT_SEED_DIR")
+    if not value:
+        return None
+    path = Path(value)
+    if not path.is_dir():
+        pytest.fail(f"$FACEAUDIT_SEED_DIR names {path}, which does not exist")
+    return path
