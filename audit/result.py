@@ -10,7 +10,7 @@ import json
 import math
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -70,12 +70,12 @@ class AuditResult:
 
     def to_dict(self) -> dict:
         """The JSON-ready dict, ``schema_version`` first."""
-        data = asdict(self)
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
         return {"schema_version": data.pop("schema_version"), **data}
 
     def to_json(self, path: Path | None = None) -> str:
         """The ``audit.json`` text; when ``path`` is given it is also written atomically there."""
-        text = json.dumps(self.to_dict(), indent=2, ensure_ascii=False, allow_nan=False)
+        text = json.dumps(self.to_dict(), indent=1, ensure_ascii=False, allow_nan=False)
         if path is not None:
             write_text_atomic(Path(path), text + "\n")
         return text

@@ -1,0 +1,217 @@
+"""A fast stratified bootstrap of confusion matrices and calibration sums, for every grouping at once.
+
+Rows are resampled within strata (the finest cells, race x gender x age band), so every group of every coarser
+grouping keeps its size. Up to :data:`EXACT_ROWS_LIMIT` rows, each resample draws actual rows (one vectorised draw
+and one ``np.bincount`` per chunk of resamples). Above it, rows of one stratum that share (true, predicted,
+confidence bin) are treated as interchangeable *types*: a resample of a stratum is a multinomial draw over its
+types (exact for confusion counts, cost independent of the number of rows), and sums of continuous per-row values
+within a type (confidence, Brier, log loss) are drawn from a normal with the type's mean and variance.
+Replicate 0 is always the observed data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from statistics import NormalDist
+
+import numpy as np
+from scipy import sparse
+from tqdm.auto import tqdm
+
+#: Up to this many rows, resamples draw actual rows (exact for every statistic); above it, multinomial draws over
+#: types with normally drawn sums keep the cost independent of the number of rows.
+EXACT_ROWS_LIMIT = 50_000
+
+
+@dataclass
+class Replicates:
+    """Per grouping: confusion counts ``[B+1, G, K, K]`` and, with probabilities, calibration sums."""
+
+    confusion: dict[str, np.ndarray]
+    calibration: dict[str, dict[str, np.ndarray]] | None
+    n_boot: int
+
+
+def _type_table(strata, y_true, y_pred, bins, n_classes, n_bins):
+    """Distinct (stratum, true, pred, bin) types: id per row, and the first row of each type."""
+    code = ((strata.astype(np.int64) * n_classes + y_true) * n_classes + y_pred) * n_bins + bins
+    uniques, first, inverse, counts = np.unique(code, return_index=True, return_inverse=True, return_counts=True)
+    return first, inverse.ravel(), counts
+
+
+def _type_moments(values: np.ndarray, inverse: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of ``values`` within each type."""
+    n_types = len(counts)
+    total = np.bincount(inverse, weights=values, minlength=n_types)
+    mean = total / counts
+    centred = values - mean[inverse]
+    var = np.bincount(inverse, weights=centred * centred, minlength=n_types) / counts
+    return mean, np.sqrt(np.maximum(var, 0))
+
+
+def _map(rows: np.ndarray, cols: np.ndarray, n_cols: int) -> sparse.csr_matrix:
+    """A 0/1 matrix sending type ``i`` to column ``cols[i]``, transposed for ``M @ counts.T``."""
+    n = len(rows)
+    return sparse.csr_matrix((np.ones(n), (cols, rows)), shape=(n_cols, n))
+
+
+def stratified_replicates(
+    strata: np.ndarray,
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    groupings: dict[str, tuple[np.ndarray, int]],
+    *,
+    n_classes: int,
+    n_boot: int = 1000,
+    seed: int = 42,
+    confidence: np.ndarray | None = None,
+    brier: np.ndarray | None = None,
+    log_loss: np.ndarray | None = None,
+    n_bins: int = 15,
+    chunk: int = 250,
+    progress: bool = False,
+) -> Replicates:
+    """Bootstrap replicates for each grouping (``name -> (group code per row, number of groups)``).
+
+    Every grouping must be coarser than ``strata`` (each stratum inside one group). Calibration sums are
+    computed when ``confidence``, ``brier`` and ``log_loss`` are given.
+    """
+    strata = np.asarray(strata, dtype=np.int64)
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_pred = np.asarray(y_pred, dtype=np.int64)
+    with_cal = confidence is not None
+    bins = confidence_bins(confidence, n_bins) if with_cal else np.zeros(len(y_true), dtype=np.int64)
+    first, inverse, counts = _type_table(strata, y_true, y_pred, bins, n_classes, n_bins if with_cal else 1)
+    n_types = len(counts)
+    t_true, t_pred, t_bin, t_stratum = y_true[first], y_pred[first], bins[first], strata[first]
+    t_correct = (t_true == t_pred).astype(float)
+
+    conf_maps, cal_maps, loss_maps = {}, {}, {}
+    for name, (codes, n_groups) in groupings.items():
+        codes = np.asarray(codes, dtype=np.int64)
+        t_group = codes[first]
+        if not np.array_equal(t_group[inverse], codes):
+            raise ValueError(f"grouping {name!r} is not nested within the bootstrap strata")
+        conf_maps[name] = _map(np.arange(n_types), (t_group * n_classes + t_true) * n_classes + t_pred,
+                               n_groups * n_classes * n_classes)
+        if with_cal:
+            cal_maps[name] = _map(np.arange(n_types), t_group * n_bins + t_bin, n_groups * n_bins)
+            loss_maps[name] = _map(np.arange(n_types), t_group, n_groups)
+
+    moments = {}
+    if with_cal:
+        for key, values in (("confidence", confidence), ("brier", brier), ("log_loss", log_loss)):
+            values = np.asarray(values, dtype=float)
+            moments[key] = (np.bincount(inverse, weights=values, minlength=n_types), *_type_moments(values, inverse, counts))
+
+    # Types grouped by stratum, for one multinomial draw per stratum.
+    order = np.argsort(t_stratum, kind="stable")
+    boundaries = np.flatnonzero(np.diff(t_stratum[order])) + 1
+    stratum_types = np.split(order, boundaries)
+
+    rng = np.random.default_rng(seed)
+    exact_rows = len(y_true) <= EXACT_ROWS_LIMIT
+    if exact_rows:
+        # Rows sorted by stratum; each resampled slot draws a random row of its own stratum.
+        row_order = np.argsort(strata, kind="stable")
+        sorted_strata = strata[row_order]
+        start = np.searchsorted(sorted_strata, sorted_strata, side="left")
+        size_of = np.searchsorted(sorted_strata, sorted_strata, side="right") - start
+        row_type = inverse[row_order]
+        row_values = {k: np.asarray(v, dtype=float)[row_order] for k, v in
+                      (("confidence", confidence), ("brier", brier), ("log_loss", log_loss)) if with_cal}
+    pieces: dict[str, list] = {name: [] for name in groupings}
+    cal_pieces: dict[str, dict[str, list]] = {name: {k: [] for k in ("count", "confidence", "correct", "brier", "log_loss")}
+                                              for name in groupings}
+    spans = [(0, 0)] + [(s, min(s + chunk, n_boot + 1)) for s in range(1, n_boot + 1, chunk)]
+    bar = tqdm(total=n_boot, desc="bootstrap", unit="resample", disable=(not progress) or None, leave=False)
+    for lo, hi in spans:
+        if lo == 0 and hi == 0:
+            draws = counts[None, :].astype(float)
+            sums = {k: m[0][None, :] for k, m in moments.items()}
+        elif exact_rows:
+            size = hi - lo
+            picked = start + (rng.random((size, len(start))) * size_of).astype(np.int64)
+            slots = (np.arange(size)[:, None] * n_types + row_type[picked]).ravel()
+            draws = np.bincount(slots, minlength=size * n_types).reshape(size, n_types).astype(float)
+            sums = {k: np.bincount(slots, weights=v[picked].ravel(), minlength=size * n_types).reshape(size, n_types)
+                    for k, v in row_values.items()}
+            bar.update(size)
+        else:
+            size = hi - lo
+            draws = np.empty((size, n_types))
+            for types in stratum_types:
+                k = counts[types]
+                n_stratum = k.sum()
+                if len(types) == 1:
+                    draws[:, types[0]] = n_stratum
+                else:
+                    draws[:, types] = rng.multinomial(n_stratum, k / n_stratum, size=size)
+            sums = {}
+            root = np.sqrt(draws)
+            for key, (_, mean, sd) in moments.items():
+                noise = rng.standard_normal(draws.shape)
+                noise *= root
+                noise *= sd
+                sums[key] = draws * mean + noise
+            bar.update(size)
+        for name in groupings:
+            pieces[name].append((conf_maps[name] @ draws.T).T)
+            if with_cal:
+                cal_pieces[name]["count"].append((cal_maps[name] @ draws.T).T)
+                cal_pieces[name]["confidence"].append((cal_maps[name] @ sums["confidence"].T).T)
+                cal_pieces[name]["correct"].append((cal_maps[name] @ (draws * t_correct).T).T)
+                cal_pieces[name]["brier"].append((loss_maps[name] @ sums["brier"].T).T)
+                cal_pieces[name]["log_loss"].append((loss_maps[name] @ sums["log_loss"].T).T)
+    bar.close()
+
+    confusion = {}
+    calibration = {} if with_cal else None
+    for name, (_, n_groups) in groupings.items():
+        stacked = np.concatenate(pieces[name], axis=0)
+        confusion[name] = np.rint(stacked).astype(np.int64).reshape(-1, n_groups, n_classes, n_classes)
+        if with_cal:
+            cal = {k: np.concatenate(v, axis=0) for k, v in cal_pieces[name].items()}
+            for key in ("count", "confidence", "correct"):
+                cal[key] = cal[key].reshape(-1, n_groups, n_bins)
+            cal["count"] = np.rint(cal["count"]).astype(np.int64)
+            calibration[name] = cal
+    return Replicates(confusion=confusion, calibration=calibration, n_boot=n_boot)
+
+
+def confidence_bins(confidence: np.ndarray, n_bins: int = 15) -> np.ndarray:
+    """Equal-width bin of each top-label confidence, bins ``(lo, hi]`` (0 falls in the first bin)."""
+    confidence = np.asarray(confidence, dtype=float)
+    return np.clip(np.ceil(confidence * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
+
+
+def percentile_interval(replicates: np.ndarray, ci: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile bootstrap interval over axis 0 of the resamples (replicate 0, the observed value, excluded)."""
+    tail = (1 - ci) / 2
+    boots = replicates[1:]
+    if boots.shape[0] == 0:
+        nan = np.full(replicates.shape[1:], np.nan)
+        return nan, nan
+    if np.isnan(boots).any():
+        with np.errstate(all="ignore"):
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                lo, hi = np.nanquantile(boots, [tail, 1 - tail], axis=0)
+        return lo, hi
+    lo, hi = np.quantile(boots, [tail, 1 - tail], axis=0)
+    return lo, hi
+
+
+def wilson_interval(successes: np.ndarray, trials: np.ndarray, ci: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score interval for a proportion (NaN where there are no trials)."""
+    z = NormalDist().inv_cdf(1 - (1 - ci) / 2)
+    successes = np.asarray(successes, dtype=float)
+    trials = np.asarray(trials, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = successes / trials
+        denom = 1 + z * z / trials
+        centre = (p + z * z / (2 * trials)) / denom
+        half = z * np.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
+    return centre - half, centre + half

@@ -1,0 +1,227 @@
+"""Gates: reviewer thresholds read from TOML, judged pass / fail / inconclusive on confidence intervals.
+
+A gate passes when its whole interval lies on the right side of the threshold, fails when the whole interval lies
+on the wrong side, and is inconclusive when the interval straddles it or a group is too small to judge.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from xml.etree import ElementTree as ET
+
+from faceaudit.errors import FaceauditError
+
+from .calibration import CALIBRATION_METRICS
+from .metrics import GROUP_METRICS
+from .result import GROUPINGS, grouping_name
+
+RULES = ("min", "max", "max_gap", "min_ratio")
+METRICS = (*GROUP_METRICS, *CALIBRATION_METRICS, "knn_purity", "n")
+PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
+
+
+@dataclass(frozen=True)
+class Gate:
+    """One threshold: ``rule`` (min, max, max_gap, min_ratio) on ``metric`` over the groups of ``by``."""
+
+    name: str
+    metric: str
+    by: str
+    rule: str
+    threshold: float
+
+
+def _grouping_key(text: str) -> str:
+    if text.strip().lower() in ("overall", "all"):
+        return "overall"
+    parts = [p.strip() for p in text.replace(" x ", "×").replace("*", "×").replace(",", "×").split("×")]
+    key = grouping_name(parts)
+    if key not in {grouping_name(g) for g in GROUPINGS}:
+        raise FaceauditError(f"gates: unknown grouping {text!r}; use overall or one of "
+                             f"{', '.join(grouping_name(g) for g in GROUPINGS)}")
+    return key
+
+
+def parse_gates(data: dict, source: str = "gates file") -> tuple[list[Gate], int | None]:
+    """Gates and the optional ``min_group_size`` from parsed TOML."""
+    entries = data.get("gates", data.get("gate", []))
+    if not isinstance(entries, list) or not entries:
+        raise FaceauditError(f"{source} defines no [[gates]]")
+    min_size = data.get("min_group_size")
+    if min_size is not None and (not isinstance(min_size, int) or min_size < 1):
+        raise FaceauditError(f"{source}: min_group_size must be a positive integer")
+    gates = []
+    for i, entry in enumerate(entries, 1):
+        where = f"{source}, gate {i}"
+        metric = entry.get("metric")
+        if metric not in METRICS:
+            raise FaceauditError(f"{where}: metric {metric!r} is not one of {', '.join(METRICS)}")
+        rules = [r for r in RULES if r in entry]
+        if len(rules) != 1:
+            raise FaceauditError(f"{where}: give exactly one of {', '.join(RULES)}")
+        rule = rules[0]
+        threshold = entry[rule]
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+            raise FaceauditError(f"{where}: {rule} must be a number")
+        by = _grouping_key(str(entry.get("by", entry.get("grouping", "overall"))))
+        if by == "overall" and rule in ("max_gap", "min_ratio"):
+            raise FaceauditError(f"{where}: {rule} needs groups; set by = \"race\" or another grouping")
+        if metric == "n" and rule not in ("min", "max"):
+            raise FaceauditError(f"{where}: metric n takes min or max")
+        unknown = set(entry) - {"name", "metric", "by", "grouping", *RULES}
+        if unknown:
+            raise FaceauditError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+        name = entry.get("name") or f"{by} {metric} {rule.replace('_', ' ')} {threshold}"
+        gates.append(Gate(str(name), metric, by, rule, float(threshold)))
+    return gates, min_size
+
+
+def load_gates(path: Path) -> tuple[list[Gate], int | None]:
+    """Read a gates TOML file (see gates.example.toml)."""
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise FaceauditError(f"cannot read gates file {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise FaceauditError(f"gates file {path} is not valid TOML: {exc}") from None
+    return parse_gates(data, source=f"gates file {Path(path).name}")
+
+
+# -- evaluation --------------------------------------------------------------------------------------------
+
+
+def _records(audit: dict, metric: str, by: str) -> list[dict]:
+    """``[{"key", "too_small", "stat"}]`` for the metric over the groups of ``by`` (or overall)."""
+    if metric in GROUP_METRICS or metric == "n":
+        if by == "overall":
+            group = audit["overall"]
+            return [{"key": "all", "too_small": False, "stat": _stat_of(group, metric)}]
+        return [{"key": g["key"], "too_small": g["too_small"], "stat": _stat_of(g, metric)}
+                for g in audit["groupings"][by]["groups"]]
+    if metric in CALIBRATION_METRICS:
+        cal = audit.get("calibration")
+        if not cal:
+            raise FaceauditError(f"gate on {metric} needs class probabilities; the predictions have labels only")
+        if by == "overall":
+            return [{"key": "all", "too_small": False, "stat": cal["overall"][metric]}]
+        return [{"key": g["key"], "too_small": g["too_small"], "stat": g[metric]} for g in cal["groupings"][by]]
+    emb = audit.get("embeddings")
+    if not emb:
+        raise FaceauditError("gate on knn_purity needs embeddings (a model, or --embeddings)")
+    if by == "overall":
+        return [{"key": "all", "too_small": False, "stat": emb["knn_purity"]["overall"]}]
+    return [{"key": g["key"], "too_small": g["too_small"], "stat": g["purity"]} for g in emb["knn_purity"]["groupings"][by]]
+
+
+def _stat_of(group: dict, metric: str) -> dict:
+    if metric == "n":
+        return {"value": group["n"], "ci": [group["n"], group["n"]], "n": group["n"]}
+    return group["metrics"][metric]
+
+
+def judge(stat: dict | None, threshold: float, upper: bool) -> str:
+    """Verdict for one value: ``upper`` means the value must not exceed the threshold."""
+    if stat is None or stat.get("value") is None:
+        return INCONCLUSIVE
+    lo, hi = stat["ci"] if stat.get("ci") else (stat["value"], stat["value"])
+    if upper:
+        return PASS if hi <= threshold else FAIL if lo > threshold else INCONCLUSIVE
+    return PASS if lo >= threshold else FAIL if hi < threshold else INCONCLUSIVE
+
+
+def _disparity(audit: dict, metric: str, by: str) -> dict | None:
+    if metric in GROUP_METRICS:
+        return audit["groupings"][by]["disparities"].get(metric)
+    if metric in CALIBRATION_METRICS and audit.get("calibration"):
+        return audit["calibration"]["disparities"][by].get(metric)
+    raise FaceauditError(f"gate rule max_gap/min_ratio is not available for metric {metric}")
+
+
+def _fmt(stat: dict | None) -> str:
+    if stat is None or stat.get("value") is None:
+        return "undefined"
+    ci = stat.get("ci")
+    return f"{stat['value']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+
+def evaluate_gate(gate: Gate, audit: dict) -> dict:
+    """One gate's verdict with the values it rests on."""
+    out = {"name": gate.name, "metric": gate.metric, "grouping": gate.by, "rule": gate.rule,
+           "threshold": gate.threshold, "value": None, "groups": []}
+    if gate.rule in ("max_gap", "min_ratio"):
+        disparity = _disparity(audit, gate.metric, gate.by)
+        stat = None if disparity is None else disparity["gap" if gate.rule == "max_gap" else "ratio"]
+        out["value"] = stat
+        if disparity is None or disparity.get("n_ranked", 0) < 2:
+            out["status"] = INCONCLUSIVE
+            out["message"] = f"fewer than two {gate.by} groups are large enough to compare"
+        else:
+            out["status"] = judge(stat, gate.threshold, upper=gate.rule == "max_gap")
+            sign = "<=" if gate.rule == "max_gap" else ">="
+            word = "gap" if gate.rule == "max_gap" else "ratio"
+            out["message"] = (f"{word} {_fmt(stat)} must be {sign} {gate.threshold:g}: {out['status']} "
+                              f"(worst {disparity['worst']}, best {disparity['best']})")
+        return out
+    upper = gate.rule == "max"
+    verdicts = []
+    for record in _records(audit, gate.metric, gate.by):
+        status = INCONCLUSIVE if record["too_small"] and gate.metric != "n" else judge(record["stat"], gate.threshold, upper)
+        verdicts.append(status)
+        out["groups"].append({"key": record["key"], "status": status, "value": record["stat"],
+                              **({"too_small": True} if record["too_small"] else {})})
+    if gate.by == "overall":
+        out["value"] = out["groups"][0]["value"]
+    out["status"] = FAIL if FAIL in verdicts else INCONCLUSIVE if INCONCLUSIVE in verdicts else PASS
+    bad = [g for g in out["groups"] if g["status"] != PASS]
+    sign = "<=" if upper else ">="
+    if not bad:
+        out["message"] = f"every {gate.by} group has {gate.metric} {sign} {gate.threshold:g}"
+    else:
+        shown = "; ".join(f"{g['key']} {_fmt(g['value'])} {g['status']}" + (" (too small)" if g.get("too_small") else "")
+                          for g in bad[:5])
+        more = f"; and {len(bad) - 5} more" if len(bad) > 5 else ""
+        out["message"] = f"{gate.metric} must be {sign} {gate.threshold:g}: {shown}{more}"
+    return out
+
+
+def evaluate_gates(gates: list[Gate], audit: dict, *, inconclusive: str = FAIL, source: str | None = None) -> dict:
+    """The ``gates`` block of audit.json: each gate's verdict and the overall status."""
+    results = [evaluate_gate(g, audit) for g in gates]
+    counts = {s: sum(r["status"] == s for r in results) for s in (PASS, FAIL, INCONCLUSIVE)}
+    status = FAIL if counts[FAIL] else INCONCLUSIVE if counts[INCONCLUSIVE] else PASS
+    return {"file": source, "status": status, "inconclusive_policy": inconclusive, "counts": counts,
+            "junit": None, "results": results}
+
+
+def exit_code(gates_block: dict | None) -> int:
+    """0 when every gate passes (inconclusive counts per the policy), 1 when any fails."""
+    if not gates_block:
+        return 0
+    if gates_block["counts"][FAIL]:
+        return 1
+    if gates_block["counts"][INCONCLUSIVE] and gates_block["inconclusive_policy"] == FAIL:
+        return 1
+    return 0
+
+
+def junit_xml(gates_block: dict, suite: str = "faceaudit gates") -> str:
+    """JUnit XML with one testcase per gate: failure on fail; inconclusive is a failure or a skip per policy."""
+    counts = gates_block["counts"]
+    as_failure = gates_block["inconclusive_policy"] == FAIL
+    root = ET.Element("testsuites")
+    node = ET.SubElement(root, "testsuite", name=suite, tests=str(sum(counts.values())),
+                         failures=str(counts[FAIL] + (counts[INCONCLUSIVE] if as_failure else 0)),
+                         errors="0", skipped=str(0 if as_failure else counts[INCONCLUSIVE]))
+    for result in gates_block["results"]:
+        case = ET.SubElement(node, "testcase", classname=f"faceaudit.gates.{result['grouping']}", name=result["name"])
+        if result["status"] == FAIL:
+            ET.SubElement(case, "failure", message=result["message"], type="GateFailed").text = result["message"]
+        elif result["status"] == INCONCLUSIVE:
+            tag = "failure" if as_failure else "skipped"
+            ET.SubElement(case, tag, message=f"inconclusive: {result['message']}",
+                          **({"type": "GateInconclusive"} if as_failure else {})).text = result["message"]
+        ET.SubElement(case, "system-out").text = result["message"]
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
