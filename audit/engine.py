@@ -17,14 +17,12 @@ from faceaudit.config import DEFAULT_SEED, RACES
 
 from . import calibration as cal
 from . import embeddings as emb
+from .defaults import DEFAULT_CI, DEFAULT_INCONCLUSIVE, DEFAULT_MIN_GROUP_SIZE, DEFAULT_N_BOOT
 from .bootstrap import percentile_interval, stratified_replicates, wilson_interval
 from .metrics import GROUP_METRICS, f1, group_metrics, precision, recall, row_normalised
 from .result import GROUP_SEPARATOR, GROUPINGS, AuditResult, grouping_name, stat
 from .schema import PROB_COLUMNS
 
-DEFAULT_N_BOOT = 1000
-DEFAULT_CI = 0.95
-DEFAULT_MIN_GROUP_SIZE = 30
 ATTRIBUTES = ("race", "gender", "age_band")
 BOOTSTRAP_METHOD = ("stratified percentile bootstrap within race × gender × age band cells; up to 50,000 images "
                     "each resample draws actual images; above that, confusion counts are drawn exactly as multinomial "
@@ -43,7 +41,7 @@ class AuditSettings:
     ece_bins: int = cal.ECE_BINS
     knn_k: int = emb.KNN_K
     tsne: bool = True
-    inconclusive: str = "fail"
+    inconclusive: str = DEFAULT_INCONCLUSIVE
     progress: bool = False
 
 

@@ -1,0 +1,202 @@
+"""``faceaudit audit``: per-group metrics with confidence intervals, calibration, embeddings and gates.
+
+Exit codes: 0 when every gate passes (or there are no gates), 1 when a gate fails (or is inconclusive under
+``--inconclusive fail``), 2 on an input error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+from pathlib import Path
+
+from faceaudit.audit.defaults import DEFAULT_CI, DEFAULT_INCONCLUSIVE, DEFAULT_MIN_GROUP_SIZE, DEFAULT_N_BOOT
+from faceaudit.commands.common import add_data_options, dataset_from_args, writable_dir
+from faceaudit.config import data_from_env
+from faceaudit.errors import FaceauditError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "audit", help="audit a model or a predictions table: who it fails, how sure we are, whether it passes",
+        description="Audit a race classifier on a labelled test set: per-group accuracy, balanced accuracy, F1 and "
+        "confusion matrices by race, gender, age band and their intersections, with bootstrap confidence intervals; "
+        "calibration; embedding clusters; and pass/fail gates. Writes audit.json, CSV tables and gates.xml.",
+    )
+    parser.add_argument("source", nargs="?", type=Path, metavar="SOURCE",
+                        help="run folder (runs/<name>/) or .keras model file; omit with --predictions")
+    parser.add_argument("--predictions", type=Path, metavar="FILE",
+                        help="predictions CSV/Parquet (image_id, race, gender, age or age_band, prob_* or pred_race); "
+                        "rows with split=val, if any, fit temperature scaling and only split=test rows are audited")
+    parser.add_argument("--embeddings", type=Path, metavar="NPY",
+                        help="with --predictions: embeddings .npy whose rows align with the predictions file")
+    parser.add_argument("--data", type=Path, metavar="DATA",
+                        help="with a model: UTKFace folder/archive or labelled CSV (default: $FACEAUDIT_DATA)")
+    parser.add_argument("--gates", type=Path, metavar="TOML", help="thresholds to judge (see gates.example.toml)")
+    parser.add_argument("--out", type=Path, help="output folder (default: reports/<model-name>)")
+    parser.add_argument("--n-boot", type=int, default=DEFAULT_N_BOOT,
+                        help=f"bootstrap resamples (default: {DEFAULT_N_BOOT})")
+    parser.add_argument("--min-group-size", type=int, default=None,
+                        help=f"groups smaller than this are shown but never ranked or judged "
+                        f"(default: the gates file's, else {DEFAULT_MIN_GROUP_SIZE})")
+    parser.add_argument("--ci", type=float, default=DEFAULT_CI, help=f"confidence level (default: {DEFAULT_CI})")
+    parser.add_argument("--inconclusive", choices=("pass", "fail"), default=DEFAULT_INCONCLUSIVE,
+                        help="what an inconclusive gate does to the exit code (default: fail)")
+    parser.add_argument("--no-tsne", action="store_true", help="skip the t-SNE map (the other embedding figures stay)")
+    parser.add_argument("--no-temperature", action="store_true",
+                        help="skip temperature scaling (no inference on the validation split)")
+    parser.add_argument("--no-report", action="store_true", help="write the audit only, not report.html/pdf")
+    parser.add_argument("--batch-size", type=int, default=64, help="inference batch size (default: 64)")
+    add_data_options(parser, positional=False)
+    parser.set_defaults(handler=run_audit)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if (args.source is None) == (args.predictions is None):
+        raise FaceauditError("give either a model (SOURCE: run folder or .keras file) or --predictions FILE")
+    if args.embeddings is not None and args.predictions is None:
+        raise FaceauditError("--embeddings goes with --predictions (a model's embeddings are computed)")
+    if args.n_boot < 0:
+        raise FaceauditError("--n-boot must be 0 or more")
+    if not 0 < args.ci < 1:
+        raise FaceauditError("--ci must be between 0 and 1, e.g. 0.95")
+    if args.min_group_size is not None and args.min_group_size < 1:
+        raise FaceauditError("--min-group-size must be at least 1")
+
+
+def _from_predictions(args: argparse.Namespace):
+    """Test and validation predictions, embeddings and model/data info from a predictions file."""
+    import numpy as np
+
+    from faceaudit.audit.labels import AgeBands
+    from faceaudit.audit.predictions import load_embeddings, read_table, validate_predictions
+
+    path = args.predictions
+    table = read_table(path)
+    bands = AgeBands.parse(args.age_bands)
+    what = f"predictions file {path.name}"
+    embeddings = None
+    if args.embeddings is not None:
+        embeddings = load_embeddings(args.embeddings, len(table))
+    val = None
+    if "split" in table.columns and (table["split"].astype(str) == "test").any():
+        split = table["split"].astype(str).to_numpy()
+        if (split == "val").any() and not args.no_temperature:
+            val = validate_predictions(table[split == "val"].reset_index(drop=True), age_bands=bands,
+                                       what=f"{what} (val rows)")
+        if embeddings is not None:
+            embeddings = embeddings[split == "test"]
+        table = table[split == "test"].reset_index(drop=True)
+    predictions = validate_predictions(table, age_bands=bands, what=what)
+    digest = _sha256(path)
+    model = {"name": path.stem, "kind": "predictions", "source": str(path.resolve()), "backbone": None,
+             "run_hash": digest, "synthetic": False, "run": None}
+    data = {"source": str(path.resolve()), "fingerprint": None, "split": "test", "n": len(predictions),
+            "n_val": None if val is None else len(val), "synthetic": False, "age_bands": str(bands),
+            "predictions_sha256": digest}
+    return predictions, val, (None if embeddings is None else np.asarray(embeddings)), "file", model, data
+
+
+def _from_model(args: argparse.Namespace):
+    """Run inference on the test (and validation) split of the data for a run folder or .keras file."""
+    from faceaudit.audit.predictions import predictions_from_manifest
+    from faceaudit.training.inference import predict, resolve_model
+
+    source = args.source
+    if not source.exists():
+        raise FaceauditError(f"model not found: {source}")
+    model_file, run = resolve_model(source)
+    data_source = args.data or data_from_env()
+    if data_source is None:
+        raise FaceauditError("no data: pass --data (a UTKFace folder or archive) or set $FACEAUDIT_DATA")
+    dataset = dataset_from_args(args, source=data_source)
+    test = dataset.split("test")
+    if test.empty:
+        raise FaceauditError(f"the test split of {data_source} is empty: nothing to audit")
+    probs, embeddings = predict(source, test, batch_size=args.batch_size, progress=True)
+    predictions = predictions_from_manifest(test, probs)
+    val = None
+    val_rows = dataset.split("val")
+    if not args.no_temperature and not val_rows.empty:
+        val_probs, _ = predict(source, val_rows, batch_size=args.batch_size, progress=True)
+        val = predictions_from_manifest(val_rows, val_probs)
+    is_run = source.is_dir()
+    name = run.get("name") or (source.name if is_run else model_file.stem)
+    synthetic = bool(run.get("synthetic", False) or dataset.synthetic)
+    model = {"name": str(name), "kind": "run" if is_run else "keras", "source": str(source.resolve()),
+             "backbone": run.get("backbone"), "run_hash": run.get("run_hash") or run.get("hash") or _sha256(model_file),
+             "synthetic": synthetic,
+             "run": {k: run[k] for k in ("name", "backbone", "image_size", "epochs", "seed", "created_utc",
+                                         "data_fingerprint", "run_hash") if k in run} or None}
+    data = {"source": str(data_source), "fingerprint": dataset.fingerprint, "split": "test", "n": len(predictions),
+            "n_val": None if val is None else len(val), "synthetic": dataset.synthetic, "age_bands": args.age_bands,
+            "predictions_sha256": None}
+    return predictions, val, embeddings, "model", model, data
+
+
+def run_audit(args: argparse.Namespace) -> int:
+    """Compute the audit, write it, judge the gates, render the report; the exit code is the gates' verdict."""
+    _check_args(args)
+    from faceaudit.audit import gates as gates_mod
+
+    gate_list, gates_min_size = (gates_mod.load_gates(args.gates) if args.gates else ([], None))
+    min_group_size = args.min_group_size or gates_min_size or DEFAULT_MIN_GROUP_SIZE
+    if args.out is not None:
+        writable_dir(args.out)
+    loader = _from_predictions if args.predictions is not None else _from_model
+    predictions, val, embeddings, emb_source, model, data = loader(args)
+    out_dir = writable_dir(args.out or Path("reports") / model["name"])
+
+    from faceaudit.audit.engine import AuditSettings, compute_audit
+    from faceaudit.audit.writer import write_audit
+
+    settings = AuditSettings(n_boot=args.n_boot, ci=args.ci, seed=args.seed, min_group_size=min_group_size,
+                             tsne=not args.no_tsne, inconclusive=args.inconclusive, progress=True)
+    output = compute_audit(predictions, settings=settings, embeddings=embeddings, embedding_source=emb_source,
+                           val_predictions=val, model=model, data=data)
+    result = output.result
+    junit = None
+    if gate_list:
+        result.gates = gates_mod.evaluate_gates(gate_list, result.to_dict(), inconclusive=args.inconclusive,
+                                                source=str(args.gates))
+        junit = gates_mod.junit_xml(result.gates)
+    write_audit(result, output.tables, predictions, out_dir, junit=junit)
+    _print_summary(result, out_dir)
+    if not args.no_report:
+        _render(out_dir)
+    return gates_mod.exit_code(result.gates)
+
+
+def _render(out_dir: Path) -> None:
+    """The one place the audit hands over to the report renderer, when it is installed."""
+    import importlib
+
+    try:
+        report = importlib.import_module("faceaudit.audit.report")
+    except ImportError:
+        return
+    render = getattr(report, "render_report", None)
+    if render is not None:
+        for path in render(out_dir):
+            print(f"wrote {path}")
+
+
+def _print_summary(result, out_dir: Path) -> None:
+    overall = result.overall["metrics"]["accuracy"]
+    race = result.grouping("race")["disparities"]["accuracy"]
+    ci = overall["ci"] or [float("nan")] * 2
+    print(f"{result.model['name']}: accuracy {overall['value']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] on {overall['n']} "
+          f"test images; worst race {race['worst']}, race accuracy gap {race['gap']['value'] or 0:.3f}")
+    if result.gates:
+        for gate in result.gates["results"]:
+            print(f"  gate {gate['status'].upper():12s} {gate['name']}: {gate['message']}")
+        print(f"gates: {result.gates['status']} ({result.gates['counts']})")
+    print(f"wrote {out_dir / 'audit.json'}")
