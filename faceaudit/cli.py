@@ -10,7 +10,7 @@ from faceaudit import __version__
 from faceaudit.errors import FaceauditError
 
 #: Subcommand modules under faceaudit.commands; each defines ``register(subparsers)``.
-COMMAND_MODULES = ("data", "report", "audit")
+COMMAND_MODULES = ("data", "report", "audit", "train")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,75 @@
+"""``faceaudit train``: train a race classifier into a reproducible run folder."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from faceaudit.config import DEFAULT_AGE_BANDS, DEFAULT_SEED
+
+
+def register(subparsers) -> None:
+    """Add the ``train`` subcommand."""
+    from faceaudit.training.backbones import BACKBONES
+    from faceaudit.training.config import TrainConfig
+
+    d = TrainConfig()
+    parser = subparsers.add_parser(
+        "train", help="train a race classifier (cnn, keras.applications backbones, dlib-resnet) into a run folder",
+        description="Train a race classifier the seed's way (head on a frozen backbone, then the whole network) "
+                    "into a run folder: model.keras, history.json, run.json and the test split's predictions.csv.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True, help="UTKFace folder or .tar.gz archive, or a labelled CSV")
+    parser.add_argument("--out", type=Path, required=True, help="run folder to create (e.g. runs/cnn64)")
+    parser.add_argument("--backbone", default=d.backbone, metavar="NAME", help=f"one of: {', '.join(BACKBONES)}")
+    parser.add_argument("--weights", default=d.weights, metavar="none|imagenet|PATH",
+                        help="initial backbone weights; imagenet is looked up offline in $FACEAUDIT_WEIGHTS_DIR or "
+                             "~/.keras/models under Keras's file name, never downloaded")
+    parser.add_argument("--alpha", type=float, help="MobileNet width multiplier (default: 0.35 v2, 0.25 v1)")
+    parser.add_argument("--image-size", type=int, help="input side in pixels (default: the backbone's)")
+    parser.add_argument("--head-epochs", type=int, help="epochs with the backbone frozen (default: 3 if pretrained, else 0)")
+    parser.add_argument("--epochs", type=int, default=d.epochs,
+                        help="epochs with the whole network unfrozen (dlib-resnet: head epochs); 0 skips")
+    parser.add_argument("--batch-size", type=int, default=d.batch_size)
+    parser.add_argument("--lr", type=float, default=d.lr, help="learning rate: head phase and from-scratch training")
+    parser.add_argument("--finetune-lr", type=float, default=d.finetune_lr, help="learning rate unfreezing pretrained weights")
+    parser.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    parser.add_argument("--schedule", choices=("cosine", "plateau"), default=d.schedule)
+    parser.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    parser.add_argument("--class-weights", action="store_true", help="weight samples by inverse race frequency")
+    parser.add_argument("--no-augment", dest="augment", action="store_false", help="no flip/rotation/zoom")
+    parser.add_argument("--rotation", type=float, default=d.rotation, help="max rotation, degrees")
+    parser.add_argument("--zoom", type=float, default=d.zoom, help="zoom range 1 +/- ZOOM")
+    parser.add_argument("--dropout", type=float, default=d.dropout)
+    parser.add_argument("--embedding-dim", type=int, default=d.embedding_dim)
+    parser.add_argument("--patience", type=int, default=d.patience, help="early stopping on val loss (0: off)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="data order, augmentation and initialisation")
+    parser.add_argument("--strategy", choices=("none", "mirrored"), default=d.strategy,
+                        help="mirrored: tf.distribute.MirroredStrategy over all GPUs, else all logical CPUs")
+    parser.add_argument("--cpu-devices", type=int, default=d.cpu_devices,
+                        help="split the CPU into N logical devices (for --strategy mirrored without GPUs)")
+    parser.add_argument("--resume", action="store_true", help="continue a killed run in --out")
+    parser.add_argument("--max-train", type=int, help="use at most N training images (stratified by race)")
+    parser.add_argument("--dlib-framing", choices=("align", "resize"), default=d.dlib_framing,
+                        help="dlib-resnet chip: 5-point alignment with dlib.get_face_chip, or a plain resize")
+    parser.add_argument("--age-bands", default=DEFAULT_AGE_BANDS, metavar="SPEC")
+    parser.add_argument("--exclude", type=Path, metavar="CSV", help="exclusion list (image_id, reason)")
+    parser.add_argument("--nondeterministic", dest="deterministic", action="store_false",
+                        help="allow non-deterministic TensorFlow kernels (faster)")
+    parser.add_argument("--quiet", dest="progress", action="store_false", help="no progress bars")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the config from the arguments, train, and print where the run went."""
+    from faceaudit.training.config import TrainConfig
+    from faceaudit.training.inference import read_run
+    from faceaudit.training.trainer import train
+
+    fields = TrainConfig.__dataclass_fields__
+    config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    out = train(config)
+    run_record = read_run(out)
+    acc = run_record.get("test_accuracy")
+    print(f"run written to {out}" + (f" (test accuracy {acc:.4f})" if acc is not None else ""))
+    return 0
