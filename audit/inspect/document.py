@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
+from tqdm.auto import tqdm
 
 from faceaudit.audit.report.layout import Cell, Section, Table, render_document, write_document
 
@@ -17,10 +18,12 @@ from .pipeline import Inspection
 MAX_ROWS = 30
 
 _CSS = """
-.pairs { display: flex; flex-wrap: wrap; gap: 0.6rem 1rem; margin: 0.3rem 0 1rem; }
-.pair { display: flex; gap: 0.2rem; align-items: flex-start; break-inside: avoid; }
-.pair .what { width: 100%; font-size: 0.72rem; color: var(--muted); }
-.pair-box { break-inside: avoid; }
+.pairs { margin: 0.3rem 0 1rem; }
+table.pair { display: inline-table; border-collapse: collapse; margin: 0 0.8rem 0.8rem 0; vertical-align: top;
+  break-inside: avoid; font-size: 0.7rem; }
+table.pair td { border: 0; padding: 0 2px; width: 84px; vertical-align: top; color: var(--muted); }
+table.pair td.what { font-weight: 600; }
+table.pair img.data-thumb { width: 80px; height: 80px; display: block; border: 1px solid var(--line); }
 .gallery .thumb img.data-thumb { width: 80px; height: 80px; }
 .gallery .thumb.data { width: 86px; overflow-wrap: anywhere; }
 .numbers td.num { font-weight: 600; }
@@ -149,13 +152,19 @@ def build_sections(ins: Inspection) -> list[Section]:
     return sections
 
 
-def render_data_report(ins: Inspection, out_dir: Path, *, pdf: bool = True) -> list[Path]:
+def render_data_report(ins: Inspection, out_dir: Path, *, pdf: bool = True, progress: bool = True) -> list[Path]:
     """Write ``report.html`` (self-contained) and ``report.pdf`` for an inspection into ``out_dir``."""
     dataset = ins.dataset
     meta = [("Data", dataset.source), ("Images", f"{len(dataset.manifest):,} usable of {dataset.n_files:,} files"),
             ("Fingerprint", dataset.fingerprint[:16]), ("Seed", str(ins.options.seed))]
-    html = render_document("Data inspection report", build_sections(ins), running_header="faceaudit data report",
-                           subtitle=("SYNTHETIC faces, not real people. " if dataset.synthetic else "")
-                           + "Composition, image properties, anomalies, non-faces, duplicates, labels",
-                           meta=meta, extra_css=_CSS)
-    return write_document(html, out_dir, "report", pdf=pdf)
+    with tqdm(total=3, desc="rendering data report", unit="step", disable=not progress or None) as bar:
+        sections = build_sections(ins)
+        bar.update()
+        html = render_document("Data inspection report", sections, running_header="faceaudit data report",
+                               subtitle=("SYNTHETIC faces, not real people. " if dataset.synthetic else "")
+                               + "Composition, image properties, anomalies, non-faces, duplicates, labels",
+                               meta=meta, extra_css=_CSS)
+        bar.update()
+        written = write_document(html, out_dir, "report", pdf=pdf)
+        bar.update()
+    return written
