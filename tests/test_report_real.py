@@ -249,3 +249,26 @@ def _seed_dir():
     if not path.is_dir():
         pytest.fail(f"$FACEAUDIT_SEED_DIR names {path}, which does not exist")
     return path
+
+
+def test_training_curves_from_run_history(audits, tmp_path):
+    """An audit of a run folder shows that run's per-phase history.json (here the seed's ResNet50 phases)."""
+    import shutil
+
+    seed_dir = _seed_dir()
+    if seed_dir is None:
+        pytest.skip("$FACEAUDIT_SEED_DIR is not set")
+    run = tmp_path / "run"
+    run.mkdir()
+    phases = {phase: json.loads((seed_dir / f"ResNet50-{phase}_history.json").read_text())
+              for phase in ("freeze", "unfreeze")}
+    (run / "history.json").write_text(json.dumps(phases))
+    folder = tmp_path / "audit"
+    shutil.copytree(audits["pixels-weak"], folder)
+    result = json.loads((folder / "audit.json").read_text())
+    result["model"].update(kind="run", source=str(run))
+    (folder / "audit.json").write_text(json.dumps(result))
+    assert main(["report", str(folder), "--no-pdf", "--no-thumbnails"]) == 0
+    html = (folder / "report.html").read_text(encoding="utf-8")
+    training = html[html.index('id="training"'):html.index('id="reproducibility"')]
+    assert "<img " in training and "freeze (30 epochs), unfreeze (6 epochs)" in training

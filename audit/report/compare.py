@@ -168,8 +168,12 @@ def seed_figure_file(histories: list[History], path: Path) -> Path:
 
 
 def compare_audits(folders: list[Path], out_dir: Path, *, history_files: list[Path] = (), n_boot: int = 2000,
-                   seed: int = 42, pdf: bool = True) -> list[Path]:
-    """Write compare.html, compare.pdf, compare.md and the CSV tables for ``folders`` into ``out_dir``."""
+                   seed: int = 42, pdf: bool = True, curves_runs: list[str] | None = None) -> list[Path]:
+    """Write compare.html, compare.pdf, compare.md and the CSV tables for ``folders`` into ``out_dir``.
+
+    ``history_files`` are extra training histories (the seed's ``*_history.json``); ``curves_runs`` picks which of
+    them the redrawn ``model_predict_curves_3.png`` shows (default: all).
+    """
     audits = [load_folder(Path(f)) for f in folders]
     if len(audits) < 2 and not history_files:
         raise FaceauditError("compare needs at least two audit folders (or --history files)")
@@ -188,6 +192,12 @@ def compare_audits(folders: list[Path], out_dir: Path, *, history_files: list[Pa
         else:
             notes.append(f"{audit.name}: {note}")
     extra = seed_pairs([load_history(Path(p)) for p in history_files])
+    if curves_runs:
+        unknown = sorted(set(curves_runs) - {h.name for h in extra})
+        if unknown:
+            raise FaceauditError(f"--curves-runs names runs not in --history: {', '.join(unknown)} "
+                                 f"(known: {', '.join(h.name for h in extra)})")
+        extra = [h for name in curves_runs for h in extra if h.name == name]
     written = []
     sections = []
     if audits:
@@ -206,9 +216,10 @@ def compare_audits(folders: list[Path], out_dir: Path, *, history_files: list[Pa
     sections.append(Section("curves", "Validation curves", "compare/curves.html", {
         "figures": [c for c in curves if c], "notes": notes,
         "extra": [(h.name, h.source, ", ".join(f"{p.name}: {p.epochs}" for p in h.phases)) for h in extra]}))
-    names = [a.name for a in audits] + [h.name for h in extra]
-    title = "Model comparison: " + ", ".join(names[:4]) + (" …" if len(names) > 4 else "")
-    html = render_document(title, sections, running_header=f"faceaudit compare · {len(names)} models",
+    names = [a.name for a in audits] or [h.name for h in extra]
+    title = ("Model comparison: " if audits else "Training histories: ") + ", ".join(names[:4]) + (
+        " …" if len(names) > 4 else "")
+    html = render_document(title, sections, running_header=f"faceaudit compare · {', '.join(names[:3])}{' …' if len(names) > 3 else ''}",
                            subtitle="Same test images, paired tests per group" if tests is not None else "")
     written.insert(0, atomic_write(out_dir / "compare.html", html))
     if pdf:
@@ -327,7 +338,7 @@ def diff_audits(old: Path, new: Path, *, n_boot: int = 2000, seed: int = 42) -> 
             test = mcnemar(ca, cb)
             row.update(change=diff["value"], change_ci=diff["ci"], p_value=test["p_value"],
                        method=f"paired bootstrap + McNemar ({test['method']})")
-            row["verdict"] = _verdict(diff["ci"], row["too_small"])
+            row["verdict"] = _verdict(diff["ci"], row["too_small"], test["p_value"])
         else:
             change = new_stat["value"] - old_stat["value"]
             oc, nc = old_stat.get("ci"), new_stat.get("ci")
@@ -351,16 +362,21 @@ def _mask(frame: pd.DataFrame, grouping: str, key: str) -> np.ndarray:
     return mask
 
 
-def _verdict(ci: list[float] | None, too_small: bool) -> str:
+def _verdict(ci: list[float] | None, too_small: bool, p_value: float) -> str:
+    """Better or worse only when the paired CI excludes 0 and McNemar agrees (p < 0.05); small groups never count."""
     if too_small:
         return "too small"
-    if not ci:
+    if not ci or p_value >= 0.05:
         return "within uncertainty"
     if ci[0] > 0:
         return "better"
     if ci[1] < 0:
         return "worse"
     return "within uncertainty"
+
+
+def _p(value) -> str:
+    return "–" if value is None or pd.isna(value) else f"{value:.3g}"
 
 
 def diff_text(frame: pd.DataFrame) -> str:
@@ -370,12 +386,12 @@ def diff_text(frame: pd.DataFrame) -> str:
     lines = [f"faceaudit diff: {old_name} -> {new_name} (accuracy; {method})"]
     if frame.attrs.get("paired_reason"):
         lines.append(f"not paired: {frame.attrs['paired_reason']}; comparing the audits' own CIs, which is conservative")
-    lines += ["", "| grouping | group | old | new | change | verdict |", "|---|---|---:|---:|---:|---|"]
+    lines += ["", "| grouping | group | old | new | change | McNemar p | verdict |", "|---|---|---:|---:|---:|---:|---|"]
     for _, row in frame.iterrows():
         change = "–" if row["change"] is None or pd.isna(row["change"]) else points(
             {"value": row["change"], "ci": row["change_ci"]})
         lines.append(f"| {group_label(row['grouping'])} | {row['group']} | {_ci_text(row['old'], row['old_ci'])} | "
-                     f"{_ci_text(row['new'], row['new_ci'])} | {change} | {row['verdict']} |")
+                     f"{_ci_text(row['new'], row['new_ci'])} | {change} | {_p(row['p_value'])} | {row['verdict']} |")
     counts = frame["verdict"].value_counts()
     lines += ["", ", ".join(f"{counts.get(k, 0)} {k}" for k in ("better", "worse", "within uncertainty", "too small"))]
     return "\n".join(lines) + "\n"

@@ -41,7 +41,8 @@ class Figure:
 def png_figure(fig: "plt.Figure", caption: str, alt: str, *, dpi: int = DPI) -> Figure:
     """Render a matplotlib figure to an inline PNG and close it."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", facecolor="white",
+    # tight_layout() already fits the axes; bbox_inches="tight" would draw every figure twice.
+    fig.savefig(buffer, format="png", dpi=dpi, facecolor="white",
                 pil_kwargs={"optimize": False, "compress_level": 6})
     plt.close(fig)
     data = buffer.getvalue()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .formatting import excludes_zero, fmt_stat, group_label, points
+from .formatting import excludes_zero, fmt_stat, group_label, points  # noqa: F401
 
 
 @dataclass
@@ -18,6 +18,16 @@ class Finding:
     text: str
     severity: float
     kind: str
+
+
+def _unsigned_points(stat: dict) -> str:
+    """A gap or shortfall as positive percentage points with its interval: ``78.6 points [75.4, 82.5]``."""
+    value, ci = abs(stat["value"]), stat.get("ci")
+    text = f"{100 * value:.1f} points"
+    if ci:
+        lo, hi = sorted(abs(c) for c in ci) if (ci[0] >= 0) == (ci[1] >= 0) else (min(ci), max(ci))
+        text += f" [{100 * lo:.1f}, {100 * hi:.1f}]"
+    return text
 
 
 def _record(result, grouping: str, key: str | None) -> dict | None:
@@ -42,7 +52,7 @@ def _gap_finding(result, grouping: str, label: str) -> Finding | None:
         "not clearly larger than sampling noise"
     text = (f"By {label}, accuracy is lowest for {worst['key']} at {fmt_stat(worst['metrics']['accuracy'])} "
             f"(n={worst['n']}) and highest for {best['key']} at {fmt_stat(best['metrics']['accuracy'])} "
-            f"(n={best['n']}): a gap of {points(gap).replace(' pts', ' points')}, {certain}.")
+            f"(n={best['n']}): a gap of {_unsigned_points(gap)}, {certain}.")
     return Finding(text, float(gap["value"]), f"gap:{grouping}")
 
 
@@ -60,8 +70,8 @@ def _intersection_finding(result) -> Finding | None:
     grouping, record = worst
     diff = record["vs_overall"]["accuracy"]
     text = (f"The worst-served intersectional group is {record['key']} ({group_label(grouping)}, n={record['n']}): "
-            f"accuracy {fmt_stat(record['metrics']['accuracy'])}, {points(diff).replace(' pts', ' points')} "
-            "against the whole test set.")
+            f"accuracy {fmt_stat(record['metrics']['accuracy'])}, {_unsigned_points(diff)} below the whole "
+            "test set.")
     return Finding(text, -float(diff["value"]), "intersection")
 
 

@@ -34,6 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          help="extra training histories (faceaudit history.json or Keras/seed *_history.json); "
                               "X-freeze/X-unfreeze files are joined into one run X, and the seed's "
                               "model_predict_curves_3.png is redrawn from them")
+    compare.add_argument("--curves-runs", nargs="+", metavar="NAME",
+                         help="runs from --history to draw in model_predict_curves_3.png, in legend order (default: "
+                              "all; the seed's figure shows ResNet50 Xception EfficientnetV2-l-21k-ft1k)")
     compare.add_argument("--n-boot", type=int, default=2000, help="paired bootstrap resamples (default: 2000)")
     compare.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"bootstrap seed (default: {DEFAULT_SEED})")
     compare.add_argument("--no-pdf", action="store_true", help="skip compare.pdf")
@@ -80,7 +83,7 @@ def run_compare(args: argparse.Namespace) -> int:
         _check_exists(path)
     start = time.perf_counter()
     written = compare_audits(args.audits, writable_dir(args.out), history_files=args.history, n_boot=args.n_boot,
-                             seed=args.seed, pdf=not args.no_pdf)
+                             seed=args.seed, pdf=not args.no_pdf, curves_runs=args.curves_runs)
     for path in written:
         print(f"wrote {path}")
     print(f"compared in {time.perf_counter() - start:.1f} s")
