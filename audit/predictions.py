@@ -48,11 +48,11 @@ def _labels(series: pd.Series, normalise, names: tuple[str, ...], column: str) -
     return pd.Categorical(series.map(mapping), categories=list(names))
 
 
-def validate_predictions(frame: pd.DataFrame, *, age_bands: AgeBands | None = None, what: str = "predictions") -> pd.DataFrame:
+def validate_predictions(frame: pd.DataFrame, *, age_bands: AgeBands | None = None, what: str = "the predictions table") -> pd.DataFrame:
     """Check a predictions table and return its canonical form; every problem is one clear FaceauditError."""
     age_bands = age_bands or AgeBands.parse()
     if len(frame) == 0:
-        raise FaceauditError(f"the {what} table is empty: no test images to audit")
+        raise FaceauditError(f"{what} is empty: no test images to audit")
     columns = set(frame.columns)
     missing = [c for c in ("image_id", "race", "gender") if c not in columns]
     if "age" not in columns and "age_band" not in columns:
@@ -63,12 +63,12 @@ def validate_predictions(frame: pd.DataFrame, *, age_bands: AgeBands | None = No
     if not present_probs and PRED_COLUMN not in columns:
         missing.append(f"{', '.join(PROB_COLUMNS)} or {PRED_COLUMN}")
     if missing:
-        raise FaceauditError(f"the {what} table lacks column(s): {'; '.join(missing)}")
+        raise FaceauditError(f"{what} lacks column(s): {'; '.join(missing)}")
 
     out = pd.DataFrame({"image_id": frame["image_id"].astype(str).to_numpy()})
     if out["image_id"].duplicated().any():
         dup = out["image_id"][out["image_id"].duplicated()].iloc[0]
-        raise FaceauditError(f"the {what} table lists image_id {dup!r} more than once")
+        raise FaceauditError(f"{what} lists image_id {dup!r} more than once")
     out["race"] = _labels(frame["race"], normalise_race, RACES, "race")
     out["gender"] = _labels(frame["gender"], normalise_gender, GENDERS, "gender")
     if "age" in columns:
@@ -97,7 +97,7 @@ def validate_predictions(frame: pd.DataFrame, *, age_bands: AgeBands | None = No
         try:
             probs = frame[list(PROB_COLUMNS)].apply(pd.to_numeric, errors="raise").to_numpy(dtype=float)
         except (ValueError, TypeError):
-            raise FaceauditError(f"the {what} table has a non-numeric probability") from None
+            raise FaceauditError(f"{what} has a non-numeric probability") from None
         check_probabilities(probs, what=what)
         for i, column in enumerate(PROB_COLUMNS):
             out[column] = probs[:, i]

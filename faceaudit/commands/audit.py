@@ -86,16 +86,16 @@ def _from_predictions(args: argparse.Namespace):
     embeddings = None
     if args.embeddings is not None:
         embeddings = load_embeddings(args.embeddings, len(table))
-    val = None
+    val_rows = None
     if "split" in table.columns and (table["split"].astype(str) == "test").any():
         split = table["split"].astype(str).to_numpy()
         if (split == "val").any() and not args.no_temperature:
-            val = validate_predictions(table[split == "val"].reset_index(drop=True), age_bands=bands,
-                                       what=f"{what} (val rows)")
+            val_rows = table[split == "val"].reset_index(drop=True)
         if embeddings is not None:
             embeddings = embeddings[split == "test"]
         table = table[split == "test"].reset_index(drop=True)
     predictions = validate_predictions(table, age_bands=bands, what=what)
+    val = None if val_rows is None else validate_predictions(val_rows, age_bands=bands, what=f"{what} (val rows)")
     digest = _sha256(path)
     model = {"name": path.stem, "kind": "predictions", "source": str(path.resolve()), "backbone": None,
              "run_hash": digest, "synthetic": False, "run": None}
