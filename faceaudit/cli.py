@@ -10,7 +10,7 @@ from faceaudit import __version__
 from faceaudit.errors import FaceauditError
 
 #: Subcommand modules under faceaudit.commands; each defines ``register(subparsers)``.
-COMMAND_MODULES = ("data", "report", "audit", "train")
+COMMAND_MODULES = ("demo", "data", "train", "audit", "report")
 
 
 def build_parser() -> argparse.ArgumentParser:
