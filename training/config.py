@@ -59,7 +59,7 @@ class TrainConfig:
     cpu_devices: int = 0
     #: Continue a killed run from its last completed epoch.
     resume: bool = False
-    #: Use at most this many training images (stratified by race, chosen with ``seed``); None: all.
+    #: Use at most this many training images (a random sample fixed by ``seed``); None: all.
     max_train: int | None = None
     #: dlib-resnet chip framing: ``align`` (5-point landmarks + dlib.get_face_chip) or ``resize``.
     dlib_framing: str = "align"

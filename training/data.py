@@ -6,6 +6,7 @@ so an epoch is the same whether a run went straight through or resumed from a ch
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import numpy as np
@@ -38,14 +39,18 @@ def class_weight_vector(labels: np.ndarray) -> np.ndarray:
     return weights
 
 
-def stratified_subset(manifest: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
-    """At most ``n`` rows keeping each race's share (for quick runs and ``--max-train``)."""
+def seeded_order(manifest: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """Rows in a random order fixed by ``seed`` and each image id (not by row position), so the first ``n``
+    rows are the same random sample however the manifest was sorted or extended."""
+    keys = [hashlib.sha256(f"{seed}:{image_id}".encode()).hexdigest() for image_id in manifest["image_id"]]
+    return manifest.assign(_key=keys).sort_values("_key").drop(columns="_key").reset_index(drop=True)
+
+
+def subset(manifest: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """At most ``n`` rows: a seeded random sample (the first ``n`` of :func:`seeded_order`), in id order."""
     if n >= len(manifest):
         return manifest
-    frac = n / len(manifest)
-    parts = [group.sample(max(1, int(round(len(group) * frac))), random_state=seed)
-             for _, group in manifest.groupby("race", observed=True)]
-    return pd.concat(parts).sort_values("image_id").reset_index(drop=True)
+    return seeded_order(manifest, seed).head(n).sort_values("image_id").reset_index(drop=True)
 
 
 def _augment(images: tf.Tensor, seed: tf.Tensor, rotation_deg: float, zoom: float) -> tf.Tensor:
@@ -107,4 +112,4 @@ def eval_dataset(inputs: np.ndarray, labels: np.ndarray, batch_size: int) -> tf.
     return data.map(lambda x, y: (tf.cast(x, tf.float32), tf.one_hot(y, len(RACES)))).prefetch(tf.data.AUTOTUNE)
 
 
-__all__ = ["load_images", "class_weight_vector", "stratified_subset", "train_dataset", "eval_dataset", "race_codes"]
+__all__ = ["load_images", "class_weight_vector", "seeded_order", "subset", "train_dataset", "eval_dataset", "race_codes"]

@@ -177,6 +177,22 @@ def _current_lr(model) -> float:
     return float(np.asarray(rate))
 
 
+def _reseed(model, seed: int, phase_index: int, epoch: int) -> None:
+    """Set every layer's random state (dropout masks) from ``(seed, phase, epoch)``.
+
+    Keras does not save seed-generator state in ``.keras`` files, so without this a resumed run would draw
+    other dropout masks than an uninterrupted one.
+    """
+    import numpy as np
+
+    index = 0
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        for generator in getattr(layer, "_seed_generators", []) or []:
+            value = np.random.default_rng([seed, phase_index, epoch, index]).integers(0, 2**31 - 1)
+            generator.state.assign(np.array([value, 0], dtype=generator.state.dtype))
+            index += 1
+
+
 def _set_trainable(model, backbone_layer: str | None, trainable: bool) -> None:
     if backbone_layer:
         model.get_layer(backbone_layer).trainable = trainable
@@ -216,7 +232,7 @@ def train(config: TrainConfig) -> Path:
                                progress=config.progress)
     train_m, val_m, test_m = (dataset.split(s) for s in ("train", "val", "test"))
     if config.max_train:
-        train_m = tdata.stratified_subset(train_m, config.max_train, config.seed)
+        train_m = tdata.subset(train_m, config.max_train, config.seed)
     for name, rows in (("train", train_m), ("val", val_m), ("test", test_m)):
         if rows.empty:
             raise FaceauditError(f"the {name} split is empty; training needs train, val and test images")
@@ -278,6 +294,7 @@ def train(config: TrainConfig) -> Path:
             while epoch < phase["epochs"] and not state["stopped"]:
                 if config.progress:
                     print(f"[{phase['name']}] epoch {epoch + 1}/{phase['epochs']}", flush=True)
+                _reseed(model, config.seed, phase_index, epoch)
                 train_data = tdata.train_dataset(
                     x_train, y_train, batch_size=config.batch_size, seed=config.seed + 7919 * phase_index,
                     epoch=epoch, sample_weights=weights, augment=config.augment and x_train.ndim == 4,

@@ -49,7 +49,7 @@ def register(subparsers) -> None:
     parser.add_argument("--cpu-devices", type=int, default=d.cpu_devices,
                         help="split the CPU into N logical devices (for --strategy mirrored without GPUs)")
     parser.add_argument("--resume", action="store_true", help="continue a killed run in --out")
-    parser.add_argument("--max-train", type=int, help="use at most N training images (stratified by race)")
+    parser.add_argument("--max-train", type=int, help="use at most N training images (a random sample fixed by --seed)")
     parser.add_argument("--dlib-framing", choices=("align", "resize"), default=d.dlib_framing,
                         help="dlib-resnet chip: 5-point alignment with dlib.get_face_chip, or a plain resize")
     parser.add_argument("--age-bands", default=DEFAULT_AGE_BANDS, metavar="SPEC")
