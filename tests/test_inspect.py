@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -70,7 +68,8 @@ def planted(utk_sample_dir, tmp_path_factory) -> dict:
 def inspected(planted, tmp_path_factory):
     """One run of the command, with the face check, on the planted folder."""
     out = tmp_path_factory.mktemp("inspect-out")
-    code = main(["data", "inspect", str(planted["folder"]), "--out", str(out), "--faces"])
+    code = main(["data", "inspect", str(planted["folder"]), "--out", str(out), "--faces",
+                 "--exclude-kinds", "exact-duplicate,leak,nonface,dark"])
     assert code == 0
     return out
 
@@ -127,6 +126,8 @@ def test_dark_image_listed(planted, inspected):
     flags = pd.read_csv(inspected / "tables" / "exposure_flags.csv").set_index("image_id")
     assert flags.loc[planted["dark"], "flag"] == "dark"
     assert flags.loc[planted["dark"], "brightness"] < 50
+    exclusions = pd.read_csv(inspected / "exclusions.csv").set_index("image_id")["reason"]
+    assert "dark: very dark" in exclusions[planted["dark"]]
 
 
 def test_dark_image_is_top_outlier_and_noise_a_non_face(planted, inspected):
@@ -136,6 +137,8 @@ def test_dark_image_is_top_outlier_and_noise_a_non_face(planted, inspected):
     assert images.loc[planted["noise"], "n_faces"] == 0
     non_faces = pd.read_csv(inspected / "tables" / "non_faces.csv")
     assert planted["noise"] in set(non_faces["image_id"])
+    exclusions = pd.read_csv(inspected / "exclusions.csv").set_index("image_id")["reason"]
+    assert exclusions[planted["noise"]].startswith("nonface: no face found by MTCNN")
     # MTCNN finds a face in nearly all of the real images
     real = images.drop(index=[planted["noise"], planted["dark"]])
     assert (real["n_faces"] >= 1).mean() > 0.95
@@ -225,3 +228,14 @@ def test_cli_errors_exit_2(tmp_path, capsys, planted):
                  "--exclude-kinds", "exact-duplicate,bogus"]) == 2
     assert "bogus" in capsys.readouterr().err
     assert not (tmp_path / "o" / "data.json").exists()
+
+
+def test_duplicate_groups_and_leakage_table():
+    from faceaudit.audit.inspect.duplicates import duplicate_groups, leakage
+
+    pairs = pd.DataFrame({"image_id_a": ["c", "a", "b"], "image_id_b": ["e", "d", "f"],
+                          "kind": ["near", "exact", "near"], "split_a": ["train", "val", "test"],
+                          "split_b": ["test", "val", "train"]})
+    assert duplicate_groups(pairs, pd.Series(list("abcdefg"))).tolist() == [0, 1, 2, 0, 2, 1, -1]
+    table = leakage(pairs).set_index(["split_pair", "kind"])["pairs"]
+    assert table[("train-test", "near")] == 2 and table.sum() == 2

@@ -28,10 +28,12 @@ MIN_GROUP_SIZE = 30
 #: Every kind of finding that can go into the exclusion list.
 EXCLUDE_KINDS = ("exact-duplicate", "near-duplicate", "leak", "nonface", "outlier", "dark", "washed-out",
                  "label-conflict")
-#: Default kinds: findings wrong for any use of the data. Extra copies of the same bytes, the val/test copy of
-#: a photo that is also in an earlier split (it inflates held-out accuracy), and images with no face (only when
-#: the face check ran). Outliers, dark images and label conflicts are listed for review but kept unless asked
-#: for: many are real, usable faces.
-DEFAULT_EXCLUDE_KINDS = ("exact-duplicate", "leak", "nonface")
+#: Default kinds: findings wrong for any use of the data: extra copies of the same bytes, and the val/test copy
+#: of a photo that is also in an earlier split (it inflates held-out accuracy). Everything else is listed for
+#: review and kept unless asked for, because the flags fall unevenly on groups: on crop_part1-200px, 79 of the
+#: 97 MTCNN non-faces are tight crops of 0-2-year-olds (5.5% of that band, <= 0.7% elsewhere); on UTKFace-64px
+#: the colour-histogram outliers are 1.9% of Asian and 1.6% of Black faces but 0.3-0.4% of Indian and Others.
+#: Excluding them blindly would thin exactly the groups an audit must see.
+DEFAULT_EXCLUDE_KINDS = ("exact-duplicate", "leak")
 #: Default output folder.
 OUT_DIR = "reports/data"

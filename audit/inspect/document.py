@@ -51,6 +51,20 @@ def frame_table(frame: pd.DataFrame, columns: Sequence[str], *, caption: str = "
     return table
 
 
+def flag_rates(ins: Inspection, flagged_ids, by: str, what: str) -> Table:
+    """How many of each group's images a check flagged: a flag that falls on one group is a bias, not a cleanup."""
+    manifest = ins.dataset.manifest
+    hit = manifest["image_id"].isin(set(flagged_ids))
+    table = manifest.assign(_hit=hit).groupby(by, observed=False)["_hit"].agg(["size", "sum"]).reset_index()
+    table["share"] = table["sum"] / table["size"].clip(lower=1)
+    overall = hit.mean() if len(hit) else 0.0
+    return frame_table(table, [by, "size", "sum", "share"], headers=[by.replace("_", " "), "images", what, "share"],
+                       formats={"share": _share, "size": "{:,}".format, "sum": "{:,}".format}, limit=None,
+                       caption=f"{what.capitalize()} by {by.replace('_', ' ')} (overall {overall:.1%}; rows at "
+                               "twice that or more in red)",
+                       highlight=lambda r: "fail" if overall and r["share"] >= 2 * overall else "")
+
+
 def _share(value: float) -> str:
     return f"{value:.1%}"
 
@@ -116,10 +130,13 @@ def build_sections(ins: Inspection) -> list[Section]:
         Section("anomalies", "Anomalies", "data/anomalies.html", {
             "chart": charts.outlier_chart(ins), "share_chart": charts.outlier_share_chart(ins),
             "thumbs": charts.gallery(ins, top, lambda r: f"{r.outlier_score:.3f} · {who(r)}", limit=36),
+            "rates": [flag_rates(ins, top["image_id"], key, "outliers") for key in ("race", "age_band")],
             "facts": facts, "opts": opts}),
         Section("faces", "Non-faces", "data/faces.html", {
             "ran": ins.faces is not None, "chart": charts.face_chart(ins),
             "thumbs": charts.gallery(ins, ins.non_faces, lambda r: f"{r.face_confidence:.2f} · {who(r)}", limit=36)
+            if ins.non_faces is not None else [],
+            "rates": [flag_rates(ins, ins.non_faces["image_id"], key, "non-faces") for key in ("race", "age_band")]
             if ins.non_faces is not None else [],
             "facts": facts, "opts": opts}),
         Section("duplicates", "Duplicates and split leakage", "data/duplicates.html", {

@@ -92,11 +92,11 @@ def duplicate_groups(pairs: pd.DataFrame, image_ids: pd.Series) -> pd.Series:
     _, labels = connected_components(graph, directed=False)
     sizes = np.bincount(labels)
     labels = np.where(sizes[labels] > 1, labels, -1)
-    # renumber groups 0..k-1 in image-id order, so the numbers are stable run to run
-    _, first = np.unique(labels[labels >= 0], return_index=True)
-    order = {g: n for n, g in enumerate(sorted(np.unique(labels[labels >= 0]),
-                                               key=lambda g: np.flatnonzero(labels == g)[0]))}
-    return pd.Series([order.get(g, -1) for g in labels], index=ids, name="group")
+    # renumber groups 0..k-1 by their first image, so the numbers are stable run to run
+    in_group = np.flatnonzero(labels >= 0)
+    _, first = np.unique(labels[in_group], return_index=True)
+    order = {int(labels[in_group[i]]): n for n, i in enumerate(sorted(first))}
+    return pd.Series([order.get(int(g), -1) for g in labels], index=ids, name="group")
 
 
 def split_pair(a: str, b: str) -> str:
