@@ -89,6 +89,18 @@ def test_outputs_written(inspected):
         assert (inspected / "tables" / f"{stem}.csv").is_file()
 
 
+def test_report_in_headless_chromium(inspected):
+    from faceaudit.audit.report.browser import check_page, find_chromium
+
+    if find_chromium() is None:
+        pytest.fail("chromium is not installed (.ci/run installs it)")
+    page = check_page(inspected / "report.html")
+    assert page.images_total >= 40  # figures plus outlier, dark, non-face and duplicate thumbnails
+    assert page.images_broken == [] and page.network_requests == [] and page.failed_requests == []
+    assert page.console_errors == [] and page.scripts == 0
+    assert page.title == "Data inspection report"
+
+
 def test_planted_exact_duplicate_found_and_excluded(planted, inspected):
     pairs = pd.read_csv(inspected / "tables" / "duplicate_pairs.csv")
     exact = pairs[pairs["kind"] == "exact"]
