@@ -122,8 +122,11 @@ class _Pipe:
 
 
 def check_page(html_path: Path, *, width: int = 1366, height: int = 900, timeout: float = 60.0,
-               chromium: str | None = None) -> PageCheck:
-    """Open ``html_path`` at laptop size, wait for load, and report images, requests and a screenshot."""
+               chromium: str | None = None, full_page: bool = False) -> PageCheck:
+    """Open ``html_path`` at laptop size, wait for load, and report images, requests and a screenshot.
+
+    The screenshot is the first screen, or the whole page with ``full_page``.
+    """
     binary = chromium or find_chromium()
     if binary is None:
         raise FaceauditError("chromium is not installed (Debian: apt-get install chromium)")
@@ -147,7 +150,7 @@ def check_page(html_path: Path, *, width: int = 1366, height: int = 900, timeout
         os.close(from_chrome_w)
         pipe = _Pipe(proc, to_chrome_w, from_chrome_r)
         try:
-            return _inspect(pipe, url, width, height, timeout)
+            return _inspect(pipe, url, width, height, timeout, full_page)
         finally:
             try:
                 pipe.send("Browser.close", timeout=5)
@@ -162,7 +165,7 @@ def check_page(html_path: Path, *, width: int = 1366, height: int = 900, timeout
             os.close(from_chrome_r)
 
 
-def _inspect(pipe: _Pipe, url: str, width: int, height: int, timeout: float) -> PageCheck:
+def _inspect(pipe: _Pipe, url: str, width: int, height: int, timeout: float, full_page: bool) -> PageCheck:
     target = pipe.send("Target.createTarget", {"url": "about:blank"}, timeout=timeout)["targetId"]
     session = pipe.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
     for domain in ("Page", "Network", "Runtime", "Log"):
@@ -176,7 +179,11 @@ def _inspect(pipe: _Pipe, url: str, width: int, height: int, timeout: float) -> 
     time.sleep(0.5)
     result = pipe.send("Runtime.evaluate", {"expression": _IMAGE_CHECK, "returnByValue": True}, session=session)
     seen = json.loads(result["result"]["value"])
-    shot = pipe.send("Page.captureScreenshot", {"format": "png"}, session=session, timeout=timeout)
+    params: dict = {"format": "png"}
+    if full_page:
+        params.update(captureBeyondViewport=True,
+                      clip={"x": 0, "y": 0, "width": width, "height": seen["height"], "scale": 1})
+    shot = pipe.send("Page.captureScreenshot", params, session=session, timeout=timeout)
     requests, failed, console = [], [], []
     for event in pipe.events:
         method, params = event.get("method"), event.get("params", {})

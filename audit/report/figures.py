@@ -41,7 +41,7 @@ class Figure:
 def png_figure(fig: "plt.Figure", caption: str, alt: str, *, dpi: int = DPI) -> Figure:
     """Render a matplotlib figure to an inline PNG and close it."""
     buffer = io.BytesIO()
-    # tight_layout() already fits the axes; bbox_inches="tight" would draw every figure twice.
+    # Figures from new_figure() lay themselves out when drawn; bbox_inches="tight" would draw every figure twice.
     fig.savefig(buffer, format="png", dpi=dpi, facecolor="white",
                 pil_kwargs={"optimize": False, "compress_level": 6})
     plt.close(fig)
@@ -66,5 +66,6 @@ def _png_size(data: bytes) -> tuple[int, int]:
 
 
 def new_figure(width: float, height: float, ncols: int = 1, nrows: int = 1, **kwargs):
-    """A figure and its axes, sized in inches (width ~7 fits an A4 text column)."""
+    """A figure and its axes, sized in inches (width ~7 fits an A4 text column), with tight layout at draw time."""
+    kwargs.setdefault("layout", "tight")
     return plt.subplots(nrows, ncols, figsize=(width, height), **kwargs)

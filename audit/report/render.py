@@ -39,8 +39,9 @@ def find_history(result: AuditResult, audit_dir: Path) -> tuple[History | None, 
     """The run's history.json when audit.json names a run folder that has one, and a sentence saying what was found."""
     model = result.model
     if model.get("kind") != "run" or not model.get("source"):
-        return None, ("No training curves: the audited model was not given as a faceaudit run folder "
-                      f"(it was a {model.get('kind', 'model')}).")
+        given = {"predictions": "a predictions table", "keras": "a .keras model file"}.get(
+            str(model.get("kind")), f"a {model.get('kind', 'model')}")
+        return None, f"No training curves: the audit was given {given}, not a faceaudit run folder with history.json."
     source = Path(str(model["source"]))
     candidates = [source] if source.is_absolute() else [Path.cwd() / source, audit_dir / source]
     for folder in candidates:

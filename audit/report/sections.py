@@ -263,6 +263,7 @@ def reproducibility_section(result, audit_dir: Path) -> Section:
             ("Bootstrap", f"{settings.get('n_boot')} resamples, {int(100 * settings.get('ci', 0.95))}% intervals"),
             ("Minimum group size", str(settings.get("min_group_size"))),
             ("Schema", f"audit.json {result.schema_version}")]
+    rows = [(key, "not recorded" if value in ("None", "", "null") else value) for key, value in rows]
     versions = [(name, _version(name)) for name in ("faceaudit", "tensorflow", "tensorflow-cpu", "keras",
                                                     "scikit-learn", "fairlearn", "pandas", "numpy", "matplotlib",
                                                     "seaborn", "jinja2", "weasyprint")]
