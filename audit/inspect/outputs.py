@@ -11,7 +11,7 @@
 - ``exposure``: counts of ``dark``, ``dark-borderline``, ``washed-out``, ``washed-out-borderline`` images
 - ``outliers``: number flagged by the Isolation Forest and the score cut
 - ``faces``: null when ``--faces`` was not given; else images checked, ``non_faces``, confidence, image size,
-  rate (images per second)
+  ``images_per_second`` (wall clock) and ``cpu_seconds`` (process CPU time, all threads)
 - ``duplicates``: ``exact_pairs``, ``near_pairs``, ``groups``, ``images_in_groups``, ``leakage``
   ({split pair: {exact, near}} counting pairs whose images sit in different splits)
 - ``labels``: ``ages_out_of_range`` (excluded at parse), ``conflicts`` (duplicate pairs with contradictory labels,
@@ -89,7 +89,7 @@ def summary(ins: Inspection) -> dict:
     if ins.faces is not None:
         faces = {"checked": len(ins.faces), "non_faces": len(ins.non_faces), "min_confidence": options.face_confidence,
                  "image_size": options.face_image_size, "retried_with_border": int(ins.faces["retried"].sum()),
-                 "images_per_second": ins.face_rate}
+                 "images_per_second": ins.face_rate, "cpu_seconds": ins.face_cpu_seconds}
     groups = ins.groups[ins.groups >= 0]
     return {
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION,

@@ -56,6 +56,7 @@ class Inspection:
     faces: pd.DataFrame | None = None
     non_faces: pd.DataFrame | None = None
     face_rate: float | None = None
+    face_cpu_seconds: float | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -94,13 +95,13 @@ def inspect_dataset(dataset: Dataset, options: InspectOptions = InspectOptions()
         out_of_range = sanity.ages_out_of_range(dataset.excluded)
         conflicts = sanity.label_conflicts(pairs)
         problems = sanity.label_range_problems(manifest)
-    faces = flagged_faces = rate = None
+    faces = flagged_faces = rate = cpu = None
     if options.faces:
         with _timed(timings, "MTCNN faces"):
             scan = nonfaces.detect_faces(manifest["path"].astype(str).tolist(), manifest["image_id"].tolist(),
                                          image_size=options.face_image_size, min_confidence=options.face_confidence,
                                          batch_size=options.face_batch, progress=progress)
-            faces, flagged_faces, rate = scan.table, nonfaces.non_faces(scan), scan.rate
+            faces, flagged_faces, rate, cpu = scan.table, nonfaces.non_faces(scan), scan.rate, scan.cpu_seconds
     with _timed(timings, "exclusion list"):
         excluded = exclusions.build_exclusions(
             options.exclude_kinds, pairs=pairs, groups=groups,
@@ -110,4 +111,5 @@ def inspect_dataset(dataset: Dataset, options: InspectOptions = InspectOptions()
         dataset=dataset, options=options, features=measured.table, composition=tables, small_groups=small,
         property_stats=stats, exposure=flags, outliers=outliers, pairs=pairs, groups=groups, leakage=leaks,
         ages_out_of_range=out_of_range, label_conflicts=conflicts, label_problems=problems, exclusions=excluded,
-        faces=faces, non_faces=flagged_faces, face_rate=rate, timings=timings)
+        faces=faces, non_faces=flagged_faces, face_rate=rate, face_cpu_seconds=cpu,
+        timings=timings)
