@@ -281,3 +281,20 @@ def test_training_curves_from_run_history(audits, tmp_path):
     html = (folder / "report.html").read_text(encoding="utf-8")
     training = html[html.index('id="training"'):html.index('id="reproducibility"')]
     assert "<img " in training and "freeze (30 epochs), unfreeze (6 epochs)" in training
+
+
+def test_report_without_optional_parts(audits, tmp_path):
+    """Labels-only predictions, no embeddings, no gates, no predictions.csv: the report says so instead of failing."""
+    import shutil
+
+    folder = tmp_path / "bare"
+    folder.mkdir()
+    result = json.loads((audits["pixels-weak"] / "audit.json").read_text())
+    result.update(calibration=None, embeddings=None, gates=None)
+    (folder / "audit.json").write_text(json.dumps(result))
+    assert main(["report", str(folder / "audit.json"), "--no-pdf"]) == 0
+    html = (folder / "report.html").read_text(encoding="utf-8")
+    assert "NOT GATED" in html and "labels only, no class probabilities" in html
+    assert "predictions.csv was not found" in html and "had no embeddings" in html
+    assert len((folder / "summary.md").read_text().splitlines()) <= 60
+    shutil.rmtree(folder)

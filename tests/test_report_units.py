@@ -137,3 +137,14 @@ def test_paired_bootstrap_and_holm():
     same = paired_bootstrap(a, a)
     assert same["ci"] == [0.0, 0.0]
     assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+
+
+def test_report_refuses_bad_audit_in_one_line(tmp_path, capsys):
+    from faceaudit.cli import main
+
+    (tmp_path / "audit.json").write_text('{"schema_version": "9.0"}')
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("faceaudit: error: audit.json schema version 9.0") and err.count("\n") == 1
+    assert not (tmp_path / "report.html").exists()
+    assert main(["report", str(tmp_path / "missing")]) == 2

@@ -55,14 +55,13 @@ def find_history(result: AuditResult, audit_dir: Path) -> tuple[History | None, 
 def render_report(audit_dir: Path, *, thumbnails: bool = True, pdf: bool = True,
                   out_dir: Path | None = None, timings: dict | None = None) -> list[Path]:
     """Write report.html, report.pdf and summary.md for the audit in ``audit_dir``; returns the paths written."""
-    audit_dir = Path(audit_dir)
-    out_dir = Path(out_dir) if out_dir else audit_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
+    audit_path = Path(audit_dir)
+    audit_dir = audit_path if audit_path.is_dir() else audit_path.parent
     timings = timings if timings is not None else {}
     start = time.perf_counter()
-    result = load_audit(audit_dir / AUDIT_FILE if audit_dir.is_dir() else audit_dir)
-    if not audit_dir.is_dir():
-        audit_dir = audit_dir.parent
+    result = load_audit(audit_path)
+    out_dir = Path(out_dir) if out_dir else audit_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
     predictions = load_predictions(audit_dir, result)
     history, history_note = find_history(result, audit_dir)
     parts = [
