@@ -37,8 +37,8 @@ class FaceScan:
     table: pd.DataFrame  # image_id, n_faces, face_confidence, retried (second try with a border)
     seconds: float
     image_size: int
-    cpu_seconds: float = float("nan")
     min_confidence: float
+    cpu_seconds: float = float("nan")
 
     @property
     def rate(self) -> float:
