@@ -27,6 +27,7 @@ table.pair img.data-thumb { width: 80px; height: 80px; display: block; border: 1
 .gallery .thumb img.data-thumb { width: 80px; height: 80px; }
 .gallery .thumb.data { width: 86px; overflow-wrap: anywhere; }
 .numbers td.num { font-weight: 600; }
+tr.fail td { color: var(--fail); }
 """
 
 
