@@ -107,12 +107,10 @@ def split_pair(a: str, b: str) -> str:
 
 def leakage(pairs: pd.DataFrame) -> pd.DataFrame:
     """Counts of duplicate pairs whose images sit in different splits, by split pair and kind."""
-    columns = ["split_pair", "kind", "pairs"]
-    if pairs.empty:
-        return pd.DataFrame(columns=columns)
-    cross = pairs[pairs["split_a"] != pairs["split_b"]]
-    labels = [split_pair(a, b) for a, b in zip(cross["split_a"], cross["split_b"])]
-    table = cross.assign(split_pair=labels).groupby(["split_pair", "kind"]).size().rename("pairs").reset_index()
     every = pd.MultiIndex.from_product([["train-val", "train-test", "val-test"], ["exact", "near"]],
                                        names=["split_pair", "kind"])
-    return table.set_index(["split_pair", "kind"]).reindex(every, fill_value=0).reset_index()[columns]
+    cross = pairs[pairs["split_a"] != pairs["split_b"]]
+    labels = pd.Series([split_pair(a, b) for a, b in zip(cross["split_a"], cross["split_b"])],
+                       index=cross.index, dtype=object)
+    counts = cross.assign(split_pair=labels).groupby(["split_pair", "kind"]).size()
+    return counts.reindex(every, fill_value=0).rename("pairs").reset_index()

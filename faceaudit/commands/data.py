@@ -149,11 +149,11 @@ def run_inspect(args: argparse.Namespace) -> int:
     inspection = inspect_dataset(dataset, options)
     write_outputs(inspection, args.out)
     render_data_report(inspection, args.out, pdf=not args.no_pdf)
-    print(inspection_summary(inspection, args.out))
+    print(inspection_summary(inspection, args.out, args.no_pdf))
     return 0
 
 
-def inspection_summary(inspection, out: Path) -> str:
+def inspection_summary(inspection, out: Path, no_pdf: bool = False) -> str:
     """The lines ``data inspect`` prints: the counts found and where the files are."""
     from faceaudit.audit.inspect.outputs import summary
 
@@ -168,5 +168,5 @@ def inspection_summary(inspection, out: Path) -> str:
         f"cross-split: {leaks}",
         f"label conflicts: {facts['labels']['conflicting_pairs']}   small test cells: "
         f"{facts['small_groups']['cells_too_small_in_test']}   excluded: {facts['exclusions']['images']:,}",
-        f"wrote {out}/report.html, report.pdf, data.json, exclusions.csv, tables/",
+        f"wrote {out}/: report.html{'' if no_pdf else ', report.pdf'}, data.json, exclusions.csv, tables/",
     ])
