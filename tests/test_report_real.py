@@ -204,7 +204,7 @@ def test_compare_two_audits(audits, tmp_path, capsys):
     ranks = pd.read_csv(out / "ranking.csv")
     assert list(ranks["rank_worst_group"]) == sorted(ranks["rank_worst_group"])
     html = (out / "compare.html").read_text(encoding="utf-8")
-    assert HOSTILE not in html
+    assert HOSTILE not in html and "<script" not in (out / "compare.md").read_text()
     if histories:
         assert (out / "model_predict_curves_3.png").is_file()
         from PIL import Image

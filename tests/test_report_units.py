@@ -61,12 +61,36 @@ def test_document_pdf_has_running_header_and_page_numbers(partial_dir, tmp_path)
 
 
 def test_pdf_never_fetches(tmp_path):
+    """A remote image in a document is refused by the PDF pipeline: the server never hears a request."""
+    import http.server
+    import threading
+
     from faceaudit.audit.report.layout import write_pdf
 
-    html = '<html><body><p>x</p><img src="http://127.0.0.1:9/x.png" alt="remote"></body></html>'
-    write_pdf(html, tmp_path / "x.pdf")  # WeasyPrint logs and skips the refused image
-    listing = subprocess.run(["pdfimages", "-list", str(tmp_path / "x.pdf")], capture_output=True, text=True).stdout
-    assert len(listing.splitlines()) == 2  # header only: no image was fetched
+    hits = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            hits.append(self.path)
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        html = (f'<html><head><link rel="stylesheet" href="http://127.0.0.1:{port}/s.css"></head><body><p>x</p>'
+                f'<img src="http://127.0.0.1:{port}/x.png" alt="remote"></body></html>')
+        write_pdf(html, tmp_path / "x.pdf")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert hits == []
+    assert (tmp_path / "x.pdf").read_bytes()[:4] == b"%PDF"
 
 
 def test_chromium_checker_sees_remote_requests(tmp_path):

@@ -19,6 +19,7 @@ from .history import History, load_history, seed_pairs
 from .layout import Cell, Section, Table, atomic_write, render_document, write_pdf
 from .paired import holm, match_predictions, mcnemar, paired_bootstrap
 from .render import find_history, load_predictions
+from .summary import _md
 
 #: Groupings compared group by group.
 COMPARE_GROUPINGS = ("race", "gender", "age_band")
@@ -135,6 +136,16 @@ def side_by_side_figure(audits: list[LoadedAudit], grouping: str = "race") -> Fi
                       alt=f"Side-by-side accuracy per {grouping}")
 
 
+def _gap_text(value, ci) -> str:
+    """A gap between groups in percentage points (never negative, so no sign)."""
+    if value is None or pd.isna(value):
+        return "–"
+    text = f"{100 * value:.1f} pts"
+    if ci is not None and not (isinstance(ci, float) and pd.isna(ci)):
+        text += f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+    return text
+
+
 def _ci_text(value, ci) -> str:
     return fmt_stat({"value": value, "ci": ci})
 
@@ -240,7 +251,7 @@ def _ranking_section(ranks: pd.DataFrame, audits: list[LoadedAudit]) -> Section:
     for _, row in ranks.iterrows():
         table.add(row["model"], row["rank_worst_group"], row["rank_gap"], _ci_text(row["overall"], row["overall_ci"]),
                   row["worst_group"] or "–", _ci_text(row["worst_accuracy"], row["worst_ci"]),
-                  points({"value": row["gap"], "ci": row["gap_ci"]}),
+                  _gap_text(row["gap"], row["gap_ci"]),
                   Cell(str(row["gates"]).upper(), {"pass": "pass", "fail": "fail"}.get(row["gates"], "")))
     data = [(a.name, a.result.data.get("n"), a.result.data.get("fingerprint") or "–", a.result.model.get("backbone") or "–")
             for a in audits]
@@ -281,14 +292,14 @@ def compare_markdown(ranks: pd.DataFrame, tests: pd.DataFrame | None) -> str:
     lines = ["## faceaudit compare", "", "| rank | model | overall | worst race | worst-race accuracy | race gap |",
              "|---:|---|---:|---|---:|---:|"]
     for _, row in ranks.iterrows():
-        lines.append(f"| {row['rank_worst_group']} | {row['model']} | {_ci_text(row['overall'], row['overall_ci'])} | "
+        lines.append(f"| {row['rank_worst_group']} | {_md(row['model'])} | {_ci_text(row['overall'], row['overall_ci'])} | "
                      f"{row['worst_group']} | {_ci_text(row['worst_accuracy'], row['worst_ci'])} | "
-                     f"{points({'value': row['gap'], 'ci': row['gap_ci']})} |")
+                     f"{_gap_text(row['gap'], row['gap_ci'])} |")
     if tests is not None:
         significant = tests[tests["p_holm"] < 0.05]
         lines += ["", f"Paired tests: {len(significant)} of {len(tests)} group comparisons differ at Holm-adjusted p < 0.05."]
         for _, row in significant.head(10).iterrows():
-            lines.append(f"- {row['grouping']} {row['group']}: {row['model_b']} vs {row['model_a']} "
+            lines.append(f"- {row['grouping']} {row['group']}: {_md(row['model_b'])} vs {_md(row['model_a'])} "
                          f"{points({'value': row['diff'], 'ci': [row['diff_lo'], row['diff_hi']]})} (p={row['p_holm']:.2g})")
     return "\n".join(lines[:60]) + "\n"
 

@@ -122,18 +122,24 @@ def write_pdf(html: str, path: Path) -> Path:
     # WeasyPrint logs every unsupported screen-only CSS property; those are expected here.
     logging.getLogger("weasyprint").setLevel(logging.ERROR)
     logging.getLogger("fontTools").setLevel(logging.ERROR)
-    document = weasyprint.HTML(string=html, base_url=None)
-    pdf = document.write_pdf(url_fetcher=_refuse_remote)
-    return atomic_write(path, pdf)
+    document = weasyprint.HTML(string=html, base_url=None, url_fetcher=_inline_only_fetcher())
+    return atomic_write(path, document.write_pdf())
 
 
-def _refuse_remote(url: str, *args, **kwargs):
-    """Only inline data is allowed in a faceaudit document; anything else is a bug, never a download."""
-    if url.startswith("data:"):
+def _inline_only_fetcher():
+    """A WeasyPrint URL fetcher that serves ``data:`` URIs and refuses everything else (never a download)."""
+    try:
+        from weasyprint.urls import URLFetcher  # WeasyPrint >= 68
+    except ImportError:  # older WeasyPrint takes a plain function
         from weasyprint.urls import default_url_fetcher
 
-        return default_url_fetcher(url, *args, **kwargs)
-    raise ValueError(f"faceaudit documents are self-contained; refusing to fetch {url[:80]}")
+        def fetch(url: str, *args, **kwargs):
+            if not url.startswith("data:"):
+                raise ValueError(f"faceaudit documents are self-contained; refusing to fetch {url[:80]}")
+            return default_url_fetcher(url, *args, **kwargs)
+
+        return fetch
+    return URLFetcher(allowed_protocols={"data"})
 
 
 def write_document(html: str, out_dir: Path, stem: str, *, pdf: bool = True) -> list[Path]:
