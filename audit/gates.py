@@ -174,7 +174,7 @@ def evaluate_gate(gate: Gate, audit: dict) -> dict:
     if gate.by == "overall":
         out["value"] = out["groups"][0]["value"]
     out["status"] = FAIL if FAIL in verdicts else INCONCLUSIVE if INCONCLUSIVE in verdicts else PASS
-    bad = [g for g in out["groups"] if g["status"] != PASS]
+    bad = sorted((g for g in out["groups"] if g["status"] != PASS), key=lambda g: g["status"] != FAIL)
     sign = "<=" if upper else ">="
     if not bad:
         out["message"] = f"every {gate.by} group has {gate.metric} {sign} {gate.threshold:g}"

@@ -1,0 +1,75 @@
+"""`faceaudit audit RUN_FOLDER --data DATA`: inference with a real (tiny, briefly trained) Keras model that follows
+the model contract, on real UTKFace images."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from faceaudit.audit.result import AuditResult
+from faceaudit.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny_run(utk_sample_dir, tmp_path_factory):
+    """A run folder with a 32px CNN trained for two epochs on the real sample's train split."""
+    import keras
+
+    from faceaudit.audit.manifest import load_dataset
+    from faceaudit.audit.tfdata import image_dataset
+
+    keras.utils.set_random_seed(0)
+    dataset = load_dataset(utk_sample_dir, progress=False)
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Rescaling(1 / 255.0)(inputs)
+    x = keras.layers.Conv2D(8, 3, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dense(16, activation="relu", name="embedding")(x)
+    outputs = keras.layers.Dense(5, activation="softmax", name="race_probs")(x)
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(image_dataset(dataset.split("train"), 32, 32), epochs=2, verbose=0)
+    run = tmp_path_factory.mktemp("runs") / "tiny-cnn"
+    run.mkdir()
+    model.save(run / "model.keras")
+    (run / "run.json").write_text(json.dumps({"name": "tiny-cnn", "backbone": "test-cnn", "run_hash": "abc123"}))
+    return run, dataset
+
+
+def test_audit_of_a_run_folder(tiny_run, utk_sample_dir, tmp_path):
+    run, dataset = tiny_run
+    out = tmp_path / "audit"
+    code = main(["audit", str(run), "--data", str(utk_sample_dir), "--out", str(out), "--n-boot", "100",
+                 "--min-group-size", "5", "--no-report"])
+    assert code == 0
+    result = AuditResult.from_json(out)
+    test = dataset.split("test")
+    assert result.model == {**result.model, "name": "tiny-cnn", "kind": "run", "backbone": "test-cnn",
+                            "run_hash": "abc123", "synthetic": False}
+    assert result.data["n"] == len(test) and result.data["fingerprint"] == dataset.fingerprint
+    assert result.data["n_val"] == len(dataset.split("val"))
+    assert result.calibration["temperature"]["n_fit"] == len(dataset.split("val"))
+    assert result.embeddings["dim"] == 16 and result.embeddings["source"] == "model"
+    assert result.embeddings["tsne"]["settings"]["n"] == len(test)
+    import pandas as pd
+
+    written = pd.read_csv(out / "predictions.csv")
+    assert list(written["image_id"]) == list(test["image_id"])
+    assert (written["sha256"] == test["sha256"].to_numpy()).all()
+    probs = written[[f"prob_{r}" for r in result.classes]].to_numpy()
+    np.testing.assert_allclose(probs.sum(axis=1), 1, atol=1e-4)
+    tsne = pd.read_csv(out / "tsne.csv")
+    assert len(tsne) == len(test) and {"x", "y", "race", "gender", "age_band"} <= set(tsne.columns)
+
+
+def test_missing_model_and_data_errors(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("FACEAUDIT_DATA", raising=False)
+    code = main(["audit", str(tmp_path / "nope"), "--no-report"])
+    assert code == 2 and "model not found" in capsys.readouterr().err
+    (tmp_path / "model.keras").write_text("not a zip")
+    code = main(["audit", str(tmp_path / "model.keras"), "--no-report"])
+    assert code == 2 and "no data" in capsys.readouterr().err
