@@ -137,12 +137,16 @@ def test_report_in_headless_chromium(rendered, tmp_path):
         assert len(shot.convert("L").getcolors(1 << 16) or []) > 20  # not a blank page
 
 
-def _coloured_fraction(png_path) -> float:
-    from PIL import Image
-
-    with Image.open(png_path) as image:
-        hsv = np.asarray(image.convert("HSV"), dtype=np.int32)
-    return float(np.mean((hsv[..., 1] > 60) & (hsv[..., 2] > 40)))
+def _figure_areas(pdf) -> list[tuple[int, float]]:
+    """(page, top of the caption in points) for every "Figure N." caption, from pdftotext's word boxes."""
+    xhtml = subprocess.run(["pdftotext", "-bbox", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+    found = []
+    for number, page in enumerate(xhtml.split("<page ")[1:], start=1):
+        words = re.findall(r'<word xMin="([\d.]+)" yMin="([\d.]+)"[^>]*>([^<]*)</word>', page)
+        for (x, y, word), (_, _, following) in zip(words, words[1:]):
+            if word == "Figure" and re.fullmatch(r"\d+\.", following):
+                found.append((number, float(y)))
+    return found
 
 
 def test_pdf_pages_and_figures(rendered, tmp_path):
@@ -168,8 +172,16 @@ def test_pdf_pages_and_figures(rendered, tmp_path):
     for picture in pictures:
         with Image.open(picture) as image:
             assert np.asarray(image.convert("L"), dtype=float).std() > 10, f"{picture.name} is blank"
-    for number in image_pages:
-        assert _coloured_fraction(rendered_pages[number - 1]) > 0.002, f"page {number} looks blank"
+    # Each figure's area (just above its "Figure N." caption) is drawn on the rendered page, not left blank.
+    figures = _figure_areas(pdf)
+    assert len(figures) == html.count("<figcaption>")
+    assert {page for page, _ in figures} <= set(image_pages)
+    for page, caption_top in figures:
+        with Image.open(rendered_pages[page - 1]) as image:
+            grey = np.asarray(image.convert("L"), dtype=float)
+        scale = grey.shape[0] / 841.89  # pixels per PDF point (A4 height)
+        area = grey[max(0, int((caption_top - 90) * scale)):int((caption_top - 4) * scale), :]
+        assert np.mean(area < 235) > 0.04 and area.std() > 15, f"figure above y={caption_top:.0f} on page {page} is blank"
     text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
     assert f"Page 1 of {pages}" in text and f"Page {pages} of {pages}" in text
     assert "alert(1)" in text  # the running header and title show the hostile name as text
@@ -204,7 +216,8 @@ def test_compare_two_audits(audits, tmp_path, capsys):
     ranks = pd.read_csv(out / "ranking.csv")
     assert list(ranks["rank_worst_group"]) == sorted(ranks["rank_worst_group"])
     html = (out / "compare.html").read_text(encoding="utf-8")
-    assert HOSTILE not in html and "<script" not in (out / "compare.md").read_text()
+    assert HOSTILE not in html
+    assert not re.search(r"(?<!\\)<script", (out / "compare.md").read_text())  # Markdown-escaped: \<script\>
     if histories:
         assert (out / "model_predict_curves_3.png").is_file()
         from PIL import Image
