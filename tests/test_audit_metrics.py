@@ -95,17 +95,18 @@ def test_overall_and_disparities_match_fairlearn(audit, real_predictions):  # no
 
 def test_bootstrap_intervals_agree_with_fairlearn(audit, real_predictions):  # noqa: F811
     """fairlearn resamples the whole test set, the audit resamples within cells; for per-group metrics the
-    intervals agree within Monte Carlo error (1,000 resamples: bounds move by about 0.005 between seeds)."""
+    intervals agree within Monte Carlo error. fairlearn runs 300 resamples to keep the test short (its bounds then
+    move by about 0.01 between seeds); bench/bench_audit.py compares at 1,000."""
     frame = real_predictions.test
     y_true, y_pred = _codes(frame)
     mf = MetricFrame(metrics=METRICS, y_true=y_true, y_pred=y_pred, sensitive_features=frame["race"].astype(str),
-                     n_boot=1000, ci_quantiles=[0.025, 0.975], random_state=3)
+                     n_boot=300, ci_quantiles=[0.025, 0.975], random_state=3)
     lower, upper = mf.by_group_ci
     for record in audit.grouping("race")["groups"]:
         for metric in METRICS:
             lo, hi = record["metrics"][metric]["ci"]
             width = upper[metric][record["key"]] - lower[metric][record["key"]]
-            tolerance = max(0.01, 0.12 * width)
+            tolerance = max(0.015, 0.2 * width)
             assert lo == pytest.approx(lower[metric][record["key"]], abs=tolerance), (record["key"], metric)
             assert hi == pytest.approx(upper[metric][record["key"]], abs=tolerance), (record["key"], metric)
         wilson = record["metrics"]["accuracy"]["wilson"]
