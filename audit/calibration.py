@@ -56,12 +56,11 @@ def reliability_bins(count: np.ndarray, confidence: np.ndarray, correct: np.ndar
 
 
 def expected_calibration_error(probs: np.ndarray, y_true: np.ndarray, n_bins: int = ECE_BINS) -> float:
-    """Top-label ECE of one set of predictions (used for temperature scaling reports and tests)."""
+    """Top-label ECE of one set of predictions, directly (the engine computes it from bootstrap sums)."""
     from .bootstrap import confidence_bins
 
     q = per_image(probs, y_true)
     bins = confidence_bins(q["confidence"], n_bins)
-    count = np.bincount(bins, minlength=n_bins)
     conf = np.bincount(bins, weights=q["confidence"], minlength=n_bins)
     corr = np.bincount(bins, weights=q["correct"], minlength=n_bins)
     return float(np.abs(corr - conf).sum() / len(bins))
