@@ -204,12 +204,16 @@ def build_image_model(backbone, size: int, preprocess: str, *, frozen_statistics
     return keras.Model(inputs, add_head(x, embedding_dim, dropout), name=f"faceaudit_{backbone.name}")
 
 
-def build_descriptor_model(dim: int, embedding_dim: int, dropout: float):
-    """The Keras head over dlib's descriptors: ``embedding`` then ``race_probs``."""
+def build_descriptor_model(dim: int, embedding_dim: int, dropout: float, mean=None, variance=None):
+    """The Keras head over dlib's descriptors: standardised (training-set ``mean``/``variance``), a hidden
+    layer, ``embedding``, ``race_probs``."""
     import keras
     from keras import layers
 
     inputs = keras.Input((dim,), name="descriptor")
-    x = layers.Dense(512, activation="relu", name="hidden")(inputs)
+    x = inputs
+    if mean is not None:
+        x = layers.Normalization(mean=mean, variance=variance, name="standardise")(x)
+    x = layers.Dense(512, activation="relu", name="hidden")(x)
     x = layers.Dropout(dropout, name="hidden_dropout")(x) if dropout else x
     return keras.Model(inputs, add_head(x, embedding_dim, dropout), name="faceaudit_dlib_head")

@@ -268,8 +268,8 @@ def train(config: TrainConfig) -> Path:
             backbone_layer = state["backbone_layer"]
         else:
             if backbone.name == "dlib-resnet":
-                model = build_descriptor_model(x_train.shape[1], config.embedding_dim, config.dropout)
-                model.get_layer("hidden").build((None, x_train.shape[1]))
+                model = build_descriptor_model(x_train.shape[1], config.embedding_dim, config.dropout,
+                                               mean=x_train.mean(axis=0), variance=x_train.var(axis=0) + 1e-6)
                 backbone_layer = None
             else:
                 net = build_backbone(backbone, size, weights_file, alpha)
