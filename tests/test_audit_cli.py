@@ -180,3 +180,30 @@ def test_cli_subprocess_exit_code(real_predictions, tmp_path):  # noqa: F811
                            str(tmp_path / "o"), "--no-report"], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == ["faceaudit: error: predictions file bad.csv lacks column(s): race"]
+
+
+def test_parquet_input_gives_the_same_audit(real_predictions, tmp_path):  # noqa: F811
+    frame = pd.read_csv(real_predictions.csv)
+    parquet = tmp_path / "preds.parquet"
+    frame.to_parquet(parquet)
+    code_csv, out_csv = _audit(tmp_path / "a", real_predictions.csv)
+    code_pq, out_pq = _audit(tmp_path / "b", parquet)
+    assert code_csv == code_pq == 0
+    a, b = AuditResult.from_json(out_csv), AuditResult.from_json(out_pq)
+    assert a.groupings == b.groupings and a.calibration["overall"] == b.calibration["overall"]
+
+
+@pytest.mark.parametrize(
+    "corrupt, message",
+    [
+        (lambda f: f.assign(image_id=f["image_id"].where(f.index != 4, f["image_id"].iloc[0])), "more than once"),
+        (lambda f: f.assign(pred_race=f["pred_race"].where(f.index != 2, "Nope")), "unknown race label"),
+        (lambda f: f.assign(pred_race=np.roll(f["pred_race"].to_numpy(), 1)), "not the most probable class"),
+        (lambda f: f.assign(age=np.where(f.index == 1, 140, f["age"])), "outside 0-116"),
+    ],
+)
+def test_inconsistent_predictions(real_predictions, tmp_path, capsys, corrupt, message):  # noqa: F811
+    frame = pd.read_csv(real_predictions.csv)
+    frame = frame[frame["split"] == "test"].drop(columns=["split", "age_band"]).reset_index(drop=True)
+    code, _ = _audit(tmp_path, _bad_file(tmp_path, corrupt(frame)))
+    assert message in _one_line_error(capsys, code)
