@@ -184,9 +184,18 @@ def _render(out_dir: Path) -> None:
     except ImportError:
         return
     render = getattr(report, "render_report", None)
-    if render is not None:
-        for path in render(out_dir):
-            print(f"wrote {path}")
+    if render is None:
+        return
+    try:
+        paths = render(out_dir)
+    except FaceauditError:
+        raise
+    except Exception as exc:  # the audit is written; say so, in one line, and exit 2 rather than look like a gate
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise FaceauditError(f"audit written to {out_dir}, but rendering the report failed: {first[:300]} "
+                             f"(rerun with --no-report, or 'faceaudit report {out_dir}')") from None
+    for path in paths:
+        print(f"wrote {path}")
 
 
 def _print_summary(result, out_dir: Path) -> None:
