@@ -129,7 +129,6 @@ def side_by_side_figure(audits: list[LoadedAudit], grouping: str = "race") -> Fi
     axis.set_xlim(0, 1)
     axis.grid(axis="y", visible=False)
     axis.legend(loc="lower left", fontsize=7)
-    fig.tight_layout()
     return png_figure(fig, caption=(f"Accuracy per {group_label(grouping)} for each model, with its confidence "
                                     "interval. Look for the model whose worst group is highest, not the one with the "
                                     "best average; overlapping bars alone are not a test — the paired tests below are."),

@@ -38,7 +38,6 @@ def validation_curves_figure(histories: list[History], *, phase: str = "last") -
         axis.legend(loc="best", frameon=True)
     acc_ax.set_title("Validation accuracy")
     loss_ax.set_title("Validation loss")
-    fig.tight_layout()
     names = ", ".join(h.name for h in runs)
     what = "final training phase" if phase == "last" else "whole run"
     return png_figure(
@@ -74,7 +73,6 @@ def training_curves_figure(history: History) -> Figure | None:
             axis.legend(loc="best")
     acc_ax.set_title("Accuracy")
     loss_ax.set_title("Loss")
-    fig.tight_layout()
     phases = ", ".join(f"{p.name} ({p.epochs} epochs)" for p in history.phases)
     return png_figure(
         fig,
