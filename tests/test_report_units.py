@@ -54,7 +54,9 @@ def test_document_pdf_has_running_header_and_page_numbers(partial_dir, tmp_path)
     html = _document(partial_dir)
     paths = write_document(html, tmp_path, "doc")
     assert [p.name for p in paths] == ["doc.html", "doc.pdf"]
-    assert oct(paths[0].stat().st_mode & 0o077) != "0o0"  # shareable, not 0600
+    umask = os.umask(0)
+    os.umask(umask)
+    assert paths[0].stat().st_mode & 0o777 == 0o666 & ~umask  # the usual mode for new files, not mkstemp's 0600
     text = subprocess.run(["pdftotext", "-layout", str(paths[1]), "-"], capture_output=True, text=True,
                           check=True).stdout
     assert "Page 1 of" in text and HOSTILE in text
