@@ -17,8 +17,8 @@ from faceaudit.config import DEFAULT_SEED, RACES
 
 from . import calibration as cal
 from . import embeddings as emb
-from .defaults import DEFAULT_CI, DEFAULT_INCONCLUSIVE, DEFAULT_MIN_GROUP_SIZE, DEFAULT_N_BOOT
 from .bootstrap import percentile_interval, stratified_replicates, wilson_interval
+from .defaults import DEFAULT_CI, DEFAULT_INCONCLUSIVE, DEFAULT_MIN_GROUP_SIZE, DEFAULT_N_BOOT
 from .metrics import GROUP_METRICS, f1, group_metrics, precision, recall, row_normalised
 from .result import GROUP_SEPARATOR, GROUPINGS, AuditResult, grouping_name, stat
 from .schema import PROB_COLUMNS
@@ -79,10 +79,6 @@ def _grouping_codes(codes: dict, attributes: tuple[str, ...]) -> tuple[np.ndarra
             rest //= len(categories)
         labels.append({a: values[a] for a in attributes})
     return code, size, labels
-
-
-def _stat_at(reps: np.ndarray, lo: np.ndarray, hi: np.ndarray, index, n: int, **extra) -> dict:
-    return stat(reps[0][index], (lo[index], hi[index]), n, **extra)
 
 
 def _disparity(values: np.ndarray, ranked: np.ndarray, keys: list[str], ci: float, higher_is_better: bool,
