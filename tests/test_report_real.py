@@ -217,6 +217,10 @@ def test_compare_two_audits(audits, tmp_path, capsys):
     assert list(ranks["rank_worst_group"]) == sorted(ranks["rank_worst_group"])
     html = (out / "compare.html").read_text(encoding="utf-8")
     assert HOSTILE not in html
+    from faceaudit.audit.report.browser import check_page
+
+    page = check_page(out / "compare.html")
+    assert page.images_total >= 3 and page.images_broken == [] and page.network_requests == [] and page.scripts == 0
     assert not re.search(r"(?<!\\)<script", (out / "compare.md").read_text())  # Markdown-escaped: \<script\>
     if histories:
         assert (out / "model_predict_curves_3.png").is_file()
