@@ -210,10 +210,10 @@ def test_mobilenetv2_with_real_imagenet_weights_fine_tunes(utk_sample_dir, weigh
 
     monkeypatch.setenv("FACEAUDIT_WEIGHTS_DIR", str(weights_dir))
     expected = weights_dir / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
-    assert resolve_weights(get_backbone("mobilenetv2"), "imagenet", 96, 0.35) == expected
+    assert resolve_weights(get_backbone("mobilenetv2"), "imagenet", 48, 0.35) == expected
     out = tmp_path / "mnv2"
     assert _train_cli(utk_sample_dir, out, "--backbone", "mobilenetv2", "--weights", "imagenet",
-                      "--head-epochs", "1", "--epochs", "1", "--max-train", "96") == 0
+                      "--head-epochs", "1", "--epochs", "1", "--max-train", "64", "--image-size", "48") == 0
     run = json.loads((out / "run.json").read_text())
     assert run["weights_file"] == str(expected)
     assert [p["epochs_run"] for p in run["phases"]] == [1, 1]
