@@ -140,6 +140,7 @@ def test_user_mistakes_are_one_line_errors(case, utk_sample_dir, tmp_path, capsy
     assert {"backbone": "alexnet", "data": "missing.tar.gz", "out": "cannot write"}[case] in err
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_reproduces_the_history(utk_sample_dir, tmp_path):
     """Kill a real training process after its first checkpoint, resume it, compare with a straight run."""
     args = ("--epochs", "3", "--patience", "0", "--dropout", "0.2")
@@ -171,6 +172,7 @@ def test_resume_after_sigkill_reproduces_the_history(utk_sample_dir, tmp_path):
         np.testing.assert_allclose(a[metric], b[metric], rtol=1e-5, atol=1e-6, err_msg=metric)
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_on_two_logical_cpus(utk_sample_dir, tmp_path):
     out = tmp_path / "mirrored"
     process = _subprocess_train(utk_sample_dir, out, "--epochs", "1", "--strategy", "mirrored", "--cpu-devices", "2")
@@ -181,6 +183,7 @@ def test_mirrored_strategy_on_two_logical_cpus(utk_sample_dir, tmp_path):
     assert np.isfinite(load_history(out)["unfreeze"]["loss"]).all()
 
 
+@pytest.mark.slow
 def test_dlib_descriptors_are_cached_by_sha(utk_sample_dir, tmp_path, monkeypatch):
     """A second dlib-resnet run with another head reads every descriptor from the cache."""
     monkeypatch.setenv("FACEAUDIT_CACHE", str(tmp_path / "cache"))
@@ -202,6 +205,7 @@ def test_dlib_descriptors_are_cached_by_sha(utk_sample_dir, tmp_path, monkeypatc
     assert time.perf_counter() - start < 60
 
 
+@pytest.mark.slow
 def test_mobilenetv2_with_real_imagenet_weights_fine_tunes(utk_sample_dir, weights_dir, tmp_path, monkeypatch):
     import h5py
     import keras
