@@ -1,11 +1,14 @@
-"""A fast stratified bootstrap of confusion matrices and calibration sums, for every grouping at once.
+"""A fast stratified bootstrap of confusion matrices and calibration sums.
 
-Rows are resampled within strata (the finest cells, race x gender x age band), so every group of every coarser
-grouping keeps its size. Up to :data:`EXACT_ROWS_LIMIT` rows, each resample draws actual rows (one vectorised draw
-and one ``np.bincount`` per chunk of resamples). Above it, rows of one stratum that share (true, predicted,
-confidence bin) are treated as interchangeable *types*: a resample of a stratum is a multinomial draw over its
-types (exact for confusion counts, cost independent of the number of rows), and sums of continuous per-row values
-within a type (confidence, Brier, log loss) are drawn from a normal with the type's mean and variance.
+Rows are resampled within strata; the engine passes each grouping's own groups as the strata (one call per
+grouping), so each group is resampled iid within itself and keeps its size, as "resampling within groups" means.
+Strata must not include the true label or finer cells: holding those fixed would drop the variance of the class
+mix and narrow the intervals (to zero for a model whose errors are constant within cells). Up to
+:data:`EXACT_ROWS_LIMIT` rows, each resample draws actual rows (one vectorised draw and one ``np.bincount`` per
+chunk of resamples). Above it, rows of one stratum that share (true, predicted, confidence bin) are treated as
+interchangeable *types*: a resample of a stratum is a multinomial draw over its types (exact for confusion
+counts, cost independent of the number of rows), and sums of continuous per-row values within a type
+(confidence, Brier, log loss) are drawn from a normal with the type's mean and variance.
 Replicate 0 is always the observed data.
 """
 

@@ -1,7 +1,7 @@
 """The audit: from a validated predictions table (and optional embeddings) to an :class:`AuditResult` and tables.
 
-One stratified bootstrap (:mod:`.bootstrap`) serves every grouping, metric, disparity and calibration figure;
-point estimates are replicate 0 of the same computation, so a value and its interval never disagree in method.
+A bootstrap (:mod:`.bootstrap`) resampling within the groups of each grouping serves that grouping's metrics,
+disparities, comparisons with the overall value and calibration figures; point estimates are replicate 0 of the same computation, so a value and its interval never disagree in method.
 """
 
 from __future__ import annotations
@@ -17,16 +17,16 @@ from faceaudit.config import DEFAULT_SEED, RACES
 
 from . import calibration as cal
 from . import embeddings as emb
-from .bootstrap import percentile_interval, stratified_replicates, wilson_interval
+from .bootstrap import Replicates, percentile_interval, stratified_replicates, wilson_interval
 from .defaults import DEFAULT_CI, DEFAULT_INCONCLUSIVE, DEFAULT_MIN_GROUP_SIZE, DEFAULT_N_BOOT
 from .metrics import GROUP_METRICS, f1, group_metrics, precision, recall, row_normalised
 from .result import GROUP_SEPARATOR, GROUPINGS, AuditResult, grouping_name, stat
 from .schema import PROB_COLUMNS
 
 ATTRIBUTES = ("race", "gender", "age_band")
-BOOTSTRAP_METHOD = ("stratified percentile bootstrap within race × gender × age band cells; up to 50,000 images "
-                    "each resample draws actual images; above that, confusion counts are drawn exactly as multinomial "
-                    "resamples of each cell's (true, predicted, confidence bin) types and per-image confidence, Brier "
+BOOTSTRAP_METHOD = ("percentile bootstrap resampling images within each group of each grouping (group sizes fixed); "
+                    "up to 50,000 images each resample draws actual images; above that, confusion counts are drawn "
+                    "exactly as multinomial resamples of each group's (true, predicted, confidence bin) types and per-image confidence, Brier "
                     "and log-loss sums from a normal with each type's mean and variance")
 
 
@@ -134,15 +134,20 @@ def compute_audit(
     layouts = {"all": (np.zeros(n, dtype=np.int64), 1, [{}])}
     for attributes in GROUPINGS:
         layouts[grouping_name(attributes)] = _grouping_codes(codes, attributes)
-    strata = layouts[grouping_name(GROUPINGS[-1])][0]
-    boot_groupings = {name: (code, size) for name, (code, size, _) in layouts.items()}
-
     def replicates(p: np.ndarray | None, seed: int, progress: bool):
+        """Resamples of each grouping drawn within that grouping's own groups (iid within each group), so a
+        group's interval reflects its images only and is not narrowed by holding finer cells fixed."""
         per = cal.per_image(p, y_true) if p is not None else {}
-        return stratified_replicates(
-            strata, y_true, y_pred, boot_groupings, n_classes=n_classes, n_boot=s.n_boot, seed=seed,
-            confidence=per.get("confidence"), brier=per.get("brier"), log_loss=per.get("log_loss"),
-            n_bins=s.ece_bins, progress=progress)
+        parts = [
+            stratified_replicates(
+                code, y_true, y_pred, {name: (code, size)}, n_classes=n_classes, n_boot=s.n_boot,
+                seed=seed + index, confidence=per.get("confidence"), brier=per.get("brier"),
+                log_loss=per.get("log_loss"), n_bins=s.ece_bins, progress=progress and index == 0)
+            for index, (name, (code, size, _)) in enumerate(layouts.items())
+        ]
+        return Replicates(confusion={k: v for r in parts for k, v in r.confusion.items()},
+                          calibration=None if p is None else {k: v for r in parts for k, v in r.calibration.items()},
+                          n_boot=s.n_boot)
 
     reps = replicates(probs, s.seed, s.progress)
     warnings_out: list[str] = []
@@ -150,7 +155,6 @@ def compute_audit(
                                                      "calibration", "reliability")}
 
     # -- classification metrics ------------------------------------------------------------------------
-    overall_values = group_metrics(reps.confusion["all"][:, 0])
 
     def group_block(name: str) -> tuple[list[dict], dict]:
         code, size, labels = layouts[name]
@@ -169,8 +173,10 @@ def compute_audit(
         normalised = row_normalised(counts)
         diffs = {}
         if name != "all":
+            # The overall value within the same resamples: the sum of this grouping's groups.
+            pooled = group_metrics(cm.sum(axis=1, keepdims=True))
             for m, v in values.items():
-                d = v - overall_values[m][:, None]
+                d = v - pooled[m]
                 diffs[m] = (d, percentile_interval(d, s.ci))
         records = []
         for g in np.flatnonzero(n_g):

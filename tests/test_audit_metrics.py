@@ -201,3 +201,21 @@ def test_embedding_figures(audit, real_predictions):  # noqa: F811
     for record in block["knn_purity"]["groupings"]["race"]:
         mask = (frame["race"] == record["key"]).to_numpy()
         assert record["purity"]["value"] == pytest.approx(purity[mask].mean(), abs=5e-3)
+
+
+def test_intervals_keep_the_variance_of_the_class_mix(real_predictions):  # noqa: F811
+    """A classifier that always answers "White" is right exactly on the White faces. Resampling within race
+    cells would fix that share and give zero-width intervals; resampling within each group must give overall and
+    per-gender accuracy intervals as wide as the binomial (Wilson) interval of the same images."""
+    frame = real_predictions.test.copy()
+    probs = np.full((len(frame), len(RACES)), 0.05)
+    probs[:, 0] = 0.8
+    frame[list(PROB_COLUMNS)] = probs
+    frame["pred_race"] = pd.Categorical(["White"] * len(frame), categories=frame["race"].cat.categories)
+    result = compute_audit(frame, settings=AuditSettings(n_boot=1000, seed=5, tsne=False)).result
+    records = [result.overall] + result.grouping("gender")["groups"]
+    for record in records:
+        accuracy = record["metrics"]["accuracy"]
+        ci_width = accuracy["ci"][1] - accuracy["ci"][0]
+        wilson_width = accuracy["wilson"][1] - accuracy["wilson"][0]
+        assert ci_width == pytest.approx(wilson_width, rel=0.15), record.get("key")
