@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from faceaudit.audit.report import Section, Table, render_document, write_document
-from faceaudit.audit.report.history import load_history, parse_history, seed_pairs
+from faceaudit.audit.report.history import load_history, seed_pairs
 from faceaudit.audit.report.paired import holm, mcnemar, paired_bootstrap
 
 HOSTILE = "<script>alert(1)</script>"
@@ -123,11 +123,14 @@ def test_seed_histories_flat_and_paired():
 
 
 def test_per_phase_history_shapes(tmp_path):
-    phases = parse_history({"phases": [{"name": "frozen", "loss": [1.0, 0.5]},
-                                       {"name": "fine-tune", "metrics": {"loss": [0.4], "val_loss": [0.6]}}]}, "x")
-    assert [(p.name, p.epochs) for p in phases] == [("frozen", 2), ("fine-tune", 1)]
-    phases = parse_history({"frozen": {"accuracy": [0.5]}, "fine_tune": {"accuracy": [0.7, 0.8]}}, "x")
-    assert [p.epochs for p in phases] == [1, 2]
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "history.json").write_text(json.dumps({"freeze": {"loss": [1.0, 0.5], "val_loss": [1.1, 0.7]},
+                                                   "unfreeze": {"loss": [0.4], "val_loss": [0.6]}}))
+    history = load_history(run / "history.json")
+    assert history.name == "run"
+    assert [(p.name, p.epochs) for p in history.phases] == [("freeze", 2), ("unfreeze", 1)]
+    assert history.metric("val_loss") == [1.1, 0.7, 0.6]
     bad = tmp_path / "bad_history.json"
     bad.write_text('{"note": "nothing"}')
     from faceaudit.errors import FaceauditError

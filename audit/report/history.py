@@ -1,18 +1,11 @@
-"""Training histories for curves: the training module's per-phase history.json and the seed's flat Keras files.
-
-Both become a list of :class:`Phase` (name plus per-epoch metric lists). The training helper's
-``faceaudit.training.history.load_history`` is used when present; the seed's flat format
-(``{"loss": [...], "val_accuracy": [...]}``) is read here as well, so ``compare --history`` takes either.
-"""
+"""Training histories as curves: runs' per-phase ``history.json`` and the seed's flat Keras files, both read
+by the training module's one reader and shown as a list of :class:`Phase` (name plus per-epoch metric lists)."""
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from faceaudit.errors import FaceauditError
 
 
 @dataclass
@@ -40,41 +33,6 @@ class History:
         return [v for phase in self.phases for v in phase.metrics.get(key, [])]
 
 
-def _is_series(value: object) -> bool:
-    return isinstance(value, list) and all(isinstance(v, (int, float)) or v is None for v in value)
-
-
-def _flat(metrics: dict) -> dict[str, list[float]]:
-    return {str(k): [float("nan") if v is None else float(v) for v in vals]
-            for k, vals in metrics.items() if _is_series(vals)}
-
-
-def parse_history(data: object, name: str) -> list[Phase]:
-    """Phases from any supported JSON shape: flat Keras, ``{"phases": [...]}`` or ``{phase: {metric: [...]}}``."""
-    if isinstance(data, dict) and data and all(_is_series(v) for v in data.values()):
-        return [Phase(name, _flat(data))]
-    if isinstance(data, dict) and isinstance(data.get("phases"), list):
-        items = data["phases"]
-    elif isinstance(data, dict) and isinstance(data.get("phases"), dict):
-        items = [{"name": k, **v} if isinstance(v, dict) else {"name": k, "metrics": v}
-                 for k, v in data["phases"].items()]
-    elif isinstance(data, list):
-        items = data
-    elif isinstance(data, dict) and data and all(isinstance(v, dict) for v in data.values()):
-        items = [{"name": k, "metrics": v} for k, v in data.items()]
-    else:
-        raise FaceauditError(f"history of {name} has no per-epoch metric lists")
-    phases = []
-    for index, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise FaceauditError(f"history of {name}: phase {index} is not an object")
-        metrics = item.get("metrics") or item.get("history") or {k: v for k, v in item.items() if _is_series(v)}
-        phases.append(Phase(str(item.get("name") or item.get("phase") or f"phase {index + 1}"), _flat(metrics)))
-    if not any(p.metrics for p in phases):
-        raise FaceauditError(f"history of {name} has no per-epoch metric lists")
-    return phases
-
-
 def run_name(path: Path) -> str:
     """Legend name for a history file: ``VGG16_history.json`` -> ``VGG16``; ``runs/x/history.json`` -> ``x``."""
     stem = re.sub(r"[_-]?history$", "", path.stem)
@@ -82,42 +40,12 @@ def run_name(path: Path) -> str:
 
 
 def load_history(path: Path, name: str | None = None) -> History:
-    """Read one history file of either format."""
+    """One history file of either format, read by :func:`faceaudit.training.history.load_history`."""
+    from faceaudit.training.history import load_history as read_phases
+
     path = Path(path)
-    name = name or run_name(path)
-    try:
-        from faceaudit.training.history import load_history as training_load  # type: ignore[attr-defined]
-    except ImportError:
-        training_load = None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise FaceauditError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except json.JSONDecodeError as exc:
-        raise FaceauditError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    if training_load is not None:
-        try:
-            loaded = training_load(path)
-            phases = _from_training(loaded, name)
-            if phases:
-                return History(name, phases, str(path))
-        except Exception:  # noqa: BLE001 - fall back to the formats read here
-            pass
-    return History(name, parse_history(data, name), str(path))
-
-
-def _from_training(loaded: object, name: str) -> list[Phase]:
-    """Adapt whatever the training module returns (dict of phases, list of dicts, objects with .metrics)."""
-    if isinstance(loaded, (dict, list)):
-        return parse_history(loaded, name)
-    phases = getattr(loaded, "phases", None)
-    if phases is not None:
-        out = []
-        for index, phase in enumerate(phases):
-            metrics = getattr(phase, "metrics", None) or getattr(phase, "history", None) or {}
-            out.append(Phase(str(getattr(phase, "name", f"phase {index + 1}")), _flat(dict(metrics))))
-        return out
-    return []
+    phases = read_phases(path)
+    return History(name or run_name(path), [Phase(phase, metrics) for phase, metrics in phases.items()], str(path))
 
 
 def seed_pairs(histories: list[History]) -> list[History]:
