@@ -13,12 +13,18 @@ import numpy as np
 import pandas as pd
 
 from faceaudit import __version__
-from faceaudit.config import DEFAULT_SEED, RACES
+from faceaudit.config import (
+    DEFAULT_CI,
+    DEFAULT_INCONCLUSIVE,
+    DEFAULT_MIN_GROUP_SIZE,
+    DEFAULT_N_BOOT,
+    DEFAULT_SEED,
+    RACES,
+)
 
 from . import calibration as cal
 from . import embeddings as emb
 from .bootstrap import Replicates, percentile_interval, stratified_replicates, wilson_interval
-from .defaults import DEFAULT_CI, DEFAULT_INCONCLUSIVE, DEFAULT_MIN_GROUP_SIZE, DEFAULT_N_BOOT
 from .metrics import GROUP_METRICS, f1, group_metrics, precision, recall, row_normalised
 from .result import GROUP_SEPARATOR, GROUPINGS, AuditResult, grouping_name, stat
 from .schema import PROB_COLUMNS

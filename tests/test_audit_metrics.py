@@ -8,8 +8,15 @@ import pandas as pd
 import pytest
 from audit_fixtures import real_predictions  # noqa: F401  (session fixture)
 from fairlearn.metrics import MetricFrame
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score, log_loss
-from sklearn.metrics import precision_score, recall_score
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    f1_score,
+    log_loss,
+    precision_score,
+    recall_score,
+)
 
 from faceaudit.audit import bootstrap
 from faceaudit.audit.calibration import expected_calibration_error, fit_temperature, scale_temperature

@@ -2,7 +2,7 @@
 
 ``inspect_dataset(dataset, InspectOptions(...))`` computes every finding; ``write_outputs`` writes data.json, the
 CSV tables and the exclusion list; ``render_data_report`` renders the HTML and PDF through the shared layout.
-Imports are lazy, so the CLI can read :mod:`.defaults` without loading scikit-learn or TensorFlow.
+Imports are lazy, so the CLI stays light; the defaults live in :mod:`faceaudit.config`.
 """
 
 from __future__ import annotations

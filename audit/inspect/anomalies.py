@@ -6,11 +6,10 @@ import numpy as np
 import pandas as pd
 from sklearn.ensemble import IsolationForest
 
+from faceaudit import config
 from faceaudit.config import DEFAULT_SEED
 
-from . import defaults
-
-DEFAULT_OUTLIER_SHARE = defaults.OUTLIER_SHARE
+DEFAULT_OUTLIER_SHARE = config.OUTLIER_SHARE
 #: Trees in the forest: enough for the scores to be stable under the seed.
 N_TREES = 200
 

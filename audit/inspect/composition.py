@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from . import defaults
+from faceaudit import config
 
-MIN_GROUP_SIZE = defaults.MIN_GROUP_SIZE
+MIN_GROUP_SIZE = config.DEFAULT_MIN_GROUP_SIZE
 
 
 def counts(manifest: pd.DataFrame, by: list[str]) -> pd.DataFrame:

@@ -12,11 +12,10 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from tqdm.auto import tqdm
 
+from faceaudit import config
 from faceaudit.config import SPLITS
 
-from . import defaults
-
-DEFAULT_NEAR_DISTANCE = defaults.NEAR_DISTANCE
+DEFAULT_NEAR_DISTANCE = config.NEAR_DISTANCE
 _BLOCK = 1024
 
 PAIR_COLUMNS = ("image_id_a", "image_id_b", "kind", "distance", "split_a", "split_b",

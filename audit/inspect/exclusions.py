@@ -10,9 +10,7 @@ from collections import defaultdict
 
 import pandas as pd
 
-from faceaudit.config import SPLITS
-
-from .defaults import DEFAULT_EXCLUDE_KINDS, EXCLUDE_KINDS  # noqa: F401  (re-exported)
+from faceaudit.config import DEFAULT_EXCLUDE_KINDS, EXCLUDE_KINDS, SPLITS  # noqa: F401  (re-exported)
 
 
 def parse_kinds(text: str) -> tuple[str, ...]:

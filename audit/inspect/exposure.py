@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from . import defaults
+from faceaudit import config
 
-DARK_BELOW, DARK_BORDERLINE = defaults.DARK_BELOW, defaults.DARK_BORDERLINE
-WASHED_OUT_ABOVE, WASHED_OUT_BORDERLINE = defaults.WASHED_OUT_ABOVE, defaults.WASHED_OUT_BORDERLINE
+DARK_BELOW, DARK_BORDERLINE = config.DARK_BELOW, config.DARK_BORDERLINE
+WASHED_OUT_ABOVE, WASHED_OUT_BORDERLINE = config.WASHED_OUT_ABOVE, config.WASHED_OUT_BORDERLINE
 
 
 def exposure_flags(features: pd.DataFrame, *, dark_below: float = DARK_BELOW,

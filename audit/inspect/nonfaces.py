@@ -18,11 +18,11 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
-from . import defaults
+from faceaudit import config
 
-DEFAULT_FACE_IMAGE_SIZE = defaults.FACE_IMAGE_SIZE
-DEFAULT_FACE_CONFIDENCE = defaults.FACE_CONFIDENCE
-DEFAULT_FACE_BATCH = defaults.FACE_BATCH
+DEFAULT_FACE_IMAGE_SIZE = config.FACE_IMAGE_SIZE
+DEFAULT_FACE_CONFIDENCE = config.FACE_CONFIDENCE
+DEFAULT_FACE_BATCH = config.FACE_BATCH
 #: Smallest face searched for, in pixels of the resized image (the package default; larger values break
 #: mtcnn 1.0's pyramid, whose level count assumes 20).
 MIN_FACE_SIZE = 20

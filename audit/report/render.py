@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from faceaudit.audit.result import AUDIT_FILE, AuditResult, load_audit
+from faceaudit.audit.result import AuditResult, load_audit
 
 from . import sections
 from .history import History, load_history

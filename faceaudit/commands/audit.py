@@ -10,9 +10,8 @@ import argparse
 import hashlib
 from pathlib import Path
 
-from faceaudit.audit.defaults import DEFAULT_CI, DEFAULT_INCONCLUSIVE, DEFAULT_MIN_GROUP_SIZE, DEFAULT_N_BOOT
 from faceaudit.commands.common import add_data_options, dataset_from_args, writable_dir
-from faceaudit.config import data_from_env
+from faceaudit.config import DEFAULT_CI, DEFAULT_INCONCLUSIVE, DEFAULT_MIN_GROUP_SIZE, DEFAULT_N_BOOT, data_from_env
 from faceaudit.errors import FaceauditError
 
 

@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--shards", type=int, default=4, help="shards per split (default: 4)")
     export.set_defaults(handler=run_export)
 
-    from faceaudit.audit.inspect import defaults as inspect_defaults
+    from faceaudit import config
 
     inspect = actions.add_parser(
         "inspect", help="data report: composition, image properties, anomalies, non-faces, duplicates, labels",
@@ -43,22 +43,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "outliers, MTCNN non-faces (--faces), exact and near duplicates and leakage across splits, label sanity. "
         "Writes data.json, tables/*.csv, an exclusion list (image_id, reason) for --exclude, report.html and report.pdf.")
     add_data_options(inspect)
-    inspect.add_argument("--out", type=Path, default=Path(inspect_defaults.OUT_DIR),
-                         help=f"output folder (default: {inspect_defaults.OUT_DIR})")
+    inspect.add_argument("--out", type=Path, default=Path(config.INSPECT_OUT_DIR),
+                         help=f"output folder (default: {config.INSPECT_OUT_DIR})")
     inspect.add_argument("--faces", action="store_true", help="also run the MTCNN face check (slow: ~50 img/s on 2 cores)")
-    inspect.add_argument("--face-confidence", type=float, default=inspect_defaults.FACE_CONFIDENCE,
-                         help=f"MTCNN confidence an image needs to count as a face (default: {inspect_defaults.FACE_CONFIDENCE})")
-    inspect.add_argument("--face-size", type=int, default=inspect_defaults.FACE_IMAGE_SIZE,
-                         help=f"side in px images are resized to for MTCNN (default: {inspect_defaults.FACE_IMAGE_SIZE})")
-    inspect.add_argument("--near-distance", type=int, default=inspect_defaults.NEAR_DISTANCE,
-                         help=f"largest pHash Hamming distance for a near-duplicate (default: {inspect_defaults.NEAR_DISTANCE})")
-    inspect.add_argument("--outlier-share", type=float, default=inspect_defaults.OUTLIER_SHARE,
-                         help=f"share of images the Isolation Forest flags (default: {inspect_defaults.OUTLIER_SHARE})")
-    inspect.add_argument("--min-group-size", type=int, default=inspect_defaults.MIN_GROUP_SIZE,
-                         help=f"smallest group worth auditing (default: {inspect_defaults.MIN_GROUP_SIZE})")
-    inspect.add_argument("--exclude-kinds", default=",".join(inspect_defaults.DEFAULT_EXCLUDE_KINDS), metavar="KINDS",
+    inspect.add_argument("--face-confidence", type=float, default=config.FACE_CONFIDENCE,
+                         help=f"MTCNN confidence an image needs to count as a face (default: {config.FACE_CONFIDENCE})")
+    inspect.add_argument("--face-size", type=int, default=config.FACE_IMAGE_SIZE,
+                         help=f"side in px images are resized to for MTCNN (default: {config.FACE_IMAGE_SIZE})")
+    inspect.add_argument("--near-distance", type=int, default=config.NEAR_DISTANCE,
+                         help=f"largest pHash Hamming distance for a near-duplicate (default: {config.NEAR_DISTANCE})")
+    inspect.add_argument("--outlier-share", type=float, default=config.OUTLIER_SHARE,
+                         help=f"share of images the Isolation Forest flags (default: {config.OUTLIER_SHARE})")
+    inspect.add_argument("--min-group-size", type=int, default=config.DEFAULT_MIN_GROUP_SIZE,
+                         help=f"smallest group worth auditing (default: {config.DEFAULT_MIN_GROUP_SIZE})")
+    inspect.add_argument("--exclude-kinds", default=",".join(config.DEFAULT_EXCLUDE_KINDS), metavar="KINDS",
                          help="findings written to exclusions.csv, comma-separated, or 'none'; from "
-                         f"{', '.join(inspect_defaults.EXCLUDE_KINDS)} (default: {','.join(inspect_defaults.DEFAULT_EXCLUDE_KINDS)})")
+                         f"{', '.join(config.EXCLUDE_KINDS)} (default: {','.join(config.DEFAULT_EXCLUDE_KINDS)})")
     inspect.add_argument("--no-pdf", action="store_true", help="write report.html only")
     inspect.set_defaults(handler=run_inspect)
 
