@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from faceaudit.config import DEFAULT_SEED, GENDERS, RACES, SPLITS
 from faceaudit.errors import FaceauditError
+from faceaudit.files import atomic_path
 
 from .labels import AgeBands, normalise_gender, normalise_race, parse_utkface_name
 from .sources import list_images
@@ -70,6 +71,8 @@ def check_image(data: bytes) -> str | None:
     """Why these bytes are not a usable image, or None when they decode fully."""
     if not data:
         return "zero-byte file"
+    # WeasyPrint sets PIL's process-wide LOAD_TRUNCATED_IMAGES when imported; a check must not inherit that.
+    tolerant, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.load()
@@ -81,6 +84,8 @@ def check_image(data: bytes) -> str | None:
         return "not an image file"
     except (OSError, SyntaxError, ValueError) as exc:
         return f"unreadable image ({exc})"
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = tolerant
     return None
 
 
@@ -258,15 +263,13 @@ def load_dataset(
 
 def save_manifest(manifest: pd.DataFrame, path: Path) -> Path:
     """Write the manifest as CSV or Parquet (by suffix), atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    if path.suffix.lower() == ".parquet":
-        manifest.to_parquet(partial, index=False)
-    elif path.suffix.lower() == ".csv":
-        manifest.to_csv(partial, index=False)
-    else:
+    if path.suffix.lower() not in (".csv", ".parquet"):
         raise FaceauditError(f"manifest file {path} must end in .csv or .parquet")
-    partial.replace(path)
+    with atomic_path(path) as partial:
+        if path.suffix.lower() == ".parquet":
+            manifest.to_parquet(partial, index=False)
+        else:
+            manifest.to_csv(partial, index=False)
     return path
 
 

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from faceaudit.errors import FaceauditError
+from faceaudit.files import atomic_write
 
 #: Major.minor: a new major means readers must change; a new minor only adds keys.
 SCHEMA_VERSION = "1.0"
@@ -77,7 +76,7 @@ class AuditResult:
         """The ``audit.json`` text; when ``path`` is given it is also written atomically there."""
         text = json.dumps(self.to_dict(), indent=1, ensure_ascii=False, allow_nan=False)
         if path is not None:
-            write_text_atomic(Path(path), text + "\n")
+            atomic_write(path, text + "\n")
         return text
 
     @classmethod
@@ -127,19 +126,6 @@ class AuditResult:
     def status(self) -> str:
         """``pass``, ``fail`` or ``inconclusive`` over all gates (``pass`` when there are none)."""
         return (self.gates or {}).get("status", "pass")
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write to a temporary sibling then rename, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_audit(path: str | Path) -> AuditResult:

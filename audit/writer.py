@@ -7,8 +7,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from faceaudit.files import atomic_write
+
 from .calibration import per_image
-from .result import AUDIT_FILE, AuditResult, write_text_atomic
+from .result import AUDIT_FILE, AuditResult
 from .schema import PRED_COLUMN, PROB_COLUMNS
 
 #: CSV file of each table the engine returns.
@@ -47,7 +49,7 @@ def predictions_table(predictions: pd.DataFrame) -> pd.DataFrame:
 
 
 def _write_csv(frame: pd.DataFrame, path: Path) -> None:
-    write_text_atomic(path, frame.to_csv(index=False, float_format="%.6g"))
+    atomic_write(path, frame.to_csv(index=False, float_format="%.6g"))
 
 
 def write_audit(result: AuditResult, tables: dict[str, pd.DataFrame], predictions: pd.DataFrame, out_dir: Path,
@@ -66,7 +68,7 @@ def write_audit(result: AuditResult, tables: dict[str, pd.DataFrame], prediction
         written.append(out_dir / filename)
     stale = set(TABLE_FILES.values()) - set(files.values())
     if junit is not None:
-        write_text_atomic(out_dir / JUNIT_FILE, junit)
+        atomic_write(out_dir / JUNIT_FILE, junit)
         files["gates_junit"] = JUNIT_FILE
         written.append(out_dir / JUNIT_FILE)
         if result.gates is not None:

@@ -99,6 +99,7 @@ def test_duplicates_land_together_in_a_planted_copy(utk_sample_dir, tmp_path):
 
 def test_unreadable_images_are_excluded_and_odd_ones_converted(utk_sample_dir, tmp_path):
     import tensorflow as tf
+    import weasyprint  # noqa: F401  (it makes PIL tolerate truncated files process-wide; the check must not)
 
     from faceaudit.audit.tfdata import image_dataset
 

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from faceaudit import __version__
-from faceaudit.audit.report.layout import atomic_write
+from faceaudit.files import atomic_write
 
 from .pipeline import Inspection
 

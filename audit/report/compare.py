@@ -11,12 +11,13 @@ import pandas as pd
 
 from faceaudit.audit.result import AUDIT_FILE, AuditResult, load_audit
 from faceaudit.errors import FaceauditError
+from faceaudit.files import atomic_write
 
 from .curves import validation_curves_figure
 from .figures import PALETTE, Figure, new_figure, png_figure
 from .formatting import fmt_stat, group_label, points
 from .history import History, load_history, seed_pairs
-from .layout import Cell, Section, Table, atomic_write, render_document, write_pdf
+from .layout import Cell, Section, Table, render_document, write_pdf
 from .paired import holm, match_predictions, mcnemar, paired_bootstrap
 from .render import find_history, load_predictions
 from .summary import _md

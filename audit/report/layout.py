@@ -7,8 +7,6 @@ Jinja partial rendered with autoescaping, so labels, model names and file names 
 from __future__ import annotations
 
 import datetime as _dt
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -18,6 +16,7 @@ import jinja2
 from markupsafe import Markup
 
 from faceaudit import __version__
+from faceaudit.files import atomic_write
 
 
 @dataclass
@@ -92,25 +91,6 @@ def render_document(title: str, sections: Iterable[Section], *, running_header: 
     return env.get_template("base.html").render(
         title=title, subtitle=subtitle, running_header=running_header or title, meta=list(meta),
         sections=rendered, css=Markup(css), version=__version__, generated=generated)
-
-
-def atomic_write(path: Path, data: bytes | str) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder, so no half-file is left."""
-    path = Path(path)
-    payload = data.encode("utf-8") if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-        # mkstemp creates 0600; reports are meant to be shared, so use the usual umask-based mode.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def write_pdf(html: str, path: Path) -> Path:

@@ -9,10 +9,11 @@ from pathlib import Path
 import pandas as pd
 
 from faceaudit.audit.result import AuditResult, load_audit
+from faceaudit.files import atomic_write
 
 from . import sections
 from .history import History, load_history
-from .layout import atomic_write, render_document, write_pdf
+from .layout import render_document, write_pdf
 from .summary import summary_markdown
 
 log = logging.getLogger(__name__)
