@@ -7,9 +7,11 @@ Exit codes: 0 when every gate passes (or there are no gates), 1 when a gate fail
 from __future__ import annotations
 
 import argparse
-import hashlib
+import shlex
+import sys
 from pathlib import Path
 
+from faceaudit.audit.sources import file_sha256
 from faceaudit.commands.common import add_data_options, dataset_from_args, writable_dir
 from faceaudit.config import DEFAULT_CI, DEFAULT_INCONCLUSIVE, DEFAULT_MIN_GROUP_SIZE, DEFAULT_N_BOOT, data_from_env
 from faceaudit.errors import FaceauditError
@@ -45,17 +47,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-temperature", action="store_true",
                         help="skip temperature scaling (no inference on the validation split)")
     parser.add_argument("--no-report", action="store_true", help="write the audit only, not report.html/pdf")
+    parser.add_argument("--no-thumbnails", action="store_true",
+                        help="leave face thumbnails out of the report's error gallery")
     parser.add_argument("--batch-size", type=int, default=64, help="inference batch size (default: 64)")
     add_data_options(parser, positional=False)
     parser.set_defaults(handler=run_audit)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -95,7 +91,7 @@ def _from_predictions(args: argparse.Namespace):
         table = table[split == "test"].reset_index(drop=True)
     predictions = validate_predictions(table, age_bands=bands, what=what)
     val = None if val_rows is None else validate_predictions(val_rows, age_bands=bands, what=f"{what} (val rows)")
-    digest = _sha256(path)
+    digest = file_sha256(path)
     model = {"name": path.stem, "kind": "predictions", "source": str(path.resolve()), "backbone": None,
              "run_hash": digest, "synthetic": False, "run": None}
     data = {"source": str(path.resolve()), "fingerprint": None, "split": "test", "n": len(predictions),
@@ -131,7 +127,7 @@ def _from_model(args: argparse.Namespace):
     name = run.get("name") or (source.name if is_run else model_file.stem)
     synthetic = bool(run.get("synthetic", False) or dataset.synthetic)
     model = {"name": str(name), "kind": "run" if is_run else "keras", "source": str(source.resolve()),
-             "backbone": run.get("backbone"), "run_hash": run.get("run_hash") or run.get("hash") or _sha256(model_file),
+             "backbone": run.get("backbone"), "run_hash": run.get("run_hash") or run.get("hash") or file_sha256(model_file),
              "synthetic": synthetic,
              "run": {k: run[k] for k in ("name", "backbone", "image_size", "epochs", "seed", "created_utc",
                                          "data_fingerprint", "run_hash") if k in run} or None}
@@ -162,6 +158,7 @@ def run_audit(args: argparse.Namespace) -> int:
     output = compute_audit(predictions, settings=settings, embeddings=embeddings, embedding_source=emb_source,
                            val_predictions=val, model=model, data=data)
     result = output.result
+    result.settings["command"] = shlex.join(["faceaudit", *sys.argv[1:]])
     junit = None
     if gate_list:
         result.gates = gates_mod.evaluate_gates(gate_list, result.to_dict(), inconclusive=args.inconclusive,
@@ -170,23 +167,16 @@ def run_audit(args: argparse.Namespace) -> int:
     write_audit(result, output.tables, predictions, out_dir, junit=junit)
     _print_summary(result, out_dir)
     if not args.no_report:
-        _render(out_dir)
+        _render(out_dir, thumbnails=not args.no_thumbnails)
     return gates_mod.exit_code(result.gates)
 
 
-def _render(out_dir: Path) -> None:
-    """The one place the audit hands over to the report renderer, when it is installed."""
-    import importlib
+def _render(out_dir: Path, thumbnails: bool) -> None:
+    """Hand the written audit to the report renderer; a rendering failure leaves the audit in place."""
+    from faceaudit.audit.report import render_report
 
     try:
-        report = importlib.import_module("faceaudit.audit.report")
-    except ImportError:
-        return
-    render = getattr(report, "render_report", None)
-    if render is None:
-        return
-    try:
-        paths = render(out_dir)
+        paths = render_report(out_dir, thumbnails=thumbnails)
     except FaceauditError:
         raise
     except Exception as exc:  # the audit is written; say so, in one line, and exit 2 rather than look like a gate
