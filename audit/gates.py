@@ -79,7 +79,7 @@ def parse_gates(data: dict, source: str = "gates file") -> tuple[list[Gate], int
 
 
 def load_gates(path: Path) -> tuple[list[Gate], int | None]:
-    """Read a gates TOML file (see gates.example.toml)."""
+    """Read a gates TOML file (see faceaudit/gates.toml)."""
     try:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:

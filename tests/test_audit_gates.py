@@ -92,7 +92,7 @@ def test_gates_on_real_audit(small_groups_audit):
 
 
 def test_example_gates_file_parses():
-    gates, min_size = load_gates(ROOT / "gates.example.toml")
+    gates, min_size = load_gates(ROOT / "faceaudit" / "gates.toml")
     assert min_size == 30
     assert {g.rule for g in gates} >= {"max_gap", "min", "max"}
     assert any(g.by == "race×gender" for g in gates)

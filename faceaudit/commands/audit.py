@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="with --predictions: embeddings .npy whose rows align with the predictions file")
     parser.add_argument("--data", type=Path, metavar="DATA",
                         help="with a model: UTKFace folder/archive or labelled CSV (default: $FACEAUDIT_DATA)")
-    parser.add_argument("--gates", type=Path, metavar="TOML", help="thresholds to judge (see gates.example.toml)")
+    parser.add_argument("--gates", type=Path, metavar="TOML", help="thresholds to judge (see faceaudit/gates.toml)")
     parser.add_argument("--out", type=Path, help="output folder (default: reports/<model-name>)")
     parser.add_argument("--n-boot", type=int, default=DEFAULT_N_BOOT,
                         help=f"bootstrap resamples (default: {DEFAULT_N_BOOT})")

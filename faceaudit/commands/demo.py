@@ -53,7 +53,7 @@ def run_demo(args: argparse.Namespace) -> int:
     epochs = args.epochs or DEMO_EPOCHS["synthetic" if dataset.synthetic else "real"]
     run_dir = train(TrainConfig(data=Path(data), dataset=dataset, out=out / "run", backbone="cnn", epochs=epochs,
                                 max_train=args.max_train, seed=args.seed))
-    gates = resources.files("faceaudit") / "default_gates.toml"
+    gates = resources.files("faceaudit") / "gates.toml"
     with resources.as_file(gates) as gates_file:
         audit_args = build_parser().parse_args(
             ["audit", str(run_dir), "--data", str(data), "--gates", str(gates_file), "--out", str(out),
