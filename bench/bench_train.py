@@ -92,7 +92,8 @@ def main(argv=None) -> int:
         row = bench_dlib(manifest, args.repeats) if name == "dlib-resnet" else bench_image_backbone(name, manifest, args.repeats)
         row["seconds"] = time.perf_counter() - start
         rows.append(row)
-        print(f"  measured {name} in {row['seconds']:.0f}s", file=sys.stderr, flush=True)
+        print(f"  measured {name} in {row['seconds']:.0f}s: {row['params']:,} params, train {row['train_img_s']:.1f} img/s, "
+              f"inference {row['infer_img_s']:.1f} img/s", file=sys.stderr, flush=True)
     base = rows[0]
     load = os.getloadavg()[0]
     print(f"\nbackbone throughput on {os.cpu_count()} CPU cores (1-min load average at the end: {load:.1f})")
