@@ -61,7 +61,7 @@ def _draw_face(rng: np.random.Generator, race: int, gender: int, age: int, size:
     return Image.fromarray(np.clip(np.asarray(image, dtype=float) + noise, 0, 255).astype(np.uint8))
 
 
-def generate_synthetic_faces(folder: Path, n: int = 1500, size: int = 64, seed: int = DEFAULT_SEED) -> Path:
+def generate_synthetic_faces(folder: Path, n: int = 3000, size: int = 64, seed: int = DEFAULT_SEED) -> Path:
     """Write ``n`` labelled cartoon faces named ``[age]_[gender]_[race]_[stamp].jpg.chip.jpg`` into ``folder``."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
@@ -76,7 +76,7 @@ def generate_synthetic_faces(folder: Path, n: int = 1500, size: int = 64, seed: 
     return folder
 
 
-def default_synthetic_folder(n: int = 1500, seed: int = DEFAULT_SEED) -> Path:
+def default_synthetic_folder(n: int = 3000, seed: int = DEFAULT_SEED) -> Path:
     """The embedded default set, generated once into the cache (a few seconds) and reused."""
     folder = cache_dir() / f"synthetic-faces-n{n}-seed{seed}"
     if not is_synthetic(folder):

@@ -17,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "demo", help="train a small CNN, audit it and write the report (no download needed)",
         description="Run the main job end to end: images -> manifest -> CNN training -> predictions -> audit -> "
         f"report (HTML, PDF, summary.md, audit.json). Uses --data or ${DATA_ENV} when given (e.g. the UTKFace "
-        "archive), otherwise an embedded default: 1,500 generated cartoon faces with UTKFace-style labels, which "
+        "archive), otherwise an embedded default: 3,000 generated cartoon faces with UTKFace-style labels, which "
         "the report names as synthetic.",
     )
     parser.add_argument("--data", type=Path, metavar="DATA",
