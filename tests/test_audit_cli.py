@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from xml.etree import ElementTree as ET
 
 import numpy as np
 import pandas as pd
 import pytest
 from audit_fixtures import real_predictions  # noqa: F401  (session fixture)
+from commands import FACEAUDIT
 
 from faceaudit.audit.result import SCHEMA_VERSION, AuditResult
 from faceaudit.cli import main
@@ -176,7 +176,7 @@ def test_age_band_only_and_label_only_predictions(real_predictions, tmp_path):  
 def test_cli_subprocess_exit_code(real_predictions, tmp_path):  # noqa: F811
     bad = tmp_path / "bad.csv"
     pd.read_csv(real_predictions.csv).drop(columns=["race"]).to_csv(bad, index=False)
-    proc = subprocess.run([sys.executable, "-m", "faceaudit", "audit", "--predictions", str(bad), "--out",
+    proc = subprocess.run([*FACEAUDIT, "audit", "--predictions", str(bad), "--out",
                            str(tmp_path / "o"), "--no-report"], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == ["faceaudit: error: predictions file bad.csv lacks column(s): race"]

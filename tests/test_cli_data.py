@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sys
 
 import pandas as pd
 import pytest
+from commands import FACEAUDIT
 
 from faceaudit.cli import main
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     """Run the installed console script, as a user would."""
-    exe = shutil.which("faceaudit") or [sys.executable, "-m", "faceaudit"]
-    command = [exe, *args] if isinstance(exe, str) else [*exe, *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=300, env=os.environ.copy())
+    return subprocess.run([*FACEAUDIT, *args], capture_output=True, text=True, timeout=300, env=os.environ.copy())
 
 
 def test_help_lists_subcommands_and_each_has_help():

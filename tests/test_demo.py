@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 
 import pytest
+from commands import FACEAUDIT
 
 
 @pytest.mark.slow
@@ -15,7 +15,7 @@ def test_demo_writes_a_synthetic_report_end_to_end(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "FACEAUDIT_DATA"}
     env["FACEAUDIT_CACHE"] = str(tmp_path / "cache")
     out = tmp_path / "demo"
-    result = subprocess.run([sys.executable, "-m", "faceaudit", "demo", "--out", str(out), "--epochs", "3"],
+    result = subprocess.run([*FACEAUDIT, "demo", "--out", str(out), "--epochs", "3"],
                             capture_output=True, text=True, env=env, timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
     for name in ("report.html", "report.pdf", "summary.md", "audit.json", "gates.xml", "run/model.keras"):

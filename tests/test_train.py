@@ -10,13 +10,13 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from commands import FACEAUDIT
 
 from faceaudit.audit.schema import PREDICTION_COLUMNS, PROB_COLUMNS
 from faceaudit.cli import main
@@ -32,7 +32,7 @@ def _train_cli(data: Path, out: Path, *extra: str) -> int:
 
 def _subprocess_train(data: Path, out: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    command = [sys.executable, "-m", "faceaudit", "train", "--data", str(data), "--out", str(out), *TINY, *extra]
+    command = [*FACEAUDIT, "train", "--data", str(data), "--out", str(out), *TINY, *extra]
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
