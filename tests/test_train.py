@@ -229,3 +229,22 @@ def test_mobilenetv2_with_real_imagenet_weights_fine_tunes(utk_sample_dir, weigh
     assert stem.shape == original.shape
     # Fine-tuned from the ImageNet kernel: close to it, but moved by the unfreeze step.
     assert 0 < np.abs(stem - original).max() < 0.1 * np.abs(original).max()
+
+
+def test_dlib_mirror_framing_averages_the_mirrored_chip(utk64_dataset, tmp_path, monkeypatch):
+    """``align+mirror`` is the mean of the aligned chip's descriptor and its mirror's, each cached on its own."""
+    from faceaudit.training.dlib_features import descriptor_cache, descriptors, face_chip
+
+    monkeypatch.setenv("FACEAUDIT_CACHE", str(tmp_path / "cache"))
+    manifest = utk64_dataset.manifest.head(6)
+    chip = face_chip(manifest["path"].iloc[0])
+    np.testing.assert_array_equal(face_chip(manifest["path"].iloc[0], mirrored=True), chip[:, ::-1])
+    plain, _ = descriptors(manifest, "align", workers=1, progress=False)
+    averaged, stats = descriptors(manifest, "align+mirror", workers=1, progress=False)
+    mirrored = np.stack([np.load(descriptor_cache("align", mirrored=True) / s[:2] / f"{s}.npy")
+                         for s in manifest["sha256"]])
+    assert stats["cached"] == 6 and stats["computed"] == 6 and stats["framing"] == "align+mirror"
+    np.testing.assert_allclose(averaged, (plain + mirrored) / 2, rtol=1e-6)
+    # A face and its mirror image are the same person: close descriptors (dlib's match threshold is 0.6), not equal.
+    distance = np.linalg.norm(plain - mirrored, axis=1)
+    assert (distance > 0).all() and (distance < 0.6).all()

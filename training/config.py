@@ -61,7 +61,8 @@ class TrainConfig:
     resume: bool = False
     #: Use at most this many training images (a random sample fixed by ``seed``); None: all.
     max_train: int | None = None
-    #: dlib-resnet chip framing: ``align`` (5-point landmarks + dlib.get_face_chip) or ``resize``.
+    #: dlib-resnet chip framing: ``align`` (5-point landmarks + dlib.get_face_chip) or ``resize``; a ``+mirror``
+    #: suffix averages each descriptor with the mirrored chip's.
     dlib_framing: str = "align"
     age_bands: str = DEFAULT_AGE_BANDS
     exclude: Path | None = None

@@ -23,7 +23,11 @@ CHIP_SIZE = 150
 DESCRIPTOR_DIM = 128
 #: How an already-cropped face becomes a 150x150 chip: ``resize`` (whole image), ``align`` (dlib's 5-point
 #: landmarks on the full-image rectangle, then ``dlib.get_face_chip`` with the padding dlib was trained with).
-FRAMINGS = ("resize", "align")
+CHIP_FRAMINGS = ("resize", "align")
+#: A framing with this suffix averages each descriptor with that of the mirrored chip (test-time flip
+#: averaging, as face-verification pipelines do): one more extraction pass, a steadier descriptor.
+MIRROR_SUFFIX = "+mirror"
+FRAMINGS = CHIP_FRAMINGS + tuple(f + MIRROR_SUFFIX for f in CHIP_FRAMINGS)
 DEFAULT_FRAMING = "align"
 
 _MODELS: dict = {}
@@ -43,14 +47,19 @@ def _models():
     return _MODELS
 
 
-def face_chip(path: str | Path, framing: str = DEFAULT_FRAMING) -> np.ndarray:
+def face_chip(path: str | Path, framing: str = DEFAULT_FRAMING, mirrored: bool = False) -> np.ndarray:
     """The 150x150 uint8 RGB chip dlib's ResNet reads, from one already-cropped face image."""
+    chip = _chip(path, framing)
+    return np.ascontiguousarray(chip[:, ::-1]) if mirrored else chip
+
+
+def _chip(path: str | Path, framing: str) -> np.ndarray:
     with Image.open(path) as image:
         rgb = np.asarray(image.convert("RGB"))
     if framing == "resize":
         return np.asarray(Image.fromarray(rgb).resize((CHIP_SIZE, CHIP_SIZE), Image.BICUBIC))
     if framing != "align":
-        raise FaceauditError(f"unknown dlib framing {framing!r}; choose one of {', '.join(FRAMINGS)}")
+        raise FaceauditError(f"unknown dlib framing {framing!r}; choose one of {', '.join(CHIP_FRAMINGS)}")
     models = _models()
     dlib = models["dlib"]
     # Landmarks are found more reliably on an upsampled face; the rectangle is the whole (cropped) image.
@@ -62,15 +71,15 @@ def face_chip(path: str | Path, framing: str = DEFAULT_FRAMING) -> np.ndarray:
     return np.asarray(dlib.get_face_chip(rgb, shape, size=CHIP_SIZE, padding=0.25))
 
 
-def _describe(paths: list[str], framing: str) -> np.ndarray:
+def _describe(paths: list[str], framing: str, mirrored: bool) -> np.ndarray:
     net = _models()["net"]
-    chips = [face_chip(p, framing) for p in paths]
+    chips = [face_chip(p, framing, mirrored) for p in paths]
     return np.asarray(net.compute_face_descriptor(chips), dtype=np.float32).reshape(len(paths), DESCRIPTOR_DIM)
 
 
-def descriptor_cache(framing: str = DEFAULT_FRAMING) -> Path:
-    """Folder of cached descriptors for one framing: ``<cache>/dlib-descriptors/<framing>/<sha[:2]>/<sha>.npy``."""
-    return cache_dir() / "dlib-descriptors" / framing
+def descriptor_cache(framing: str = DEFAULT_FRAMING, mirrored: bool = False) -> Path:
+    """Cached descriptors of one chip framing: ``<cache>/dlib-descriptors/<framing>[-mirrored]/<sha[:2]>/<sha>.npy``."""
+    return cache_dir() / "dlib-descriptors" / (f"{framing}-mirrored" if mirrored else framing)
 
 
 def _cache_file(root: Path, sha: str) -> Path:
@@ -88,11 +97,23 @@ def descriptors(
     """Descriptors [n, 128] for the manifest's images (rows in manifest order) and cache statistics.
 
     Images whose SHA-256 is already cached are read back; the rest are computed in ``workers`` processes
-    (default: the CPUs this process may use) and written to the cache as they finish.
+    (default: the CPUs this process may use) and written to the cache as they finish. A ``+mirror`` framing
+    is the mean of the chip's and the mirrored chip's descriptors.
     """
     if framing not in FRAMINGS:
         raise FaceauditError(f"unknown dlib framing {framing!r}; choose one of {', '.join(FRAMINGS)}")
-    root = descriptor_cache(framing)
+    if framing.endswith(MIRROR_SUFFIX):
+        chip_framing = framing.removesuffix(MIRROR_SUFFIX)
+        parts = [_chip_descriptors(manifest, chip_framing, mirrored, workers, chunk, progress)
+                 for mirrored in (False, True)]
+        stats = {key: sum(part[1][key] for part in parts) for key in ("images", "cached", "computed")}
+        return (parts[0][0] + parts[1][0]) / 2, {**stats, "framing": framing}
+    return _chip_descriptors(manifest, framing, False, workers, chunk, progress)
+
+
+def _chip_descriptors(manifest: pd.DataFrame, framing: str, mirrored: bool, workers: int | None, chunk: int,
+                      progress: bool) -> tuple[np.ndarray, dict]:
+    root = descriptor_cache(framing, mirrored)
     shas = manifest["sha256"].astype(str).to_numpy()
     paths = manifest["path"].astype(str).to_numpy()
     out = np.zeros((len(manifest), DESCRIPTOR_DIM), dtype=np.float32)
@@ -108,12 +129,12 @@ def descriptors(
             missing.setdefault(sha, []).append(index)
     todo = list(missing)
     stats = {"images": len(manifest), "cached": len(manifest) - sum(len(v) for v in missing.values()),
-             "computed": len(todo), "framing": framing}
+             "computed": len(todo), "framing": framing + ("-mirrored" if mirrored else "")}
     if not todo:
         return out, stats
     workers = workers or max(1, len(os.sched_getaffinity(0)))
     batches = [todo[i:i + chunk] for i in range(0, len(todo), chunk)]
-    bar = tqdm(total=len(todo), desc=f"dlib descriptors ({framing})", unit="img", disable=not progress or None)
+    bar = tqdm(total=len(todo), desc=f"dlib descriptors ({stats['framing']})", unit="img", disable=not progress or None)
 
     def store(batch: list[str], values: np.ndarray) -> None:
         for sha, value in zip(batch, values):
@@ -130,10 +151,10 @@ def descriptors(
     first = {sha: paths[missing[sha][0]] for sha in todo}
     if workers == 1:
         for batch in batches:
-            store(batch, _describe([first[s] for s in batch], framing))
+            store(batch, _describe([first[s] for s in batch], framing, mirrored))
     else:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = [(batch, pool.submit(_describe, [first[s] for s in batch], framing)) for batch in batches]
+            futures = [(batch, pool.submit(_describe, [first[s] for s in batch], framing, mirrored)) for batch in batches]
             for batch, future in futures:
                 store(batch, future.result())
     bar.close()

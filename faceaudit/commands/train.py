@@ -12,6 +12,7 @@ def register(subparsers) -> None:
     """Add the ``train`` subcommand."""
     from faceaudit.training.backbones import BACKBONES
     from faceaudit.training.config import TrainConfig
+    from faceaudit.training.dlib_features import FRAMINGS
 
     d = TrainConfig()
     parser = subparsers.add_parser(
@@ -50,8 +51,9 @@ def register(subparsers) -> None:
                         help="split the CPU into N logical devices (for --strategy mirrored without GPUs)")
     parser.add_argument("--resume", action="store_true", help="continue a killed run in --out")
     parser.add_argument("--max-train", type=int, help="use at most N training images (a random sample fixed by --seed)")
-    parser.add_argument("--dlib-framing", choices=("align", "resize"), default=d.dlib_framing,
-                        help="dlib-resnet chip: 5-point alignment with dlib.get_face_chip, or a plain resize")
+    parser.add_argument("--dlib-framing", choices=FRAMINGS, default=d.dlib_framing,
+                        help="dlib-resnet chip: 5-point alignment with dlib.get_face_chip, or a plain resize; "
+                             "'+mirror' averages each descriptor with the mirrored chip's (one more extraction pass)")
     parser.add_argument("--age-bands", default=DEFAULT_AGE_BANDS, metavar="SPEC")
     parser.add_argument("--exclude", type=Path, metavar="CSV", help="exclusion list (image_id, reason)")
     parser.add_argument("--nondeterministic", dest="deterministic", action="store_false",
