@@ -14,7 +14,7 @@ import pandas as pd
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from faceaudit.audit.tfdata import image_dataset, race_codes
+from faceaudit.audit.tfdata import PREFETCH_BATCHES, image_dataset, parallel_calls, pipeline_options, race_codes
 from faceaudit.config import RACES
 
 
@@ -101,15 +101,15 @@ def train_dataset(
                          rotation, zoom)
         return (x, tf.one_hot(y, len(RACES)), *w)
 
-    options = tf.data.Options()
-    options.deterministic = True
-    return data.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE).with_options(options)
+    return (data.map(prepare, num_parallel_calls=parallel_calls()).prefetch(PREFETCH_BATCHES)
+            .with_options(pipeline_options()))
 
 
 def eval_dataset(inputs: np.ndarray, labels: np.ndarray, batch_size: int) -> tf.data.Dataset:
     """Validation batches ``(x, one-hot y)`` in order, without augmentation."""
     data = tf.data.Dataset.from_tensor_slices((inputs, labels)).batch(batch_size)
-    return data.map(lambda x, y: (tf.cast(x, tf.float32), tf.one_hot(y, len(RACES)))).prefetch(tf.data.AUTOTUNE)
+    return (data.map(lambda x, y: (tf.cast(x, tf.float32), tf.one_hot(y, len(RACES)))).prefetch(PREFETCH_BATCHES)
+            .with_options(pipeline_options()))
 
 
 __all__ = ["load_images", "class_weight_vector", "seeded_order", "subset", "train_dataset", "eval_dataset", "race_codes"]

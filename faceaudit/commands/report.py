@@ -37,8 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     compare.add_argument("--curves-runs", nargs="+", metavar="NAME",
                          help="runs from --history to draw in model_predict_curves_3.png, in legend order (default: "
                               "all; the seed's figure shows ResNet50 Xception EfficientnetV2-l-21k-ft1k)")
-    compare.add_argument("--n-boot", type=int, default=2000, help="paired bootstrap resamples (default: 2000)")
-    compare.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"bootstrap seed (default: {DEFAULT_SEED})")
+    _add_paired_test_options(compare)
     compare.add_argument("--no-pdf", action="store_true", help="skip compare.pdf")
     compare.set_defaults(handler=run_compare)
 
@@ -50,11 +49,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     diff.add_argument("old", type=Path, metavar="OLD", help="the earlier audit.json or audit folder")
     diff.add_argument("new", type=Path, metavar="NEW", help="the later audit.json or audit folder")
     diff.add_argument("--out", type=Path, help="also write the table as Markdown (and CSV next to it)")
-    diff.add_argument("--n-boot", type=int, default=2000, help="paired bootstrap resamples (default: 2000)")
-    diff.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"bootstrap seed (default: {DEFAULT_SEED})")
+    _add_paired_test_options(diff)
     diff.add_argument("--fail-on-worse", action="store_true",
                       help="exit with status 1 when any group got worse beyond its uncertainty")
     diff.set_defaults(handler=run_diff)
+
+
+def _add_paired_test_options(parser) -> None:
+    """Options of the paired bootstrap that ``compare`` and ``diff`` share."""
+    parser.add_argument("--n-boot", type=int, default=2000, help="paired bootstrap resamples (default: 2000)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"bootstrap seed (default: {DEFAULT_SEED})")
 
 
 def _check_exists(path: Path) -> None:
