@@ -28,7 +28,8 @@ CHIP_FRAMINGS = ("resize", "align")
 #: averaging, as face-verification pipelines do): one more extraction pass, a steadier descriptor.
 MIRROR_SUFFIX = "+mirror"
 FRAMINGS = CHIP_FRAMINGS + tuple(f + MIRROR_SUFFIX for f in CHIP_FRAMINGS)
-DEFAULT_FRAMING = "align"
+#: Measured on UTKFace-64px with one head: align 0.859 val / 0.859 test, align+mirror 0.864 / 0.866.
+DEFAULT_FRAMING = "align+mirror"
 
 _MODELS: dict = {}
 
@@ -47,7 +48,7 @@ def _models():
     return _MODELS
 
 
-def face_chip(path: str | Path, framing: str = DEFAULT_FRAMING, mirrored: bool = False) -> np.ndarray:
+def face_chip(path: str | Path, framing: str = "align", mirrored: bool = False) -> np.ndarray:
     """The 150x150 uint8 RGB chip dlib's ResNet reads, from one already-cropped face image."""
     chip = _chip(path, framing)
     return np.ascontiguousarray(chip[:, ::-1]) if mirrored else chip
@@ -71,13 +72,13 @@ def _chip(path: str | Path, framing: str) -> np.ndarray:
     return np.asarray(dlib.get_face_chip(rgb, shape, size=CHIP_SIZE, padding=0.25))
 
 
-def _describe(paths: list[str], framing: str, mirrored: bool) -> np.ndarray:
+def _describe(paths: list[str], framing: str, mirrored: bool = False) -> np.ndarray:
     net = _models()["net"]
     chips = [face_chip(p, framing, mirrored) for p in paths]
     return np.asarray(net.compute_face_descriptor(chips), dtype=np.float32).reshape(len(paths), DESCRIPTOR_DIM)
 
 
-def descriptor_cache(framing: str = DEFAULT_FRAMING, mirrored: bool = False) -> Path:
+def descriptor_cache(framing: str = "align", mirrored: bool = False) -> Path:
     """Cached descriptors of one chip framing: ``<cache>/dlib-descriptors/<framing>[-mirrored]/<sha[:2]>/<sha>.npy``."""
     return cache_dir() / "dlib-descriptors" / (f"{framing}-mirrored" if mirrored else framing)
 

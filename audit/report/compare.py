@@ -129,7 +129,8 @@ def side_by_side_figure(audits: list[LoadedAudit], grouping: str = "race") -> Fi
     axis.set_xlabel("accuracy (dot) with confidence interval (bar)")
     axis.set_xlim(0, 1)
     axis.grid(axis="y", visible=False)
-    axis.legend(loc="lower left", fontsize=7)
+    # Above the axes: inside, it would hide the lowest accuracies, which are the ones a reviewer needs to see.
+    axis.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=min(len(audits), 4), fontsize=7, frameon=False)
     return png_figure(fig, caption=(f"Accuracy per {group_label(grouping)} for each model, with its confidence "
                                     "interval. Look for the model whose worst group is highest, not the one with the "
                                     "best average; overlapping bars alone are not a test — the paired tests below are."),
