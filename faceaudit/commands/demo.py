@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", type=Path, metavar="DATA",
                         help=f"UTKFace folder or .tar.gz archive, or a labelled CSV (default: ${DATA_ENV}, else synthetic faces)")
     parser.add_argument("--out", type=Path, default=Path("reports/demo"),
-                        help="report folder; the trained run goes to OUT/run (default: reports/demo)")
+                        help="report folder; the trained run goes to OUT/demo-cnn (default: reports/demo)")
     parser.add_argument("--epochs", type=int, default=None,
                         help=f"training epochs (default: {DEMO_EPOCHS['synthetic']} on synthetic faces, "
                         f"{DEMO_EPOCHS['real']} on real data)")
@@ -51,7 +51,7 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"no --data or ${DATA_ENV}: using {data} (generated cartoon faces, SYNTHETIC)")
     dataset = load_dataset(data, seed=args.seed)
     epochs = args.epochs or DEMO_EPOCHS["synthetic" if dataset.synthetic else "real"]
-    run_dir = train(TrainConfig(data=Path(data), dataset=dataset, out=out / "run", backbone="cnn", epochs=epochs,
+    run_dir = train(TrainConfig(data=Path(data), dataset=dataset, out=out / "demo-cnn", backbone="cnn", epochs=epochs,
                                 max_train=args.max_train, seed=args.seed))
     gates = resources.files("faceaudit") / "gates.toml"
     with resources.as_file(gates) as gates_file:
