@@ -243,7 +243,7 @@ def test_dlib_mirror_framing_averages_the_mirrored_chip(utk64_dataset, tmp_path,
     averaged, stats = descriptors(manifest, "align+mirror", workers=1, progress=False)
     mirrored = np.stack([np.load(descriptor_cache("align", mirrored=True) / s[:2] / f"{s}.npy")
                          for s in manifest["sha256"]])
-    assert stats["cached"] == 6 and stats["computed"] == 6 and stats["framing"] == "align+mirror"
+    assert stats == {"images": 6, "cached": 6, "computed": 6, "framing": "align+mirror"}
     np.testing.assert_allclose(averaged, (plain + mirrored) / 2, rtol=1e-6)
     # A face and its mirror image are the same person: close descriptors (dlib's match threshold is 0.6), not equal.
     distance = np.linalg.norm(plain - mirrored, axis=1)

@@ -107,8 +107,8 @@ def descriptors(
         chip_framing = framing.removesuffix(MIRROR_SUFFIX)
         parts = [_chip_descriptors(manifest, chip_framing, mirrored, workers, chunk, progress)
                  for mirrored in (False, True)]
-        stats = {key: sum(part[1][key] for part in parts) for key in ("images", "cached", "computed")}
-        return (parts[0][0] + parts[1][0]) / 2, {**stats, "framing": framing}
+        stats = {key: sum(part[1][key] for part in parts) for key in ("cached", "computed")}
+        return (parts[0][0] + parts[1][0]) / 2, {"images": len(manifest), **stats, "framing": framing}
     return _chip_descriptors(manifest, framing, False, workers, chunk, progress)
 
 

@@ -18,18 +18,12 @@ def fmt_stat(stat: dict | None, *, percent: bool = True, digits: int | None = No
     if value is None:
         return "–"
     ci = _get(stat, "ci")
-    if percent:
-        d = 1 if digits is None else digits
-        sign = "+" if signed else ""
-        text = f"{100 * value:{sign}.{d}f}%"
-        if ci:
-            text += f" [{100 * ci[0]:{sign}.{d}f}, {100 * ci[1]:{sign}.{d}f}]"
-        return text
-    d = 3 if digits is None else digits
+    scale, default_digits, unit = (100, 1, "%") if percent else (1, 3, "")
+    d = default_digits if digits is None else digits
     sign = "+" if signed else ""
-    text = f"{value:{sign}.{d}f}"
+    text = f"{scale * value:{sign}.{d}f}{unit}"
     if ci:
-        text += f" [{ci[0]:{sign}.{d}f}, {ci[1]:{sign}.{d}f}]"
+        text += f" [{scale * ci[0]:{sign}.{d}f}, {scale * ci[1]:{sign}.{d}f}]"
     return text
 
 
