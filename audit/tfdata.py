@@ -6,7 +6,6 @@ preprocessing inside, so a saved model file needs nothing from this module to be
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ import pandas as pd
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from faceaudit.config import GENDERS, RACES, SPLITS
+from faceaudit.config import GENDERS, RACES, SPLITS, usable_cpus
 
 _TFRECORD_FEATURES = {
     "image": tf.io.FixedLenFeature([], tf.string),
@@ -42,19 +41,17 @@ def decode_and_resize(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
 PREFETCH_BATCHES = 2
 
 
-def parallel_calls() -> int:
-    """Parallel map calls: the CPUs this process may use."""
-    return max(1, len(os.sched_getaffinity(0)))
+def prefetched(data: tf.data.Dataset) -> tf.data.Dataset:
+    """The end of every faceaudit pipeline: a fixed prefetch, deterministic order, and tf.data's autotuner off.
 
-
-def pipeline_options() -> tf.data.Options:
-    """Deterministic order, and tf.data's autotuner off: its optimisation thread backs off to sleeps of up to a
-    minute during long epochs and destroying the iterator waits for it (measured: 33 s lost after each 50 s
-    epoch of the cnn on UTKFace-64px), so parallelism and prefetch are set explicitly instead."""
+    The autotuner's optimisation thread backs off to sleeps of up to a minute during long epochs and destroying
+    the iterator waits for it (measured: 33 s lost after each 50 s cnn epoch on UTKFace-64px), so map
+    parallelism (:func:`faceaudit.config.usable_cpus`) and prefetch are set explicitly instead.
+    """
     options = tf.data.Options()
     options.deterministic = True
     options.autotune.enabled = False
-    return options
+    return data.prefetch(PREFETCH_BATCHES).with_options(options)
 
 
 def image_dataset(
@@ -79,12 +76,7 @@ def image_dataset(
         image = decode_and_resize(tf.io.read_file(path), image_size)
         return (image, *label) if label else image
 
-    return (
-        data.map(load, num_parallel_calls=parallel_calls(), deterministic=True)
-        .batch(batch_size)
-        .prefetch(PREFETCH_BATCHES)
-        .with_options(pipeline_options())
-    )
+    return prefetched(data.map(load, num_parallel_calls=usable_cpus(), deterministic=True).batch(batch_size))
 
 
 def _example(row: pd.Series) -> bytes:

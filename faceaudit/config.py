@@ -38,6 +38,11 @@ DATA_ENV = "FACEAUDIT_DATA"
 CACHE_ENV = "FACEAUDIT_CACHE"
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may use (its affinity mask, not the machine's count): parallel map calls, workers."""
+    return max(1, len(os.sched_getaffinity(0)))
+
+
 def cache_dir() -> Path:
     """Folder where archives are unpacked and descriptors cached; ``$FACEAUDIT_CACHE`` overrides it."""
     configured = os.environ.get(CACHE_ENV)

@@ -14,8 +14,8 @@ import pandas as pd
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from faceaudit.audit.tfdata import PREFETCH_BATCHES, image_dataset, parallel_calls, pipeline_options, race_codes
-from faceaudit.config import RACES
+from faceaudit.audit.tfdata import image_dataset, prefetched, race_codes
+from faceaudit.config import RACES, usable_cpus
 
 
 def load_images(manifest: pd.DataFrame, size: int, progress: bool = True, desc: str = "loading images") -> np.ndarray:
@@ -101,15 +101,13 @@ def train_dataset(
                          rotation, zoom)
         return (x, tf.one_hot(y, len(RACES)), *w)
 
-    return (data.map(prepare, num_parallel_calls=parallel_calls()).prefetch(PREFETCH_BATCHES)
-            .with_options(pipeline_options()))
+    return prefetched(data.map(prepare, num_parallel_calls=usable_cpus()))
 
 
 def eval_dataset(inputs: np.ndarray, labels: np.ndarray, batch_size: int) -> tf.data.Dataset:
     """Validation batches ``(x, one-hot y)`` in order, without augmentation."""
     data = tf.data.Dataset.from_tensor_slices((inputs, labels)).batch(batch_size)
-    return (data.map(lambda x, y: (tf.cast(x, tf.float32), tf.one_hot(y, len(RACES)))).prefetch(PREFETCH_BATCHES)
-            .with_options(pipeline_options()))
+    return prefetched(data.map(lambda x, y: (tf.cast(x, tf.float32), tf.one_hot(y, len(RACES)))))
 
 
 __all__ = ["load_images", "class_weight_vector", "seeded_order", "subset", "train_dataset", "eval_dataset", "race_codes"]
