@@ -83,6 +83,24 @@ def test_cnn_run_folder_is_complete(cnn_run):
     assert embeddings.shape == (8, 16)
 
 
+
+def test_audit_model_card_shows_what_the_run_recorded(cnn_run, utk_sample_dir, tmp_path):
+    """An audit of a real run folder carries its weights, split sizes and epochs into the model card."""
+    from faceaudit.audit.report.sections import model_card_section
+    from faceaudit.audit.result import AuditResult
+
+    out = tmp_path / "audit"
+    assert main(["audit", str(cnn_run), "--data", str(utk_sample_dir), "--out", str(out), "--n-boot", "50",
+                 "--min-group-size", "5", "--no-report", "--no-temperature"]) in (0, 1)
+    run = json.loads((cnn_run / "run.json").read_text())
+    recorded = AuditResult.from_json(out).model["run"]
+    assert recorded["weights"] == "none" and recorded["data"]["split_sizes"] == run["data"]["split_sizes"]
+    card = model_card_section(AuditResult.from_json(out)).context
+    assert dict(card["facts"])["Weights"] == "none"
+    training = dict(card["training"])
+    assert training["data.split_sizes.test"] == str(run["data"]["split_sizes"]["test"])
+    assert training["phases.unfreeze.epochs_run"] == "2" and training["seed"] == "42"
+
 def test_load_history_reads_seed_and_run_shapes(cnn_run):
     ours = load_history(cnn_run)
     assert set(ours) == {"unfreeze"} and len(ours["unfreeze"]["val_accuracy"]) == 2

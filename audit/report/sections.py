@@ -49,6 +49,9 @@ def _scalar_items(data: dict | None, prefix: str = "") -> list[tuple[str, str]]:
         elif isinstance(value, list):
             if all(not isinstance(v, (dict, list)) for v in value):
                 items.append((f"{prefix}{key}", ", ".join(str(v) for v in value)))
+            elif all(isinstance(v, dict) and "name" in v for v in value):  # e.g. run.json's training phases
+                for item in value:
+                    items += _scalar_items({k: v for k, v in item.items() if k != "name"}, f"{prefix}{key}.{item['name']}.")
         elif value is not None:
             items.append((f"{prefix}{key}", str(value)))
     return items

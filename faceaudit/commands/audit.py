@@ -16,6 +16,12 @@ from faceaudit.commands.common import add_data_options, dataset_from_args, writa
 from faceaudit.config import DEFAULT_CI, DEFAULT_INCONCLUSIVE, DEFAULT_MIN_GROUP_SIZE, DEFAULT_N_BOOT, data_from_env
 from faceaudit.errors import FaceauditError
 
+#: What the model card and reproducibility sections take from a run folder's ``run.json`` (as faceaudit train
+#: writes it): how the model was built and trained, on which data and split.
+RUN_FACTS = ("name", "backbone", "weights", "weights_file", "input", "image_size", "alpha", "dlib_framing",
+             "batchnorm", "params", "seed", "phases", "data", "strategy", "test_accuracy", "wall_time_s",
+             "finished_at", "run_hash")
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -129,8 +135,7 @@ def _from_model(args: argparse.Namespace):
     model = {"name": str(name), "kind": "run" if is_run else "keras", "source": str(source.resolve()),
              "backbone": run.get("backbone"), "run_hash": run.get("run_hash") or run.get("hash") or file_sha256(model_file),
              "synthetic": synthetic,
-             "run": {k: run[k] for k in ("name", "backbone", "image_size", "epochs", "seed", "created_utc",
-                                         "data_fingerprint", "run_hash") if k in run} or None}
+             "run": {k: run[k] for k in RUN_FACTS if k in run} or None}
     data = {"source": str(data_source), "fingerprint": dataset.fingerprint, "split": "test", "n": len(predictions),
             "n_val": None if val is None else len(val), "synthetic": dataset.synthetic, "age_bands": args.age_bands,
             "predictions_sha256": None}
