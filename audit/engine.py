@@ -1,7 +1,10 @@
 """The audit: from a validated predictions table (and optional embeddings) to an :class:`AuditResult` and tables.
 
-A bootstrap (:mod:`.bootstrap`) resampling within the groups of each grouping serves that grouping's metrics,
-disparities, comparisons with the overall value and calibration figures; point estimates are replicate 0 of the same computation, so a value and its interval never disagree in method.
+Classification metrics come from each group's confusion counts with closed-form intervals (:mod:`.metrics`,
+:mod:`.intervals`) and disparities adjusted for the number of comparisons (:mod:`.disparities`). A bootstrap
+(:mod:`.bootstrap`) resampling within the groups of each grouping serves the calibration figures that are means
+of per-image values (Brier, log loss) and the before/after comparison of temperature scaling, drawn on the same
+resamples.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from faceaudit.config import (
     DEFAULT_CI,
     DEFAULT_INCONCLUSIVE,
     DEFAULT_MIN_GROUP_SIZE,
+    DEFAULT_MIN_TEST_SIZE,
     DEFAULT_N_BOOT,
     DEFAULT_SEED,
     RACES,
@@ -24,16 +28,50 @@ from faceaudit.config import (
 
 from . import calibration as cal
 from . import embeddings as emb
-from .bootstrap import Replicates, percentile_interval, stratified_replicates, wilson_interval
-from .metrics import GROUP_METRICS, f1, group_metrics, precision, recall, row_normalised
+from .bootstrap import Replicates, expanded_level, percentile_interval, stratified_replicates
+from .disparities import disparity, disparity_row, versus_rest
+from .intervals import widen_degenerate
+from .metrics import (
+    CLASS_GROUP_METRICS,
+    CLASS_METRICS,
+    LOWER_IS_BETTER,
+    MIXED_METRICS,
+    class_rates,
+    mixed_metrics,
+    row_normalised,
+)
 from .result import GROUP_SEPARATOR, GROUPINGS, AuditResult, grouping_name, stat
 from .schema import PROB_COLUMNS
 
 ATTRIBUTES = ("race", "gender", "age_band")
+#: The class attribute: groupings that contain it are single-class groups.
+CLASS_ATTRIBUTE = "race"
+#: Metrics compared across the groups of a grouping (worst, best, gap, ratio), by kind of grouping.
+DISPARITY_METRICS = {"mixed": MIXED_METRICS, "class": ("accuracy", "precision", "fpr")}
 BOOTSTRAP_METHOD = ("percentile bootstrap resampling images within each group of each grouping (group sizes fixed); "
                     "up to 50,000 images each resample draws actual images; above that, confusion counts are drawn "
                     "exactly as multinomial resamples of each group's (true, predicted, confidence bin) types and per-image confidence, Brier "
                     "and log-loss sums from a normal with each type's mean and variance")
+#: How each number's interval is made, recorded in audit.json ``settings.intervals``.
+INTERVAL_METHODS = {
+    "proportions": "Clopper–Pearson (exact binomial): accuracy, recall, FNR, precision, FPR, selection rate, true share",
+    "balanced_accuracy": "MOVER (Zou & Donner 2008) from the per-class recalls' Clopper–Pearson intervals",
+    "f1, macro_f1": "per-class F1 through q = TP / (TP + FP + FN), F1 = 2q / (1 + q), Clopper–Pearson on q; macro-F1: "
+                    "the means of the per-class bounds (MOVER with perfectly correlated parts, the worst case: the class "
+                    "F1s are dependent, so an independent MOVER sum would be too narrow)",
+    "vs_rest": "difference from the rest of the test set: Newcombe/MOVER with Clopper–Pearson parts at the Bonferroni "
+               "level over the ranked groups of the grouping; two-proportion score test (Fisher's exact below 5 expected), "
+               "Holm-adjusted over the same groups",
+    "disparities": "worst − best, gap (max − min) and ratio (min / max) from MOVER intervals of every pair of ranked "
+                   "groups at the Bonferroni level over all pairs; omnibus chi-square (or permutation) test of equality",
+    "ece, mce": "debiased ECE (Kumar et al. 2019, closed-form normal debiasing); interval bounding the true binned error "
+                "by Clopper–Pearson intervals of every bin's accuracy at the Bonferroni level over the group's bins",
+    "brier, log_loss": "expanded percentile bootstrap (Hesterberg 2015; see bootstrap); where every face scores the "
+                       "same, the distribution-free interval over the metric's range",
+    "ece change": "percentile bootstrap of the debiased ECE after − before temperature scaling, on the same resamples",
+    "temperature": "profile-likelihood interval of T on the validation split; T is then held fixed (its uncertainty is "
+                   "stated, not propagated)",
+}
 
 
 @dataclass
@@ -44,6 +82,7 @@ class AuditSettings:
     ci: float = DEFAULT_CI
     seed: int = DEFAULT_SEED
     min_group_size: int = DEFAULT_MIN_GROUP_SIZE
+    min_test_size: int = DEFAULT_MIN_TEST_SIZE
     ece_bins: int = cal.ECE_BINS
     knn_k: int = emb.KNN_K
     tsne: bool = True
@@ -87,33 +126,67 @@ def _grouping_codes(codes: dict, attributes: tuple[str, ...]) -> tuple[np.ndarra
     return code, size, labels
 
 
-def _disparity(values: np.ndarray, ranked: np.ndarray, keys: list[str], ci: float, higher_is_better: bool,
-               too_small: list[str], sizes: np.ndarray) -> dict:
-    """Worst and best ranked group, and the gap (max - min) and ratio (min / max) with bootstrap intervals."""
-    out = {"worst": None, "best": None, "gap": stat(None), "ratio": stat(None), "n_ranked": int(ranked.sum()),
-           "too_small": too_small}
-    sub = values[:, ranked]
-    if sub.shape[1] == 0 or np.isnan(sub[0]).all():
-        return out
-    ranked_keys = [k for k, r in zip(keys, ranked) if r]
-    point = sub[0]
-    order = np.argsort(np.where(np.isnan(point), np.inf if higher_is_better else -np.inf, point))
-    worst, best = (order[0], order[-1]) if higher_is_better else (order[-1], order[0])
-    out["worst"], out["best"] = ranked_keys[worst], ranked_keys[best]
-    if sub.shape[1] < 2:
-        return out
-    with np.errstate(invalid="ignore", divide="ignore"):
-        import warnings
+def _confusions(layouts: dict, y_true: np.ndarray, y_pred: np.ndarray, k: int) -> dict[str, np.ndarray]:
+    """Confusion counts ``[groups, K, K]`` of every grouping."""
+    cell = y_true * k + y_pred
+    return {name: np.bincount(code * k * k + cell, minlength=size * k * k).reshape(size, k, k)
+            for name, (code, size, _) in layouts.items()}
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            gap = np.nanmax(sub, axis=1) - np.nanmin(sub, axis=1)
-            ratio = np.nanmin(sub, axis=1) / np.nanmax(sub, axis=1)
-    n_total = int(np.asarray(sizes)[ranked].sum())
-    for name, series in (("gap", gap), ("ratio", ratio)):
-        lo, hi = percentile_interval(series[:, None], ci)
-        out[name] = stat(series[0], (lo[0], hi[0]), n_total)
-    return out
+
+class _Grouping:
+    """One grouping's confusion counts and its metrics at any confidence level.
+
+    A grouping without the class attribute has mixed-class groups; one with it has single-class groups, whose
+    rates are read from the confusion matrix of their context (the same grouping without the class attribute).
+    """
+
+    def __init__(self, name: str, attributes: tuple[str, ...], layouts: dict, confusions: dict, classes: list[str]):
+        self.name, self.attributes = name, attributes
+        self.code, self.size, self.labels = layouts[name]
+        self.counts = confusions[name]
+        self.n = self.counts.sum(axis=(1, 2))
+        self.kind = "class" if CLASS_ATTRIBUTE in attributes else "mixed"
+        self.keys = [GROUP_SEPARATOR.join(v.values()) if name != "all" else "all" for v in self.labels]
+        if self.kind == "class":
+            context = tuple(a for a in attributes if a != CLASS_ATTRIBUTE)
+            self.context = grouping_name(context) if context else "all"
+            context_labels = layouts[self.context][2]
+            position = {tuple(v.values()): i for i, v in enumerate(context_labels)}
+            self.context_index = np.array([position[tuple(v[a] for a in context)] for v in self.labels])
+            self.class_index = np.array([classes.index(v[CLASS_ATTRIBUTE]) for v in self.labels])
+            self.context_counts = confusions[self.context]
+            self.context_keys = [GROUP_SEPARATOR.join(v.values()) if context else "all" for v in context_labels]
+        self.metric_names = CLASS_GROUP_METRICS if self.kind == "class" else MIXED_METRICS
+
+    def estimates(self, level: float) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Every metric of this grouping as ``(estimate, lower, upper)`` arrays over its groups."""
+        if self.kind == "mixed":
+            return mixed_metrics(self.counts, level)
+        rates = class_rates(self.context_counts, level)
+        out = {m: tuple(part[self.context_index, self.class_index] for part in rates[m]) for m in CLASS_METRICS}
+        out["accuracy"] = out["recall"]
+        return out
+
+    def trials(self) -> dict[str, np.ndarray]:
+        """The number of faces behind each metric of each group (the n shown next to it)."""
+        if self.kind == "mixed":
+            return {m: self.n for m in MIXED_METRICS}
+        cm = self.context_counts
+        rows, cols = cm.sum(axis=2), cm.sum(axis=1)
+        total = cm.sum(axis=(1, 2))[:, None]
+        at = (self.context_index, self.class_index)
+        support, predicted, context_n = rows[at], cols[at], np.broadcast_to(total, rows.shape)[at]
+        return {"accuracy": support, "recall": support, "fnr": support, "precision": predicted,
+                "fpr": context_n - support, "selection_rate": context_n, "true_share": context_n}
+
+    def successes(self, metric: str) -> np.ndarray:
+        """Successes of a proportion metric per group (for the omnibus test)."""
+        if self.kind == "mixed":
+            return np.diagonal(self.counts, axis1=1, axis2=2).sum(axis=1)
+        cm = self.context_counts
+        tp = np.diagonal(cm, axis1=1, axis2=2)
+        at = (self.context_index, self.class_index)
+        return {"accuracy": tp[at], "precision": tp[at], "fpr": (cm.sum(axis=1) - tp)[at]}[metric]
 
 
 def compute_audit(
@@ -140,123 +213,50 @@ def compute_audit(
     layouts = {"all": (np.zeros(n, dtype=np.int64), 1, [{}])}
     for attributes in GROUPINGS:
         layouts[grouping_name(attributes)] = _grouping_codes(codes, attributes)
-    def replicates(p: np.ndarray | None, seed: int, progress: bool):
+
+    def replicates(p: np.ndarray, seed: int, progress: bool):
         """Resamples of each grouping drawn within that grouping's own groups (iid within each group), so a
         group's interval reflects its images only and is not narrowed by holding finer cells fixed."""
-        per = cal.per_image(p, y_true) if p is not None else {}
+        per = cal.per_image(p, y_true)
         parts = [
             stratified_replicates(
                 code, y_true, y_pred, {name: (code, size)}, n_classes=n_classes, n_boot=s.n_boot,
-                seed=seed + index, confidence=per.get("confidence"), brier=per.get("brier"),
-                log_loss=per.get("log_loss"), n_bins=s.ece_bins, progress=progress and index == 0)
+                seed=seed + index, confidence=per["confidence"], brier=per["brier"],
+                log_loss=per["log_loss"], n_bins=s.ece_bins, progress=progress and index == 0)
             for index, (name, (code, size, _)) in enumerate(layouts.items())
         ]
         return Replicates(confusion={k: v for r in parts for k, v in r.confusion.items()},
-                          calibration=None if p is None else {k: v for r in parts for k, v in r.calibration.items()},
-                          n_boot=s.n_boot)
+                          calibration={k: v for r in parts for k, v in r.calibration.items()}, n_boot=s.n_boot)
 
-    reps = replicates(probs, s.seed, s.progress)
     warnings_out: list[str] = []
     tables: dict[str, list[dict]] = {k: [] for k in ("group_metrics", "per_class", "confusion", "disparities",
                                                      "calibration", "reliability")}
-
-    # -- classification metrics ------------------------------------------------------------------------
-
-    def group_block(name: str) -> tuple[list[dict], dict]:
-        code, size, labels = layouts[name]
-        cm = reps.confusion[name]
-        counts = cm[0]
-        n_g = counts.sum(axis=(1, 2))
-        values = group_metrics(cm)
-        intervals = {m: percentile_interval(v, s.ci) for m, v in values.items()}
-        per_class = {"precision": precision(cm), "recall": recall(cm), "f1": f1(cm)}
-        per_class_ci = {m: percentile_interval(v, s.ci) for m, v in per_class.items()}
-        tp = np.diagonal(counts, axis1=1, axis2=2)
-        support, predicted = counts.sum(axis=2), counts.sum(axis=1)
-        acc_w = wilson_interval(tp.sum(axis=1), n_g, s.ci)
-        rec_w = wilson_interval(tp, support, s.ci)
-        prec_w = wilson_interval(tp, predicted, s.ci)
-        normalised = row_normalised(counts)
-        diffs = {}
-        if name != "all":
-            # The overall value within the same resamples: the sum of this grouping's groups.
-            pooled = group_metrics(cm.sum(axis=1, keepdims=True))
-            for m, v in values.items():
-                d = v - pooled[m]
-                diffs[m] = (d, percentile_interval(d, s.ci))
-        records = []
-        for g in np.flatnonzero(n_g):
-            key = GROUP_SEPARATOR.join(labels[g].values()) if name != "all" else "all"
-            too_small = bool(name != "all" and n_g[g] < s.min_group_size)
-            metrics_out = {}
-            for m in GROUP_METRICS:
-                extra = {"wilson": (acc_w[0][g], acc_w[1][g])} if m == "accuracy" else {}
-                metrics_out[m] = stat(values[m][0, g], (intervals[m][0][g], intervals[m][1][g]), n_g[g], **extra)
-            classes = {}
-            for k, race in enumerate(RACES):
-                classes[race] = {
-                    "support": int(support[g, k]),
-                    "precision": stat(per_class["precision"][0, g, k], (per_class_ci["precision"][0][g, k],
-                                      per_class_ci["precision"][1][g, k]), predicted[g, k],
-                                      wilson=(prec_w[0][g, k], prec_w[1][g, k])),
-                    "recall": stat(per_class["recall"][0, g, k], (per_class_ci["recall"][0][g, k],
-                                   per_class_ci["recall"][1][g, k]), support[g, k],
-                                   wilson=(rec_w[0][g, k], rec_w[1][g, k])),
-                    "f1": stat(per_class["f1"][0, g, k], (per_class_ci["f1"][0][g, k], per_class_ci["f1"][1][g, k]),
-                               support[g, k] + predicted[g, k]),
-                }
-            record = {"key": key, "values": labels[g], "n": int(n_g[g]), "too_small": too_small,
-                      "metrics": metrics_out, "per_class": classes,
-                      "confusion": {"counts": counts[g].astype(int).tolist(),
-                                    "normalized": [None if np.isnan(row).all() else [round(float(x), 6) for x in row]
-                                                   for row in normalised[g]]}}
-            if diffs:
-                record["vs_overall"] = {m: stat(d[0, g], (ci[0][g], ci[1][g]), n_g[g]) for m, (d, ci) in diffs.items()}
-            records.append(record)
-            row = {"grouping": name, "group": key, **labels[g], "n": int(n_g[g]), "too_small": too_small}
-            for m in GROUP_METRICS:
-                row.update({m: metrics_out[m]["value"], f"{m}_lo": (metrics_out[m]["ci"] or [None])[0],
-                            f"{m}_hi": (metrics_out[m]["ci"] or [None, None])[1]})
-            row.update({"accuracy_wilson_lo": metrics_out["accuracy"]["wilson"][0],
-                        "accuracy_wilson_hi": metrics_out["accuracy"]["wilson"][1]})
-            tables["group_metrics"].append(row)
-            for race, c in classes.items():
-                prow = {"grouping": name, "group": key, "class": race, "support": c["support"]}
-                for m in ("precision", "recall", "f1"):
-                    prow.update({m: c[m]["value"], f"{m}_lo": (c[m]["ci"] or [None])[0],
-                                 f"{m}_hi": (c[m]["ci"] or [None, None])[1]})
-                tables["per_class"].append(prow)
-            for i, t in enumerate(RACES):
-                for j, p in enumerate(RACES):
-                    tables["confusion"].append({"grouping": name, "group": key, "true": t, "pred": p,
-                                                "count": int(counts[g, i, j]),
-                                                "rate": None if np.isnan(normalised[g, i, j]) else float(normalised[g, i, j])})
-        disparities = {}
-        if name != "all":
-            present = n_g > 0
-            keys = [GROUP_SEPARATOR.join(labels[g].values()) for g in np.flatnonzero(present)]
-            ranked = (n_g[present] >= s.min_group_size)
-            small = [k for k, r in zip(keys, ranked) if not r]
-            for m in GROUP_METRICS:
-                disparities[m] = _disparity(values[m][:, present], ranked, keys, s.ci, True, small, n_g[present])
-                tables["disparities"].append(_disparity_row(name, m, disparities[m]))
-        return records, disparities
-
-    overall_records, _ = group_block("all")
-    overall = overall_records[0]
-    overall.pop("vs_overall", None)
+    confusions = _confusions(layouts, y_true, y_pred, n_classes)
+    overall = _classification_block(_Grouping("all", (), layouts, confusions, list(RACES)), s, tables)[0][0]
     groupings_out = {}
     for attributes in GROUPINGS:
         name = grouping_name(attributes)
-        records, disparities = group_block(name)
-        groupings_out[name] = {"attributes": list(attributes), "groups": records, "disparities": disparities}
+        grouping = _Grouping(name, attributes, layouts, confusions, list(RACES))
+        records, disparities = _classification_block(grouping, s, tables)
+        missing = [grouping.keys[g] for g in np.flatnonzero(grouping.n == 0)]
+        groupings_out[name] = {"attributes": list(attributes), "kind": grouping.kind, "groups": records,
+                               "missing": missing, "disparities": disparities,
+                               **({"context": grouping.context} if grouping.kind == "class" else {})}
         small = sum(r["too_small"] for r in records)
         if small and len(attributes) == 1:
             warnings_out.append(f"{small} {name} group(s) have fewer than {s.min_group_size} images and are not ranked")
+    missing_classes = groupings_out["race"]["missing"]
+    if missing_classes:
+        warnings_out.insert(0, f"no test images of {', '.join(missing_classes)}: nothing can be said about "
+                               f"{'that class' if len(missing_classes) == 1 else 'those classes'}, and coverage gates fail")
+    if n < s.min_test_size:
+        warnings_out.insert(0, f"too small to judge: {n} test image{'s' if n != 1 else ''}, below the minimum of "
+                               f"{s.min_test_size}; the numbers are shown with their (wide) intervals, no gate can pass")
 
     # -- calibration -----------------------------------------------------------------------------------
     calibration_out = None
     if has_probs:
+        reps = replicates(probs, s.seed, s.progress)
         calibration_out = _calibration_block(reps, layouts, s, tables)
         if val_predictions is not None and len(val_predictions) and all(c in val_predictions for c in PROB_COLUMNS):
             calibration_out["temperature"] = _temperature_block(
@@ -275,9 +275,11 @@ def compute_audit(
     data.setdefault("n", n)
     data.setdefault("split", "test")
     data["counts"] = {a: {str(k): int(v) for k, v in frame[a].value_counts(sort=False).items()} for a in ATTRIBUTES}
+    data["missing_classes"] = missing_classes
+    data["too_small_to_judge"] = bool(n < s.min_test_size)
     settings_out = {"n_boot": s.n_boot, "ci": s.ci, "seed": s.seed, "min_group_size": s.min_group_size,
-                    "ece_bins": s.ece_bins, "knn_k": s.knn_k, "bootstrap": BOOTSTRAP_METHOD,
-                    "inconclusive": s.inconclusive}
+                    "min_test_size": s.min_test_size, "ece_bins": s.ece_bins, "knn_k": s.knn_k,
+                    "intervals": INTERVAL_METHODS, "bootstrap": BOOTSTRAP_METHOD, "inconclusive": s.inconclusive}
     result = AuditResult(
         model=dict(model or {}), data=data, settings=settings_out, classes=list(RACES), overall=overall,
         groupings=groupings_out, calibration=calibration_out, embeddings=embeddings_out, warnings=warnings_out,
@@ -287,11 +289,77 @@ def compute_audit(
     return AuditOutput(result=result, tables=frames)
 
 
-def _disparity_row(grouping: str, metric: str, d: dict) -> dict:
-    return {"grouping": grouping, "metric": metric, "worst": d["worst"], "best": d["best"], "n_ranked": d["n_ranked"],
-            "gap": d["gap"]["value"], "gap_lo": (d["gap"]["ci"] or [None])[0], "gap_hi": (d["gap"]["ci"] or [None, None])[1],
-            "ratio": d["ratio"]["value"], "ratio_lo": (d["ratio"]["ci"] or [None])[0],
-            "ratio_hi": (d["ratio"]["ci"] or [None, None])[1], "too_small": "; ".join(d["too_small"])}
+def _ci_columns(prefix: str, st: dict) -> dict:
+    ci = st.get("ci") or [None, None]
+    return {prefix: st.get("value"), f"{prefix}_lo": ci[0], f"{prefix}_hi": ci[1]}
+
+
+def _classification_block(grouping: _Grouping, s: AuditSettings, tables: dict) -> tuple[list[dict], dict]:
+    """Group records (metrics, per-class rates, confusion, difference from the rest) and disparities of a grouping."""
+    name, n_g = grouping.name, grouping.n
+    estimates, trials = grouping.estimates(s.ci), grouping.trials()
+    present = np.flatnonzero(n_g)
+    ranked = n_g >= s.min_group_size
+    per_class = class_rates(grouping.counts, s.ci) if grouping.kind == "mixed" else None
+    supports, predicted = grouping.counts.sum(axis=2), grouping.counts.sum(axis=1)
+    normalised = row_normalised(grouping.counts)
+    vs_rest = None
+    if name != "all":
+        correct = np.diagonal(grouping.counts, axis1=1, axis2=2).sum(axis=1)
+        vs_rest = dict(zip(present, versus_rest(correct[present], n_g[present], ranked[present], s.ci)))
+    records = []
+    for g in present:
+        key = grouping.keys[g]
+        too_small = bool(name != "all" and not ranked[g])
+        metrics_out = {m: stat(estimates[m][0][g], (estimates[m][1][g], estimates[m][2][g]), trials[m][g])
+                       for m in grouping.metric_names}
+        record = {"key": key, "values": grouping.labels[g], "n": int(n_g[g]), "too_small": too_small,
+                  "metrics": metrics_out}
+        if grouping.kind == "class":
+            record["context"] = grouping.context_keys[grouping.context_index[g]]
+        else:
+            record["per_class"] = {}
+            for k, race in enumerate(RACES):
+                n_trials = {"recall": supports[g, k], "fnr": supports[g, k], "precision": predicted[g, k],
+                            "fpr": n_g[g] - supports[g, k], "f1": supports[g, k] + predicted[g, k],
+                            "selection_rate": n_g[g], "true_share": n_g[g]}
+                record["per_class"][race] = {"support": int(supports[g, k]), **{
+                    m: stat(per_class[m][0][g, k], (per_class[m][1][g, k], per_class[m][2][g, k]), n_trials[m])
+                    for m in (*CLASS_METRICS, "f1")}}
+        record["confusion"] = {"counts": grouping.counts[g].astype(int).tolist(),
+                               "normalized": [None if np.isnan(row).all() else [round(float(x), 6) for x in row]
+                                              for row in normalised[g]]}
+        if vs_rest is not None:
+            record["vs_rest"] = {"accuracy": vs_rest[g]}
+        records.append(record)
+        row = {"grouping": name, "group": key, **grouping.labels[g], "n": int(n_g[g]), "too_small": too_small}
+        for m in grouping.metric_names:
+            row.update(_ci_columns(m, metrics_out[m]))
+        if vs_rest is not None:
+            row.update(_ci_columns("vs_rest", vs_rest[g]))
+            row.update(vs_rest_p=vs_rest[g]["p_value"], vs_rest_p_holm=vs_rest[g]["p_holm"])
+        tables["group_metrics"].append(row)
+        for race, c in (record.get("per_class") or {}).items():
+            prow = {"grouping": name, "group": key, "class": race, "support": c["support"]}
+            for m in (*CLASS_METRICS, "f1"):
+                prow.update(_ci_columns(m, c[m]))
+            tables["per_class"].append(prow)
+        for i, t in enumerate(RACES):
+            for j, p in enumerate(RACES):
+                tables["confusion"].append({"grouping": name, "group": key, "true": t, "pred": p,
+                                            "count": int(grouping.counts[g, i, j]),
+                                            "rate": None if np.isnan(normalised[g, i, j]) else float(normalised[g, i, j])})
+    disparities = {}
+    if name != "all":
+        keys = [grouping.keys[g] for g in present]
+        for m in DISPARITY_METRICS[grouping.kind]:
+            proportion_metric = m in ("accuracy", "precision", "fpr")
+            disparities[m] = disparity(
+                lambda level, m=m: tuple(part[present] for part in grouping.estimates(level)[m]), keys, ranked[present],
+                level=s.ci, lower_is_better=m in LOWER_IS_BETTER, sizes=n_g[present], seed=s.seed,
+                counts=(grouping.successes(m)[present], trials[m][present]) if proportion_metric else None)
+            tables["disparities"].append(disparity_row(name, m, disparities[m]))
+    return records, disparities
 
 
 def _calibration_values(reps, name: str) -> dict[str, np.ndarray]:
@@ -299,67 +367,103 @@ def _calibration_values(reps, name: str) -> dict[str, np.ndarray]:
     return cal.from_sums(c["count"], c["confidence"], c["correct"], c["brier"], c["log_loss"])
 
 
+def _loss_intervals(values: dict[str, np.ndarray], n_g: np.ndarray, level: float) -> dict[str, tuple]:
+    """Expanded percentile bootstrap intervals of Brier score and log loss (means of per-image values); where every
+    face of a group scores the same (zero spread), the distribution-free interval over the metric's range instead."""
+    out = {}
+    expanded = expanded_level(level, n_g)
+    for metric in ("brier", "log_loss"):
+        lo, hi = percentile_interval(values[metric], expanded)
+        out[metric] = widen_degenerate(values[metric][0], lo, hi, n_g, cal.LOSS_RANGES[metric], level)
+    return out
+
+
+def _calibration_stats(c0: dict, values: dict, level: float, g: int, ci_of: dict) -> dict:
+    """One group's ECE and MCE (debiased, bin-interval bounds) and Brier and log loss (bootstrap) as stats."""
+    bounds = cal.calibration_error(c0["count"][0, g], c0["confidence"][0, g], c0["correct"][0, g], level)
+    n_g = c0["count"][0, g].sum()
+    b = int(bounds["mce_bin"])
+    n_bins = c0["count"].shape[-1]
+    return {"ece": stat(bounds["ece"], (bounds["ece_lo"], bounds["ece_hi"]), n_g, plugin=bounds["ece_plugin"]),
+            "mce": stat(bounds["mce"], (bounds["mce_lo"], bounds["mce_hi"]), n_g,
+                        bin={"lo": round(b / n_bins, 6), "hi": round((b + 1) / n_bins, 6),
+                             "n": int(c0["count"][0, g, b])}),
+            "brier": stat(values["brier"][0, g], (ci_of["brier"][0][g], ci_of["brier"][1][g]), n_g),
+            "log_loss": stat(values["log_loss"][0, g], (ci_of["log_loss"][0][g], ci_of["log_loss"][1][g]), n_g)}
+
+
 def _calibration_block(reps, layouts, s: AuditSettings, tables) -> dict:
     out = {"n_bins": s.ece_bins, "binning": "equal-width bins of top-label confidence, (lo, hi]",
-           "groupings": {}, "disparities": {}, "temperature": None}
+           "ece_estimator": "debiased (Kumar et al. 2019)", "groupings": {}, "disparities": {}, "temperature": None}
     for name, (code, size, labels) in layouts.items():
         values = _calibration_values(reps, name)
-        intervals = {m: percentile_interval(v, s.ci) for m, v in values.items()}
         c0 = reps.calibration[name]
         n_g = c0["count"][0].sum(axis=1)
+        intervals = _loss_intervals(values, n_g, s.ci)
         records = []
         for g in np.flatnonzero(n_g):
             key = GROUP_SEPARATOR.join(labels[g].values()) if name != "all" else "all"
             too_small = bool(name != "all" and n_g[g] < s.min_group_size)
-            record = {"key": key, "values": labels[g], "n": int(n_g[g]), "too_small": too_small}
-            for m in cal.CALIBRATION_METRICS:
-                record[m] = stat(values[m][0, g], (intervals[m][0][g], intervals[m][1][g]), n_g[g])
+            record = {"key": key, "values": labels[g], "n": int(n_g[g]), "too_small": too_small,
+                      **_calibration_stats(c0, values, s.ci, g, intervals)}
             record["reliability"] = cal.reliability_bins(c0["count"][0, g], c0["confidence"][0, g],
                                                          c0["correct"][0, g], s.ece_bins)
             records.append(record)
             tables["calibration"].append({"grouping": name, "group": key, **labels[g], "n": int(n_g[g]),
                                           "too_small": too_small,
-                                          **{k: v for m in cal.CALIBRATION_METRICS for k, v in
-                                             ((m, record[m]["value"]), (f"{m}_lo", (record[m]["ci"] or [None])[0]),
-                                              (f"{m}_hi", (record[m]["ci"] or [None, None])[1]))}})
+                                          **{k: v for m in cal.CALIBRATION_METRICS for k, v in _ci_columns(m, record[m]).items()},
+                                          "ece_plugin": record["ece"]["plugin"]})
             for b in record["reliability"]:
                 tables["reliability"].append({"grouping": name, "group": key, **b})
         if name == "all":
             out["overall"] = {k: v for k, v in records[0].items() if k not in ("key", "values", "too_small")}
             continue
         out["groupings"][name] = records
-        present = n_g > 0
-        keys = [GROUP_SEPARATOR.join(labels[g].values()) for g in np.flatnonzero(present)]
+        present = np.flatnonzero(n_g)
+        keys = [GROUP_SEPARATOR.join(labels[g].values()) for g in present]
         ranked = n_g[present] >= s.min_group_size
-        small = [k for k, r in zip(keys, ranked) if not r]
-        out["disparities"][name] = {m: _disparity(values[m][:, present], ranked, keys, s.ci, False, small, n_g[present])
-                                    for m in cal.CALIBRATION_METRICS}
+
+        def ece_at(level: float, present=present, c0=c0):
+            bounds = cal.calibration_error(c0["count"][0, present], c0["confidence"][0, present],
+                                           c0["correct"][0, present], level)
+            return bounds["ece"], bounds["ece_lo"], bounds["ece_hi"]
+
+        out["disparities"][name] = {"ece": disparity(ece_at, keys, ranked, level=s.ci, lower_is_better=True,
+                                                     sizes=n_g[present])}
     return out
 
 
 def _temperature_block(val: pd.DataFrame, probs: np.ndarray, reps, layouts, s: AuditSettings, replicates) -> dict:
+    """Temperature fitted on the validation split; every group's calibration before and after it.
+
+    The change in ECE is computed on the same bootstrap resamples before and after (same seed, same draws), so
+    its interval reflects only the effect of scaling.
+    """
     val_probs = val[list(PROB_COLUMNS)].to_numpy(dtype=float)
     val_true = np.asarray(val["race"].cat.codes, dtype=np.int64)
-    temperature, before, after = cal.fit_temperature(val_probs, val_true)
-    scaled = replicates(cal.scale_temperature(probs, temperature), s.seed + 1, False)
-    out = {"temperature": round(temperature, 6), "fitted_on": "val", "n_fit": int(len(val)),
-           "nll_before": round(before, 6), "nll_after": round(after, 6), "groupings": {}}
+    fit = cal.fit_temperature(val_probs, val_true, s.ci)
+    scaled = replicates(cal.scale_temperature(probs, fit["temperature"]), s.seed, False)
+    out = {"temperature": round(fit["temperature"], 6), "ci": [round(fit["lo"], 6), round(fit["hi"], 6)],
+           "interval": "profile likelihood on the validation split; T held fixed afterwards",
+           "fitted_on": "val", "n_fit": int(len(val)), "nll_before": round(fit["nll_before"], 6),
+           "nll_after": round(fit["nll_after"], 6), "groupings": {}}
     for name, (code, size, labels) in layouts.items():
+        pre_c, post_c = reps.calibration[name], scaled.calibration[name]
         pre, post = _calibration_values(reps, name), _calibration_values(scaled, name)
-        pre_ci = {m: percentile_interval(v, s.ci) for m, v in pre.items()}
-        post_ci = {m: percentile_interval(v, s.ci) for m, v in post.items()}
-        n_g = reps.calibration[name]["count"][0].sum(axis=1)
+        n_g = pre_c["count"][0].sum(axis=1)
+        pre_ci, post_ci = _loss_intervals(pre, n_g, s.ci), _loss_intervals(post, n_g, s.ci)
+        change = (cal.debiased_ece(post_c["count"], post_c["confidence"], post_c["correct"])
+                  - cal.debiased_ece(pre_c["count"], pre_c["confidence"], pre_c["correct"]))
+        change_lo, change_hi = percentile_interval(change, s.ci)
         records = []
         for g in np.flatnonzero(n_g):
-            record = {"key": GROUP_SEPARATOR.join(labels[g].values()) if name != "all" else "all",
-                      "n": int(n_g[g]), "too_small": bool(name != "all" and n_g[g] < s.min_group_size),
-                      "before": {m: stat(pre[m][0, g], (pre_ci[m][0][g], pre_ci[m][1][g]), n_g[g])
-                                 for m in cal.CALIBRATION_METRICS},
-                      "after": {m: stat(post[m][0, g], (post_ci[m][0][g], post_ci[m][1][g]), n_g[g])
-                                for m in cal.CALIBRATION_METRICS}}
-            records.append(record)
+            records.append({"key": GROUP_SEPARATOR.join(labels[g].values()) if name != "all" else "all",
+                            "n": int(n_g[g]), "too_small": bool(name != "all" and n_g[g] < s.min_group_size),
+                            "before": _calibration_stats(pre_c, pre, s.ci, g, pre_ci),
+                            "after": _calibration_stats(post_c, post, s.ci, g, post_ci),
+                            "ece_change": stat(change[0, g], (change_lo[g], change_hi[g]), n_g[g])})
         if name == "all":
-            out["overall"] = {"before": records[0]["before"], "after": records[0]["after"]}
+            out["overall"] = {k: records[0][k] for k in ("before", "after", "ece_change")}
         else:
             out["groupings"][name] = records
     return out

@@ -14,12 +14,35 @@ from xml.etree import ElementTree as ET
 from faceaudit.errors import FaceauditError
 
 from .calibration import CALIBRATION_METRICS
-from .metrics import GROUP_METRICS
+from .metrics import ALL_METRICS, CLASS_METRICS, MIXED_METRICS
 from .result import GROUPINGS, grouping_name
 
 RULES = ("min", "max", "max_gap", "min_ratio")
-METRICS = (*GROUP_METRICS, *CALIBRATION_METRICS, "knn_purity", "n")
+METRICS = (*ALL_METRICS, *CALIBRATION_METRICS, "knn_purity", "n")
+#: Metrics whose gap and ratio across groups the audit computes, by kind of grouping.
+GAP_METRICS = {"mixed": MIXED_METRICS, "class": ("accuracy", "precision", "fpr"), "calibration": ("ece",)}
 PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
+
+
+def _kind(by: str) -> str:
+    """``class`` for groupings of single-class groups (they contain race), else ``mixed`` (overall too)."""
+    return "class" if "race" in by.split("×") else "mixed"
+
+
+def _check_defined(metric: str, by: str, rule: str, where: str) -> None:
+    """Refuse a gate on a metric that means nothing for the grouping (one line, naming what would work)."""
+    kind = _kind(by)
+    if metric in MIXED_METRICS[1:] and kind == "class":
+        raise FaceauditError(f"{where}: {metric} is undefined within a single-race group (every face there has the "
+                             f"same true race); gate accuracy/recall, precision or fpr by {by}, or {metric} by gender "
+                             "or age_band")
+    if metric in CLASS_METRICS and kind == "mixed":
+        raise FaceauditError(f"{where}: {metric} is a per-race rate; set by = \"race\" or an intersection with race "
+                             f"(race×gender, ...), not {by}")
+    if rule in ("max_gap", "min_ratio"):
+        allowed = GAP_METRICS["calibration"] if metric in CALIBRATION_METRICS else GAP_METRICS[kind]
+        if metric not in allowed:
+            raise FaceauditError(f"{where}: {rule} is available for {', '.join(allowed)} by {by}, not {metric}")
 
 
 @dataclass(frozen=True)
@@ -70,6 +93,8 @@ def parse_gates(data: dict, source: str = "gates file") -> tuple[list[Gate], int
             raise FaceauditError(f"{where}: {rule} needs groups; set by = \"race\" or another grouping")
         if metric == "n" and rule not in ("min", "max"):
             raise FaceauditError(f"{where}: metric n takes min or max")
+        if metric not in ("n", "knn_purity"):
+            _check_defined(metric, by, rule, where)
         unknown = set(entry) - {"name", "metric", "by", "grouping", *RULES}
         if unknown:
             raise FaceauditError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
@@ -93,13 +118,21 @@ def load_gates(path: Path) -> tuple[list[Gate], int | None]:
 
 
 def _records(audit: dict, metric: str, by: str) -> list[dict]:
-    """``[{"key", "too_small", "stat"}]`` for the metric over the groups of ``by`` (or overall)."""
-    if metric in GROUP_METRICS or metric == "n":
+    """``[{"key", "too_small", "stat"}]`` for the metric over the groups of ``by`` (or overall).
+
+    For ``n``, groups with no test image at all (a class missing from the test set) are included with n = 0.
+    """
+    if metric in ALL_METRICS or metric == "n":
         if by == "overall":
             group = audit["overall"]
             return [{"key": "all", "too_small": False, "stat": _stat_of(group, metric)}]
-        return [{"key": g["key"], "too_small": g["too_small"], "stat": _stat_of(g, metric)}
-                for g in audit["groupings"][by]["groups"]]
+        grouping = audit["groupings"][by]
+        records = [{"key": g["key"], "too_small": g["too_small"], "stat": _stat_of(g, metric)}
+                   for g in grouping["groups"]]
+        if metric == "n":
+            records += [{"key": key, "too_small": True, "stat": {"value": 0, "ci": None, "n": 0}}
+                        for key in grouping.get("missing", [])]
+        return records
     if metric in CALIBRATION_METRICS:
         cal = audit.get("calibration")
         if not cal:
@@ -117,13 +150,15 @@ def _records(audit: dict, metric: str, by: str) -> list[dict]:
 
 def _stat_of(group: dict, metric: str) -> dict:
     if metric == "n":
-        return {"value": group["n"], "ci": [group["n"], group["n"]], "n": group["n"]}
-    return group["metrics"][metric]
+        return {"value": group["n"], "ci": None, "n": group["n"]}
+    return group["metrics"].get(metric) or {"value": None, "ci": None}
 
 
 def judge(stat: dict | None, threshold: float, upper: bool) -> str:
     """Verdict for one value: ``upper`` means the value must not exceed the threshold."""
     if stat is None or stat.get("value") is None:
+        return INCONCLUSIVE
+    if not stat.get("ci") and not isinstance(stat["value"], int):
         return INCONCLUSIVE
     lo, hi = stat["ci"] if stat.get("ci") else (stat["value"], stat["value"])
     if upper:
@@ -132,9 +167,11 @@ def judge(stat: dict | None, threshold: float, upper: bool) -> str:
 
 
 def _disparity(audit: dict, metric: str, by: str) -> dict | None:
-    if metric in GROUP_METRICS:
+    if metric in ALL_METRICS:
         return audit["groupings"][by]["disparities"].get(metric)
-    if metric in CALIBRATION_METRICS and audit.get("calibration"):
+    if metric in CALIBRATION_METRICS:
+        if not audit.get("calibration"):
+            raise FaceauditError(f"gate on {metric} needs class probabilities; the predictions have labels only")
         return audit["calibration"]["disparities"][by].get(metric)
     raise FaceauditError(f"gate rule max_gap/min_ratio is not available for metric {metric}")
 
@@ -142,6 +179,8 @@ def _disparity(audit: dict, metric: str, by: str) -> dict | None:
 def _fmt(stat: dict | None) -> str:
     if stat is None or stat.get("value") is None:
         return "undefined"
+    if isinstance(stat["value"], int) and not stat.get("ci"):
+        return f"{stat['value']:,}"
     ci = stat.get("ci")
     return f"{stat['value']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
 
@@ -162,7 +201,8 @@ def evaluate_gate(gate: Gate, audit: dict) -> dict:
             sign = "<=" if gate.rule == "max_gap" else ">="
             word = "gap" if gate.rule == "max_gap" else "ratio"
             out["message"] = (f"{word} {_fmt(stat)} must be {sign} {gate.threshold:g}: {out['status']} "
-                              f"(worst {disparity['worst']}, best {disparity['best']})")
+                              f"(worst {disparity['worst']}, best {disparity['best']}, of {disparity['n_ranked']} "
+                              f"groups; interval simultaneous over {disparity['pairs']} pairs)")
         return out
     upper = gate.rule == "max"
     verdicts = []
@@ -187,8 +227,19 @@ def evaluate_gate(gate: Gate, audit: dict) -> dict:
 
 
 def evaluate_gates(gates: list[Gate], audit: dict, *, inconclusive: str = FAIL, source: str | None = None) -> dict:
-    """The ``gates`` block of audit.json: each gate's verdict and the overall status."""
+    """The ``gates`` block of audit.json: each gate's verdict and the overall status.
+
+    A test set below the audit's minimum size is too small to judge: every gate is then inconclusive (a
+    coverage gate on ``n`` can still fail).
+    """
     results = [evaluate_gate(g, audit) for g in gates]
+    if audit.get("data", {}).get("too_small_to_judge"):
+        minimum = audit.get("settings", {}).get("min_test_size")
+        for result in results:
+            if result["status"] == PASS or (result["status"] == FAIL and result["metric"] != "n"):
+                result["status"] = INCONCLUSIVE
+                result["message"] = (f"too small to judge: {audit['overall']['n']} test images, below the minimum "
+                                     f"of {minimum}; " + result["message"])
     counts = {s: sum(r["status"] == s for r in results) for s in (PASS, FAIL, INCONCLUSIVE)}
     status = FAIL if counts[FAIL] else INCONCLUSIVE if counts[INCONCLUSIVE] else PASS
     return {"file": source, "status": status, "inconclusive_policy": inconclusive, "counts": counts,

@@ -12,11 +12,13 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from faceaudit.errors import FaceauditError
 from faceaudit.files import atomic_write
 
 #: Major.minor: a new major means readers must change; a new minor only adds keys.
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "2.0"
 AUDIT_FILE = "audit.json"
 #: The groupings every audit computes, in report order (intersections are joined with " × ").
 GROUPINGS: tuple[tuple[str, ...], ...] = (
@@ -42,7 +44,14 @@ def stat(value: float | None, ci: tuple[float, float] | None = None, n: int | No
 
     out = {"value": clean(value), "ci": None if ci is None else [clean(ci[0]), clean(ci[1])], "n": None if n is None else int(n)}
     for key, val in extra.items():
-        out[key] = [clean(val[0]), clean(val[1])] if isinstance(val, (tuple, list)) and len(val) == 2 else val
+        if isinstance(val, (tuple, list)) and len(val) == 2:
+            out[key] = [clean(val[0]), clean(val[1])]
+        elif isinstance(val, (float, np.floating, np.ndarray)):
+            out[key] = clean(val)
+        elif isinstance(val, np.integer):
+            out[key] = int(val)
+        else:
+            out[key] = val
     if out["ci"] is not None and None in out["ci"]:
         out["ci"] = None
     return out

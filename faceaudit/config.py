@@ -67,6 +67,9 @@ DEFAULT_CI = 0.95
 #: Groups smaller than this are shown but never ranked as worst nor judged by gates (a 30-image group's
 #: accuracy has a 95% interval about ±0.15 wide).
 DEFAULT_MIN_GROUP_SIZE = 30
+#: Below this many test images the audit's verdict is "too small to judge" and no gate can pass: enough for
+#: every class to reach the minimum group size (5 classes x 30).
+DEFAULT_MIN_TEST_SIZE = 150
 #: What an inconclusive gate does to the exit code.
 DEFAULT_INCONCLUSIVE = "fail"
 

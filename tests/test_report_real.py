@@ -115,6 +115,25 @@ def test_summary_is_short_and_complete(rendered, audits):
     assert re.search(r"\d+\.\d% \[\d+\.\d, \d+\.\d\]", text)  # values come with their CIs
 
 
+def test_report_states_its_statistics(rendered):
+    """The report says how each interval is made and how many comparisons it is adjusted for, shows single-race
+    groups without balanced accuracy, and never prints a zero-width interval."""
+    folder, _, _ = rendered
+    html = (folder / "report.html").read_text(encoding="utf-8")
+    assert "bootstrap confidence interval" not in html
+    for phrase in ("Clopper–Pearson", "MOVER", "Holm", "Bonferroni", "vs rest", "ECE (debiased)",
+                   "stated here, not propagated", "ranked groups"):
+        assert phrase in html, phrase
+    assert not re.search(r"(\d+\.\d)% \[\1, \1\]", html)
+    metrics = html[html.index('id="metrics"'):html.index('id="confusion"')]
+    race = metrics[metrics.index("<h3>By race</h3>"):metrics.index("<h3>By gender</h3>")]
+    assert "Balanced acc." not in race and "FPR [CI]" in race and "Selected / true share" in race
+    gender = metrics[metrics.index("<h3>By gender</h3>"):metrics.index("<h3>By age band</h3>")]
+    assert "Balanced acc. [CI]" in gender and "Macro-F1 [CI]" in gender
+    summary = (folder / "summary.md").read_text(encoding="utf-8")
+    assert "vs rest [adj. CI]" in summary and "p (Holm)" in summary
+
+
 def test_report_in_headless_chromium(rendered, tmp_path):
     from faceaudit.audit.report.browser import check_page, find_chromium
 
@@ -198,7 +217,7 @@ def test_no_thumbnails_leaves_faces_out(audits, tmp_path):
 def test_compare_two_audits(audits, tmp_path, capsys):
     seed_dir = _seed_dir()
     out = tmp_path / "compare"
-    args = ["compare", str(audits[HOSTILE]), str(audits["pixels-weak"]), "--out", str(out), "--n-boot", "500"]
+    args = ["compare", str(audits[HOSTILE]), str(audits["pixels-weak"]), "--out", str(out)]
     histories = sorted(seed_dir.glob("*_history.json")) if seed_dir else []
     if histories:
         args += ["--history", *map(str, histories)]
@@ -212,7 +231,11 @@ def test_compare_two_audits(audits, tmp_path, capsys):
     assert overall["n"] == N_TEST
     # The weak model is far worse overall: the paired test must see it.
     assert overall["diff"] < 0 and overall["diff_hi"] < 0 and overall["p_value"] < 0.001
-    assert set(tests["grouping"]) == {"overall", "race", "gender", "age_band"}
+    assert set(tests["grouping"]) == {"overall", "race", "gender", "age_band", "race×gender"}
+    # One family per pair: Holm over every tested group, intervals at the matching Bonferroni level.
+    family = int((~tests["too_small"]).sum())
+    assert (tests["family"] == family).all() and tests["interval_level"].iloc[0] == pytest.approx(1 - 0.05 / family)
+    assert (tests["p_holm"].dropna() >= tests["p_value"].dropna()).all()
     ranks = pd.read_csv(out / "ranking.csv")
     assert list(ranks["rank_worst_group"]) == sorted(ranks["rank_worst_group"])
     html = (out / "compare.html").read_text(encoding="utf-8")
@@ -249,11 +272,11 @@ def test_diff_paired_and_unpaired(audits, tmp_path, capsys):
     old, new = audits["pixels-weak"], audits[HOSTILE]
     assert main(["diff", str(old / "audit.json"), str(new / "audit.json"), "--out", str(tmp_path / "d.md")]) == 0
     out = capsys.readouterr().out
-    assert "paired bootstrap" in out
-    assert re.search(r"\| overall \| all \|.*\| better \|", out)
+    assert "paired: Newcombe method 10 interval, McNemar test, Holm over the family" in out
+    assert re.search(r"\| overall \| all \|.*\| better \|", out), out
     assert main(["diff", str(new), str(old), "--fail-on-worse"]) == 1
     capsys.readouterr()
-    # Without predictions the diff falls back to comparing CIs, and says so.
+    # Without predictions the diff treats the two audits as independent samples, and says so.
     import shutil
 
     bare = tmp_path / "bare"
@@ -261,7 +284,9 @@ def test_diff_paired_and_unpaired(audits, tmp_path, capsys):
     shutil.copy(old / "audit.json", bare / "audit.json")
     assert main(["diff", str(bare), str(new)]) == 0
     out = capsys.readouterr().out
-    assert "CIs compared (unpaired)" in out and "not paired" in out
+    assert "unpaired: Newcombe interval, two-proportion test" in out and "not paired" in out
+    # Less power without pairing (the overall gain is no longer clear), but never a wrong direction.
+    assert "| better |" in out and "| worse |" not in out
 
 
 def _seed_dir():

@@ -1,18 +1,19 @@
-"""Report building blocks without the data set: layout and escaping, PDF pipeline, history formats, paired tests."""
+"""Report building blocks without the data set: layout and escaping, PDF pipeline, history formats, McNemar."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
-import numpy as np
+import pandas as pd
 import pytest
 
 from faceaudit.audit.report import Section, Table, render_document, write_document
 from faceaudit.audit.report.history import load_history, seed_pairs
-from faceaudit.audit.report.paired import holm, mcnemar, paired_bootstrap
+from faceaudit.audit.significance import mcnemar
 
 HOSTILE = "<script>alert(1)</script>"
 
@@ -140,32 +141,13 @@ def test_per_phase_history_shapes(tmp_path):
 
 
 def test_mcnemar_exact_and_chi2():
-    a = np.array([True] * 10 + [False] * 2 + [True] * 5)
-    b = np.array([False] * 10 + [True] * 2 + [True] * 5)
-    exact = mcnemar(a, b)
-    assert (exact["a_only"], exact["b_only"]) == (10, 2)
-    assert exact["method"] == "exact binomial"
-    assert exact["p_value"] == pytest.approx(0.03857, abs=1e-4)  # 2 * P(X <= 2 | 12, 0.5)
-    a = np.array([True] * 40 + [False] * 20)
-    b = np.array([False] * 40 + [True] * 20)
-    chi = mcnemar(a, b)
-    assert chi["method"].startswith("chi-squared")
-    assert chi["p_value"] == pytest.approx(0.01417, abs=1e-4)  # (|40-20|-1)^2/60 = 6.017, df 1
-    assert mcnemar(a, a)["p_value"] == 1.0
-
-
-def test_paired_bootstrap_and_holm():
-    rng = np.random.default_rng(0)
-    a = rng.random(2000) < 0.7
-    b = a.copy()
-    flip = rng.random(2000) < 0.1
-    b[flip & ~a] = True
-    diff = paired_bootstrap(a, b, n_boot=2000)
-    assert diff["value"] == pytest.approx((b.sum() - a.sum()) / 2000)
-    assert 0 < diff["ci"][0] < diff["value"] < diff["ci"][1]
-    same = paired_bootstrap(a, a)
-    assert same["ci"] == [0.0, 0.0]
-    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    p, method = mcnemar(10, 2)
+    assert method == "exact binomial"
+    assert p == pytest.approx(0.03857, abs=1e-4)  # 2 * P(X <= 2 | 12, 0.5)
+    p, method = mcnemar(40, 20)
+    assert method.startswith("chi-squared")
+    assert p == pytest.approx(0.01417, abs=1e-4)  # (|40-20|-1)^2/60 = 6.017, df 1
+    assert mcnemar(0, 0)[0] == 1.0
 
 
 def test_report_refuses_bad_audit_in_one_line(tmp_path, capsys):
@@ -177,3 +159,114 @@ def test_report_refuses_bad_audit_in_one_line(tmp_path, capsys):
     assert err.startswith("faceaudit: error: audit.json schema version 9.0") and err.count("\n") == 1
     assert not (tmp_path / "report.html").exists()
     assert main(["report", str(tmp_path / "missing")]) == 2
+
+
+# -- the report on small audits: honest verdicts, never zero-width intervals -----------------------------------
+
+ZERO_WIDTH = re.compile(r"(\d+\.\d)% \[\1, \1\]")
+
+
+def _predictions_csv(path, rows):
+    """A predictions CSV from ``(true race, predicted race, gender, age)`` rows; the prediction gets 0.9."""
+    from faceaudit.config import RACES
+
+    records = []
+    for i, (race, predicted, gender, age) in enumerate(rows):
+        probs = {f"prob_{r}": (0.9 if r == predicted else 0.025) for r in RACES}
+        records.append({"image_id": f"face{i}", "race": race, "gender": gender, "age": age, **probs})
+    pd.DataFrame(records).to_csv(path, index=False)
+    return path
+
+
+def _audit_result(csv, **settings):
+    from faceaudit.audit.engine import AuditSettings, compute_audit
+    from faceaudit.audit.predictions import read_table, validate_predictions
+
+    output = compute_audit(validate_predictions(read_table(csv)), settings=AuditSettings(n_boot=50, tsne=False, **settings),
+                           model={"name": "small", "kind": "predictions"}, data={"source": str(csv)})
+    return output.result
+
+
+def test_too_small_audit_says_too_small_to_judge(tmp_path, capsys):
+    """A 3-face test set gets one verdict in the console, report and summary: too small to judge; no findings."""
+    from faceaudit.cli import main
+
+    csv = _predictions_csv(tmp_path / "tiny.csv", [("White", "Black", "Male", 30), ("Black", "Black", "Female", 40),
+                                                   ("Asian", "Asian", "Male", 50)])
+    out = tmp_path / "tiny"
+    assert main(["audit", "--predictions", str(csv), "--out", str(out), "--n-boot", "50", "--no-tsne"]) == 0
+    console = capsys.readouterr().out
+    assert "TOO SMALL TO JUDGE: 3 test images" in console and "No test images of Indian, Others" in console
+    summary = (out / "summary.md").read_text(encoding="utf-8")
+    assert "TOO SMALL TO JUDGE" in summary.splitlines()[0]
+    assert "### Findings" not in summary and "No test images of Indian, Others" in summary
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert 'class="badge too-small">TOO SMALL TO JUDGE<' in html
+    assert "larger than sampling noise" not in html and "classified as" not in html
+    for text in (summary, html, console):
+        assert not ZERO_WIDTH.search(text), ZERO_WIDTH.search(text).group(0)
+    assert "bootstrap confidence interval" not in html and "Clopper–Pearson" in html
+
+
+def test_small_perfect_group_has_an_interval(tmp_path):
+    """A 100%-accurate group keeps a proper interval everywhere it is shown, however large it is."""
+    from faceaudit.audit.report.formatting import fmt_stat, points
+    from faceaudit.audit.report.render import render_report
+    from faceaudit.audit.writer import write_audit
+
+    rows = [("White", "White", "Male", 30)] * 8 + [("Black", "Asian" if i % 3 == 0 else "Black", "Female", 40)
+                                                  for i in range(9)]
+    result = _audit_result(_predictions_csv(tmp_path / "p.csv", rows), min_test_size=1, min_group_size=5)
+    white = result.group("race", "White")["metrics"]["accuracy"]
+    assert white["value"] == 1.0 and white["ci"][0] < 1.0
+    assert fmt_stat(white).startswith("100.0% [") and not ZERO_WIDTH.search(fmt_stat(white))
+    # Outward rounding: a huge perfect group still shows an interval below 100%, and a bound below zero stays below.
+    assert fmt_stat({"value": 1.0, "ci": [0.99951, 1.0]}) == "100.0% [99.9, 100.0]"
+    assert points({"value": -0.091, "ci": [-0.126, -0.0003]}) == "-9.1 pts [-12.6, -0.0]"
+    from faceaudit.audit.predictions import read_table, validate_predictions
+
+    folder = tmp_path / "audit"
+    write_audit(result, {}, validate_predictions(read_table(tmp_path / "p.csv")), folder)
+    render_report(folder, pdf=False, thumbnails=False)
+    html = (folder / "report.html").read_text(encoding="utf-8")
+    assert "100.0% [" in html and not ZERO_WIDTH.search(html)
+    assert not ZERO_WIDTH.search((folder / "summary.md").read_text(encoding="utf-8"))
+
+
+def test_confusion_finding_needs_enough_faces(tmp_path):
+    """No confusion sentence from a handful of faces ("0% of White faces are classified as Black")."""
+    from faceaudit.audit.report.findings import _confusion_finding, findings
+
+    rows = [("White", "Black", "Male", 30), ("Black", "Black", "Female", 40), ("Asian", "Asian", "Male", 50)]
+    result = _audit_result(_predictions_csv(tmp_path / "p.csv", rows), min_test_size=1)
+    assert _confusion_finding(result) is None
+    assert not any("classified as" in f.text for f in findings(result))
+    # With enough faces of the class, the finding appears with its count and an adjusted interval.
+    rows = [("White", "Black" if i < 12 else "White", "Male", 30) for i in range(40)] + \
+        [("Black", "Black", "Female", 40)] * 40
+    result = _audit_result(_predictions_csv(tmp_path / "q.csv", rows), min_test_size=1)
+    text = _confusion_finding(result).text
+    assert "30.0% [" in text and "of White faces (12 of 40) are classified as Black" in text
+
+
+def test_findings_read_adjusted_differences(tmp_path):
+    """The worst-group finding names how many groups it was picked from, the adjusted difference and the omnibus p;
+    'larger than sampling noise' only when that interval excludes zero."""
+    from faceaudit.audit.report.findings import _worst_group_finding
+    from faceaudit.audit.report.sections import metrics_section
+
+    rows = ([("White", "White", "Male" if i % 2 else "Female", 30) for i in range(60)]
+            + [("Black", "White" if i < 30 else "Black", "Male" if i % 2 else "Female", 30) for i in range(60)]
+            + [("Asian", "Asian" if i < 55 else "White", "Male" if i % 2 else "Female", 30) for i in range(60)])
+    result = _audit_result(_predictions_csv(tmp_path / "p.csv", rows))
+    text = _worst_group_finding(result, "race").text
+    assert "lowest for Black at 50.0% [" in text and "picked from 3 ranked groups" in text
+    assert "adjusted for all 3 pairs" in text and "larger than sampling noise explains" in text
+    assert "test that all 3 groups are equal: p < 0.001" in text
+    gender = _worst_group_finding(result, "gender")
+    assert gender is None or "not clearly larger than sampling noise" in gender.text
+    section = metrics_section(result)
+    race_table = section.context["tables"][0][1]
+    assert race_table.columns[2] == "Accuracy (recall) [CI]" and "Balanced acc. [CI]" not in race_table.columns
+    black = next(row for row in race_table.rows if row.cells[0].text == "Black")
+    assert black.cells[-2].css == "wrap fail"  # significantly worse than the rest, after Holm

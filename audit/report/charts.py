@@ -8,9 +8,11 @@ import numpy as np
 import pandas as pd
 
 from .figures import PALETTE, Figure, new_figure, png_figure
-from .formatting import group_label
+from .formatting import direction_css, group_label, temperature_text
 
 GREY = "#9aa1ab"
+#: The report's fail and pass colours (templates/base.css), for groups judged worse or better than the rest.
+FAIL_RED, PASS_GREEN = "#b3261e", "#1e7b34"
 
 
 @contextmanager
@@ -39,40 +41,59 @@ def _ci(stat: dict | None) -> tuple[float, float]:
     return float(stat["ci"][0]), float(stat["ci"][1])
 
 
+def _metric(record: dict, metric: str) -> dict | None:
+    """A group's stat for ``metric``, or None where the group does not define it (e.g. balanced accuracy inside a
+    single-race group)."""
+    return (record.get("metrics") or {}).get(metric)
+
+
+def _forest_colour(record: dict) -> str:
+    """Grey for groups too small to judge; red / green only for groups whose difference from the rest holds after
+    Holm's adjustment; blue otherwise."""
+    if record["too_small"]:
+        return GREY
+    return {"fail": FAIL_RED, "pass": PASS_GREEN}.get(direction_css((record.get("vs_rest") or {}).get("accuracy")),
+                                                      PALETTE[0])
+
+
 def accuracy_forest(result, groupings=("race", "gender", "age_band"), metric: str = "accuracy") -> Figure:
     """Per-group accuracy with its confidence interval, one panel per grouping, the overall value as a line."""
     groups = {g: result.groupings[g]["groups"] for g in groupings if g in result.groupings}
     heights = [max(0.9, 0.27 * len(v) + 0.5) for v in groups.values()]
     fig, axes = new_figure(7.2, sum(heights) + 0.4, nrows=len(groups), squeeze=False,
                            gridspec_kw={"height_ratios": heights})
-    overall = _value(result.overall["metrics"][metric])
-    lo_all, hi_all = _ci(result.overall["metrics"][metric])
-    low = min([_ci(r["metrics"][metric])[0] for v in groups.values() for r in v
-               if not np.isnan(_ci(r["metrics"][metric])[0])] + [overall])
+    overall = _value(_metric(result.overall, metric))
+    lo_all, hi_all = _ci(_metric(result.overall, metric))
+    lows = [_ci(_metric(r, metric))[0] for v in groups.values() for r in v]
+    low = np.nanmin(lows + [overall, 1.0])
     for axis, (grouping, records) in zip(axes[:, 0], groups.items()):
         labels = [f"{r['key']}  (n={r['n']})" for r in records]
         y = np.arange(len(records))[::-1]
         for yi, record in zip(y, records):
-            value = _value(record["metrics"][metric])
-            lo, hi = _ci(record["metrics"][metric])
-            colour = GREY if record["too_small"] else PALETTE[0]
+            value = _value(_metric(record, metric))
+            lo, hi = _ci(_metric(record, metric))
+            colour = _forest_colour(record)
             if not np.isnan(lo):
                 axis.plot([lo, hi], [yi, yi], color=colour, linewidth=2.2, solid_capstyle="butt")
             axis.plot([value], [yi], "o", color=colour if not record["too_small"] else "white",
                       markeredgecolor=colour, markersize=6)
-        axis.axvspan(lo_all, hi_all, color=PALETTE[5], alpha=0.12, linewidth=0)
+        if not np.isnan(lo_all):
+            axis.axvspan(lo_all, hi_all, color=PALETTE[5], alpha=0.12, linewidth=0)
         axis.axvline(overall, color=PALETTE[5], linewidth=1, linestyle="--")
         axis.set_yticks(y, labels)
         axis.set_title(group_label(grouping), loc="left", fontsize=9, fontweight="bold")
-        axis.set_xlim(max(0.0, low - 0.05), 1.0)
+        axis.set_xlim(max(0.0, low - 0.05), 1.015)  # a little past 1 so dots at 100% are not cut by the frame
         axis.grid(axis="y", visible=False)
-    axes[-1, 0].set_xlabel(f"{metric.replace('_', ' ')} (dot: estimate; bar: {int(100 * result.settings.get('ci', 0.95))}% CI)")
+    axes[-1, 0].set_xlabel(f"{metric.replace('_', ' ')} (dot: estimate; bar: {int(100 * result.settings.get('ci', 0.95))}% "
+                           "Clopper–Pearson interval)")
     return png_figure(
         fig,
-        caption=("Accuracy per group with its bootstrap confidence interval; the dashed line and shaded band are the "
-                 "overall accuracy and its interval. Look for bars that lie wholly left of the band: those groups "
-                 "are served worse than average beyond sampling noise. Hollow grey dots are groups too small to "
-                 f"judge (n < {result.settings.get('min_group_size', 30)}); their wide bars are the reason."),
+        caption=("Accuracy per group with its exact (Clopper–Pearson) confidence interval; the dashed line and shaded "
+                 "band are the overall accuracy and its interval. Look for red bars: groups whose accuracy differs "
+                 "from the rest of the test set beyond sampling noise after adjusting for the number of groups "
+                 "compared (Holm); green ones are better than the rest. A blue bar that merely sits left of the band "
+                 "is not evidence of a difference. Hollow grey dots are groups too small to judge "
+                 f"(n < {result.settings.get('min_group_size', 30)}); their wide bars are the reason."),
         alt="Per-group accuracy with confidence intervals by race, gender and age band")
 
 
@@ -113,8 +134,10 @@ def intersection_heatmap(result, rows: str = "race", cols: str = "age_band", met
     return png_figure(
         fig,
         caption=(f"Accuracy (%) of each {group_label(rows)} × {group_label(cols)} cell, with its size. Look for red "
-                 "cells: a group that is fine on each attribute alone can still fail where they meet. Hatched "
-                 "grey cells are too small to judge; their accuracy is in the table, not coloured here."),
+                 "cells: a group that is fine on each attribute alone can still fail where they meet. Colours are "
+                 "point estimates: whether a cell differs from the rest beyond sampling noise is in the vs-rest "
+                 "columns of group_metrics.csv (Holm-adjusted). Hatched grey cells are too small to judge; their accuracy is in the table, not "
+                 "coloured here."),
         alt=f"Heatmap of accuracy by {rows} and {cols}")
 
 
@@ -226,7 +249,7 @@ def reliability_diagrams(result, grouping: str = "race") -> Figure | None:
                 axis.bar(m, a, width=w * 0.95, color=PALETTE[0], alpha=float(al), edgecolor="white")
             axis.plot(conf, acc, "o-", color=PALETTE[5], markersize=3, linewidth=1)
         ece = record.get("ece")
-        ece_text = "" if not ece or ece.get("value") is None else f"  ECE {100 * ece['value']:.1f}%"
+        ece_text = "" if not ece or ece.get("value") is None else f"  ECE {100 * ece['value']:.1f}%"  # debiased
         axis.set_title(f"{title} (n={record.get('n', result.overall['n'])}){ece_text}{' *' if small else ''}",
                        fontsize=8.5)
         axis.set_xlim(0, 1)
@@ -239,9 +262,10 @@ def reliability_diagrams(result, grouping: str = "race") -> Figure | None:
         fig,
         caption=(f"Reliability diagrams per {group_label(grouping)}: bars are the accuracy of faces in each "
                  "confidence bin (darker = more faces), the orange line joins mean confidence to accuracy, the "
-                 "dotted diagonal is perfect calibration. Look for bars below the diagonal at high confidence: the "
-                 "model is sure and wrong for that group, which a reviewer using its scores would not notice. "
-                 "* = too small to judge."),
+                 "dotted diagonal is perfect calibration; ECE in the titles is the debiased estimate. Look for bars "
+                 "below the diagonal at high confidence: the model is sure and wrong for that group, which a reviewer "
+                 "using its scores would not notice. Pale bars hold few faces and can stray from the diagonal by "
+                 "chance. * = too small to judge."),
         alt=f"Reliability diagrams by {grouping}")
 
 
@@ -268,10 +292,11 @@ def temperature_effect(result, groupings=("race", "gender")) -> Figure | None:
     axis.grid(axis="y", visible=False)
     return png_figure(
         fig,
-        caption=(f"ECE per group before (orange) and after (blue) temperature scaling with T = "
-                 f"{temperature['temperature']:.2f}, fitted on {temperature.get('n_fit', '?')} validation faces. "
-                 "Look for groups that stay badly calibrated after scaling: one global temperature cannot fix "
-                 "confidence that is wrong for one group only. * = too small to judge."),
+        caption=(f"Debiased ECE per group before (orange) and after (blue) temperature scaling with "
+                 f"{temperature_text(temperature)}, fitted on {temperature.get('n_fit', '?')} validation faces (its "
+                 "uncertainty is not propagated). Look for groups that stay badly calibrated after scaling: one global "
+                 "temperature cannot fix confidence that is wrong for one group only; whether a change is real is in "
+                 "the table's change interval. * = too small to judge."),
         alt="ECE before and after temperature scaling per group")
 
 

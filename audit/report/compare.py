@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from faceaudit.audit.paired import NO_CHANGE, TOO_SMALL, Slice, match_predictions, paired_family, unpaired_family
 from faceaudit.audit.result import AUDIT_FILE, AuditResult, load_audit
 from faceaudit.errors import FaceauditError
 from faceaudit.files import atomic_write
@@ -18,12 +19,13 @@ from .figures import PALETTE, Figure, new_figure, png_figure
 from .formatting import fmt_stat, group_label, points
 from .history import History, load_history, seed_pairs
 from .layout import Cell, Section, Table, render_document, write_pdf
-from .paired import holm, match_predictions, mcnemar, paired_bootstrap
 from .render import find_history, load_predictions
 from .summary import _md
 
-#: Groupings compared group by group.
+#: Groupings compared group by group in the side-by-side charts.
 COMPARE_GROUPINGS = ("race", "gender", "age_band")
+#: The groups of one family of paired tests (compare and diff test the same family, so they agree).
+FAMILY_GROUPINGS = ("race", "gender", "age_band", "race×gender")
 
 
 @dataclass
@@ -58,32 +60,28 @@ def _groups(result: AuditResult, grouping: str) -> dict[str, dict]:
     return {r["key"]: r for r in result.groupings.get(grouping, {}).get("groups", [])}
 
 
-def paired_tests(a: LoadedAudit, b: LoadedAudit, *, n_boot: int = 2000, seed: int = 42) -> pd.DataFrame:
-    """Per group: accuracy of each model, paired bootstrap difference (b − a), McNemar p (raw and Holm)."""
+def _slices(a: AuditResult, b: AuditResult | None, rows: pd.DataFrame | None) -> list[Slice]:
+    """Overall plus every group of :data:`FAMILY_GROUPINGS` in ``a``; too small when too small in either audit."""
+    slices = [Slice("overall", "all", np.ones(0 if rows is None else len(rows), dtype=bool))]
+    for grouping in FAMILY_GROUPINGS:
+        other = _groups(b, grouping) if b is not None else {}
+        for key, record in _groups(a, grouping).items():
+            mask = np.zeros(0, dtype=bool) if rows is None else _mask(rows, grouping, key)
+            small = bool(record["too_small"] or other.get(key, {}).get("too_small", False))
+            slices.append(Slice(grouping, key, mask, small))
+    return slices
+
+
+def paired_tests(a: LoadedAudit, b: LoadedAudit, *, level: float = 0.95) -> pd.DataFrame:
+    """One family of paired tests of b against a on the same images (see :func:`faceaudit.audit.paired.paired_family`)."""
     if a.predictions is None or b.predictions is None:
         missing = a if a.predictions is None else b
         raise FaceauditError(f"no predictions.csv next to {missing.folder / AUDIT_FILE}; paired tests need both")
     merged = match_predictions(a.predictions, b.predictions, (a.name, b.name))
-    rows = []
-    slices = [("overall", "all", np.ones(len(merged), dtype=bool))]
-    for grouping in COMPARE_GROUPINGS:
-        for key in _groups(a.result, grouping):
-            slices.append((grouping, key, (merged[grouping].astype(str) == key).to_numpy()))
-    too_small = {(g, k): r["too_small"] for g in COMPARE_GROUPINGS for k, r in _groups(a.result, g).items()}
-    for index, (grouping, key, mask) in enumerate(slices):
-        ca, cb = merged["correct_a"].to_numpy()[mask], merged["correct_b"].to_numpy()[mask]
-        diff = paired_bootstrap(ca, cb, n_boot=n_boot, seed=seed + index)
-        test = mcnemar(ca, cb)
-        rows.append({"grouping": grouping, "group": key, "n": int(mask.sum()),
-                     "too_small": bool(too_small.get((grouping, key), False)),
-                     "model_a": a.name, "model_b": b.name,
-                     "accuracy_a": float(ca.mean()) if len(ca) else np.nan,
-                     "accuracy_b": float(cb.mean()) if len(cb) else np.nan,
-                     "diff": diff["value"], "diff_lo": (diff["ci"] or [None])[0], "diff_hi": (diff["ci"] or [None, None])[1],
-                     "a_only_correct": test["a_only"], "b_only_correct": test["b_only"], "p_value": test["p_value"],
-                     "test": test["method"]})
-    frame = pd.DataFrame(rows)
-    frame["p_holm"] = holm(frame["p_value"].tolist())
+    frame = paired_family(merged["correct_a"].to_numpy(), merged["correct_b"].to_numpy(),
+                          _slices(a.result, b.result, merged), level=level)
+    frame.insert(4, "model_a", a.name)
+    frame.insert(5, "model_b", b.name)
     return frame
 
 
@@ -98,7 +96,8 @@ def ranking(audits: list[LoadedAudit], grouping: str = "race") -> pd.DataFrame:
         worst_stat = worst["metrics"]["accuracy"] if worst else {}
         gap = disparity.get("gap") or {}
         rows.append({"model": audit.name, "overall": overall.get("value"), "overall_ci": overall.get("ci"),
-                     "worst_group": disparity.get("worst"), "worst_accuracy": worst_stat.get("value"),
+                     "worst_group": disparity.get("worst"), "compared": disparity.get("n_ranked"),
+                     "worst_accuracy": worst_stat.get("value"),
                      "worst_ci": worst_stat.get("ci"), "gap": gap.get("value"), "gap_ci": gap.get("ci"),
                      "gates": (result.gates or {}).get("status", "not gated")})
     frame = pd.DataFrame(rows)
@@ -179,8 +178,8 @@ def seed_figure_file(histories: list[History], path: Path) -> Path:
     return atomic_write(path, buffer.getvalue())
 
 
-def compare_audits(folders: list[Path], out_dir: Path, *, history_files: list[Path] = (), n_boot: int = 2000,
-                   seed: int = 42, pdf: bool = True, curves_runs: list[str] | None = None) -> list[Path]:
+def compare_audits(folders: list[Path], out_dir: Path, *, history_files: list[Path] = (), level: float = 0.95,
+                   pdf: bool = True, curves_runs: list[str] | None = None) -> list[Path]:
     """Write compare.html, compare.pdf, compare.md and the CSV tables for ``folders`` into ``out_dir``.
 
     ``history_files`` are extra training histories (the seed's ``*_history.json``); ``curves_runs`` picks which of
@@ -192,7 +191,7 @@ def compare_audits(folders: list[Path], out_dir: Path, *, history_files: list[Pa
     _unique_names(audits)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tests = pd.concat([paired_tests(a, b, n_boot=n_boot, seed=seed)
+    tests = pd.concat([paired_tests(a, b, level=level)
                        for a, b in itertools.combinations(audits, 2)], ignore_index=True) if len(audits) >= 2 else None
     ranks = ranking(audits) if audits else None
     run_histories, notes = [], []
@@ -218,7 +217,7 @@ def compare_audits(folders: list[Path], out_dir: Path, *, history_files: list[Pa
             "figures": [side_by_side_figure(audits, g) for g in COMPARE_GROUPINGS],
             "table": _per_group_table(audits)}))
     if tests is not None:
-        sections.append(_tests_section(tests, n_boot))
+        sections.append(_tests_section(tests))
     curves = []
     if run_histories:
         curves.append(validation_curves_figure(run_histories, phase="all"))
@@ -248,10 +247,14 @@ def _ranking_section(ranks: pd.DataFrame, audits: list[LoadedAudit]) -> Section:
     table = Table(["Model", "Worst-group rank", "Gap rank", "Overall accuracy", "Worst race", "Worst-race accuracy",
                    "Largest race gap", "Gates"], numeric={1, 2, 3, 5, 6},
                   caption="Ranked by worst-group accuracy (higher is better), then by the largest gap between races "
-                          "(smaller is better). Only groups large enough to judge are ranked.")
+                          "(smaller is better). Only groups large enough to judge are ranked; the worst race is picked "
+                          "from the number of races shown, and the gap's interval is simultaneous over every pair of "
+                          "them, so it covers the true gap even when that is small. Rank order is by point estimate: "
+                          "the paired tests below say which differences are real.")
     for _, row in ranks.iterrows():
+        worst = f"{row['worst_group']} (of {row['compared']})" if row["worst_group"] else "–"
         table.add(row["model"], row["rank_worst_group"], row["rank_gap"], _ci_text(row["overall"], row["overall_ci"]),
-                  row["worst_group"] or "–", _ci_text(row["worst_accuracy"], row["worst_ci"]),
+                  worst, _ci_text(row["worst_accuracy"], row["worst_ci"]),
                   _gap_text(row["gap"], row["gap_ci"]),
                   Cell(str(row["gates"]).upper(), {"pass": "pass", "fail": "fail"}.get(row["gates"], "")))
     data = [(a.name, a.result.data.get("n"), a.result.data.get("fingerprint") or "–", a.result.model.get("backbone") or "–")
@@ -269,21 +272,29 @@ def _per_group_table(audits: list[LoadedAudit]) -> Table:
     return table
 
 
-def _tests_section(tests: pd.DataFrame, n_boot: int) -> Section:
+def _family_note(frame: pd.DataFrame) -> str:
+    """How the family's intervals and verdicts are adjusted, in one sentence."""
+    family, interval, level = (int(frame["family"].iloc[0]), float(frame["interval_level"].iloc[0]),
+                               float(frame["level"].iloc[0]))
+    return (f"One family of {family} tests: intervals are simultaneous ({100 * interval:.2f}% each, Bonferroni), "
+            f"p-values Holm-adjusted; a group is better or worse only when its Holm p < {1 - level:.2g}. "
+            "Groups too small to judge are shown but not tested.")
+
+
+def _tests_section(tests: pd.DataFrame) -> Section:
     tables = []
     for (a, b), frame in tests.groupby(["model_a", "model_b"], sort=False):
         table = Table(["Grouping", "Group", "n", f"{a}", f"{b}", "Difference (2nd − 1st) [CI]", "Only 1st right",
-                       "Only 2nd right", "McNemar p", "Holm p"], numeric=set(range(2, 10)),
-                      caption=f"{b} against {a} on the same images. Difference: paired bootstrap ({n_boot} resamples). "
-                              "Holm p adjusts for testing every group of this pair.")
+                       "Only 2nd right", "McNemar p", "Holm p", "Verdict"], numeric=set(range(2, 10)),
+                      caption=f"{b} against {a} on the same images. Difference: Newcombe's paired interval. "
+                              + _family_note(frame))
         for _, row in frame.iterrows():
-            significant = row["p_holm"] < 0.05
-            css = ("pass" if row["diff"] > 0 else "fail") if significant else ""
+            css = {"better": "pass", "worse": "fail"}.get(row["verdict"], "")
             table.add(group_label(row["grouping"]), row["group"], row["n"], f"{100 * row['accuracy_a']:.1f}%",
                       f"{100 * row['accuracy_b']:.1f}%",
                       Cell(points({"value": row["diff"], "ci": [row["diff_lo"], row["diff_hi"]]}), css),
-                      row["a_only_correct"], row["b_only_correct"], f"{row['p_value']:.3g}",
-                      Cell(f"{row['p_holm']:.3g}", css), css="small" if row["too_small"] else "")
+                      row["a_only_correct"], row["b_only_correct"], _p(row["p_value"]), Cell(_p(row["p_holm"]), css),
+                      Cell(row["verdict"], css), css="small" if row["too_small"] else "")
         tables.append(table)
     return Section("paired", "Paired tests per group", "compare/paired.html", {"tables": tables})
 
@@ -294,97 +305,66 @@ def compare_markdown(ranks: pd.DataFrame, tests: pd.DataFrame | None) -> str:
              "|---:|---|---:|---|---:|---:|"]
     for _, row in ranks.iterrows():
         lines.append(f"| {row['rank_worst_group']} | {_md(row['model'])} | {_ci_text(row['overall'], row['overall_ci'])} | "
-                     f"{row['worst_group']} | {_ci_text(row['worst_accuracy'], row['worst_ci'])} | "
+                     f"{row['worst_group']} (of {row['compared']}) | {_ci_text(row['worst_accuracy'], row['worst_ci'])} | "
                      f"{_gap_text(row['gap'], row['gap_ci'])} |")
     if tests is not None:
-        significant = tests[tests["p_holm"] < 0.05]
-        lines += ["", f"Paired tests: {len(significant)} of {len(tests)} group comparisons differ at Holm-adjusted p < 0.05."]
+        significant = tests[tests["verdict"].isin(("better", "worse"))]
+        lines += ["", f"Paired tests: {len(significant)} of {len(tests)} group comparisons differ, each pair of models "
+                  f"tested as one family. {_family_note(tests)}"]
         for _, row in significant.head(10).iterrows():
             lines.append(f"- {row['grouping']} {row['group']}: {_md(row['model_b'])} vs {_md(row['model_a'])} "
-                         f"{points({'value': row['diff'], 'ci': [row['diff_lo'], row['diff_hi']]})} (p={row['p_holm']:.2g})")
+                         f"{points({'value': row['diff'], 'ci': [row['diff_lo'], row['diff_hi']]})} "
+                         f"({row['verdict']}, Holm p={row['p_holm']:.2g})")
     return "\n".join(lines[:60]) + "\n"
 
 
 # -- diff -----------------------------------------------------------------------------------------------------
 
-DIFF_GROUPINGS = ("race", "gender", "age_band", "race×gender")
 
+def diff_audits(old: Path, new: Path, *, level: float = 0.95) -> pd.DataFrame:
+    """Per group: old and new accuracy, the change with its interval, and better / worse / no clear change.
 
-def diff_audits(old: Path, new: Path, *, n_boot: int = 2000, seed: int = 42) -> pd.DataFrame:
-    """Per group: old and new accuracy, the change, and whether it exceeds its uncertainty.
-
-    With both predictions tables on the same images the change gets a paired bootstrap CI and McNemar test;
-    otherwise the two audits' own CIs are compared (a change counts only when they do not overlap), and the
-    ``method`` column says which was used.
+    The same family as ``compare`` (overall and every group of :data:`FAMILY_GROUPINGS`): paired on the same
+    images when both predictions tables are there and match, otherwise independent samples from the two audits'
+    counts. The ``method`` attribute says which.
     """
     a, b = load_folder(Path(old)), load_folder(Path(new))
-    paired = None
+    a.name, b.name = (a.name, b.name) if a.name != b.name else ("old", "new")
+    paired_reason = "predictions.csv missing next to one audit"
     if a.predictions is not None and b.predictions is not None:
         try:
-            merged = match_predictions(a.predictions, b.predictions, ("old", "new"))
-            paired = merged
+            frame = paired_tests(a, b, level=level)
         except FaceauditError as exc:
             paired_reason = str(exc)
         else:
-            paired_reason = ""
-    else:
-        paired_reason = "predictions.csv missing next to one audit"
-    rows = []
-    slices = [("overall", "all", a.result.overall, b.result.overall)]
-    for grouping in DIFF_GROUPINGS:
-        new_groups = _groups(b.result, grouping)
-        for key, record in _groups(a.result, grouping).items():
-            slices.append((grouping, key, record, new_groups.get(key)))
-    for index, (grouping, key, old_record, new_record) in enumerate(slices):
-        old_stat = old_record["metrics"]["accuracy"]
-        new_stat = (new_record or {}).get("metrics", {}).get("accuracy", {})
-        row = {"grouping": grouping, "group": key, "n_old": old_record["n"], "n_new": (new_record or {}).get("n"),
-               "old": old_stat.get("value"), "old_ci": old_stat.get("ci"), "new": new_stat.get("value"),
-               "new_ci": new_stat.get("ci"), "too_small": bool(old_record.get("too_small") or (new_record or {}).get("too_small"))}
-        if new_stat.get("value") is None or old_stat.get("value") is None:
-            row.update(change=None, change_ci=None, p_value=None, method="missing in one audit", verdict="not comparable")
-        elif paired is not None:
-            mask = np.ones(len(paired), dtype=bool) if grouping == "overall" else _mask(paired, grouping, key)
-            ca, cb = paired["correct_a"].to_numpy()[mask], paired["correct_b"].to_numpy()[mask]
-            diff = paired_bootstrap(ca, cb, n_boot=n_boot, seed=seed + index)
-            test = mcnemar(ca, cb)
-            row.update(change=diff["value"], change_ci=diff["ci"], p_value=test["p_value"],
-                       method=f"paired bootstrap + McNemar ({test['method']})")
-            row["verdict"] = _verdict(diff["ci"], row["too_small"], test["p_value"])
-        else:
-            change = new_stat["value"] - old_stat["value"]
-            oc, nc = old_stat.get("ci"), new_stat.get("ci")
-            overlap_free = bool(oc and nc and (nc[0] > oc[1] or nc[1] < oc[0]))
-            row.update(change=change, change_ci=None, p_value=None, method="CIs compared (unpaired)")
-            row["verdict"] = ("better" if change > 0 else "worse") if overlap_free and not row["too_small"] else (
-                "too small" if row["too_small"] else "within uncertainty")
-        rows.append(row)
-    frame = pd.DataFrame(rows)
-    frame.attrs["paired_reason"] = paired_reason
-    frame.attrs["names"] = (a.name, b.name)
+            return _with_names(frame, a, b, "")
+    slices = _slices(a.result, b.result, None)
+    counts = [[_correct_and_n(audit.result, s.grouping, s.key) for s in slices] for audit in (a, b)]
+    frame = unpaired_family(counts[0], counts[1], slices, level=level)
+    frame.loc[[x is None or y is None for x, y in zip(*counts)], ["verdict"]] = "not comparable"
+    return _with_names(frame, a, b, paired_reason)
+
+
+def _correct_and_n(result: AuditResult, grouping: str, key: str) -> tuple[int, int] | None:
+    """(correct, n) of a group's accuracy as the audit recorded it; None when the group is not in the audit."""
+    record = result.overall if grouping == "overall" else _groups(result, grouping).get(key)
+    if not record or record["metrics"]["accuracy"].get("value") is None:
+        return None
+    return int(round(record["metrics"]["accuracy"]["value"] * record["n"])), int(record["n"])
+
+
+def _with_names(frame: pd.DataFrame, a: LoadedAudit, b: LoadedAudit, paired_reason: str) -> pd.DataFrame:
+    frame.attrs.update(names=(a.name, b.name), paired_reason=paired_reason)
     return frame
 
 
 def _mask(frame: pd.DataFrame, grouping: str, key: str) -> np.ndarray:
-    parts = grouping.split("×")
-    values = key.split(" × ")
+    if grouping == "overall":
+        return np.ones(len(frame), dtype=bool)
     mask = np.ones(len(frame), dtype=bool)
-    for part, value in zip(parts, values):
+    for part, value in zip(grouping.split("×"), key.split(" × ")):
         mask &= (frame[part].astype(str) == value).to_numpy()
     return mask
-
-
-def _verdict(ci: list[float] | None, too_small: bool, p_value: float) -> str:
-    """Better or worse only when the paired CI excludes 0 and McNemar agrees (p < 0.05); small groups never count."""
-    if too_small:
-        return "too small"
-    if not ci or p_value >= 0.05:
-        return "within uncertainty"
-    if ci[0] > 0:
-        return "better"
-    if ci[1] < 0:
-        return "worse"
-    return "within uncertainty"
 
 
 def _p(value) -> str:
@@ -394,16 +374,20 @@ def _p(value) -> str:
 def diff_text(frame: pd.DataFrame) -> str:
     """The diff as an aligned plain-text table (Markdown-compatible) for the terminal and review comments."""
     old_name, new_name = frame.attrs.get("names", ("old", "new"))
-    method = frame["method"].iloc[0] if len(frame) else ""
-    lines = [f"faceaudit diff: {old_name} -> {new_name} (accuracy; {method})"]
+    lines = [f"faceaudit diff: {old_name} -> {new_name} (accuracy; {frame.attrs.get('method', '')})"]
     if frame.attrs.get("paired_reason"):
-        lines.append(f"not paired: {frame.attrs['paired_reason']}; comparing the audits' own CIs, which is conservative")
-    lines += ["", "| grouping | group | old | new | change | McNemar p | verdict |", "|---|---|---:|---:|---:|---:|---|"]
+        lines.append(f"not paired: {frame.attrs['paired_reason']}; comparing the two audits as independent samples")
+    lines += ["", "| grouping | group | old | new | change [simultaneous CI] | p | Holm p | verdict |",
+              "|---|---|---:|---:|---:|---:|---:|---|"]
     for _, row in frame.iterrows():
-        change = "–" if row["change"] is None or pd.isna(row["change"]) else points(
-            {"value": row["change"], "ci": row["change_ci"]})
-        lines.append(f"| {group_label(row['grouping'])} | {row['group']} | {_ci_text(row['old'], row['old_ci'])} | "
-                     f"{_ci_text(row['new'], row['new_ci'])} | {change} | {_p(row['p_value'])} | {row['verdict']} |")
+        change = "–" if pd.isna(row["diff"]) else points({"value": row["diff"], "ci": [row["diff_lo"], row["diff_hi"]]})
+        lines.append(f"| {group_label(row['grouping'])} | {row['group']} | {_pct(row['accuracy_a'])} | "
+                     f"{_pct(row['accuracy_b'])} | {change} | {_p(row['p_value'])} | {_p(row['p_holm'])} | {row['verdict']} |")
     counts = frame["verdict"].value_counts()
-    lines += ["", ", ".join(f"{counts.get(k, 0)} {k}" for k in ("better", "worse", "within uncertainty", "too small"))]
+    lines += ["", ", ".join(f"{counts.get(k, 0)} {k}" for k in ("better", "worse", NO_CHANGE, TOO_SMALL)),
+              _family_note(frame)]
     return "\n".join(lines) + "\n"
+
+
+def _pct(value) -> str:
+    return "–" if value is None or pd.isna(value) else f"{100 * value:.1f}%"

@@ -2,13 +2,28 @@
 
 Each candidate finding carries a severity (roughly: accuracy points or calibration error at stake); the report
 shows the top three. Nothing here is hard-coded to a dataset: every sentence is built from ``audit.json``.
+
+The sentences say what the statistics allow and no more: a worst group is named with the number of groups it
+was picked from and an interval adjusted for every pair it could have been; a group is called worse than the rest
+only when its Holm-adjusted p-value says so; a test set below the audit's minimum size gets one verdict, too
+small to judge, instead of per-group findings that would be noise.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .formatting import excludes_zero, fmt_stat, group_label, points  # noqa: F401
+import numpy as np
+
+from faceaudit.audit.intervals import proportion, simultaneous_level
+from faceaudit.audit.metrics import LOWER_IS_BETTER, METRIC_LABELS
+
+from .formatting import excludes_zero, fmt_p, fmt_stat, group_label, plural, points, significant, temperature_text
+
+#: The label the report, summary.md and the console give an audit whose test set is below the minimum size.
+TOO_SMALL = "TOO SMALL TO JUDGE"
+#: Intersections searched for the worst-served group, finest first.
+INTERSECTIONS = ("race×gender×age_band", "race×age_band", "race×gender", "gender×age_band")
 
 
 @dataclass
@@ -20,95 +35,181 @@ class Finding:
     kind: str
 
 
-def _unsigned_points(stat: dict) -> str:
-    """A gap or shortfall as positive percentage points with its interval: ``78.6 points [75.4, 82.5]``."""
-    value, ci = abs(stat["value"]), stat.get("ci")
-    text = f"{100 * value:.1f} points"
-    if ci:
-        lo, hi = sorted(abs(c) for c in ci) if (ci[0] >= 0) == (ci[1] >= 0) else (min(ci), max(ci))
-        text += f" [{100 * lo:.1f}, {100 * hi:.1f}]"
-    return text
+# -- facts the verdict leads with ------------------------------------------------------------------------------
+
+
+def too_small_to_judge(result) -> bool:
+    """Whether the test set is below the audit's minimum size (``data.too_small_to_judge``)."""
+    return bool(result.data.get("too_small_to_judge"))
+
+
+def too_small_sentence(result) -> str | None:
+    """Why nothing is concluded from a too-small test set, or None when the test set is large enough."""
+    if not too_small_to_judge(result):
+        return None
+    n, minimum = result.overall["n"], result.settings.get("min_test_size")
+    return (f"{TOO_SMALL}: {plural(n, 'test image')}, below the minimum of {minimum}. The numbers are shown with "
+            "their (wide) intervals, but no finding is drawn from them and no gate can pass.")
+
+
+def missing_classes(result) -> list[str]:
+    """Classes with no test image at all (``data.missing_classes``)."""
+    return list(result.data.get("missing_classes") or result.groupings.get("race", {}).get("missing") or [])
+
+
+def missing_sentence(result) -> str | None:
+    """What the audit cannot say because classes are absent from the test set, or None when every class is there."""
+    missing = missing_classes(result)
+    if not missing:
+        return None
+    names = ", ".join(missing)
+    return (f"No test images of {names}: nothing can be said about how the model serves "
+            f"{'that class' if len(missing) == 1 else 'those classes'}, every per-race comparison leaves "
+            f"{'it' if len(missing) == 1 else 'them'} out, and a gate on per-race group size fails.")
+
+
+# -- helpers ---------------------------------------------------------------------------------------------------
 
 
 def _record(result, grouping: str, key: str | None) -> dict | None:
     if key is None or grouping not in result.groupings:
         return None
-    for record in result.groupings[grouping]["groups"]:
-        if record["key"] == key:
-            return record
-    return None
+    return next((r for r in result.groupings[grouping]["groups"] if r["key"] == key), None)
 
 
-def _gap_finding(result, grouping: str, label: str) -> Finding | None:
-    disparity = result.groupings.get(grouping, {}).get("disparities", {}).get("accuracy")
+def _noise(stat: dict) -> str:
+    """Whether an adjusted difference's interval excludes zero, in words."""
+    return "larger than sampling noise explains" if excludes_zero(stat) else "not clearly larger than sampling noise"
+
+
+def _omnibus(disparity: dict) -> str:
+    omnibus = disparity.get("omnibus") or {}
+    if omnibus.get("p_value") is None:
+        return ""
+    return f"; test that all {disparity['n_ranked']} groups are equal: {fmt_p(omnibus['p_value'])}"
+
+
+def _picked(disparity: dict) -> str:
+    """``(picked from 5 ranked groups; interval adjusted for all 10 pairs)``: how a worst-vs-best difference must be
+    read."""
+    pairs = disparity["pairs"]
+    return (f"(picked from {plural(disparity['n_ranked'], 'ranked group')}; interval adjusted for "
+            f"{'the one pair' if pairs == 1 else f'all {pairs} pairs'})")
+
+
+def _clear(severity: float, stat: dict) -> float:
+    """Findings backed by an interval that excludes zero outrank equally large ones that are not."""
+    return severity if excludes_zero(stat) else 0.5 * severity
+
+
+# -- candidate findings ----------------------------------------------------------------------------------------
+
+
+def _basis(metric: str, record: dict) -> str:
+    """The faces a group's rate rests on: ``n=52``, or for precision ``n=57 predicted Indian`` (it is not the group's
+    size), for FPR ``n=249 of other races``."""
+    n = (record["metrics"].get(metric) or {}).get("n", record["n"])
+    race = record.get("values", {}).get("race", record["key"])
+    return {"precision": f"n={n} predicted {race}", "fpr": f"n={n} of other races"}.get(metric, f"n={n}")
+
+
+def _worst_group_finding(result, grouping: str, metric: str = "accuracy", *, only_if_clear: bool = False
+                         ) -> Finding | None:
+    """Worst against best group of a grouping on one metric: the signed difference with its simultaneous interval."""
+    disparity = result.groupings.get(grouping, {}).get("disparities", {}).get(metric)
     if not disparity or not disparity.get("worst") or disparity.get("n_ranked", 0) < 2:
         return None
+    difference = disparity.get("difference") or {}
     worst, best = _record(result, grouping, disparity["worst"]), _record(result, grouping, disparity["best"])
-    gap = disparity["gap"]
-    if gap.get("value") is None:
+    if difference.get("value") is None or worst is None or best is None or (only_if_clear and not excludes_zero(difference)):
         return None
-    lo = (gap.get("ci") or [None])[0]
-    certain = "larger than sampling noise explains" if lo is not None and lo > 0.01 else \
-        "not clearly larger than sampling noise"
-    text = (f"By {label}, accuracy is lowest for {worst['key']} at {fmt_stat(worst['metrics']['accuracy'])} "
-            f"(n={worst['n']}) and highest for {best['key']} at {fmt_stat(best['metrics']['accuracy'])} "
-            f"(n={best['n']}): a gap of {_unsigned_points(gap)}, {certain}.")
-    return Finding(text, float(gap["value"]), f"gap:{grouping}")
+    low, high = ("highest", "lowest") if metric in LOWER_IS_BETTER else ("lowest", "highest")
+    w, b = worst["metrics"][metric], best["metrics"][metric]
+    text = (f"By {group_label(grouping)}, {METRIC_LABELS[metric]} is {low} for {worst['key']} at {fmt_stat(w)} "
+            f"({_basis(metric, worst)}) and {high} for {best['key']} at {fmt_stat(b)} ({_basis(metric, best)}): "
+            f"a difference of {points(difference)} {_picked(disparity)}, {_noise(difference)}{_omnibus(disparity)}.")
+    return Finding(text, _clear(abs(float(difference["value"])), difference), f"worst:{grouping}:{metric}")
 
 
 def _intersection_finding(result) -> Finding | None:
-    worst = None
-    for grouping in ("race×gender×age_band", "race×age_band", "race×gender", "gender×age_band"):
+    """The intersectional group furthest below the rest of the test set, among those whose shortfall holds after
+    Holm's adjustment over the groups of its grouping; a plain statement when there is none."""
+    worst, compared = None, 0
+    for grouping in INTERSECTIONS:
         for record in result.groupings.get(grouping, {}).get("groups", []):
-            diff = (record.get("vs_overall") or {}).get("accuracy")
-            if record["too_small"] or not diff or diff.get("value") is None or not excludes_zero(diff):
+            diff = (record.get("vs_rest") or {}).get("accuracy")
+            if record["too_small"] or not diff:
                 continue
-            if diff["value"] < 0 and (worst is None or diff["value"] < worst[1]["vs_overall"]["accuracy"]["value"]):
-                worst = (grouping, record)
-    if worst is None:
+            compared += 1
+            if significant(diff) and diff["value"] < 0 and (worst is None or diff["value"] < worst[1]["value"]):
+                worst = (grouping, diff, record)
+    if compared == 0:
         return None
-    grouping, record = worst
-    diff = record["vs_overall"]["accuracy"]
+    if worst is None:
+        return Finding(f"No intersectional group's accuracy differs from the rest of the test set beyond sampling "
+                       f"noise ({compared} ranked groups compared, Holm-adjusted within each intersection); "
+                       "differences within the intervals shown cannot be ruled out.", 0.0, "intersection")
+    grouping, diff, record = worst
     text = (f"The worst-served intersectional group is {record['key']} ({group_label(grouping)}, n={record['n']}): "
-            f"accuracy {fmt_stat(record['metrics']['accuracy'])}, {_unsigned_points(diff)} below the whole "
-            "test set.")
+            f"accuracy {fmt_stat(record['metrics']['accuracy'])}, {points(diff)} against the rest of the test set "
+            f"(one of {plural(diff.get('family') or 0, 'ranked group')} of {group_label(grouping)} compared; interval "
+            f"adjusted for all of them, Holm-adjusted {fmt_p(diff.get('p_holm'))}).")
     return Finding(text, -float(diff["value"]), "intersection")
 
 
+def _temperature_clause(calibration: dict, key: str) -> str:
+    temperature = calibration.get("temperature")
+    if not temperature:
+        return ""
+    record = next((r for r in temperature["groupings"].get("race", []) if r["key"] == key), None)
+    change = (record or {}).get("ece_change") or {}
+    if change.get("value") is None:
+        return ""
+    return (f" Temperature scaling ({temperature_text(temperature)}) changes its ECE by {points(change)}, "
+            f"{'a real change' if excludes_zero(change) else 'not clearly a change'}.")
+
+
 def _calibration_finding(result) -> Finding | None:
+    """The race whose confidence scores are furthest from its accuracy (debiased ECE), read against the best."""
     calibration = result.calibration
     if not calibration:
         return None
     disparity = calibration.get("disparities", {}).get("race", {}).get("ece")
-    if not disparity or not disparity.get("worst"):
+    if not disparity or not disparity.get("worst") or disparity.get("n_ranked", 0) < 2:
         return None
     record = next((r for r in calibration["groupings"].get("race", []) if r["key"] == disparity["worst"]), None)
     if record is None or record["ece"].get("value") is None:
         return None
+    difference = disparity.get("difference") or {}
     text = (f"Confidence scores are least trustworthy for {record['key']} faces: expected calibration error "
-            f"{fmt_stat(record['ece'])} against {fmt_stat(calibration['overall']['ece'])} overall")
-    temperature = calibration.get("temperature")
-    if temperature:
-        after = next((r for r in temperature["groupings"].get("race", []) if r["key"] == record["key"]), None)
-        if after and after["after"]["ece"].get("value") is not None:
-            text += (f"; temperature scaling (T = {temperature['temperature']:.2f}) brings it to "
-                     f"{fmt_stat(after['after']['ece'])}")
-    return Finding(text + ".", float(record["ece"]["value"]), "calibration")
+            f"(debiased) {fmt_stat(record['ece'])} against {fmt_stat(calibration['overall']['ece'])} overall")
+    if difference.get("value") is not None:
+        text += (f"; it exceeds that of the best-calibrated group ({disparity['best']}) by {points(difference)} "
+                 f"{_picked(disparity)}, {_noise(difference)}")
+    text += "." + _temperature_clause(calibration, record["key"])
+    return Finding(text, _clear(float(record["ece"]["value"]), difference), "calibration")
 
 
 def _confusion_finding(result) -> Finding | None:
-    matrix = result.overall["confusion"]["normalized"]
-    best = None
-    for i, row in enumerate(matrix):
-        for j, value in enumerate(row or []):
-            if i != j and value is not None and (best is None or value > best[2]):
-                best = (i, j, value)
-    if best is None:
+    """The largest off-diagonal share of the confusion matrix, among true classes with enough faces to read it.
+
+    Its interval is adjusted for the K(K − 1) off-diagonal cells it was picked from.
+    """
+    counts = np.asarray(result.overall["confusion"]["counts"], dtype=float)
+    support = counts.sum(axis=1)
+    usable = support >= result.settings.get("min_group_size", 30)
+    off = counts * (1 - np.eye(len(counts))) * usable[:, None]
+    if not usable.any() or off.max() <= 0:
         return None
-    i, j, value = best
-    text = (f"The most common confusion: {100 * value:.0f}% of {result.classes[i]} faces are classified as "
-            f"{result.classes[j]}.")
-    return Finding(text, float(value) * 0.5, "confusion")
+    i, j = np.unravel_index(np.argmax(off / np.maximum(support, 1)[:, None]), off.shape)
+    cells = len(counts) * (len(counts) - 1)
+    value, lo, hi = (float(v) for v in proportion(counts[i, j], support[i], simultaneous_level(
+        result.settings.get("ci", 0.95), cells)))
+    share = {"value": value, "ci": [lo, hi]}
+    text = (f"The most common confusion: {fmt_stat(share)} of {result.classes[i]} faces ({int(counts[i, j])} of "
+            f"{int(support[i])}) are classified as {result.classes[j]} (interval adjusted for the {cells} "
+            "off-diagonal cells it was picked from).")
+    return Finding(text, value * 0.5, "confusion")
 
 
 def _small_groups_finding(result) -> Finding | None:
@@ -122,11 +223,20 @@ def _small_groups_finding(result) -> Finding | None:
     return Finding(text, 0.02 * len(small) / max(len(groups), 1), "small")
 
 
+def headline(result) -> list[str]:
+    """What the verdict must lead with, before any finding: a too-small test set, classes absent from it."""
+    return [text for text in (too_small_sentence(result), missing_sentence(result)) if text]
+
+
 def findings(result, limit: int = 3) -> list[Finding]:
-    """The ``limit`` most severe findings, most severe first."""
-    candidates = [_gap_finding(result, "race", "race"), _intersection_finding(result),
-                  _calibration_finding(result), _gap_finding(result, "gender", "gender"),
-                  _gap_finding(result, "age_band", "age band"), _confusion_finding(result),
-                  _small_groups_finding(result)]
+    """The ``limit`` most severe findings, most severe first; none when the test set is too small to judge
+    (:func:`headline` then says so)."""
+    if too_small_to_judge(result):
+        return []
+    candidates = [_worst_group_finding(result, "race"),
+                  _worst_group_finding(result, "race", "precision", only_if_clear=True),
+                  _intersection_finding(result), _calibration_finding(result),
+                  _worst_group_finding(result, "gender"), _worst_group_finding(result, "age_band"),
+                  _confusion_finding(result), _small_groups_finding(result)]
     ranked = sorted((c for c in candidates if c is not None), key=lambda c: -c.severity)
     return ranked[:limit]

@@ -12,6 +12,7 @@ from faceaudit.audit.result import AuditResult, load_audit
 from faceaudit.files import atomic_write
 
 from . import sections
+from .findings import TOO_SMALL, too_small_to_judge
 from .history import History, load_history
 from .layout import render_document, write_pdf
 from .summary import summary_markdown
@@ -76,13 +77,16 @@ def render_report(audit_dir: Path, *, thumbnails: bool = True, pdf: bool = True,
     name = str(result.model.get("name") or "model")
     date = (result.created_utc or "")[:10]
     status = (result.gates or {}).get("status")
+    too_small = too_small_to_judge(result)
     html = render_document(
         f"Fairness audit: {name}", parts,
-        running_header=f"faceaudit · {name} · {date}" + (f" · gates {status}" if status else ""),
+        running_header=f"faceaudit · {name} · {date}" + (f" · gates {status}" if status else "")
+                       + (f" · {TOO_SMALL.lower()}" if too_small else ""),
         subtitle=f"Race classification on {result.overall['n']} {result.data.get('split', 'test')} faces, "
                  "broken down by race, gender and age band",
         meta=[("Backbone", str(result.model.get("backbone") or "not recorded")),
               ("Audited", result.created_utc or "unknown"),
+              *([("Verdict", TOO_SMALL)] if too_small else []),
               ("Gates", status.upper() if status else "not gated")])
     written = [atomic_write(out_dir / REPORT_HTML, html)]
     timings["html_s"] = time.perf_counter() - start

@@ -8,10 +8,23 @@ from pathlib import Path
 
 import pandas as pd
 
+from faceaudit.audit.metrics import METRIC_LABELS
+
 from . import charts
 from .curves import training_curves_figure
-from .findings import findings
-from .formatting import excludes_zero, fmt_stat, group_label, points
+from .findings import TOO_SMALL, findings, headline, too_small_to_judge
+from .formatting import (
+    ALPHA,
+    direction_css,
+    excludes_zero,
+    fmt_p,
+    fmt_stat,
+    group_label,
+    pct,
+    plural,
+    points,
+    temperature_text,
+)
 from .gallery import error_gallery
 from .history import History
 from .layout import Cell, Section, Table
@@ -37,6 +50,7 @@ def verdict_section(result) -> Section:
                      gate.get("message", ""))
     return Section("verdict", "Verdict", "report/verdict.html", {
         "status": gates["status"] if gates else None, "counts": (gates or {}).get("counts", {}),
+        "too_small": TOO_SMALL if too_small_to_judge(result) else None, "headline": headline(result),
         "gates": rows, "findings": [f.text for f in findings(result)], "warnings": result.warnings,
         "overall": fmt_stat(result.overall["metrics"]["accuracy"]), "n": result.overall["n"]})
 
@@ -95,26 +109,127 @@ def data_section(result) -> Section:
         "data": result.data, "counts": result.data.get("counts", {})})
 
 
-def _group_table(result, grouping: str, caption: str, records: list[dict] | None = None) -> Table:
-    table = Table(["Group", "n", "Accuracy [CI]", "vs overall", "Balanced acc. [CI]", "Macro-F1 [CI]"],
-                  numeric={1, 2, 3, 4, 5}, caption=caption)
+#: How the overall table names each metric's interval (``settings.intervals`` has the full description).
+INTERVAL_NAMES = {"accuracy": "Clopper–Pearson", "balanced_accuracy": "MOVER", "macro_f1": "per-race bounds averaged"}
+#: Column heads shared by the per-group tables.
+VS_REST_COLUMNS = ("vs rest, pts [adj. CI]", "p (Holm)")
+
+
+def _wrap(text: str, css: str = "", title: str = "") -> Cell:
+    """A number cell that may break between the value and its interval (never inside the interval), so wide
+    per-group tables fit an A4 page."""
+    return Cell(text.replace(", ", ",\u00a0").replace(" / ", "\u00a0/ "), f"wrap {css}".strip(), title)
+
+
+def _label(metric: str) -> str:
+    """A metric's report label with a capital first letter (``macro-F1`` -> ``Macro-F1``)."""
+    label = METRIC_LABELS.get(metric, metric)
+    return label[:1].upper() + label[1:]
+
+
+def _vs_rest_cells(record: dict) -> list[Cell]:
+    """A group's accuracy minus the rest's (adjusted interval) and its Holm p-value; coloured only when p < 0.05."""
+    diff = (record.get("vs_rest") or {}).get("accuracy")
+    if not diff:
+        return [Cell("–"), Cell("–")]
+    title = f"{diff.get('test', '')}; interval at the {diff.get('level')} level over {diff.get('family')} groups"
+    css = direction_css(diff)
+    return [_wrap(points(diff, unit=""), css, title), Cell(fmt_p(diff.get("p_holm"), short=True), css)]
+
+
+def _share(rates: dict) -> Cell:
+    """Selection rate against true share: ``36.8% / 40.8%`` (how often the class is predicted vs how common it is)."""
+    return _wrap(f"{pct((rates.get('selection_rate') or {}).get('value'))} / "
+                 f"{pct((rates.get('true_share') or {}).get('value'))}")
+
+
+def _rates_cells(rates: dict, recall: str) -> list[Cell]:
+    """Recall [CI], FNR, precision [CI], FPR [CI] of one class (``recall`` names the key: recall or accuracy)."""
+    return [_wrap(fmt_stat(rates.get(recall))), Cell(pct((rates.get("fnr") or {}).get("value"))),
+            _wrap(fmt_stat(rates.get("precision"))), _wrap(fmt_stat(rates.get("fpr")))]
+
+
+def _missing_note(result, grouping: str) -> str:
+    missing = result.groupings[grouping].get("missing") or []
+    if not missing:
+        return ""
+    shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+    return f" No test images (not shown): {shown}."
+
+
+def _rest_caption(result, grouping: str) -> str:
+    """How to read the vs-rest columns of one grouping's table."""
+    groups = result.groupings[grouping]["groups"]
+    family = next(((r.get("vs_rest") or {}).get("accuracy", {}).get("family") for r in groups if not r["too_small"]), 0)
+    small = f" Italic grey: fewer than {result.settings.get('min_group_size', 30)} faces, never ranked."
+    if not family:
+        return (" 'vs rest': accuracy minus that of every other test face, in points; no group is large enough to be "
+                "tested, so none is called better or worse." + small)
+    return (f" 'vs rest': accuracy minus that of every other test face, in points, with an interval adjusted "
+            f"(Bonferroni) for the {plural(family, 'ranked group')} compared; coloured only when the "
+            f"Holm-adjusted p < {ALPHA:g} and that interval excludes 0." + small)
+
+
+def _class_table(result, grouping: str, caption: str, records: list[dict] | None = None) -> Table:
+    """Single-race groups: the race's rates within the group's context, and accuracy against the rest."""
+    table = Table(["Group", "n", "Accuracy (recall) [CI]", "FNR", "Precision [CI]", "FPR [CI]",
+                   "Selected / true share", *VS_REST_COLUMNS], numeric=set(range(1, 9)), caption=caption)
     for record in records if records is not None else result.groupings[grouping]["groups"]:
-        diff = (record.get("vs_overall") or {}).get("accuracy")
-        css = "fail" if diff and excludes_zero(diff) and diff["value"] < 0 else (
-            "pass" if diff and excludes_zero(diff) else "")
-        table.add(record["key"], record["n"], fmt_stat(record["metrics"]["accuracy"]), Cell(points(diff), css),
-                  fmt_stat(record["metrics"]["balanced_accuracy"]), fmt_stat(record["metrics"]["macro_f1"]),
-                  css="small" if record["too_small"] else "")
+        table.add(record["key"], record["n"], *_rates_cells(record["metrics"], "accuracy"), _share(record["metrics"]),
+                  *_vs_rest_cells(record), css="small" if record["too_small"] else "")
     return table
 
 
-def _disparity_line(result, grouping: str) -> str:
-    d = result.groupings[grouping].get("disparities", {}).get("accuracy")
-    if not d or not d.get("worst"):
-        return "Fewer than two groups are large enough to rank."
-    return (f"Worst: {d['worst']}; best: {d['best']}; gap {points(d['gap'])}; ratio "
-            f"{fmt_stat(d['ratio'], percent=False)} over {d.get('n_ranked')} ranked groups"
-            + _too_small_note(d.get("too_small") or []))
+def _mixed_table(result, grouping: str, caption: str) -> Table:
+    """Groups in which the true race varies: accuracy, balanced accuracy, macro-F1, and accuracy against the rest."""
+    table = Table(["Group", "n", "Accuracy [CI]", "Balanced acc. [CI]", "Macro-F1 [CI]", *VS_REST_COLUMNS],
+                  numeric=set(range(1, 7)), caption=caption)
+    for record in result.groupings[grouping]["groups"]:
+        m = record["metrics"]
+        table.add(record["key"], record["n"], *(_wrap(fmt_stat(m.get(k))) for k in ("accuracy", "balanced_accuracy",
+                  "macro_f1")), *_vs_rest_cells(record), css="small" if record["too_small"] else "")
+    return table
+
+
+def _class_caption(result, grouping: str) -> str:
+    context = result.groupings[grouping].get("context", "all")
+    within = "the whole test set" if context == "all" else f"the group's {group_label(context)}"
+    return (f"By {group_label(grouping)}. Each group's race is scored within {within}: accuracy is the recall of "
+            "that race's faces (FNR = 1 − recall), precision is over the faces predicted as that race, FPR over the "
+            "faces of other races, and 'selected / true share' compares how often the race is predicted with how "
+            "common it is. Balanced accuracy and macro-F1 are not shown: every face of a single-race group has the "
+            "same true label, so they would only repeat the recall." + _rest_caption(result, grouping)
+            + _missing_note(result, grouping))
+
+
+def _group_table(result, grouping: str) -> Table:
+    """The table of a grouping, by its kind (single-race groups or mixed groups)."""
+    if result.groupings[grouping].get("kind") == "class":
+        return _class_table(result, grouping, _class_caption(result, grouping))
+    return _mixed_table(result, grouping, f"By {group_label(grouping)}." + _rest_caption(result, grouping)
+                        + _missing_note(result, grouping))
+
+
+def disparity_text(label: str, d: dict | None) -> str:
+    """One metric's worst-vs-best line: the groups, how many they were picked from, the adjusted difference, gap,
+    ratio and the test that all groups are equal."""
+    if not d or not d.get("worst") or d.get("n_ranked", 0) < 2:
+        return f"{label}: fewer than two groups are large enough to rank" + _too_small_note((d or {}).get("too_small") or [])
+    text = (f"{label}: worst {d['worst']}, best {d['best']}, of {plural(d['n_ranked'], 'ranked group')}; "
+            f"worst − best {points(d['difference'])} ({d.get('adjustment') or 'adjusted for every pair'}); "
+            f"gap {points(d['gap'], signed=False)}; ratio {fmt_stat(d['ratio'], percent=False)}")
+    omnibus = d.get("omnibus") or {}
+    if omnibus.get("p_value") is not None:
+        text += f"; all groups equal: {fmt_p(omnibus['p_value'])} ({omnibus.get('method')})"
+    return text + _too_small_note(d.get("too_small") or [])
+
+
+def _disparity_lines(result, grouping: str) -> list[str]:
+    """Every disparity the audit computed for a grouping, one line each."""
+    disparities = result.groupings[grouping].get("disparities", {})
+    if disparities and all(d.get("n_ranked", 0) < 2 for d in disparities.values()):
+        return [disparity_text("Worst and best", next(iter(disparities.values())))]
+    return [disparity_text(_label(m), d) for m, d in disparities.items()]
 
 
 def _too_small_note(keys: list[str]) -> str:
@@ -125,42 +240,54 @@ def _too_small_note(keys: list[str]) -> str:
     return f" ({len(keys)} too small: {', '.join(keys)})."
 
 
-def metrics_section(result) -> Section:
-    overall = Table(["Metric", "Value [CI]", "n"], numeric={1, 2}, caption="All test images.")
+def _overall_table(result) -> Table:
+    table = Table(["Metric", "Value [CI]", "n", "Interval"], numeric={1, 2}, caption="All test images.")
     for name, stat in result.overall["metrics"].items():
-        overall.add(name.replace("_", " "), fmt_stat(stat), stat.get("n") or result.overall["n"])
-    per_class = Table(["True race", "Support", "Precision [CI]", "Recall [CI]", "F1 [CI]"], numeric={1, 2, 3, 4},
-                      caption="Per class over all test images (recall = accuracy on that race's faces).")
-    for name, record in result.overall.get("per_class", {}).items():
-        per_class.add(name, record["support"], fmt_stat(record["precision"]), fmt_stat(record["recall"]),
-                      fmt_stat(record["f1"]))
-    tables = []
-    for grouping in MAIN_GROUPINGS:
-        if grouping in result.groupings:
-            tables.append((group_label(grouping),
-                           _group_table(result, grouping, f"By {group_label(grouping)}. 'vs overall' is the "
-                                        "difference in accuracy with its CI; red/green when the CI excludes 0."),
-                           _disparity_line(result, grouping)))
-    inter = []
-    if "race×gender" in result.groupings:
-        inter.append(("race × gender", _group_table(result, "race×gender", "By race × gender."),
-                      _disparity_line(result, "race×gender")))
-    cube = result.groupings.get("race×gender×age_band")
-    if cube:
-        ranked = [r for r in cube["groups"] if not r["too_small"]]
-        ranked.sort(key=lambda r: (r["metrics"]["accuracy"].get("value") is None, r["metrics"]["accuracy"].get("value") or 0))
-        inter.append(("race × gender × age band: the worst groups",
-                      _group_table(result, "race×gender×age_band",
-                                   f"The {min(WORST_INTERSECTIONS, len(ranked))} least accurate of {len(ranked)} "
-                                   f"race × gender × age-band groups large enough to judge ({len(cube['groups']) - len(ranked)} "
-                                   "more are too small); every group is in group_metrics.csv.",
-                                   records=ranked[:WORST_INTERSECTIONS]),
-                      _disparity_line(result, "race×gender×age_band")))
+        table.add(_label(name), fmt_stat(stat), stat.get("n") or result.overall["n"],
+                  INTERVAL_NAMES.get(name, ""))
+    return table
+
+
+def _per_class_table(result) -> Table:
+    table = Table(["True race", "Support", "Recall [CI]", "FNR", "Precision [CI]", "FPR [CI]", "F1 [CI]",
+                   "Selected / true share"], numeric=set(range(1, 8)),
+                  caption="Per race over all test images: recall = accuracy on that race's faces, FNR = 1 − recall, "
+                          "precision over the faces predicted as that race, FPR over the faces of other races; "
+                          "'selected / true share': how often the race is predicted against how common it is.")
+    for name, rates in result.overall.get("per_class", {}).items():
+        table.add(name, rates["support"], *_rates_cells(rates, "recall"), _wrap(fmt_stat(rates.get("f1"))), _share(rates),
+                  css="small" if not rates["support"] else "")
+    return table
+
+
+def _worst_intersections(result, grouping: str = "race×gender×age_band"):
+    """The least accurate ranked groups of the finest intersection, as (title, table, lines), or None."""
+    cube = result.groupings.get(grouping)
+    if not cube:
+        return None
+    ranked = [r for r in cube["groups"] if not r["too_small"]]
+    ranked.sort(key=lambda r: (r["metrics"]["accuracy"].get("value") is None, r["metrics"]["accuracy"].get("value") or 0))
+    caption = (f"The {min(WORST_INTERSECTIONS, len(ranked))} least accurate of {len(ranked)} {group_label(grouping)} "
+               f"groups large enough to judge ({len(cube['groups']) - len(ranked)} more are too small); every group is "
+               "in group_metrics.csv. Sorted by point estimate: only the vs-rest columns say whether a group is worse "
+               "than the rest beyond sampling noise." + _rest_caption(result, grouping) + _missing_note(result, grouping))
+    return (f"{group_label(grouping)}: the least accurate groups",
+            _class_table(result, grouping, caption, records=ranked[:WORST_INTERSECTIONS]),
+            _disparity_lines(result, grouping))
+
+
+def metrics_section(result) -> Section:
+    tables = [(group_label(g), _group_table(result, g), _disparity_lines(result, g))
+              for g in MAIN_GROUPINGS if g in result.groupings]
+    inter = [(group_label(g), _group_table(result, g), _disparity_lines(result, g))
+             for g in ("race×gender",) if g in result.groupings]
+    worst = _worst_intersections(result)
     return Section("metrics", "Overall and per-group metrics", "report/metrics.html", {
-        "overall": overall, "per_class": per_class, "tables": tables, "intersections": inter,
+        "overall": _overall_table(result), "per_class": _per_class_table(result), "tables": tables,
+        "intersections": inter + ([worst] if worst else []),
         "forest": charts.accuracy_forest(result), "heatmap": charts.intersection_heatmap(result),
-        "ci": int(100 * result.settings.get("ci", 0.95)), "n_boot": result.settings.get("n_boot"),
-        "bootstrap": result.settings.get("bootstrap", "")})
+        "ci": int(100 * result.settings.get("ci", 0.95)), "alpha": ALPHA,
+        "min_group_size": result.settings.get("min_group_size", 30)})
 
 
 def confusion_section(result) -> Section:
@@ -168,33 +295,68 @@ def confusion_section(result) -> Section:
         "by_gender": charts.confusion_by_gender(result), "by_race": charts.confusion_by_race(result)})
 
 
+def _calibration_rows(result, block: dict, n_overall: int) -> list[tuple[str, dict]]:
+    """(grouping label, record) for the whole test set then every group of the main groupings of a calibration block
+    (the calibration itself or its temperature-scaling part, whose overall record has no key or n)."""
+    rows = [("all", {"key": "all", "n": n_overall, "too_small": False, **block["overall"]})]
+    for grouping in MAIN_GROUPINGS:
+        rows += [(group_label(grouping), r) for r in block["groupings"].get(grouping, [])]
+    return rows
+
+
+def _mce(stat: dict | None) -> Cell:
+    """MCE with the number of faces in its bin: a bin of a few faces makes a large MCE easy."""
+    n = ((stat or {}).get("bin") or {}).get("n")
+    return _wrap(fmt_stat(stat, digits=0) + ("" if n is None else f" (bin\u00a0n={n})"))
+
+
+def _calibration_table(result) -> Table:
+    calibration = result.calibration
+    table = Table(["Grouping", "Group", "n", "ECE (debiased) [CI]", "MCE [CI] (bin n)", "Brier [CI]", "Log loss [CI]"],
+                  numeric={2, 3, 4, 5, 6},
+                  caption=f"Calibration per group over {calibration.get('n_bins', 15)} equal-width confidence bins. "
+                          "ECE: debiased estimate, with an interval that bounds the true binned error; MCE: the largest "
+                          "bin gap, with that bin's number of faces; Brier and log loss: bootstrap intervals. Italic "
+                          "grey: too small to judge.")
+    for label, record in _calibration_rows(result, calibration, result.overall["n"]):
+        table.add(label, record["key"], record["n"], _wrap(fmt_stat(record["ece"])), _mce(record["mce"]),
+                  _wrap(fmt_stat(record["brier"], percent=False)),
+                  _wrap(fmt_stat(record["log_loss"], percent=False, digits=2)),
+                  css="small" if record["too_small"] else "")
+    return table
+
+
+def _change_cell(change: dict | None) -> Cell:
+    """ECE after − before, green when scaling clearly helped, red when it clearly hurt."""
+    css = "" if not excludes_zero(change) else "pass" if change["value"] < 0 else "fail"
+    return _wrap(points(change, unit=""), css)
+
+
+def _temperature_table(result, temperature: dict) -> Table:
+    table = Table(["Grouping", "Group", "n", "ECE before [CI]", "ECE after [CI]", "Change, pts [CI]"],
+                  numeric={2, 3, 4, 5},
+                  caption="ECE (debiased) before and after temperature scaling. The change is computed on the same "
+                          "bootstrap resamples before and after, so its interval reflects only the scaling; green or "
+                          "red only when that interval excludes zero.")
+    for label, record in _calibration_rows(result, temperature, result.overall["n"]):
+        table.add(label, record["key"], record["n"], _wrap(fmt_stat(record["before"]["ece"])),
+                  _wrap(fmt_stat(record["after"]["ece"])), _change_cell(record.get("ece_change")),
+                  css="small" if record["too_small"] else "")
+    return table
+
+
 def calibration_section(result) -> Section:
     calibration = result.calibration
     if not calibration:
         return Section("calibration", "Calibration", "report/calibration.html", {"calibration": None})
     temperature = calibration.get("temperature")
-    after = {}
-    if temperature:
-        for grouping, records in temperature.get("groupings", {}).items():
-            for record in records:
-                after[(grouping, record["key"])] = record["after"]
-    table = Table(["Grouping", "Group", "n", "ECE [CI]", "MCE", "Brier [CI]", "Log loss", "ECE after T"],
-                  numeric={2, 3, 4, 5, 6, 7}, caption="Calibration per group (15 equal-width confidence bins). "
-                  "ECE after T: after temperature scaling fitted on the validation split.")
-    overall = calibration["overall"]
-    t_overall = temperature["overall"]["after"]["ece"] if temperature else None
-    table.add("all", "all", result.overall["n"], fmt_stat(overall["ece"]), fmt_stat(overall["mce"], digits=0),
-              fmt_stat(overall["brier"], percent=False), fmt_stat(overall["log_loss"], percent=False, digits=2),
-              fmt_stat(t_overall))
-    for grouping in MAIN_GROUPINGS:
-        for record in calibration["groupings"].get(grouping, []):
-            table.add(group_label(grouping), record["key"], record["n"], fmt_stat(record["ece"]),
-                      fmt_stat(record["mce"], digits=0), fmt_stat(record["brier"], percent=False),
-                      fmt_stat(record["log_loss"], percent=False, digits=2),
-                      fmt_stat((after.get((grouping, record["key"])) or {}).get("ece")),
-                      css="small" if record["too_small"] else "")
+    disparities = calibration.get("disparities", {})
+    lines = [disparity_text(f"ECE by {group_label(g)}", (disparities.get(g) or {}).get("ece"))
+             for g in MAIN_GROUPINGS if g in disparities]
     return Section("calibration", "Calibration", "report/calibration.html", {
-        "calibration": calibration, "table": table, "temperature": temperature,
+        "calibration": calibration, "table": _calibration_table(result), "lines": lines, "temperature": temperature,
+        "temperature_table": _temperature_table(result, temperature) if temperature else None,
+        "t_text": temperature_text(temperature) if temperature else "",
         "reliability": charts.reliability_diagrams(result, "race"),
         "reliability_gender": charts.reliability_diagrams(result, "gender"),
         "effect": charts.temperature_effect(result)})
@@ -263,8 +425,10 @@ def reproducibility_section(result, audit_dir: Path) -> Section:
             ("Data source", str(result.data.get("source"))), ("Data fingerprint", str(result.data.get("fingerprint"))),
             ("Predictions SHA-256", str(result.data.get("predictions_sha256"))),
             ("Age bands", str(result.data.get("age_bands"))), ("Seed", str(settings.get("seed"))),
-            ("Bootstrap", f"{settings.get('n_boot')} resamples, {int(100 * settings.get('ci', 0.95))}% intervals"),
+            ("Intervals", f"{int(100 * settings.get('ci', 0.95))}%: Clopper–Pearson, MOVER; bootstrap "
+                          f"({settings.get('n_boot')} resamples) for Brier, log loss, ECE change and embeddings"),
             ("Minimum group size", str(settings.get("min_group_size"))),
+            ("Minimum test size", str(settings.get("min_test_size"))),
             ("Schema", f"audit.json {result.schema_version}")]
     rows = [(key, "not recorded" if value in ("None", "", "null") else value) for key, value in rows]
     versions = [(name, _version(name)) for name in ("faceaudit", "tensorflow", "tensorflow-cpu", "keras",

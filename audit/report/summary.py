@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from .findings import findings
-from .formatting import fmt_stat, group_label, points
+from .findings import TOO_SMALL, findings, headline, too_small_to_judge
+from .formatting import fmt_p, fmt_stat, group_label, plural, points, temperature_text
 
 #: The review-comment budget the issue sets.
 MAX_LINES = 60
+#: Groupings in the worst-groups table and how many of each are listed.
+WORST_ROWS = {"race": 2, "gender": 1, "age_band": 2, "race×gender": 2, "race×gender×age_band": 3}
 
 
 def _md(text: object) -> str:
@@ -17,47 +19,82 @@ def _md(text: object) -> str:
     return out.replace("\n", " ")
 
 
-def summary_markdown(result, *, worst: int = 5) -> str:
-    """The summary's text, trimmed to :data:`MAX_LINES` lines."""
+def _status(result) -> str:
+    """The title's verdict: too small to judge first, then the gates' status."""
+    gates = (result.gates or {}).get("status")
+    status = gates.upper() if gates else "NOT GATED"
+    return f"{TOO_SMALL} (gates {status})" if too_small_to_judge(result) else status
+
+
+def _method_line(result) -> str:
+    ci = int(100 * result.settings.get("ci", 0.95))
+    return (f"Overall accuracy {fmt_stat(result.overall['metrics']['accuracy'])} on {result.overall['n']} "
+            f"{_md(result.data.get('split', 'test'))} images. {ci}% intervals: Clopper–Pearson for proportions, built "
+            "from per-race intervals for balanced accuracy and macro-F1; vs-rest and worst-vs-best intervals Bonferroni-adjusted for the groups "
+            f"compared, p-values Holm-adjusted. Backbone: {_md(result.model.get('backbone') or 'not recorded')}; "
+            f"run {_md(str(result.model.get('run_hash') or '')[:12] or 'not recorded')}.")
+
+
+def _gate_lines(result) -> list[str]:
     gates = result.gates
-    status = gates["status"].upper() if gates else "NOT GATED"
-    lines = [f"## faceaudit: {_md(result.model.get('name'))} — {status}", "",
-             f"Overall accuracy {fmt_stat(result.overall['metrics']['accuracy'])} on {result.overall['n']} "
-             f"{_md(result.data.get('split', 'test'))} images; {int(100 * result.settings.get('ci', 0.95))}% bootstrap CIs "
-             f"({result.settings.get('n_boot')} resamples). Backbone: {_md(result.model.get('backbone') or 'not recorded')}; "
-             f"run {_md(str(result.model.get('run_hash') or '')[:12] or 'not recorded')}.", ""]
+    if not gates:
+        return ["No gates were set (`--gates gates.toml` gives pass / fail / inconclusive).", ""]
+    lines = ["### Gates", "", "| gate | status | result |", "|---|---|---|"]
+    for gate in gates.get("results", [])[:12]:
+        lines.append(f"| {_md(gate.get('name'))} | **{gate['status']}** | {_md(gate.get('message', ''))} |")
+    return lines + [""]
+
+
+def _worst_group_lines(result) -> list[str]:
+    """The least accurate ranked groups, with their difference from the rest and its Holm-adjusted p-value."""
+    lines = ["### Worst groups (accuracy; ranked groups at or below the rest of the test set)", ""]
+    if too_small_to_judge(result):
+        return lines + ["Not listed: the test set is too small to judge.", ""]
+    lines += ["| grouping | group | n | accuracy [CI] | vs rest [adj. CI] | p (Holm) |", "|---|---|---:|---:|---:|---:|"]
+    for grouping, take in WORST_ROWS.items():
+        records = [r for r in result.groupings.get(grouping, {}).get("groups", []) if not r["too_small"]
+                   and r["metrics"]["accuracy"].get("value") is not None
+                   and ((r.get("vs_rest") or {}).get("accuracy") or {}).get("value", 0) <= 0]
+        records.sort(key=lambda r: r["metrics"]["accuracy"]["value"])
+        for record in records[:take]:
+            diff = (record.get("vs_rest") or {}).get("accuracy")
+            lines.append(f"| {group_label(grouping)} | {_md(record['key'])} | {record['n']} | "
+                         f"{fmt_stat(record['metrics']['accuracy'])} | {points(diff)} | "
+                         f"{fmt_p((diff or {}).get('p_holm'), short=True)} |")
+    return lines + [""]
+
+
+def _calibration_line(result) -> list[str]:
+    calibration = result.calibration
+    if not calibration:
+        return []
+    overall = calibration["overall"]
+    line = (f"Calibration: ECE (debiased) {fmt_stat(overall['ece'])} overall; MCE {fmt_stat(overall['mce'], digits=0)}"
+            f" (bin of {plural((overall['mce'].get('bin') or {}).get('n', 0), 'face')})")
+    temperature = calibration.get("temperature")
+    if temperature:
+        t = temperature["overall"]
+        line += (f"; after temperature scaling ({temperature_text(temperature)}, held fixed) ECE "
+                 f"{fmt_stat(t['after']['ece'])}, change {points(t.get('ece_change'))}")
+    return [line + ".", ""]
+
+
+def summary_markdown(result) -> str:
+    """The summary's text, trimmed to :data:`MAX_LINES` lines."""
+    lines = [f"## faceaudit: {_md(result.model.get('name'))} — {_status(result)}", "", _method_line(result), ""]
+    lines += [line for text in headline(result) for line in (f"**{_md(text)}**", "")]
     if result.model.get("synthetic") or result.data.get("synthetic"):
         lines += ["**Synthetic data: these numbers say nothing about real faces.**", ""]
-    if gates:
-        lines += ["### Gates", "", "| gate | status | result |", "|---|---|---|"]
-        for gate in gates.get("results", [])[:12]:
-            lines.append(f"| {_md(gate.get('name'))} | **{gate['status']}** | {_md(gate.get('message', ''))} |")
-        lines.append("")
-    else:
-        lines += ["No gates were set (`--gates gates.toml` gives pass / fail / inconclusive).", ""]
-    lines += ["### Findings", ""]
-    lines += [f"{i}. {_md(f.text)}" for i, f in enumerate(findings(result), 1)]
-    lines += ["", "### Worst groups (accuracy, ranked groups only)", "",
-              "| grouping | group | n | accuracy [CI] | vs overall |", "|---|---|---:|---:|---:|"]
-    for grouping in ("race", "gender", "age_band", "race×gender", "race×gender×age_band"):
-        records = [r for r in result.groupings.get(grouping, {}).get("groups", []) if not r["too_small"]
-                   and r["metrics"]["accuracy"].get("value") is not None]
-        records.sort(key=lambda r: r["metrics"]["accuracy"]["value"])
-        take = 1 if grouping in ("gender",) else (3 if grouping == "race×gender×age_band" else 2)
-        for record in records[:take]:
-            lines.append(f"| {group_label(grouping)} | {_md(record['key'])} | {record['n']} | "
-                         f"{fmt_stat(record['metrics']['accuracy'])} | {points((record.get('vs_overall') or {}).get('accuracy'))} |")
-    calibration = result.calibration
-    if calibration:
-        lines += ["", f"Calibration: ECE {fmt_stat(calibration['overall']['ece'])} overall"
-                  + (f"; after temperature scaling (T = {calibration['temperature']['temperature']:.2f}) "
-                     f"{fmt_stat(calibration['temperature']['overall']['after']['ece'])}."
-                     if calibration.get("temperature") else ".")]
+    lines += _gate_lines(result)
+    found = findings(result)
+    if found:
+        lines += ["### Findings", ""] + [f"{i}. {_md(f.text)}" for i, f in enumerate(found, 1)] + [""]
+    lines += _worst_group_lines(result) + _calibration_line(result)
     small = [r for r in result.groupings.get("race×gender×age_band", {}).get("groups", []) if r["too_small"]]
     if small:
-        lines += ["", f"{len(small)} race × gender × age-band groups have fewer than "
-                  f"{result.settings.get('min_group_size', 30)} images and are not ranked."]
-    lines += ["", "Full report: `report.html` / `report.pdf`; numbers: `audit.json`, `group_metrics.csv`."]
+        lines += [f"{len(small)} race × gender × age-band groups have fewer than "
+                  f"{result.settings.get('min_group_size', 30)} images and are not ranked.", ""]
+    lines += ["Full report: `report.html` / `report.pdf`; numbers: `audit.json`, `group_metrics.csv`."]
     if len(lines) > MAX_LINES:
         lines = lines[:MAX_LINES - 1] + ["(truncated: see report.html)"]
     return "\n".join(lines) + "\n"

@@ -27,7 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "audit", help="audit a model or a predictions table: who it fails, how sure we are, whether it passes",
         description="Audit a race classifier on a labelled test set: per-group accuracy, balanced accuracy, F1 and "
-        "confusion matrices by race, gender, age band and their intersections, with bootstrap confidence intervals; "
+        "confusion matrices by race, gender, age band and their intersections, with exact confidence intervals "
+        "adjusted for the number of groups compared; "
         "calibration; embedding clusters; and pass/fail gates. Writes audit.json, CSV tables and gates.xml.",
     )
     parser.add_argument("source", nargs="?", type=Path, metavar="SOURCE",
@@ -42,7 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--gates", type=Path, metavar="TOML", help="thresholds to judge (see faceaudit/gates.toml)")
     parser.add_argument("--out", type=Path, help="output folder (default: reports/<model-name>)")
     parser.add_argument("--n-boot", type=int, default=DEFAULT_N_BOOT,
-                        help=f"bootstrap resamples (default: {DEFAULT_N_BOOT})")
+                        help="bootstrap resamples for Brier, log loss, the ECE change and embedding measures "
+                        f"(default: {DEFAULT_N_BOOT})")
     parser.add_argument("--min-group-size", type=int, default=None,
                         help=f"groups smaller than this are shown but never ranked or judged "
                         f"(default: the gates file's, else {DEFAULT_MIN_GROUP_SIZE})")
@@ -193,13 +195,30 @@ def _render(out_dir: Path, thumbnails: bool) -> None:
 
 
 def _print_summary(result, out_dir: Path) -> None:
+    """The console's few lines: overall accuracy, what the verdict leads with, the race disparity, the gates."""
+    from faceaudit.audit.report.findings import headline, too_small_to_judge
+    from faceaudit.audit.report.formatting import fmt_stat
+
     overall = result.overall["metrics"]["accuracy"]
-    race = result.grouping("race")["disparities"]["accuracy"]
-    ci = overall["ci"] or [float("nan")] * 2
-    print(f"{result.model['name']}: accuracy {overall['value']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] on {overall['n']} "
-          f"test images; worst race {race['worst']}, race accuracy gap {race['gap']['value'] or 0:.3f}")
+    print(f"{result.model['name']}: accuracy {fmt_stat(overall)} on {overall['n']} test images")
+    for line in headline(result):
+        print(f"  {line}")
+    if not too_small_to_judge(result):
+        print(f"  {_race_line(result.grouping('race')['disparities']['accuracy'])}")
     if result.gates:
         for gate in result.gates["results"]:
             print(f"  gate {gate['status'].upper():12s} {gate['name']}: {gate['message']}")
         print(f"gates: {result.gates['status']} ({result.gates['counts']})")
     print(f"wrote {out_dir / 'audit.json'}")
+
+
+def _race_line(disparity: dict) -> str:
+    """Worst race against best: the adjusted difference, how many races it was picked from, the all-equal test."""
+    from faceaudit.audit.report.formatting import fmt_p, plural, points
+
+    if not disparity.get("worst") or disparity.get("n_ranked", 0) < 2:
+        return "race accuracy: fewer than two races have enough test images to rank"
+    omnibus = (disparity.get("omnibus") or {}).get("p_value")
+    return (f"race accuracy: worst {disparity['worst']}, best {disparity['best']} of {disparity['n_ranked']} ranked; "
+            f"worst - best {points(disparity['difference'])} (adjusted for {plural(disparity['pairs'], 'pair')})"
+            + (f"; all races equal: {fmt_p(omnibus)}" if omnibus is not None else ""))

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from faceaudit.config import DEFAULT_SEED
+from faceaudit.config import DEFAULT_CI
 from faceaudit.errors import FaceauditError
 
 
@@ -25,9 +25,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     compare = subparsers.add_parser(
         "compare", help="compare audits of several models on the same test images",
-        description="Side-by-side per-group accuracy with CIs, a paired test per group (McNemar and paired "
-                    "bootstrap on the same test images, matched by image_id and sha256), rankings by worst-group "
-                    "accuracy and largest gap, and validation curves from the runs' histories.")
+        description="Side-by-side per-group accuracy with CIs, paired tests per group on the same test images "
+                    "(matched by image_id and sha256): one family per pair of models over overall, race, gender, "
+                    "age band and race x gender, with Newcombe paired intervals (simultaneous, Bonferroni), McNemar "
+                    "tests and Holm-adjusted p-values; rankings by worst-group accuracy and largest gap; validation "
+                    "curves from the runs' histories.")
     compare.add_argument("audits", nargs="*", type=Path, metavar="AUDIT", help="audit folders (two or more)")
     compare.add_argument("--out", type=Path, default=Path("reports/compare"), help="output folder (default: reports/compare)")
     compare.add_argument("--history", nargs="+", type=Path, default=[], metavar="JSON",
@@ -43,22 +45,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     diff = subparsers.add_parser(
         "diff", help="what got better or worse between two audits, per group",
-        description="Per group: old and new accuracy, the change, and whether it is larger than its uncertainty "
-                    "(paired bootstrap and McNemar when both predictions tables cover the same images, otherwise "
-                    "the audits' own CIs are compared and the output says so).")
+        description="Per group: old and new accuracy, the change with its interval, and better / worse / no clear "
+                    "change. The same family of tests as compare (overall, race, gender, age band, race x gender), "
+                    "Holm-adjusted, so the two agree: paired (Newcombe interval, McNemar) when both predictions "
+                    "tables cover the same images, otherwise independent samples (Newcombe interval, "
+                    "two-proportion test), and the output says which.")
     diff.add_argument("old", type=Path, metavar="OLD", help="the earlier audit.json or audit folder")
     diff.add_argument("new", type=Path, metavar="NEW", help="the later audit.json or audit folder")
     diff.add_argument("--out", type=Path, help="also write the table as Markdown (and CSV next to it)")
     _add_paired_test_options(diff)
     diff.add_argument("--fail-on-worse", action="store_true",
-                      help="exit with status 1 when any group got worse beyond its uncertainty")
+                      help="exit with status 1 when any group got worse (Holm-adjusted p below 1 - level)")
     diff.set_defaults(handler=run_diff)
 
 
 def _add_paired_test_options(parser) -> None:
-    """Options of the paired bootstrap that ``compare`` and ``diff`` share."""
-    parser.add_argument("--n-boot", type=int, default=2000, help="paired bootstrap resamples (default: 2000)")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"bootstrap seed (default: {DEFAULT_SEED})")
+    """The confidence level that ``compare`` and ``diff`` share (one family of tests, Holm-adjusted)."""
+    parser.add_argument("--ci", type=_level, default=DEFAULT_CI, metavar="LEVEL",
+                        help=f"family-wise confidence level of the per-group tests (default: {DEFAULT_CI})")
+
+
+def _level(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.5 <= value < 1:
+        raise argparse.ArgumentTypeError("the level must be at least 0.5 and below 1 (e.g. 0.95)")
+    return value
 
 
 def _check_exists(path: Path) -> None:
@@ -86,8 +100,8 @@ def run_compare(args: argparse.Namespace) -> int:
     for path in [*args.audits, *args.history]:
         _check_exists(path)
     start = time.perf_counter()
-    written = compare_audits(args.audits, writable_dir(args.out), history_files=args.history, n_boot=args.n_boot,
-                             seed=args.seed, pdf=not args.no_pdf, curves_runs=args.curves_runs)
+    written = compare_audits(args.audits, writable_dir(args.out), history_files=args.history, level=args.ci,
+                             pdf=not args.no_pdf, curves_runs=args.curves_runs)
     for path in written:
         print(f"wrote {path}")
     print(f"compared in {time.perf_counter() - start:.1f} s")
@@ -100,7 +114,7 @@ def run_diff(args: argparse.Namespace) -> int:
 
     _check_exists(args.old)
     _check_exists(args.new)
-    frame = diff_audits(args.old, args.new, n_boot=args.n_boot, seed=args.seed)
+    frame = diff_audits(args.old, args.new, level=args.ci)
     text = diff_text(frame)
     sys.stdout.write(text)
     if args.out:
