@@ -67,7 +67,9 @@ def _normalise(value: object, names: tuple[str, ...], aliases: dict[str, str], w
             return name
     if lowered in aliases:
         return aliases[lowered]
-    raise FaceauditError(f"unknown {what} label {value!r}; expected one of {', '.join(names)} or codes 0-{len(names) - 1}")
+    from faceaudit.console import shown
+
+    raise FaceauditError(f"unknown {what} label {shown(value)}; expected one of {', '.join(names)} or codes 0-{len(names) - 1}")
 
 
 def normalise_race(value: object) -> str:

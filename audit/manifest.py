@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from faceaudit.config import DEFAULT_SEED, GENDERS, RACES, SPLITS
+from faceaudit.console import shown
 from faceaudit.errors import FaceauditError
 from faceaudit.files import atomic_path
 
@@ -28,6 +31,8 @@ from .synthetic import is_synthetic
 MANIFEST_COLUMNS = ("image_id", "path", "sha256", "age", "gender", "race", "age_band", "split")
 #: Image formats the tf.data pipeline decodes; anything else is converted on read or excluded.
 DECODABLE_FORMATS = ("JPEG", "PNG", "BMP", "GIF")
+#: Images with more pixels than this are excluded unread: PIL's own warning threshold for decompression bombs.
+MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
 
 @dataclass(frozen=True)
@@ -67,26 +72,80 @@ class Dataset:
         return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _too_large(width: int, height: int) -> str:
+    return (f"image too large ({width}x{height} = {width * height:,} pixels; limit {MAX_IMAGE_PIXELS:,}): "
+            "possible decompression bomb")
+
+
+def _bmp_problem(data: bytes, image: Image.Image) -> str | None:
+    """Why TensorFlow's BMP decoder would fail on or miscolour this BMP (it reads 24/32-bit and grey 8-bit only)."""
+    header = int.from_bytes(data[14:18], "little")
+    bits = int.from_bytes(data[24:26] if header == 12 else data[28:30], "little")
+    compression = 0 if header == 12 else int.from_bytes(data[30:34], "little")
+    if bits not in (8, 24, 32) or compression not in (0, 3) or (bits == 8 and image.mode != "L"):
+        return f"BMP variant TensorFlow cannot decode ({bits}-bit, mode {image.mode}, compression {compression})"
+    return None
+
+
 def check_image(data: bytes) -> str | None:
-    """Why these bytes are not a usable image, or None when they decode fully."""
+    """Why these bytes are not a usable image, or None when they decode fully.
+
+    Never raises for bad bytes: oversized images (decompression bombs) are refused from the header before any
+    pixel is decoded, and any other decoder failure becomes the reason.
+    """
     if not data:
         return "zero-byte file"
     # WeasyPrint sets PIL's process-wide LOAD_TRUNCATED_IMAGES when imported; a check must not inherit that.
     tolerant, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            if image.format not in DECODABLE_FORMATS:
-                return f"unsupported image format {image.format}"
-            if image.width < 8 or image.height < 8:
-                return f"image too small ({image.width}x{image.height})"
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                if image.width * image.height > MAX_IMAGE_PIXELS:
+                    return _too_large(image.width, image.height)
+                image.load()
+                if image.format not in DECODABLE_FORMATS:
+                    return f"unsupported image format {image.format}"
+                if image.width < 8 or image.height < 8:
+                    return f"image too small ({image.width}x{image.height})"
+                if image.format == "BMP":
+                    return _bmp_problem(data, image)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        pixels = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(pixels.group(1)):,} pixels; " if pixels else ""
+        return f"image too large ({size}limit {MAX_IMAGE_PIXELS:,}): possible decompression bomb"
     except UnidentifiedImageError:
         return "not an image file"
     except (OSError, SyntaxError, ValueError) as exc:
         return f"unreadable image ({exc})"
+    except MemoryError:
+        return "unreadable image (out of memory while decoding)"
+    except Exception as exc:  # noqa: BLE001 - a malformed file may trip any error inside a decoder plug-in
+        return f"unreadable image ({type(exc).__name__}: {exc})"
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = tolerant
     return None
+
+
+#: How the reasons :func:`check_image` and :func:`_scan` give begin: files excluded for their bytes, not their name.
+IMAGE_PROBLEMS = ("zero-byte file", "image too large", "image too small", "unreadable image", "not an image file",
+                  "unsupported image format", "BMP variant", "cannot read file")
+
+
+def image_problems(dataset: "Dataset") -> pd.DataFrame:
+    """The excluded files whose bytes could not be decoded safely (image_id, reason), as opposed to bad names."""
+    excluded = dataset.excluded
+    return excluded[excluded["reason"].astype(str).str.startswith(IMAGE_PROBLEMS)].reset_index(drop=True)
+
+
+def describe_image_problems(dataset: "Dataset", limit: int = 3) -> str | None:
+    """One line naming the files excluded as undecodable (the first ``limit`` with reasons), or None."""
+    problems = image_problems(dataset)
+    if problems.empty:
+        return None
+    shown = "; ".join(f"{row.image_id}: {row.reason}" for row in problems.head(limit).itertuples())
+    more = f"; and {len(problems) - limit:,} more" if len(problems) > limit else ""
+    return f"{len(problems):,} image file(s) excluded as unusable: {shown}{more}"
 
 
 def _scan(rows: list[dict], root: Path, progress: bool) -> tuple[list[dict], list[dict]]:
@@ -192,7 +251,7 @@ def read_labelled_csv(
         try:
             age = float(record[columns.age])
             if not (0 <= age <= 116 and age.is_integer()):
-                raise FaceauditError(f"age {record[columns.age]!r} is not a whole number of years in 0-116")
+                raise FaceauditError(f"age {shown(record[columns.age])} is not a whole number of years in 0-116")
             row = {"image_id": image_id, "path": str((base / str(record[columns.path])).resolve()), "age": int(age),
                    "race": normalise_race(record[columns.race]),
                    "gender": normalise_gender(record[columns.gender]), "split": record.get("split")}

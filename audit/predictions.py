@@ -16,7 +16,7 @@ from faceaudit.config import GENDERS, RACES
 from faceaudit.errors import FaceauditError
 
 from .labels import AgeBands, normalise_gender, normalise_race
-from .schema import OPTIONAL_COLUMNS, PRED_COLUMN, PROB_COLUMNS
+from .schema import OPTIONAL_COLUMNS, PRED_COLUMN, PREDICTION_COLUMNS, PROB_COLUMNS
 
 #: How far a row of probabilities may sum from 1 (float32 softmax outputs written as text drift ~1e-6).
 PROB_SUM_TOLERANCE = 1e-3
@@ -33,6 +33,46 @@ def read_table(path: Path) -> pd.DataFrame:
         return pd.read_csv(path, dtype={"image_id": str, "sha256": str, "path": str})
     except (ValueError, OSError, pd.errors.ParserError, ImportError) as exc:
         raise FaceauditError(f"cannot read predictions file {path}: {str(exc).splitlines()[0]}") from None
+
+
+def map_columns(frame: pd.DataFrame, *, id_col: str = "image_id", prob_prefix: str = "prob_",
+                what: str = "the predictions table") -> tuple[pd.DataFrame, list[str]]:
+    """Rename another tool's id and probability columns (``--id-col``, ``--prob-prefix``) to the canonical ones.
+
+    Returns the renamed frame and the input columns the audit will not read (sorted), for a warning.
+    """
+    renames: dict[str, str] = {}
+    if id_col != "image_id":
+        if id_col not in frame.columns:
+            raise FaceauditError(f"{what} has no id column {id_col!r} (--id-col); it has: {', '.join(map(str, frame.columns))}")
+        renames[id_col] = "image_id"
+    if prob_prefix != "prob_":
+        given = [f"{prob_prefix}{race}" for race in RACES]
+        missing = [c for c in given if c not in frame.columns]
+        if missing:
+            raise FaceauditError(f"{what} lacks probability column(s) {', '.join(missing)} (--prob-prefix {prob_prefix!r})")
+        renames.update({c: f"prob_{race}" for c, race in zip(given, RACES)})
+    # A canonical column the mapping replaces (an old image_id beside --id-col) is ignored, not read twice.
+    shadowed = [c for c in renames.values() if c in frame.columns and c not in renames]
+    frame = frame.drop(columns=shadowed).rename(columns=renames)
+    ignored = sorted({str(c) for c in frame.columns if c not in PREDICTION_COLUMNS} | set(shadowed))
+    return frame, ignored
+
+
+def missing_id_hint(frame: pd.DataFrame) -> str:
+    """A hint naming --id-col / --prob-prefix when the table looks like another tool's layout."""
+    columns = [str(c) for c in frame.columns]
+    hints = []
+    if "image_id" not in columns:
+        ids = [c for c in ("id", "image", "filename", "file", "path", "image_path") if c in columns]
+        if ids:
+            hints.append(f"--id-col {ids[0]}")
+    if not any(c in columns for c in PROB_COLUMNS):
+        for column in columns:
+            if column.endswith(RACES[0]) and all(f"{column[:-len(RACES[0])]}{r}" in columns for r in RACES):
+                hints.append(f"--prob-prefix {column[:-len(RACES[0])]}")
+                break
+    return f" (try {' '.join(hints)})" if hints else ""
 
 
 def _labels(series: pd.Series, normalise, names: tuple[str, ...], column: str) -> pd.Categorical:
@@ -63,7 +103,7 @@ def validate_predictions(frame: pd.DataFrame, *, age_bands: AgeBands | None = No
     if not present_probs and PRED_COLUMN not in columns:
         missing.append(f"{', '.join(PROB_COLUMNS)} or {PRED_COLUMN}")
     if missing:
-        raise FaceauditError(f"{what} lacks column(s): {'; '.join(missing)}")
+        raise FaceauditError(f"{what} lacks column(s): {'; '.join(missing)}{missing_id_hint(frame)}")
 
     out = pd.DataFrame({"image_id": frame["image_id"].astype(str).to_numpy()})
     if out["image_id"].duplicated().any():
@@ -90,7 +130,9 @@ def validate_predictions(frame: pd.DataFrame, *, age_bands: AgeBands | None = No
         bands = age_bands.assign(out["age"])
     if pd.isna(bands).any():
         row = int(np.flatnonzero(pd.isna(bands))[0])
-        raise FaceauditError(f"age {frame['age'].iloc[row]!r} (row {row + 2}) is outside 0-116 or missing")
+        from faceaudit.console import shown
+
+        raise FaceauditError(f"age {shown(frame['age'].iloc[row])} (row {row + 2}) is outside 0-116 or missing")
     out["age_band"] = bands
 
     if present_probs:

@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-from faceaudit import __version__
+from faceaudit import __version__, console, interrupts
 from faceaudit.errors import FaceauditError
 
 #: Subcommand modules under faceaudit.commands; each defines ``register(subparsers)``.
@@ -21,24 +21,38 @@ def build_parser() -> argparse.ArgumentParser:
         "intervals by race, gender and age band, rendered as HTML and PDF reports.",
     )
     parser.add_argument("--version", action="version", version=f"faceaudit {__version__}")
+    parser.add_argument("--verbose", action="store_true",
+                        help="keep TensorFlow's log lines and Python warnings (hidden by default)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(f"faceaudit.commands.{name}").register(subparsers)
+    for sub in subparsers.choices.values():  # also after the command: faceaudit demo --verbose
+        sub.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run one subcommand; user mistakes end in one line on stderr and a non-zero exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args.handler(args) or 0)
-    except FaceauditError as exc:
-        print(f"faceaudit: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("faceaudit: interrupted", file=sys.stderr)
-        return 130
+    with interrupts.trapped():
+        code = 130
+        try:
+            args = build_parser().parse_args(argv)
+            console.configure(verbose=getattr(args, "verbose", False))  # before any command imports TensorFlow
+            code = int(args.handler(args) or 0)
+        except FaceauditError as exc:
+            if not interrupts.interrupted():
+                print(f"faceaudit: error: {exc}", file=sys.stderr)
+            code = exc.exit_code
+        except KeyboardInterrupt:
+            pass
+        except Exception:
+            if not interrupts.interrupted():  # an error that a Ctrl-C caused is reported as the interrupt
+                raise
+        # Ctrl-C ends in 130 even when a library swallowed the KeyboardInterrupt (see faceaudit.interrupts)
+        if code == 130 or interrupts.interrupted():
+            print("faceaudit: interrupted", file=sys.stderr)
+            return 130
+        return code
 
 
 if __name__ == "__main__":

@@ -1,11 +1,14 @@
 """Atomic file writes: every output is written under a hidden sibling name and renamed into place, so a reader
-(or an interrupted run) never sees half a file. New files get the usual umask-based permissions."""
+(or an interrupted run) never sees half a file. New files get the usual umask-based permissions. Whole output
+folders are built beside their destination and swapped in (``replace_folder``), so they are never half-written."""
 
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
+from glob import escape as glob_escape
 from pathlib import Path
 
 
@@ -28,3 +31,83 @@ def atomic_write(path: Path | str, data: bytes | str) -> Path:
     with atomic_path(path) as partial:
         partial.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
     return Path(path)
+
+
+@contextmanager
+def replace_folder(path: Path | str, *, copy_existing: bool = False) -> Iterator[Path]:
+    """Build the whole output folder ``path`` in a hidden sibling, yielded to the block, and swap it in when the
+    block succeeds (old folder renamed aside, new one renamed in, old one deleted). When the block fails or is
+    interrupted the sibling is deleted, so ``path`` stays the previous complete folder, or absent if there was none
+    (parent folders this created are removed again when left empty). ``copy_existing`` starts the sibling as a copy
+    of the current folder, for commands that add to it (re-rendering a report)."""
+    from faceaudit import interrupts
+    from faceaudit.errors import FaceauditError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise FaceauditError(f"cannot write to {path}: it exists and is not a folder")
+    if Path.cwd().resolve().is_relative_to(path.resolve()):
+        raise FaceauditError(f"cannot replace {path}: it is (or holds) the current folder; run from elsewhere")
+    path = path.absolute()
+    created = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
+    work = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale(path)
+        if copy_existing and path.is_dir():
+            shutil.copytree(path, work, symlinks=True)
+        else:
+            work.mkdir()
+    except BaseException as exc:  # a Ctrl-C during the copy too
+        with interrupts.deferred():
+            shutil.rmtree(work, ignore_errors=True)
+            _remove_empty(created)
+        if isinstance(exc, OSError):
+            raise FaceauditError(f"cannot write to {path}: {exc.strerror or exc}") from None
+        raise
+    try:
+        yield work
+        interrupts.check()  # a Ctrl-C that a library swallowed still stops the swap
+        with interrupts.deferred():
+            _swap(work, path)
+    except BaseException:
+        with interrupts.deferred():
+            shutil.rmtree(work, ignore_errors=True)
+            _remove_empty(created)
+        raise
+
+
+def _swap(new: Path, path: Path) -> None:
+    old = path.with_name(f".{path.name}.old-{os.getpid()}")
+    if not path.exists():
+        os.rename(new, path)
+        return
+    os.rename(path, old)
+    try:
+        os.rename(new, path)
+    except BaseException:
+        os.rename(old, path)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _remove_stale(path: Path) -> None:
+    """Delete siblings left by an earlier process of this kind that was killed (its pid is gone)."""
+    for sibling in path.parent.glob(f".{glob_escape(path.name)}.*-*"):
+        kind, _, pid = sibling.name[len(path.name) + 2:].rpartition("-")
+        if kind not in ("partial", "old") or not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(sibling, ignore_errors=True)
+        except OSError:
+            pass
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in folders:  # deepest first
+        try:
+            folder.rmdir()
+        except OSError:
+            break

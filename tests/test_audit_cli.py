@@ -81,7 +81,7 @@ def test_predictions_audit_writes_every_file(real_predictions, tmp_path, capsys)
     assert len(cases) == 4 and suite.get("failures") == "1"
     failed = [c.get("name") for c in cases if c.find("failure") is not None]
     assert failed == ["race accuracy gap"]
-    assert "gates: fail" in capsys.readouterr().out
+    assert "gates: FAIL (" in capsys.readouterr().out
     json.loads((out / "audit.json").read_text())  # strict JSON: no NaN
 
 

@@ -98,8 +98,8 @@ def test_audit_model_card_shows_what_the_run_recorded(cnn_run, utk_sample_dir, t
     card = model_card_section(AuditResult.from_json(out)).context
     assert dict(card["facts"])["Weights"] == "none"
     training = dict(card["training"])
-    assert training["data.split_sizes.test"] == str(run["data"]["split_sizes"]["test"])
-    assert training["phases.unfreeze.epochs_run"] == "2" and training["seed"] == "42"
+    assert training["Test images"] == f"{run['data']['split_sizes']['test']:,}"
+    assert training["Unfreeze phase: epochs run"] == "2" and training["Seed"] == "42"
 
 def test_load_history_reads_seed_and_run_shapes(cnn_run):
     ours = load_history(cnn_run)

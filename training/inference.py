@@ -64,7 +64,13 @@ def load_model(model_file: Path):
         return keras.saving.load_model(model_file, compile=False)
     except Exception as exc:  # Keras raises many types for corrupt or foreign files
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise FaceauditError(f"cannot load model {model_file}: {first[:300]}") from None
+        if "safe_mode" in str(exc) or "Lambda" in first:  # Keras's refusal to deserialise Python code
+            raise FaceauditError(f"cannot load model {model_file}: it contains a Lambda layer (Python code saved "
+                                 "with the model), which faceaudit never runs; rebuild the model without Lambda "
+                                 "layers and save it again") from None
+        if len(first) > 300:
+            first = first[:300].rsplit(" ", 1)[0].rstrip(",;:") + " ..."
+        raise FaceauditError(f"cannot load model {model_file}: {first}") from None
 
 
 def contract_model(model, *, expect_images: bool = True):
@@ -101,7 +107,8 @@ def predict(
 
         inputs, _ = descriptors(manifest, run.get("dlib_framing", "align"), progress=progress)
         both = contract_model(model, expect_images=False)
-        probs, embeddings = both.predict(inputs, batch_size=batch_size, verbose=1 if progress else 0)
+        probs, embeddings = both.predict(inputs, batch_size=batch_size, verbose=0,
+                                         callbacks=_progress(len(manifest), batch_size, progress))
     else:
         from faceaudit.audit.tfdata import image_dataset
 
@@ -110,8 +117,17 @@ def predict(
         if model.input_shape[1] != model.input_shape[2]:
             raise FaceauditError(f"model input {model.input_shape[1:3]} is not square")
         data = image_dataset(manifest, size, batch_size, with_labels=False)
-        probs, embeddings = both.predict(data, verbose=1 if progress else 0)
+        probs, embeddings = both.predict(data, verbose=0, callbacks=_progress(len(manifest), batch_size, progress))
     return np.asarray(probs, dtype=np.float64), np.asarray(embeddings, dtype=np.float32)
+
+
+def _progress(n: int, batch_size: int, progress: bool) -> list:
+    """Our one tqdm bar over the prediction batches (shown on a terminal only), instead of Keras's own."""
+    if not progress:
+        return []
+    from faceaudit.console import keras_bar
+
+    return [keras_bar(-(-n // batch_size), f"predicting {n:,} images")]
 
 
 def predictions_table(manifest: pd.DataFrame, probs: np.ndarray) -> pd.DataFrame:

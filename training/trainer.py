@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import shutil
+import sys
 import time
 from datetime import datetime, timezone
 from importlib import metadata
@@ -230,6 +231,10 @@ def train(config: TrainConfig) -> Path:
 
         dataset = load_dataset(Path(config.data), exclude=config.exclude, age_bands=AgeBands.parse(config.age_bands),
                                progress=config.progress)
+    from faceaudit.audit.manifest import describe_image_problems, image_problems
+
+    if note := describe_image_problems(dataset):
+        print(f"faceaudit: note: {note}", file=sys.stderr)
     train_m, val_m, test_m = (dataset.split(s) for s in ("train", "val", "test"))
     if config.max_train:
         train_m = tdata.subset(train_m, config.max_train, config.seed)
@@ -260,7 +265,7 @@ def train(config: TrainConfig) -> Path:
     ckpt = out / CHECKPOINT_DIR
     ckpt.mkdir(exist_ok=True)
     val_data = tdata.eval_dataset(x_val, y_val, config.batch_size)
-    verbose = (1 if os.isatty(1) else 2) if config.progress else 0
+    from faceaudit import console
 
     with strategy.scope():
         if state:
@@ -292,16 +297,19 @@ def train(config: TrainConfig) -> Path:
             best_file = ckpt / f"best-{phase['name']}.weights.h5"
             epoch = state["epochs_done"]
             while epoch < phase["epochs"] and not state["stopped"]:
-                if config.progress:
-                    print(f"[{phase['name']}] epoch {epoch + 1}/{phase['epochs']}", flush=True)
+                label = f"[{phase['name']}] epoch {epoch + 1}/{phase['epochs']}"
+                callbacks = [timer, console.keras_bar(steps, label, fit=True)] if config.progress else [timer]
+                epoch_start = time.perf_counter()
                 _reseed(model, config.seed, phase_index, epoch)
                 train_data = tdata.train_dataset(
                     x_train, y_train, batch_size=config.batch_size, seed=config.seed + 7919 * phase_index,
                     epoch=epoch, sample_weights=weights, augment=config.augment and x_train.ndim == 4,
                     rotation=config.rotation, zoom=config.zoom)
                 result = model.fit(train_data, validation_data=val_data, epochs=epoch + 1, initial_epoch=epoch,
-                                   verbose=verbose, callbacks=[timer])
+                                   verbose=0, callbacks=callbacks)
                 logs = {k: float(v[-1]) for k, v in result.history.items()}
+                if config.progress:
+                    print(console.epoch_line(label, logs, time.perf_counter() - epoch_start), flush=True)
                 logs["learning_rate"] = _current_lr(model)
                 for key, value in logs.items():
                     history.setdefault(key, []).append(value)
@@ -375,7 +383,8 @@ def train(config: TrainConfig) -> Path:
                           "history-<phase>.json: one phase in the seed's flat shape",
         "data": {"source": str(dataset.source), "manifest_sha256": dataset.fingerprint, "synthetic": dataset.synthetic,
                  "split_sizes": {"train": len(train_m), "val": len(val_m), "test": len(test_m)},
-                 "split_seed_note": "splits come from the data layer (stratified by race x gender)"},
+                 "split_seed_note": "splits come from the data layer (stratified by race x gender)",
+                 "excluded_unusable_images": dict(image_problems(dataset)[["image_id", "reason"]].to_numpy().tolist())},
         "strategy": config.strategy,
         "devices": int(strategy.num_replicas_in_sync),
         "resumed": int(state.get("resumed", 0)),

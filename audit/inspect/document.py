@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
+from faceaudit.audit.report.formatting import file_name
 from faceaudit.audit.report.layout import Cell, Section, Table, render_document, write_document
 
 from . import charts
@@ -47,9 +48,22 @@ def frame_table(frame: pd.DataFrame, columns: Sequence[str], *, caption: str = "
         for column in columns:
             value = row[column]
             text = formats[column](value) if column in formats else (f"{value:,}" if isinstance(value, int) else str(value))
-            cells.append(Cell(text))
+            cells.append(Cell(text, "id" if column.startswith("image_id") else ""))  # long ids may wrap anywhere
         table.add(*cells, css=css)
     return table
+
+
+def _with_labels(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Label-conflict pairs with each side's race, gender and age in one column (``Asian · Male · 103``), so the
+    table keeps six columns and fits an A4 page."""
+    pairs = pairs.copy()
+    for side in ("a", "b"):
+        columns = [f"race_{side}", f"gender_{side}", f"age_{side}"]
+        if all(c in pairs for c in columns):
+            pairs[f"labels_{side}"] = pairs[columns].astype(str).agg(" · ".join, axis=1) if len(pairs) else ""
+        else:
+            pairs[f"labels_{side}"] = ""
+    return pairs
 
 
 def flag_rates(ins: Inspection, flagged_ids, by: str, what: str) -> Table:
@@ -153,10 +167,10 @@ def build_sections(ins: Inspection) -> list[Section]:
         Section("labels", "Label sanity", "data/labels.html", {
             "ages": frame_table(ins.ages_out_of_range, ["image_id", "age", "reason"],
                                 caption="Files whose age lies outside 0-116 (excluded at parse)"),
-            "conflicts": frame_table(ins.label_conflicts, ["conflict", "image_id_a", "race_a", "gender_a", "age_a",
-                                                           "image_id_b", "race_b", "gender_b", "age_b", "kind"],
-                                     headers=["differs in", "image", "race", "gender", "age", "same photo as",
-                                              "race", "gender", "age", "kind"],
+            "conflicts": frame_table(_with_labels(ins.label_conflicts), ["conflict", "image_id_a", "labels_a",
+                                                                         "image_id_b", "labels_b", "kind"],
+                                     headers=["differs in", "image", "race · gender · age", "same photo as",
+                                              "race · gender · age", "kind"],
                                      caption="Copies of one photo labelled differently"),
             "conflict_pairs": charts.pair_gallery(ins, ins.label_conflicts, limit=8),
             "problems": frame_table(ins.label_problems, ["image_id", "problem"], caption="Labels outside the taxonomy"),
@@ -173,7 +187,7 @@ def build_sections(ins: Inspection) -> list[Section]:
 def render_data_report(ins: Inspection, out_dir: Path, *, pdf: bool = True, progress: bool = True) -> list[Path]:
     """Write ``report.html`` (self-contained) and ``report.pdf`` for an inspection into ``out_dir``."""
     dataset = ins.dataset
-    meta = [("Data", dataset.source), ("Images", f"{len(dataset.manifest):,} usable of {dataset.n_files:,} files"),
+    meta = [("Data", file_name(dataset.source)), ("Images", f"{len(dataset.manifest):,} usable of {dataset.n_files:,} files"),
             ("Fingerprint", dataset.fingerprint[:16]), ("Seed", str(ins.options.seed))]
     with tqdm(total=3, desc="rendering data report", unit="step", disable=not progress or None) as bar:
         sections = build_sections(ins)

@@ -16,7 +16,7 @@ from faceaudit.files import atomic_write
 
 from .curves import validation_curves_figure
 from .figures import PALETTE, Figure, new_figure, png_figure
-from .formatting import fmt_stat, group_label, points
+from .formatting import file_name, fmt_stat, group_label, points
 from .history import History, load_history, seed_pairs
 from .layout import Cell, Section, Table, render_document, write_pdf
 from .render import find_history, load_predictions
@@ -226,7 +226,7 @@ def compare_audits(folders: list[Path], out_dir: Path, *, history_files: list[Pa
         written.append(seed_figure_file(extra, out_dir / "model_predict_curves_3.png"))
     sections.append(Section("curves", "Validation curves", "compare/curves.html", {
         "figures": [c for c in curves if c], "notes": notes,
-        "extra": [(h.name, h.source, ", ".join(f"{p.name}: {p.epochs}" for p in h.phases)) for h in extra]}))
+        "extra": [(h.name, file_name(h.source), ", ".join(f"{p.name}: {p.epochs}" for p in h.phases)) for h in extra]}))
     names = [a.name for a in audits] or [h.name for h in extra]
     title = ("Model comparison: " if audits else "Training histories: ") + ", ".join(names[:4]) + (
         " …" if len(names) > 4 else "")
@@ -253,7 +253,7 @@ def _ranking_section(ranks: pd.DataFrame, audits: list[LoadedAudit]) -> Section:
                           "the paired tests below say which differences are real.")
     for _, row in ranks.iterrows():
         worst = f"{row['worst_group']} (of {row['compared']})" if row["worst_group"] else "–"
-        table.add(row["model"], row["rank_worst_group"], row["rank_gap"], _ci_text(row["overall"], row["overall_ci"]),
+        table.add(Cell(str(row["model"]), "id"), row["rank_worst_group"], row["rank_gap"], _ci_text(row["overall"], row["overall_ci"]),
                   worst, _ci_text(row["worst_accuracy"], row["worst_ci"]),
                   _gap_text(row["gap"], row["gap_ci"]),
                   Cell(str(row["gates"]).upper(), {"pass": "pass", "fail": "fail"}.get(row["gates"], "")))
@@ -292,7 +292,7 @@ def _tests_section(tests: pd.DataFrame) -> Section:
             css = {"better": "pass", "worse": "fail"}.get(row["verdict"], "")
             table.add(group_label(row["grouping"]), row["group"], row["n"], f"{100 * row['accuracy_a']:.1f}%",
                       f"{100 * row['accuracy_b']:.1f}%",
-                      Cell(points({"value": row["diff"], "ci": [row["diff_lo"], row["diff_hi"]]}), css),
+                      _wrap(points({"value": row["diff"], "ci": [row["diff_lo"], row["diff_hi"]]}), css),
                       row["a_only_correct"], row["b_only_correct"], _p(row["p_value"]), Cell(_p(row["p_holm"]), css),
                       Cell(row["verdict"], css), css="small" if row["too_small"] else "")
         tables.append(table)
@@ -365,6 +365,12 @@ def _mask(frame: pd.DataFrame, grouping: str, key: str) -> np.ndarray:
     for part, value in zip(grouping.split("×"), key.split(" × ")):
         mask &= (frame[part].astype(str) == value).to_numpy()
     return mask
+
+
+def _wrap(text: str, css: str = "") -> Cell:
+    """A difference cell that may break only between its value and its interval, so the paired-tests table fits
+    an A4 page (``+3.8 pts`` / ``[+1.6, +6.1]``)."""
+    return Cell(text.replace(" pts", "\u00a0pts").replace(", ", ",\u00a0"), f"wrap {css}".strip())
 
 
 def _p(value) -> str:

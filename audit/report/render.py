@@ -50,13 +50,15 @@ def find_history(result: AuditResult, audit_dir: Path) -> tuple[History | None, 
         path = folder / "history.json"
         if path.is_file():
             history = load_history(path, name=str(model.get("name") or folder.name))
-            return history, f"From {path}."
-    return None, f"No training curves: no history.json in the run folder {source}."
+            return history, f"From history.json in the run folder {folder.resolve().name}."
+    return None, f"No training curves: no history.json in the run folder {source.name or source}."
 
 
 def render_report(audit_dir: Path, *, thumbnails: bool = True, pdf: bool = True,
-                  out_dir: Path | None = None, timings: dict | None = None) -> list[Path]:
-    """Write report.html, report.pdf and summary.md for the audit in ``audit_dir``; returns the paths written."""
+                  out_dir: Path | None = None, timings: dict | None = None, home: Path | None = None) -> list[Path]:
+    """Write report.html, report.pdf and summary.md for the audit in ``audit_dir``; returns the paths written.
+    ``home`` is the folder the audit will live in when it is rendered in a temporary folder first (the report's
+    re-render command names it)."""
     audit_path = Path(audit_dir)
     audit_dir = audit_path if audit_path.is_dir() else audit_path.parent
     timings = timings if timings is not None else {}
@@ -71,7 +73,8 @@ def render_report(audit_dir: Path, *, thumbnails: bool = True, pdf: bool = True,
         sections.metrics_section(result), sections.confusion_section(result), sections.calibration_section(result),
         sections.embeddings_section(result, audit_dir),
         sections.gallery_section(predictions, thumbnails, audit_dir),
-        sections.training_section(history, history_note), sections.reproducibility_section(result, audit_dir),
+        sections.training_section(history, history_note),
+        sections.reproducibility_section(result, Path(home) if home else audit_dir),
     ]
     timings["sections_s"] = time.perf_counter() - start
     name = str(result.model.get("name") or "model")

@@ -17,6 +17,7 @@ from .formatting import (
     ALPHA,
     direction_css,
     excludes_zero,
+    file_name,
     fmt_p,
     fmt_stat,
     group_label,
@@ -71,15 +72,51 @@ def _scalar_items(data: dict | None, prefix: str = "") -> list[tuple[str, str]]:
     return items
 
 
+#: Readable labels for the run record's dotted keys in the model card's training table.
+TRAINING_LABELS = {
+    "seed": "Seed", "image_size": "Image size (pixels)", "n_train": "Training images", "n_val": "Validation images",
+    "data.source": "Training data", "data.fingerprint": "Data fingerprint", "data.manifest_sha256": "Data manifest SHA-256",
+    "data.synthetic": "Synthetic data", "data.split_sizes.train": "Training images",
+    "data.split_sizes.val": "Validation images", "data.split_sizes.test": "Test images", "data.split_seed_note": "Split",
+}
+#: Labels of the per-phase fields (``phases.<name>.<field>``).
+PHASE_LABELS = {"epochs": "epochs planned", "epochs_run": "epochs run", "lr": "learning rate"}
+
+
+def _training_label(key: str) -> str:
+    """``data.split_sizes.train`` -> ``Training images``, ``phases.freeze.epochs_run`` -> ``Freeze phase: epochs
+    run``; an unknown key is spelled out (``data.foo_bar`` -> ``Data: foo bar``)."""
+    if key in TRAINING_LABELS:
+        return TRAINING_LABELS[key]
+    parts = key.split(".")
+    if len(parts) == 3 and parts[0] == "phases":
+        field = PHASE_LABELS.get(parts[2], parts[2].replace("_", " "))
+        return f"{parts[1][:1].upper()}{parts[1][1:]} phase: {field}"
+    text = ": ".join(p.replace("_", " ") for p in parts)
+    return text[:1].upper() + text[1:]
+
+
+def _training_value(key: str, value: str) -> str:
+    """Yes/no for flags, thousands separators for counts, file names without the machine's folders."""
+    if value in ("True", "False"):
+        return "yes" if value == "True" else "no"
+    if value.isdigit() and not key.endswith("seed"):
+        return f"{int(value):,}"
+    if key.endswith("source"):
+        return file_name(value)
+    return value
+
+
 def model_card_section(result) -> Section:
     model, data, run = result.model, result.data, result.model.get("run") or {}
     weights = run.get("weights") or run.get("pretrained") or run.get("init")
-    training = [(k, v) for k, v in _scalar_items(run) if any(w in k.lower() for w in ("data", "split", "fingerprint", "n_train", "n_val", "seed", "epoch", "image_size"))]
+    training = [(_training_label(k), _training_value(k, v)) for k, v in _scalar_items(run)
+                if any(w in k.lower() for w in ("data", "split", "fingerprint", "n_train", "n_val", "seed", "epoch", "image_size"))]
     facts = [("Model", model.get("name", "")), ("Kind", model.get("kind", "")),
              ("Backbone", model.get("backbone") or "not recorded"),
-             ("Weights", str(weights) if weights else "not recorded"),
+             ("Weights", file_name(weights) if weights else "not recorded"),
              ("Run hash", model.get("run_hash") or "not recorded"),
-             ("Evaluated on", f"{data.get('n')} {data.get('split', 'test')} images from {data.get('source')}"),
+             ("Evaluated on", f"{data.get('n')} {data.get('split', 'test')} images from {file_name(data.get('source'))}"),
              ("Synthetic data", "yes — numbers say nothing about real faces" if model.get("synthetic") or data.get("synthetic") else "no")]
     return Section("model-card", "Model card", "report/model_card.html", {
         "facts": facts, "training": training, "run_recorded": bool(run), "classes": result.classes})
@@ -106,7 +143,7 @@ def data_section(result) -> Section:
     n_small = sum(1 for r in cube if r["too_small"])
     return Section("data", "The evaluated data", "report/data.html", {
         "table": table, "n": result.overall["n"], "n_small": n_small, "n_cells": len(cube), "minimum": minimum,
-        "data": result.data, "counts": result.data.get("counts", {})})
+        "data": result.data, "counts": result.data.get("counts", {}), "source": file_name(result.data.get("source"))})
 
 
 #: How the overall table names each metric's interval (``settings.intervals`` has the full description).
@@ -417,12 +454,26 @@ def _version(name: str) -> str:
         return "not installed"
 
 
+def _short_command(command) -> str | None:
+    """The recorded command with absolute paths cut to file names (``--data /work/data/UTK.tar.gz`` -> ``--data
+    UTK.tar.gz``): the report names files, not the folders of the machine that made it."""
+    if not command:
+        return command
+    import shlex
+
+    try:
+        words = shlex.split(str(command))
+    except ValueError:
+        return str(command)
+    return shlex.join(file_name(w) if w.startswith("/") else w for w in words)
+
+
 def reproducibility_section(result, audit_dir: Path) -> Section:
     settings = result.settings
     command = settings.get("command") or result.model.get("command") or (result.model.get("run") or {}).get("command")
     rows = [("Audited with", f"faceaudit {result.faceaudit_version or '?'} at {result.created_utc or '?'}"),
-            ("Model source", str(result.model.get("source"))), ("Model / run hash", str(result.model.get("run_hash"))),
-            ("Data source", str(result.data.get("source"))), ("Data fingerprint", str(result.data.get("fingerprint"))),
+            ("Model source", file_name(result.model.get("source"))), ("Model / run hash", str(result.model.get("run_hash"))),
+            ("Data source", file_name(result.data.get("source"))), ("Data fingerprint", str(result.data.get("fingerprint"))),
             ("Predictions SHA-256", str(result.data.get("predictions_sha256"))),
             ("Age bands", str(result.data.get("age_bands"))), ("Seed", str(settings.get("seed"))),
             ("Intervals", f"{int(100 * settings.get('ci', 0.95))}%: Clopper–Pearson, MOVER; bootstrap "
@@ -437,5 +488,5 @@ def reproducibility_section(result, audit_dir: Path) -> Section:
     versions = [("python", platform.python_version())] + [v for v in versions if v[1] != "not installed"]
     files = sorted((k, v) for k, v in (result.files or {}).items() if isinstance(v, str))
     return Section("reproducibility", "Reproducibility", "report/reproducibility.html", {
-        "command": command, "rows": rows, "versions": versions, "files": files,
-        "rerender": f"faceaudit report {audit_dir}"})
+        "command": _short_command(command), "rows": rows, "versions": versions, "files": files,
+        "rerender": f"faceaudit report {Path(audit_dir).resolve().name or audit_dir}"})

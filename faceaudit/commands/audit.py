@@ -12,9 +12,10 @@ import sys
 from pathlib import Path
 
 from faceaudit.audit.sources import file_sha256
-from faceaudit.commands.common import add_data_options, dataset_from_args, writable_dir
+from faceaudit.commands.common import add_data_options, dataset_from_args, replaceable_dir
 from faceaudit.config import DEFAULT_CI, DEFAULT_INCONCLUSIVE, DEFAULT_MIN_GROUP_SIZE, DEFAULT_N_BOOT, data_from_env
 from faceaudit.errors import FaceauditError
+from faceaudit.files import replace_folder
 
 #: What the model card and reproducibility sections take from a run folder's ``run.json`` (as faceaudit train
 #: writes it): how the model was built and trained, on which data and split.
@@ -36,6 +37,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--predictions", type=Path, metavar="FILE",
                         help="predictions CSV/Parquet (image_id, race, gender, age or age_band, prob_* or pred_race); "
                         "rows with split=val, if any, fit temperature scaling and only split=test rows are audited")
+    parser.add_argument("--id-col", default="image_id", metavar="NAME",
+                        help="with --predictions: the image id column, e.g. 'id' (default: image_id)")
+    parser.add_argument("--prob-prefix", default="prob_", metavar="PREFIX",
+                        help="with --predictions: prefix of the five probability columns, e.g. 'p_' for "
+                        "p_White ... p_Others (default: prob_)")
     parser.add_argument("--embeddings", type=Path, metavar="NPY",
                         help="with --predictions: embeddings .npy whose rows align with the predictions file")
     parser.add_argument("--data", type=Path, metavar="DATA",
@@ -65,6 +71,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _check_args(args: argparse.Namespace) -> None:
     if (args.source is None) == (args.predictions is None):
         raise FaceauditError("give either a model (SOURCE: run folder or .keras file) or --predictions FILE")
+    if args.predictions is None and (args.id_col != "image_id" or args.prob_prefix != "prob_"):
+        raise FaceauditError("--id-col and --prob-prefix go with --predictions")
     if args.embeddings is not None and args.predictions is None:
         raise FaceauditError("--embeddings goes with --predictions (a model's embeddings are computed)")
     if args.n_boot < 0:
@@ -80,12 +88,20 @@ def _from_predictions(args: argparse.Namespace):
     import numpy as np
 
     from faceaudit.audit.labels import AgeBands
-    from faceaudit.audit.predictions import load_embeddings, read_table, validate_predictions
+    from faceaudit.audit.predictions import load_embeddings, map_columns, read_table, validate_predictions
 
     path = args.predictions
     table = read_table(path)
     bands = AgeBands.parse(args.age_bands)
     what = f"predictions file {path.name}"
+    table, ignored = map_columns(table, id_col=args.id_col, prob_prefix=args.prob_prefix, what=what)
+    notes = []
+    if ignored:
+        notes.append(f"{what}: ignored column(s) {', '.join(ignored)}")
+    if "split" in table.columns and not (table["split"].astype(str) == "test").any():
+        found = ", ".join(sorted(table["split"].astype(str).unique()))
+        notes.append(f"{what} has a split column but no split=test rows (splits: {found}): "
+                     f"auditing all {len(table):,} rows as the test set")
     embeddings = None
     if args.embeddings is not None:
         embeddings = load_embeddings(args.embeddings, len(table))
@@ -99,6 +115,9 @@ def _from_predictions(args: argparse.Namespace):
         table = table[split == "test"].reset_index(drop=True)
     predictions = validate_predictions(table, age_bands=bands, what=what)
     val = None if val_rows is None else validate_predictions(val_rows, age_bands=bands, what=f"{what} (val rows)")
+    for note in notes:  # after validation, so a refused file gets its one error line only
+        print(f"faceaudit: warning: {note}", file=sys.stderr)
+    args.input_warnings = notes
     digest = file_sha256(path)
     model = {"name": path.stem, "kind": "predictions", "source": str(path.resolve()), "backbone": None,
              "run_hash": digest, "synthetic": False, "run": None}
@@ -121,6 +140,11 @@ def _from_model(args: argparse.Namespace):
     if data_source is None:
         raise FaceauditError("no data: pass --data (a UTKFace folder or archive) or set $FACEAUDIT_DATA")
     dataset = dataset_from_args(args, source=data_source)
+    from faceaudit.audit.manifest import describe_image_problems
+
+    if note := describe_image_problems(dataset):
+        print(f"faceaudit: note: {note}", file=sys.stderr)
+        args.input_warnings = [note]
     test = dataset.split("test")
     if test.empty:
         raise FaceauditError(f"the test split of {data_source} is empty: nothing to audit")
@@ -151,11 +175,12 @@ def run_audit(args: argparse.Namespace) -> int:
 
     gate_list, gates_min_size = (gates_mod.load_gates(args.gates) if args.gates else ([], None))
     min_group_size = args.min_group_size or gates_min_size or DEFAULT_MIN_GROUP_SIZE
+    inputs = (args.source, args.predictions, args.embeddings, args.gates, args.data)
     if args.out is not None:
-        writable_dir(args.out)
+        replaceable_dir(args.out, "audit.json", keep=inputs)
     loader = _from_predictions if args.predictions is not None else _from_model
     predictions, val, embeddings, emb_source, model, data = loader(args)
-    out_dir = writable_dir(args.out or Path("reports") / model["name"])
+    out_dir = replaceable_dir(args.out or Path("reports") / model["name"], "audit.json", keep=inputs)
 
     from faceaudit.audit.engine import AuditSettings, compute_audit
     from faceaudit.audit.writer import write_audit
@@ -166,32 +191,66 @@ def run_audit(args: argparse.Namespace) -> int:
                            val_predictions=val, model=model, data=data)
     result = output.result
     result.settings["command"] = shlex.join(["faceaudit", *sys.argv[1:]])
+    result.warnings.extend(getattr(args, "input_warnings", []))
     junit = None
     if gate_list:
         result.gates = gates_mod.evaluate_gates(gate_list, result.to_dict(), inconclusive=args.inconclusive,
                                                 source=str(args.gates))
         junit = gates_mod.junit_xml(result.gates)
-    write_audit(result, output.tables, predictions, out_dir, junit=junit)
-    _print_summary(result, out_dir)
-    if not args.no_report:
-        _render(out_dir, thumbnails=not args.no_thumbnails)
+    # The folder is built beside out_dir and swapped in whole: an interrupted or failed audit leaves the previous
+    # complete folder (audit and its report) or none, never a new audit.json next to an old report.
+    render_error = None
+    with replace_folder(out_dir) as work:
+        _keep_inputs(args, out_dir, work)
+        write_audit(result, output.tables, predictions, work, junit=junit)
+        _print_summary(result, out_dir)
+        if not args.no_report:
+            render_error = _render(work, out_dir, thumbnails=not args.no_thumbnails)
+    if render_error is not None:
+        raise render_error
     return gates_mod.exit_code(result.gates)
 
 
-def _render(out_dir: Path, thumbnails: bool) -> None:
-    """Hand the written audit to the report renderer; a rendering failure leaves the audit in place."""
+def _keep_inputs(args: argparse.Namespace, out_dir: Path, work: Path) -> None:
+    """Carry inputs that live inside the output folder (the demo's run folder ``out/demo-cnn``, a gates file kept
+    with its audit) into the new folder, so replacing the folder never deletes what the audit read."""
+    import shutil
+
+    root = out_dir.resolve()
+    for item in (args.source, args.predictions, args.embeddings, args.gates, args.data):
+        if item is None or not Path(item).exists():
+            continue
+        try:
+            inside = Path(item).resolve().relative_to(root)
+        except ValueError:
+            continue
+        target = work / inside
+        if Path(item).is_dir():
+            shutil.copytree(item, target, symlinks=True, dirs_exist_ok=True)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(item, target)
+
+
+def _render(work: Path, out_dir: Path, thumbnails: bool) -> FaceauditError | None:
+    """Render the report for the audit written in ``work`` (to become ``out_dir``); a rendering failure removes the
+    partial report and is returned, so the audit itself is still swapped in and the error raised after."""
     from faceaudit.audit.report import render_report
+    from faceaudit.audit.report.render import REPORT_HTML, REPORT_PDF, SUMMARY_MD
 
     try:
-        paths = render_report(out_dir, thumbnails=thumbnails)
-    except FaceauditError:
+        paths = render_report(work, thumbnails=thumbnails, home=out_dir)
+    except (FaceauditError, KeyboardInterrupt):
         raise
     except Exception as exc:  # the audit is written; say so, in one line, and exit 2 rather than look like a gate
+        for name in (REPORT_HTML, REPORT_PDF, SUMMARY_MD):
+            (work / name).unlink(missing_ok=True)
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise FaceauditError(f"audit written to {out_dir}, but rendering the report failed: {first[:300]} "
-                             f"(rerun with --no-report, or 'faceaudit report {out_dir}')") from None
+        return FaceauditError(f"audit written to {out_dir}, but rendering the report failed: {first[:300]} "
+                              f"(rerun with --no-report, or 'faceaudit report {out_dir}')")
     for path in paths:
-        print(f"wrote {path}")
+        print(f"wrote {out_dir / path.relative_to(work)}")
+    return None
 
 
 def _print_summary(result, out_dir: Path) -> None:
@@ -208,7 +267,9 @@ def _print_summary(result, out_dir: Path) -> None:
     if result.gates:
         for gate in result.gates["results"]:
             print(f"  gate {gate['status'].upper():12s} {gate['name']}: {gate['message']}")
-        print(f"gates: {result.gates['status']} ({result.gates['counts']})")
+        counts = result.gates["counts"]
+        print(f"gates: {result.gates['status'].upper()} ({int(counts.get('pass', 0))} passed, "
+              f"{int(counts.get('fail', 0))} failed, {int(counts.get('inconclusive', 0))} inconclusive)")
     print(f"wrote {out_dir / 'audit.json'}")
 
 

@@ -47,3 +47,35 @@ def writable_dir(path: Path) -> Path:
     except OSError as exc:
         raise FaceauditError(f"cannot write to {path}: {exc.strerror or exc}") from None
     return path
+
+
+def writable_parent(path: Path) -> Path:
+    """Check, without creating anything, that the output folder ``path`` can be created or replaced (its nearest
+    existing ancestor is a writable folder), or fail with one line; the folder itself is built by
+    ``faceaudit.files.replace_folder``."""
+    import os
+
+    if path.exists() and not path.is_dir():
+        raise FaceauditError(f"cannot write to {path}: it exists and is not a folder")
+    ancestor = path.absolute().parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise FaceauditError(f"cannot write to {path}: {ancestor} is not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise FaceauditError(f"cannot write to {path}: {ancestor} is not writable")
+    return path
+
+
+def replaceable_dir(path: Path, marker: str, keep: tuple[Path | None, ...] = ()) -> Path:
+    """Check that ``path`` may be replaced as a whole: new, empty, or an earlier output of the command (it holds
+    ``marker``, e.g. audit.json). A folder of other files is refused rather than deleted; entries that are the
+    command's own inputs (``keep``, carried into the new folder) do not count."""
+    writable_parent(path)
+    if path.is_dir():
+        kept = {Path(p).resolve() for p in keep if p is not None}
+        others = [entry for entry in path.iterdir() if entry.resolve() not in kept]
+        if others and not (path / marker).exists():
+            raise FaceauditError(f"{path} holds other files and no {marker}: it is replaced as a whole, so choose "
+                                 f"a new or empty folder")
+    return path

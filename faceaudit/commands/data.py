@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from faceaudit.errors import FaceauditError
 
-from .common import add_data_options, dataset_from_args, writable_dir
+from .common import add_data_options, dataset_from_args, replaceable_dir, writable_dir
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -106,6 +107,10 @@ def run_manifest(args: argparse.Namespace) -> int:
     dataset = dataset_from_args(args)
     save_manifest(dataset.manifest, args.out)
     print(f"wrote {args.out} ({len(dataset.manifest):,} images, {len(dataset.excluded):,} excluded)")
+    from faceaudit.audit.manifest import describe_image_problems
+
+    if note := describe_image_problems(dataset):
+        print(f"faceaudit: note: {note}", file=sys.stderr)
     return 0
 
 
@@ -139,16 +144,18 @@ def run_inspect(args: argparse.Namespace) -> int:
         kinds = parse_kinds(args.exclude_kinds)
     except ValueError as exc:
         raise FaceauditError(f"--exclude-kinds: {exc}") from None
-    writable_dir(args.out)
+    replaceable_dir(args.out, "data.json", keep=(args.data, args.exclude))
     dataset = dataset_from_args(args)
     from faceaudit.audit.inspect import InspectOptions, inspect_dataset, render_data_report, write_outputs
+    from faceaudit.files import replace_folder
 
     options = InspectOptions(faces=args.faces, face_confidence=args.face_confidence, face_image_size=args.face_size,
                              near_distance=args.near_distance, outlier_share=args.outlier_share,
                              min_group_size=args.min_group_size, exclude_kinds=kinds, seed=args.seed)
     inspection = inspect_dataset(dataset, options)
-    write_outputs(inspection, args.out)
-    render_data_report(inspection, args.out, pdf=not args.no_pdf)
+    with replace_folder(args.out) as work:  # built aside and swapped in whole: never half an old, half a new report
+        write_outputs(inspection, work)
+        render_data_report(inspection, work, pdf=not args.no_pdf)
     print(inspection_summary(inspection, args.out, args.no_pdf))
     return 0
 

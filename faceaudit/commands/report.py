@@ -7,8 +7,10 @@ import sys
 import time
 from pathlib import Path
 
+from faceaudit.commands.common import replaceable_dir, writable_parent
 from faceaudit.config import DEFAULT_CI
 from faceaudit.errors import FaceauditError
+from faceaudit.files import replace_folder
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -85,25 +87,31 @@ def run_report(args: argparse.Namespace) -> int:
 
     _check_exists(args.audit)
     timings: dict = {}
-    written = render_report(args.audit, thumbnails=not args.no_thumbnails, pdf=not args.no_pdf, out_dir=args.out,
-                            timings=timings)
-    for path in written:
-        print(f"wrote {path} ({path.stat().st_size / 1024:.0f} kB)")
+    # Render into a copy of the destination folder and swap it in whole: an interrupted or failed re-render leaves
+    # the previous report (and, for the audit folder itself, the audit) as it was.
+    home = args.out or (args.audit if args.audit.is_dir() else args.audit.parent)
+    with replace_folder(writable_parent(home), copy_existing=True) as work:
+        written = render_report(args.audit, thumbnails=not args.no_thumbnails, pdf=not args.no_pdf, out_dir=work,
+                                timings=timings)
+        sizes = [(home / path.relative_to(work), path.stat().st_size) for path in written]
+    for path, size in sizes:
+        print(f"wrote {path} ({size / 1024:.0f} kB)")
     print(f"rendered in {timings['total_s']:.1f} s")
     return 0
 
 
 def run_compare(args: argparse.Namespace) -> int:
     from faceaudit.audit.report.compare import compare_audits
-    from faceaudit.commands.common import writable_dir
 
     for path in [*args.audits, *args.history]:
         _check_exists(path)
     start = time.perf_counter()
-    written = compare_audits(args.audits, writable_dir(args.out), history_files=args.history, level=args.ci,
-                             pdf=not args.no_pdf, curves_runs=args.curves_runs)
+    # built aside and swapped in whole (see run_report)
+    with replace_folder(replaceable_dir(args.out, "compare.html", keep=(*args.audits, *args.history))) as work:
+        written = compare_audits(args.audits, work, history_files=args.history, level=args.ci,
+                                 pdf=not args.no_pdf, curves_runs=args.curves_runs)
     for path in written:
-        print(f"wrote {path}")
+        print(f"wrote {args.out / path.relative_to(work)}")
     print(f"compared in {time.perf_counter() - start:.1f} s")
     return 0
 

@@ -38,7 +38,8 @@ def register(subparsers) -> None:
     parser.add_argument("--schedule", choices=("cosine", "plateau"), default=d.schedule)
     parser.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
     parser.add_argument("--class-weights", action="store_true", help="weight samples by inverse race frequency")
-    parser.add_argument("--no-augment", dest="augment", action="store_false", help="no flip/rotation/zoom")
+    parser.add_argument("--no-augment", dest="augment", action="store_false", default=argparse.SUPPRESS,
+                        help="train without flip/rotation/zoom augmentation (default: augment)")
     parser.add_argument("--rotation", type=float, default=d.rotation, help="max rotation, degrees")
     parser.add_argument("--zoom", type=float, default=d.zoom, help="zoom range 1 +/- ZOOM")
     parser.add_argument("--dropout", type=float, default=d.dropout)
@@ -57,9 +58,33 @@ def register(subparsers) -> None:
     parser.add_argument("--age-bands", default=DEFAULT_AGE_BANDS, metavar="SPEC")
     parser.add_argument("--exclude", type=Path, metavar="CSV", help="exclusion list (image_id, reason)")
     parser.add_argument("--nondeterministic", dest="deterministic", action="store_false",
-                        help="allow non-deterministic TensorFlow kernels (faster)")
-    parser.add_argument("--quiet", dest="progress", action="store_false", help="no progress bars")
+                        default=argparse.SUPPRESS,
+                        help="allow non-deterministic TensorFlow kernels: faster, not bit-reproducible "
+                             "(default: deterministic kernels)")
+    parser.add_argument("--quiet", dest="progress", action="store_false", default=argparse.SUPPRESS,
+                        help="no progress bars or per-epoch lines (default: show them)")
     parser.set_defaults(handler=run)
+
+
+def _remove_unstarted(created: list[Path]) -> None:
+    """Delete the run folder this command created (and parents left empty) if it holds no checkpoint to resume."""
+    import shutil
+
+    from faceaudit import interrupts
+    from faceaudit.training.trainer import CHECKPOINT_DIR, RUN_FILE, STATE_FILE
+
+    if not created:
+        return
+    out = created[0]
+    if (out / CHECKPOINT_DIR / STATE_FILE).exists() or (out / RUN_FILE).exists():
+        return
+    with interrupts.deferred():
+        shutil.rmtree(out, ignore_errors=True)
+        for folder in created[1:]:
+            try:
+                folder.rmdir()
+            except OSError:
+                break
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,7 +95,14 @@ def run(args: argparse.Namespace) -> int:
 
     fields = TrainConfig.__dataclass_fields__
     config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
-    out = train(config)
+    # The run folder is written in place, not swapped in like the report folders: --resume continues a killed run
+    # from the checkpoints inside it. A run that fails or is interrupted before its first checkpoint leaves nothing.
+    created = [p for p in (args.out, *args.out.parents) if not p.exists()]
+    try:
+        out = train(config)
+    except BaseException:
+        _remove_unstarted(created)
+        raise
     run_record = read_run(out)
     acc = run_record.get("test_accuracy")
     print(f"run written to {out}" + (f" (test accuracy {acc:.4f})" if acc is not None else ""))
