@@ -261,3 +261,34 @@ def test_replace_folder_refuses_the_current_folder(tmp_path, monkeypatch):
     with pytest.raises(FaceauditError, match="current folder"), replace_folder("."):
         pass
     assert tmp_path.is_dir()
+
+
+def test_unwritable_output_location_is_one_line_and_leaves_nothing(real_predictions, tmp_path):  # noqa: F811
+    """An output path below a regular file cannot be created (as root too, where permission bits do not stop a
+    write): one line, exit 2, nothing written."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    proc = _run(_audit_args(real_predictions.csv, blocker / "reports" / "model"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("faceaudit: error:")
+    assert blocker.read_text() == "x" and sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+
+
+def test_interrupted_inspect_keeps_the_previous_complete_folder(utk_sample_dir, tmp_path):
+    out = tmp_path / "data-report"
+    first = _run([*FACEAUDIT, "data", "inspect", str(utk_sample_dir), "--out", str(out)])
+    assert first.returncode == 0, first.stderr
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    proc = _interrupt_when([*FACEAUDIT, "data", "inspect", str(utk_sample_dir), "--out", str(out)],
+                           _in_work_folder(out))
+    _assert_interrupted(proc)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert _leftovers(out) == []
+
+
+def test_interrupted_train_before_its_first_checkpoint_leaves_nothing(utk_sample_dir, tmp_path):
+    out = tmp_path / "runs" / "cnn"
+    proc = _interrupt_when([*FACEAUDIT, "train", "--backbone", "cnn", "--data", str(utk_sample_dir), "--epochs", "3",
+                            "--out", str(out)], lambda: out.exists(), delay=0.5)
+    _assert_interrupted(proc)
+    assert not out.exists() or (out / "checkpoint").exists()
