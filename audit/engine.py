@@ -32,10 +32,13 @@ from .bootstrap import Replicates, expanded_level, percentile_interval, stratifi
 from .disparities import disparity, disparity_row, versus_rest
 from .intervals import widen_degenerate
 from .metrics import (
+    CLASS_ATTRIBUTE,
     CLASS_GROUP_METRICS,
     CLASS_METRICS,
+    DISPARITY_METRICS,
     LOWER_IS_BETTER,
     MIXED_METRICS,
+    PROPORTION_METRICS,
     class_rates,
     mixed_metrics,
     row_normalised,
@@ -44,10 +47,6 @@ from .result import GROUP_SEPARATOR, GROUPINGS, AuditResult, grouping_name, stat
 from .schema import PROB_COLUMNS
 
 ATTRIBUTES = ("race", "gender", "age_band")
-#: The class attribute: groupings that contain it are single-class groups.
-CLASS_ATTRIBUTE = "race"
-#: Metrics compared across the groups of a grouping (worst, best, gap, ratio), by kind of grouping.
-DISPARITY_METRICS = {"mixed": MIXED_METRICS, "class": ("accuracy", "precision", "fpr")}
 BOOTSTRAP_METHOD = ("percentile bootstrap resampling images within each group of each grouping (group sizes fixed); "
                     "up to 50,000 images each resample draws actual images; above that, confusion counts are drawn "
                     "exactly as multinomial resamples of each group's (true, predicted, confidence bin) types and per-image confidence, Brier "
@@ -353,11 +352,10 @@ def _classification_block(grouping: _Grouping, s: AuditSettings, tables: dict) -
     if name != "all":
         keys = [grouping.keys[g] for g in present]
         for m in DISPARITY_METRICS[grouping.kind]:
-            proportion_metric = m in ("accuracy", "precision", "fpr")
             disparities[m] = disparity(
                 lambda level, m=m: tuple(part[present] for part in grouping.estimates(level)[m]), keys, ranked[present],
                 level=s.ci, lower_is_better=m in LOWER_IS_BETTER, sizes=n_g[present], seed=s.seed,
-                counts=(grouping.successes(m)[present], trials[m][present]) if proportion_metric else None)
+                counts=(grouping.successes(m)[present], trials[m][present]) if m in PROPORTION_METRICS else None)
             tables["disparities"].append(disparity_row(name, m, disparities[m]))
     return records, disparities
 
@@ -378,9 +376,17 @@ def _loss_intervals(values: dict[str, np.ndarray], n_g: np.ndarray, level: float
     return out
 
 
-def _calibration_stats(c0: dict, values: dict, level: float, g: int, ci_of: dict) -> dict:
+def _group_calibration(c0: dict, values: dict, level: float) -> tuple[dict, dict]:
+    """Every group's ECE / MCE bounds and Brier / log-loss intervals of one grouping, computed once."""
+    n_g = c0["count"][0].sum(axis=1)
+    return (cal.calibration_error(c0["count"][0], c0["confidence"][0], c0["correct"][0], level),
+            _loss_intervals(values, n_g, level))
+
+
+def _calibration_stats(c0: dict, values: dict, g: int, computed: tuple[dict, dict]) -> dict:
     """One group's ECE and MCE (debiased, bin-interval bounds) and Brier and log loss (bootstrap) as stats."""
-    bounds = cal.calibration_error(c0["count"][0, g], c0["confidence"][0, g], c0["correct"][0, g], level)
+    all_bounds, ci_of = computed
+    bounds = {k: v[g] for k, v in all_bounds.items()}
     n_g = c0["count"][0, g].sum()
     b = int(bounds["mce_bin"])
     n_bins = c0["count"].shape[-1]
@@ -399,13 +405,13 @@ def _calibration_block(reps, layouts, s: AuditSettings, tables) -> dict:
         values = _calibration_values(reps, name)
         c0 = reps.calibration[name]
         n_g = c0["count"][0].sum(axis=1)
-        intervals = _loss_intervals(values, n_g, s.ci)
+        computed = _group_calibration(c0, values, s.ci)
         records = []
         for g in np.flatnonzero(n_g):
             key = GROUP_SEPARATOR.join(labels[g].values()) if name != "all" else "all"
             too_small = bool(name != "all" and n_g[g] < s.min_group_size)
             record = {"key": key, "values": labels[g], "n": int(n_g[g]), "too_small": too_small,
-                      **_calibration_stats(c0, values, s.ci, g, intervals)}
+                      **_calibration_stats(c0, values, g, computed)}
             record["reliability"] = cal.reliability_bins(c0["count"][0, g], c0["confidence"][0, g],
                                                          c0["correct"][0, g], s.ece_bins)
             records.append(record)
@@ -451,7 +457,7 @@ def _temperature_block(val: pd.DataFrame, probs: np.ndarray, reps, layouts, s: A
         pre_c, post_c = reps.calibration[name], scaled.calibration[name]
         pre, post = _calibration_values(reps, name), _calibration_values(scaled, name)
         n_g = pre_c["count"][0].sum(axis=1)
-        pre_ci, post_ci = _loss_intervals(pre, n_g, s.ci), _loss_intervals(post, n_g, s.ci)
+        pre_computed, post_computed = _group_calibration(pre_c, pre, s.ci), _group_calibration(post_c, post, s.ci)
         change = (cal.debiased_ece(post_c["count"], post_c["confidence"], post_c["correct"])
                   - cal.debiased_ece(pre_c["count"], pre_c["confidence"], pre_c["correct"]))
         change_lo, change_hi = percentile_interval(change, s.ci)
@@ -459,8 +465,8 @@ def _temperature_block(val: pd.DataFrame, probs: np.ndarray, reps, layouts, s: A
         for g in np.flatnonzero(n_g):
             records.append({"key": GROUP_SEPARATOR.join(labels[g].values()) if name != "all" else "all",
                             "n": int(n_g[g]), "too_small": bool(name != "all" and n_g[g] < s.min_group_size),
-                            "before": _calibration_stats(pre_c, pre, s.ci, g, pre_ci),
-                            "after": _calibration_stats(post_c, post, s.ci, g, post_ci),
+                            "before": _calibration_stats(pre_c, pre, g, pre_computed),
+                            "after": _calibration_stats(post_c, post, g, post_computed),
                             "ece_change": stat(change[0, g], (change_lo[g], change_hi[g]), n_g[g])})
         if name == "all":
             out["overall"] = {k: records[0][k] for k in ("before", "after", "ece_change")}

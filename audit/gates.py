@@ -14,19 +14,19 @@ from xml.etree import ElementTree as ET
 from faceaudit.errors import FaceauditError
 
 from .calibration import CALIBRATION_METRICS
-from .metrics import ALL_METRICS, CLASS_METRICS, MIXED_METRICS
+from .metrics import ALL_METRICS, CLASS_ATTRIBUTE, CLASS_METRICS, DISPARITY_METRICS, MIXED_METRICS
 from .result import GROUPINGS, grouping_name
 
 RULES = ("min", "max", "max_gap", "min_ratio")
 METRICS = (*ALL_METRICS, *CALIBRATION_METRICS, "knn_purity", "n")
 #: Metrics whose gap and ratio across groups the audit computes, by kind of grouping.
-GAP_METRICS = {"mixed": MIXED_METRICS, "class": ("accuracy", "precision", "fpr"), "calibration": ("ece",)}
+GAP_METRICS = {**DISPARITY_METRICS, "calibration": ("ece",)}
 PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
 
 
 def _kind(by: str) -> str:
     """``class`` for groupings of single-class groups (they contain race), else ``mixed`` (overall too)."""
-    return "class" if "race" in by.split("×") else "mixed"
+    return "class" if CLASS_ATTRIBUTE in by.split("×") else "mixed"
 
 
 def _check_defined(metric: str, by: str, rule: str, where: str) -> None:

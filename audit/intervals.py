@@ -15,15 +15,8 @@ Bonferroni level ``1 − (1 − level) / m``.
 
 from __future__ import annotations
 
-from statistics import NormalDist
-
 import numpy as np
 from scipy import stats
-
-
-def z_value(level: float) -> float:
-    """The two-sided normal quantile of a confidence level (0.95 -> 1.96)."""
-    return NormalDist().inv_cdf(1 - (1 - level) / 2)
 
 
 def simultaneous_level(level: float, comparisons: int) -> float:

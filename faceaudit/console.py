@@ -25,18 +25,8 @@ from contextlib import contextmanager
 _NOISE = re.compile(r"^(?:[IWE]\d{4} \d\d:\d\d:[\d.]+\s|WARNING: All log messages before absl::InitializeLog\(\)"
                     r"|To enable the following instructions:)")
 
-_verbose = False
-
-
-def verbose() -> bool:
-    """Whether ``--verbose`` asked for framework logs and warnings."""
-    return _verbose
-
-
 def configure(verbose: bool = False) -> None:
     """Silence framework logs and Python warnings (``verbose=False``), or leave them all on."""
-    global _verbose
-    _verbose = verbose
     if verbose:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # C++ INFO and WARNING records after start-up

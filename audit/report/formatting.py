@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import math
 
-#: Family-wise error rate at which a Holm-adjusted p-value calls a group better or worse than the rest.
-ALPHA = 0.05
-
 
 def _get(stat: dict | None, key: str):
     return None if not stat else stat.get(key)
@@ -79,12 +76,18 @@ def excludes_zero(stat: dict | None) -> bool:
 def significant(diff: dict | None) -> bool:
     """Whether a group's difference from the rest (``vs_rest.accuracy``) holds after adjusting for the groups compared.
 
-    Both must agree: the Holm-adjusted p-value is below :data:`ALPHA` and the Bonferroni-adjusted interval excludes
+    Both must agree: the Holm-adjusted p-value is below the audit's family-wise error rate (1 − level, recovered
+    from the stat's Bonferroni ``level`` and ``family``) and the Bonferroni-adjusted interval excludes
     zero (the exact-interval construction is more conservative than the score test, so near the boundary the two
     can differ, and a coloured cell whose interval straddles zero would contradict itself).
     """
     p = _get(diff, "p_holm")
-    return p is not None and p < ALPHA and excludes_zero(diff)
+    return p is not None and p < family_alpha(diff) and excludes_zero(diff)
+
+
+def family_alpha(diff: dict) -> float:
+    """The family-wise error rate a Bonferroni-adjusted stat was made for: ``(1 − level) × family``."""
+    return (1 - diff["level"]) * diff["family"]
 
 
 def direction_css(diff: dict | None) -> str:

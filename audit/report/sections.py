@@ -14,7 +14,6 @@ from . import charts
 from .curves import training_curves_figure
 from .findings import TOO_SMALL, findings, headline, too_small_to_judge
 from .formatting import (
-    ALPHA,
     direction_css,
     excludes_zero,
     file_name,
@@ -165,7 +164,7 @@ def _label(metric: str) -> str:
 
 
 def _vs_rest_cells(record: dict) -> list[Cell]:
-    """A group's accuracy minus the rest's (adjusted interval) and its Holm p-value; coloured only when p < 0.05."""
+    """A group's accuracy minus the rest's (adjusted interval) and its Holm p-value; coloured only when significant."""
     diff = (record.get("vs_rest") or {}).get("accuracy")
     if not diff:
         return [Cell("–"), Cell("–")]
@@ -204,7 +203,7 @@ def _rest_caption(result, grouping: str) -> str:
                 "tested, so none is called better or worse." + small)
     return (f" 'vs rest': accuracy minus that of every other test face, in points, with an interval adjusted "
             f"(Bonferroni) for the {plural(family, 'ranked group')} compared; coloured only when the "
-            f"Holm-adjusted p < {ALPHA:g} and that interval excludes 0." + small)
+            f"Holm-adjusted p < {1 - result.settings.get('ci', 0.95):.2g} and that interval excludes 0." + small)
 
 
 def _class_table(result, grouping: str, caption: str, records: list[dict] | None = None) -> Table:
@@ -323,7 +322,7 @@ def metrics_section(result) -> Section:
         "overall": _overall_table(result), "per_class": _per_class_table(result), "tables": tables,
         "intersections": inter + ([worst] if worst else []),
         "forest": charts.accuracy_forest(result), "heatmap": charts.intersection_heatmap(result),
-        "ci": int(100 * result.settings.get("ci", 0.95)), "alpha": ALPHA,
+        "ci": int(100 * result.settings.get("ci", 0.95)), "alpha": round(1 - result.settings.get("ci", 0.95), 6),
         "min_group_size": result.settings.get("min_group_size", 30)})
 
 
