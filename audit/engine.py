@@ -9,7 +9,7 @@ resamples.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import numpy as np
@@ -23,8 +23,9 @@ from faceaudit.config import (
     DEFAULT_MIN_TEST_SIZE,
     DEFAULT_N_BOOT,
     DEFAULT_SEED,
-    RACES,
 )
+from faceaudit.seams.predictions import PredictionsTable
+from faceaudit.taxonomy import LabelSchema
 
 from . import calibration as cal
 from . import embeddings as emb
@@ -32,7 +33,6 @@ from .bootstrap import Replicates, expanded_level, percentile_interval, stratifi
 from .disparities import disparity, disparity_row, versus_rest
 from .intervals import widen_degenerate
 from .metrics import (
-    CLASS_ATTRIBUTE,
     CLASS_GROUP_METRICS,
     CLASS_METRICS,
     DISPARITY_METRICS,
@@ -43,10 +43,8 @@ from .metrics import (
     mixed_metrics,
     row_normalised,
 )
-from .result import GROUP_SEPARATOR, GROUPINGS, AuditResult, grouping_name, stat
-from .schema import PROB_COLUMNS
+from .result import GROUP_SEPARATOR, AuditResult, grouping_name, stat
 
-ATTRIBUTES = ("race", "gender", "age_band")
 BOOTSTRAP_METHOD = ("percentile bootstrap resampling images within each group of each grouping (group sizes fixed); "
                     "up to 50,000 images each resample draws actual images; above that, confusion counts are drawn "
                     "exactly as multinomial resamples of each group's (true, predicted, confidence bin) types and per-image confidence, Brier "
@@ -89,17 +87,9 @@ class AuditSettings:
     progress: bool = False
 
 
-@dataclass
-class AuditOutput:
-    """The result plus the tables written next to it as CSV (name -> frame) and extra arrays."""
-
-    result: AuditResult
-    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
-
-
-def _codes(frame: pd.DataFrame) -> dict[str, tuple[np.ndarray, list[str]]]:
+def _codes(frame: pd.DataFrame, attributes: tuple[str, ...]) -> dict[str, tuple[np.ndarray, list[str]]]:
     out = {}
-    for attribute in ATTRIBUTES:
+    for attribute in attributes:
         column = frame[attribute]
         categories = [str(c) for c in column.cat.categories]
         out[attribute] = (np.asarray(column.cat.codes, dtype=np.int64), categories)
@@ -139,20 +129,21 @@ class _Grouping:
     rates are read from the confusion matrix of their context (the same grouping without the class attribute).
     """
 
-    def __init__(self, name: str, attributes: tuple[str, ...], layouts: dict, confusions: dict, classes: list[str]):
-        self.name, self.attributes = name, attributes
+    def __init__(self, name: str, attributes: tuple[str, ...], layouts: dict, confusions: dict, schema: LabelSchema):
+        self.name, self.attributes, self.target = name, attributes, schema.target
+        self.classes = classes = list(schema.classes)
         self.code, self.size, self.labels = layouts[name]
         self.counts = confusions[name]
         self.n = self.counts.sum(axis=(1, 2))
-        self.kind = "class" if CLASS_ATTRIBUTE in attributes else "mixed"
+        self.kind = "class" if self.target in attributes else "mixed"
         self.keys = [GROUP_SEPARATOR.join(v.values()) if name != "all" else "all" for v in self.labels]
         if self.kind == "class":
-            context = tuple(a for a in attributes if a != CLASS_ATTRIBUTE)
+            context = tuple(a for a in attributes if a != self.target)
             self.context = grouping_name(context) if context else "all"
             context_labels = layouts[self.context][2]
             position = {tuple(v.values()): i for i, v in enumerate(context_labels)}
             self.context_index = np.array([position[tuple(v[a] for a in context)] for v in self.labels])
-            self.class_index = np.array([classes.index(v[CLASS_ATTRIBUTE]) for v in self.labels])
+            self.class_index = np.array([classes.index(v[self.target]) for v in self.labels])
             self.context_counts = confusions[self.context]
             self.context_keys = [GROUP_SEPARATOR.join(v.values()) if context else "all" for v in context_labels]
         self.metric_names = CLASS_GROUP_METRICS if self.kind == "class" else MIXED_METRICS
@@ -189,28 +180,32 @@ class _Grouping:
 
 
 def compute_audit(
-    predictions: pd.DataFrame,
+    predictions: PredictionsTable,
     *,
     settings: AuditSettings | None = None,
     embeddings: np.ndarray | None = None,
     embedding_source: str = "model",
-    val_predictions: pd.DataFrame | None = None,
+    val_predictions: PredictionsTable | None = None,
     model: dict | None = None,
     data: dict | None = None,
-) -> AuditOutput:
-    """Audit a validated predictions table (see :func:`faceaudit.audit.predictions.validate_predictions`)."""
+) -> AuditResult:
+    """Audit a validated predictions table (:class:`~faceaudit.seams.predictions.PredictionsTable`) by every
+    grouping of its label schema."""
+    if not isinstance(predictions, PredictionsTable):
+        raise TypeError("compute_audit takes a PredictionsTable; use faceaudit.audit(frame) for a DataFrame")
     s = settings or AuditSettings()
-    frame = predictions.reset_index(drop=True)
+    schema = predictions.schema
+    classes = list(schema.classes)
+    frame = predictions.frame
     n = len(frame)
-    n_classes = len(RACES)
-    codes = _codes(frame)
-    y_true = codes["race"][0]
-    y_pred = np.asarray(frame["pred_race"].cat.codes, dtype=np.int64)
-    has_probs = all(c in frame.columns for c in PROB_COLUMNS) and not frame[PROB_COLUMNS[0]].isna().any()
-    probs = frame[list(PROB_COLUMNS)].to_numpy(dtype=float) if has_probs else None
+    n_classes = len(classes)
+    codes = _codes(frame, tuple(dict.fromkeys((schema.target, *schema.groups))))
+    y_true, y_pred = predictions.y_true, predictions.y_pred
+    probs = predictions.probabilities
+    has_probs = probs is not None
 
     layouts = {"all": (np.zeros(n, dtype=np.int64), 1, [{}])}
-    for attributes in GROUPINGS:
+    for attributes in schema.groupings:
         layouts[grouping_name(attributes)] = _grouping_codes(codes, attributes)
 
     def replicates(p: np.ndarray, seed: int, progress: bool):
@@ -231,11 +226,11 @@ def compute_audit(
     tables: dict[str, list[dict]] = {k: [] for k in ("group_metrics", "per_class", "confusion", "disparities",
                                                      "calibration", "reliability")}
     confusions = _confusions(layouts, y_true, y_pred, n_classes)
-    overall = _classification_block(_Grouping("all", (), layouts, confusions, list(RACES)), s, tables)[0][0]
+    overall = _classification_block(_Grouping("all", (), layouts, confusions, schema), s, tables)[0][0]
     groupings_out = {}
-    for attributes in GROUPINGS:
+    for attributes in schema.groupings:
         name = grouping_name(attributes)
-        grouping = _Grouping(name, attributes, layouts, confusions, list(RACES))
+        grouping = _Grouping(name, attributes, layouts, confusions, schema)
         records, disparities = _classification_block(grouping, s, tables)
         missing = [grouping.keys[g] for g in np.flatnonzero(grouping.n == 0)]
         groupings_out[name] = {"attributes": list(attributes), "kind": grouping.kind, "groups": records,
@@ -244,7 +239,8 @@ def compute_audit(
         small = sum(r["too_small"] for r in records)
         if small and len(attributes) == 1:
             warnings_out.append(f"{small} {name} group(s) have fewer than {s.min_group_size} images and are not ranked")
-    missing_classes = groupings_out["race"]["missing"]
+    target_counts = np.bincount(y_true, minlength=n_classes)
+    missing_classes = [c for c, count in zip(classes, target_counts) if count == 0]
     if missing_classes:
         warnings_out.insert(0, f"no test images of {', '.join(missing_classes)}: nothing can be said about "
                                f"{'that class' if len(missing_classes) == 1 else 'those classes'}, and coverage gates fail")
@@ -257,7 +253,7 @@ def compute_audit(
     if has_probs:
         reps = replicates(probs, s.seed, s.progress)
         calibration_out = _calibration_block(reps, layouts, s, tables)
-        if val_predictions is not None and len(val_predictions) and all(c in val_predictions for c in PROB_COLUMNS):
+        if val_predictions is not None and len(val_predictions) and val_predictions.has_probabilities:
             calibration_out["temperature"] = _temperature_block(
                 val_predictions, probs, reps, layouts, s, replicates)
     else:
@@ -267,25 +263,26 @@ def compute_audit(
     embeddings_out = None
     if embeddings is not None:
         embeddings_out, emb_tables = _embeddings_block(np.asarray(embeddings), frame, codes, layouts, s,
-                                                       embedding_source)
+                                                       embedding_source, schema.target)
         tables.update(emb_tables)
 
     data = dict(data or {})
     data.setdefault("n", n)
     data.setdefault("split", "test")
-    data["counts"] = {a: {str(k): int(v) for k, v in frame[a].value_counts(sort=False).items()} for a in ATTRIBUTES}
+    data["counts"] = {a: {str(k): int(v) for k, v in frame[a].value_counts(sort=False).items()} for a in codes}
     data["missing_classes"] = missing_classes
     data["too_small_to_judge"] = bool(n < s.min_test_size)
     settings_out = {"n_boot": s.n_boot, "ci": s.ci, "seed": s.seed, "min_group_size": s.min_group_size,
                     "min_test_size": s.min_test_size, "ece_bins": s.ece_bins, "knn_k": s.knn_k,
                     "intervals": INTERVAL_METHODS, "bootstrap": BOOTSTRAP_METHOD, "inconclusive": s.inconclusive}
     result = AuditResult(
-        model=dict(model or {}), data=data, settings=settings_out, classes=list(RACES), overall=overall,
-        groupings=groupings_out, calibration=calibration_out, embeddings=embeddings_out, warnings=warnings_out,
-        faceaudit_version=__version__, created_utc=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        model=dict(model or {}), data=data, settings=settings_out, classes=classes, overall=overall,
+        groupings=groupings_out, label_schema=schema.to_dict(), calibration=calibration_out,
+        embeddings=embeddings_out, warnings=warnings_out, faceaudit_version=__version__, created_utc=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
     frames = {k: pd.DataFrame(v) for k, v in tables.items() if isinstance(v, list) and v}
     frames.update({k: v for k, v in tables.items() if isinstance(v, pd.DataFrame)})
-    return AuditOutput(result=result, tables=frames)
+    result.tables, result.predictions = frames, predictions
+    return result
 
 
 def _ci_columns(prefix: str, st: dict) -> dict:
@@ -318,11 +315,11 @@ def _classification_block(grouping: _Grouping, s: AuditSettings, tables: dict) -
             record["context"] = grouping.context_keys[grouping.context_index[g]]
         else:
             record["per_class"] = {}
-            for k, race in enumerate(RACES):
+            for k, cls in enumerate(grouping.classes):
                 n_trials = {"recall": supports[g, k], "fnr": supports[g, k], "precision": predicted[g, k],
                             "fpr": n_g[g] - supports[g, k], "f1": supports[g, k] + predicted[g, k],
                             "selection_rate": n_g[g], "true_share": n_g[g]}
-                record["per_class"][race] = {"support": int(supports[g, k]), **{
+                record["per_class"][cls] = {"support": int(supports[g, k]), **{
                     m: stat(per_class[m][0][g, k], (per_class[m][1][g, k], per_class[m][2][g, k]), n_trials[m])
                     for m in (*CLASS_METRICS, "f1")}}
         record["confusion"] = {"counts": grouping.counts[g].astype(int).tolist(),
@@ -338,13 +335,13 @@ def _classification_block(grouping: _Grouping, s: AuditSettings, tables: dict) -
             row.update(_ci_columns("vs_rest", vs_rest[g]))
             row.update(vs_rest_p=vs_rest[g]["p_value"], vs_rest_p_holm=vs_rest[g]["p_holm"])
         tables["group_metrics"].append(row)
-        for race, c in (record.get("per_class") or {}).items():
-            prow = {"grouping": name, "group": key, "class": race, "support": c["support"]}
+        for cls, c in (record.get("per_class") or {}).items():
+            prow = {"grouping": name, "group": key, "class": cls, "support": c["support"]}
             for m in (*CLASS_METRICS, "f1"):
                 prow.update(_ci_columns(m, c[m]))
             tables["per_class"].append(prow)
-        for i, t in enumerate(RACES):
-            for j, p in enumerate(RACES):
+        for i, t in enumerate(grouping.classes):
+            for j, p in enumerate(grouping.classes):
                 tables["confusion"].append({"grouping": name, "group": key, "true": t, "pred": p,
                                             "count": int(grouping.counts[g, i, j]),
                                             "rate": None if np.isnan(normalised[g, i, j]) else float(normalised[g, i, j])})
@@ -439,14 +436,13 @@ def _calibration_block(reps, layouts, s: AuditSettings, tables) -> dict:
     return out
 
 
-def _temperature_block(val: pd.DataFrame, probs: np.ndarray, reps, layouts, s: AuditSettings, replicates) -> dict:
+def _temperature_block(val: PredictionsTable, probs: np.ndarray, reps, layouts, s: AuditSettings, replicates) -> dict:
     """Temperature fitted on the validation split; every group's calibration before and after it.
 
     The change in ECE is computed on the same bootstrap resamples before and after (same seed, same draws), so
     its interval reflects only the effect of scaling.
     """
-    val_probs = val[list(PROB_COLUMNS)].to_numpy(dtype=float)
-    val_true = np.asarray(val["race"].cat.codes, dtype=np.int64)
+    val_probs, val_true = val.probabilities, val.y_true
     fit = cal.fit_temperature(val_probs, val_true, s.ci)
     scaled = replicates(cal.scale_temperature(probs, fit["temperature"]), s.seed, False)
     out = {"temperature": round(fit["temperature"], 6), "ci": [round(fit["lo"], 6), round(fit["hi"], 6)],
@@ -476,10 +472,11 @@ def _temperature_block(val: pd.DataFrame, probs: np.ndarray, reps, layouts, s: A
 
 
 def _embeddings_block(vectors: np.ndarray, frame: pd.DataFrame, codes, layouts, s: AuditSettings,
-                      source: str) -> tuple[dict, dict]:
+                      source: str, target: str) -> tuple[dict, dict]:
+    """How the embeddings cluster by the target's true class: t-SNE map, silhouette and k-NN purity by group."""
     rows = emb.subsample(len(vectors), s.seed)
     x = vectors[rows]
-    race = codes["race"][0][rows]
+    true_class = codes[target][0][rows]
     out = {"n": int(len(rows)), "n_total": int(len(vectors)), "dim": int(vectors.shape[1]), "source": source,
            "subsampled": bool(len(rows) < len(vectors)), "tsne": None}
     tables = {}
@@ -488,22 +485,21 @@ def _embeddings_block(vectors: np.ndarray, frame: pd.DataFrame, codes, layouts, 
         info["settings"]["subsampled"] = out["subsampled"]
         out["tsne"] = {"file": "tsne.csv", **info}
         tables["tsne"] = pd.DataFrame({"image_id": frame["image_id"].to_numpy()[rows], "x": coords[:, 0],
-                                       "y": coords[:, 1], "race": frame["race"].to_numpy()[rows],
-                                       "gender": frame["gender"].to_numpy()[rows],
-                                       "age_band": frame["age_band"].to_numpy()[rows]})
-    sil = emb.silhouette_values(x, race)
-    race_names = codes["race"][1]
+                                       "y": coords[:, 1],
+                                       **{a: frame[a].to_numpy()[rows] for a in codes}})
+    sil = emb.silhouette_values(x, true_class)
+    class_names = codes[target][1]
     mean, lo, hi, n = emb.mean_interval(sil, np.zeros(len(sil), dtype=np.int64), 1, n_boot=s.n_boot, ci=s.ci, seed=s.seed)
-    out["silhouette"] = {"label": "race", "overall": stat(mean[0], (lo[0], hi[0]), n[0]), "by_group": []}
-    mean, lo, hi, n = emb.mean_interval(sil, race, len(race_names), n_boot=s.n_boot, ci=s.ci, seed=s.seed)
+    out["silhouette"] = {"label": target, "overall": stat(mean[0], (lo[0], hi[0]), n[0]), "by_group": []}
+    mean, lo, hi, n = emb.mean_interval(sil, true_class, len(class_names), n_boot=s.n_boot, ci=s.ci, seed=s.seed)
     rows_out = []
     for g in np.flatnonzero(n):
-        out["silhouette"]["by_group"].append({"key": race_names[g], "n": int(n[g]),
+        out["silhouette"]["by_group"].append({"key": class_names[g], "n": int(n[g]),
                                               "value": stat(mean[g], (lo[g], hi[g]), n[g])})
-        rows_out.append({"grouping": "race", "group": race_names[g], "measure": "silhouette", "n": int(n[g]),
+        rows_out.append({"grouping": target, "group": class_names[g], "measure": "silhouette", "n": int(n[g]),
                          "value": mean[g], "lo": lo[g], "hi": hi[g]})
-    purity = emb.knn_purity(x, race, s.knn_k)
-    out["knn_purity"] = {"k": s.knn_k, "label": "race", "groupings": {}}
+    purity = emb.knn_purity(x, true_class, s.knn_k)
+    out["knn_purity"] = {"k": s.knn_k, "label": target, "groupings": {}}
     for name, (code, size, labels) in layouts.items():
         mean, lo, hi, n = emb.mean_interval(purity, code[rows], size, n_boot=s.n_boot, ci=s.ci, seed=s.seed)
         records = []

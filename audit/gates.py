@@ -7,15 +7,16 @@ on the wrong side, and is inconclusive when the interval straddles it or a group
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
 from faceaudit.errors import FaceauditError
+from faceaudit.taxonomy import UTKFACE, LabelSchema
 
 from .calibration import CALIBRATION_METRICS
-from .metrics import ALL_METRICS, CLASS_ATTRIBUTE, CLASS_METRICS, DISPARITY_METRICS, MIXED_METRICS
-from .result import GROUPINGS, grouping_name
+from .metrics import ALL_METRICS, CLASS_METRICS, DISPARITY_METRICS, MIXED_METRICS
+from .result import grouping_name
 
 RULES = ("min", "max", "max_gap", "min_ratio")
 METRICS = (*ALL_METRICS, *CALIBRATION_METRICS, "knn_purity", "n")
@@ -24,21 +25,23 @@ GAP_METRICS = {**DISPARITY_METRICS, "calibration": ("ece",)}
 PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
 
 
-def _kind(by: str) -> str:
-    """``class`` for groupings of single-class groups (they contain race), else ``mixed`` (overall too)."""
-    return "class" if CLASS_ATTRIBUTE in by.split("×") else "mixed"
+def _kind(by: str, target: str) -> str:
+    """``class`` for groupings of single-class groups (they contain the target), else ``mixed`` (overall too)."""
+    return "class" if target in by.split("×") else "mixed"
 
 
-def _check_defined(metric: str, by: str, rule: str, where: str) -> None:
+def _check_defined(metric: str, by: str, rule: str, where: str, schema: LabelSchema) -> None:
     """Refuse a gate on a metric that means nothing for the grouping (one line, naming what would work)."""
-    kind = _kind(by)
+    target = schema.target
+    kind = _kind(by, target)
     if metric in MIXED_METRICS[1:] and kind == "class":
-        raise FaceauditError(f"{where}: {metric} is undefined within a single-race group (every face there has the "
-                             f"same true race); gate accuracy/recall, precision or fpr by {by}, or {metric} by gender "
-                             "or age_band")
+        others = [g for g in schema.groups if g != target] or ["overall"]
+        raise FaceauditError(f"{where}: {metric} is undefined within a single-{target} group (every face there has "
+                             f"the same true {target}); gate accuracy/recall, precision or fpr by {by}, or {metric} by "
+                             f"{' or '.join(others)}")
     if metric in CLASS_METRICS and kind == "mixed":
-        raise FaceauditError(f"{where}: {metric} is a per-race rate; set by = \"race\" or an intersection with race "
-                             f"(race×gender, ...), not {by}")
+        raise FaceauditError(f"{where}: {metric} is a per-{target} rate; set by = \"{target}\" or an intersection "
+                             f"with {target}, not {by}")
     if rule in ("max_gap", "min_ratio"):
         allowed = GAP_METRICS["calibration"] if metric in CALIBRATION_METRICS else GAP_METRICS[kind]
         if metric not in allowed:
@@ -60,11 +63,28 @@ def _grouping_key(text: str) -> str:
     if text.strip().lower() in ("overall", "all"):
         return "overall"
     parts = [p.strip() for p in text.replace(" x ", "×").replace("*", "×").replace(",", "×").split("×")]
-    key = grouping_name(parts)
-    if key not in {grouping_name(g) for g in GROUPINGS}:
-        raise FaceauditError(f"gates: unknown grouping {text!r}; use overall or one of "
-                             f"{', '.join(grouping_name(g) for g in GROUPINGS)}")
-    return key
+    if not all(parts):
+        raise FaceauditError(f"gates: grouping {text!r} has an empty attribute")
+    return grouping_name(parts)
+
+
+def check_gates(gates: list[Gate], schema: LabelSchema, source: str = "gates file") -> list[Gate]:
+    """The gates with their groupings matched to the audit's (``gender×race`` is ``race×gender``); one line refusing
+    a grouping the audit does not compute under ``schema`` or a metric undefined for it. Checked once the
+    predictions' schema is known, before any computing."""
+    known = {grouping_name(g): g for g in schema.groupings}
+    checked = []
+    for i, gate in enumerate(gates, 1):
+        where = f"{source}, gate {i}"
+        by = gate.by
+        if by != "overall" and by not in known:
+            by = next((name for name, attrs in known.items() if set(attrs) == set(by.split("×"))), None)
+            if by is None:
+                raise FaceauditError(f"{where}: unknown grouping {gate.by!r}; use overall or one of {', '.join(known)}")
+        if gate.metric not in ("n", "knn_purity"):
+            _check_defined(gate.metric, by, gate.rule, where, schema)
+        checked.append(replace(gate, by=by))
+    return checked
 
 
 def parse_gates(data: dict, source: str = "gates file") -> tuple[list[Gate], int | None]:
@@ -93,8 +113,6 @@ def parse_gates(data: dict, source: str = "gates file") -> tuple[list[Gate], int
             raise FaceauditError(f"{where}: {rule} needs groups; set by = \"race\" or another grouping")
         if metric == "n" and rule not in ("min", "max"):
             raise FaceauditError(f"{where}: metric n takes min or max")
-        if metric not in ("n", "knn_purity"):
-            _check_defined(metric, by, rule, where)
         unknown = set(entry) - {"name", "metric", "by", "grouping", *RULES}
         if unknown:
             raise FaceauditError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
@@ -232,7 +250,8 @@ def evaluate_gates(gates: list[Gate], audit: dict, *, inconclusive: str = FAIL, 
     A test set below the audit's minimum size is too small to judge: every gate is then inconclusive (a
     coverage gate on ``n`` can still fail).
     """
-    results = [evaluate_gate(g, audit) for g in gates]
+    schema = LabelSchema.from_dict(audit["label_schema"]) if audit.get("label_schema") else UTKFACE
+    results = [evaluate_gate(g, audit) for g in check_gates(gates, schema, source or "gates")]
     if audit.get("data", {}).get("too_small_to_judge"):
         minimum = audit.get("settings", {}).get("min_test_size")
         for result in results:

@@ -26,8 +26,6 @@ MIXED_METRICS: tuple[str, ...] = ("accuracy", "balanced_accuracy", "macro_f1")
 CLASS_METRICS: tuple[str, ...] = ("recall", "fnr", "precision", "fpr", "selection_rate", "true_share")
 #: Metrics of single-class groups (race, race × gender, ...): accuracy there is the class's recall.
 CLASS_GROUP_METRICS: tuple[str, ...] = ("accuracy", *CLASS_METRICS)
-#: The attribute whose groups are single-class: groupings that contain it hold one true class per group.
-CLASS_ATTRIBUTE = "race"
 #: Metrics that are proportions (successes / trials), with exact intervals and tests.
 PROPORTION_METRICS: frozenset[str] = frozenset({"accuracy", *CLASS_METRICS})
 #: Metrics compared across the groups of a grouping (worst, best, gap, ratio), by kind of grouping.

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from faceaudit.errors import FaceauditError
+from faceaudit.taxonomy import UTKFACE, LabelSchema
 
 from .intervals import mover_difference, paired_difference, proportion, simultaneous_level
 from .significance import holm, mcnemar, two_proportions
@@ -32,18 +33,21 @@ class Slice:
     too_small: bool = False
 
 
-def correct_column(predictions: pd.DataFrame) -> np.ndarray:
-    """Per-image correctness as booleans (from ``correct`` or by comparing ``pred_race`` with ``race``)."""
+def correct_column(predictions: pd.DataFrame, schema: LabelSchema = UTKFACE) -> np.ndarray:
+    """Per-image correctness as booleans (from ``correct`` or by comparing the schema's predicted column with its
+    target: ``pred_race`` with ``race`` for UTKFace)."""
     if "correct" in predictions:
         values = predictions["correct"]
         if values.dtype == bool:
             return values.to_numpy()
         return values.astype(str).str.lower().isin(("true", "1", "1.0")).to_numpy()
-    return (predictions["pred_race"].astype(str) == predictions["race"].astype(str)).to_numpy()
+    return (predictions[schema.pred_column].astype(str) == predictions[schema.target].astype(str)).to_numpy()
 
 
-def match_predictions(a: pd.DataFrame, b: pd.DataFrame, names: tuple[str, str]) -> pd.DataFrame:
-    """Join two predictions tables image by image, or refuse in one line when the test sets differ."""
+def match_predictions(a: pd.DataFrame, b: pd.DataFrame, names: tuple[str, str],
+                      schema: LabelSchema = UTKFACE) -> pd.DataFrame:
+    """Join two predictions tables image by image, or refuse in one line when the test sets differ (or label the
+    same image's target differently). Keeps ``a``'s label columns, so groups can be selected on the result."""
     ids_a, ids_b = set(a["image_id"].astype(str)), set(b["image_id"].astype(str))
     if ids_a != ids_b:
         only_a, only_b = len(ids_a - ids_b), len(ids_b - ids_a)
@@ -52,10 +56,12 @@ def match_predictions(a: pd.DataFrame, b: pd.DataFrame, names: tuple[str, str]) 
             f"({only_a} only in the first, {only_b} only in the second); paired comparison needs the same test images")
     if a["image_id"].duplicated().any() or b["image_id"].duplicated().any():
         raise FaceauditError(f"duplicate image_id in the predictions of {names[0] if a['image_id'].duplicated().any() else names[1]}")
-    left = a.assign(image_id=a["image_id"].astype(str), correct_a=correct_column(a))
-    right = b.assign(image_id=b["image_id"].astype(str), correct_b=correct_column(b))
-    keep_a = ["image_id", "race", "gender", "age_band", "correct_a"] + (["sha256"] if "sha256" in a else [])
-    keep_b = ["image_id", "correct_b"] + (["sha256"] if "sha256" in b else []) + ["race"]
+    target = schema.target
+    left = a.assign(image_id=a["image_id"].astype(str), correct_a=correct_column(a, schema))
+    right = b.assign(image_id=b["image_id"].astype(str), correct_b=correct_column(b, schema))
+    labels = [c for c in schema.labelled if c in a and c != "image_id"]
+    keep_a = ["image_id", *labels, "correct_a"] + (["sha256"] if "sha256" in a else [])
+    keep_b = ["image_id", "correct_b"] + (["sha256"] if "sha256" in b else []) + [target]
     merged = left[keep_a].merge(right[keep_b], on="image_id", suffixes=("", "_b"), validate="one_to_one")
     if "sha256" in a and "sha256" in b:
         both = merged["sha256"].notna() & merged["sha256_b"].notna()
@@ -63,9 +69,9 @@ def match_predictions(a: pd.DataFrame, b: pd.DataFrame, names: tuple[str, str]) 
         if differ.any():
             raise FaceauditError(f"test sets differ: {int(differ.sum())} images share an image_id but not their "
                                  f"bytes (sha256) between {names[0]} and {names[1]}")
-    if (merged["race"].astype(str) != merged["race_b"].astype(str)).any():
+    if (merged[target].astype(str) != merged[f"{target}_b"].astype(str)).any():
         raise FaceauditError(f"test sets differ: {names[0]} and {names[1]} label some of the same images differently")
-    return merged.drop(columns=[c for c in ("sha256_b", "race_b") if c in merged])
+    return merged.drop(columns=[c for c in ("sha256_b", f"{target}_b") if c in merged])
 
 
 def _verdict(diff: float, p_holm: float, too_small: bool, level: float) -> str:

@@ -24,11 +24,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+import faceaudit
+from faceaudit import PredictionsTable
 from faceaudit.audit import metrics
-from faceaudit.audit.engine import AuditSettings, compute_audit
-from faceaudit.audit.predictions import validate_predictions
-from faceaudit.audit.schema import PROB_COLUMNS
-from faceaudit.config import GENDERS, RACES
+
+RACES = faceaudit.UTKFACE.classes
+GENDERS = faceaudit.UTKFACE.attribute("gender").values
+PROB_COLUMNS = faceaudit.UTKFACE.prob_columns
 
 N_BOOT = 1000
 #: Simulated per-race signal strength (logit margin of the true class): Others is hardest, as in UTKFace.
@@ -38,7 +40,7 @@ MARGIN = {"White": 2.6, "Black": 2.4, "Asian": 2.2, "Indian": 1.8, "Others": 0.6
 def labels(n: int, data: Path | None, rng: np.random.Generator) -> pd.DataFrame:
     """``n`` (race, gender, age) rows: resampled from the real manifest when available."""
     if data is not None:
-        from faceaudit.audit.manifest import load_dataset
+        from faceaudit.datasets.manifest import load_dataset
 
         manifest = load_dataset(data, progress=False).manifest
         rows = rng.choice(len(manifest), size=n, replace=n > len(manifest))
@@ -76,11 +78,11 @@ def timed(fn, repeats: int = 1):
 
 
 def full_audit(table: pd.DataFrame, n_boot: int = N_BOOT):
-    """Validation plus the whole audit (7 groupings, metrics, confusion, disparities, calibration), JSON text."""
-    valid = validate_predictions(table)
-    output = compute_audit(valid, settings=AuditSettings(n_boot=n_boot, tsne=False))
-    output.result.to_json()
-    return output
+    """The public call: validation plus the whole audit (7 groupings, metrics, confusion, disparities,
+    calibration), and its JSON text."""
+    result = faceaudit.audit(table, n_boot=n_boot, tsne=False)
+    result.to_json()
+    return result
 
 
 def ours_same_work(valid: pd.DataFrame, attribute: str):
@@ -122,9 +124,9 @@ def main() -> None:
     full_audit(small, n_boot=10)  # warm-up: imports and first-call costs are not the computation
     wall, cpu, output = timed(lambda: full_audit(small), repeats=3)
     rows.append(("full audit, 2,400 predictions, 1,000 resamples", wall, cpu, "< 2 s"))
-    print(f"2,400: accuracy {output.result.overall['metrics']['accuracy']}")
+    print(f"2,400: accuracy {output.overall['metrics']['accuracy']}")
 
-    valid = validate_predictions(small)
+    valid = PredictionsTable.validate(small).frame
     attribute = "gender"
     ours = timed(lambda: ours_same_work(valid, attribute), repeats=3)
     peer = timed(lambda: fairlearn_peer(valid, attribute, seed=0))

@@ -47,12 +47,15 @@ from faceaudit.audit.bootstrap import confidence_bins
 from faceaudit.audit.calibration import ECE_BINS, calibration_error
 from faceaudit.audit.engine import AuditSettings, compute_audit
 from faceaudit.audit.gates import evaluate_gates, parse_gates
-from faceaudit.audit.labels import AgeBands
 from faceaudit.audit.metrics import class_rates, mixed_metrics
 from faceaudit.audit.paired import Slice, paired_family
-from faceaudit.audit.predictions import validate_predictions
-from faceaudit.audit.schema import PROB_COLUMNS
-from faceaudit.config import DEFAULT_N_BOOT, GENDERS, RACES
+from faceaudit.config import DEFAULT_N_BOOT
+from faceaudit.seams.predictions import PredictionsTable
+from faceaudit.taxonomy import UTKFACE, AgeBands
+
+RACES = UTKFACE.classes
+GENDERS = UTKFACE.attribute("gender").values
+PROB_COLUMNS = UTKFACE.prob_columns
 
 K = len(RACES)
 RACE_NAMES = np.array(RACES)
@@ -123,7 +126,7 @@ def covered(lo, hi, truth, tol: float = 1e-6) -> np.ndarray:
 
 
 def audit_dict(frame: pd.DataFrame) -> dict:
-    return compute_audit(validate_predictions(frame), settings=SETTINGS).result.to_dict()
+    return compute_audit(PredictionsTable.validate(frame), settings=SETTINGS).to_dict()
 
 
 def race_groups(audit: dict) -> dict[str, dict]:
@@ -265,7 +268,7 @@ def task_ece(per_group: int, model: str, reps: int, seed) -> dict:
     out = {k: [] for k in ("ece", "mce", "brier", "log_loss", "ece_gap", "gate_fail_group", "gate_fail")}
     for _ in range(reps):
         frame, confidence, accuracy = probability_frame(np.full(K, per_group), f, rng)
-        audit = compute_audit(validate_predictions(frame), settings=CALIBRATION_SETTINGS).result.to_dict()
+        audit = compute_audit(PredictionsTable.validate(frame), settings=CALIBRATION_SETTINGS).to_dict()
         race = np.repeat(np.arange(K), per_group)
         true_ece = binned_ece(confidence, accuracy, race, K)
         true_mce = binned_mce(confidence, accuracy, race, K)

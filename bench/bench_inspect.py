@@ -23,8 +23,8 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-    from faceaudit.audit.inspect import InspectOptions, inspect_dataset, render_data_report, write_outputs
-    from faceaudit.audit.manifest import load_dataset
+    from faceaudit.datasets.inspect import InspectOptions, inspect_dataset, render_data_report, write_outputs
+    from faceaudit.datasets.manifest import load_dataset
 
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-inspect-"))
     timings: dict[str, float] = {}

@@ -25,20 +25,18 @@ TARGET_S = 30.0
 
 
 def build_audit(folder: Path) -> float:
-    """Write a real 2,400-image audit into ``folder``; returns the seconds compute_audit took."""
+    """Write a real 2,400-image audit into ``folder``; returns the seconds faceaudit.audit took."""
     from PIL import Image
     from sklearn.decomposition import PCA
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from faceaudit.audit.engine import AuditSettings, compute_audit
-    from faceaudit.audit.gates import evaluate_gates, parse_gates
-    from faceaudit.audit.manifest import load_dataset
-    from faceaudit.audit.predictions import predictions_from_manifest, validate_predictions
-    from faceaudit.audit.writer import write_audit
-    from faceaudit.config import RACES
+    import faceaudit
+    from faceaudit.datasets.manifest import load_dataset
+    from faceaudit.seams.predictions import PredictionsTable
 
+    RACES = faceaudit.UTKFACE.classes
     archive = os.environ.get("FACEAUDIT_UTK64")
     if not archive:
         sys.exit("set FACEAUDIT_UTK64 to UTKFace-64px.tar.gz (or pass an audit folder)")
@@ -58,25 +56,21 @@ def build_audit(folder: Path) -> float:
     model.fit(pixels(train), train["race"].astype(str))
     order = [list(model.classes_).index(r) for r in RACES]
     x_test, x_val = pixels(test), pixels(val)
-    predictions = validate_predictions(predictions_from_manifest(test, model.predict_proba(x_test)[:, order]))
-    val_predictions = validate_predictions(predictions_from_manifest(val, model.predict_proba(x_val)[:, order]))
+    predictions = PredictionsTable.from_probabilities(test, model.predict_proba(x_test)[:, order])
+    val_predictions = PredictionsTable.from_probabilities(val, model.predict_proba(x_val)[:, order])
     start = time.perf_counter()
-    output = compute_audit(
-        predictions, settings=AuditSettings(), embeddings=model[:-1].transform(x_test), val_predictions=val_predictions,
-        model={"name": "bench-pixels-logreg", "kind": "predictions", "source": "bench", "backbone": "PCA-64 + logistic",
-               "run_hash": None, "synthetic": False, "run": None},
-        data={"source": archive, "fingerprint": dataset.fingerprint, "split": "test", "n": len(predictions),
-              "n_val": len(val_predictions), "synthetic": False, "age_bands": "default", "predictions_sha256": None})
-    gates, _ = parse_gates({"gates": [{"metric": "accuracy", "by": "race", "max_gap": 0.10},
-                                      {"metric": "ece", "by": "race", "max": 0.08}]})
-    output.result.gates = evaluate_gates(gates, output.result.to_dict())
+    result = faceaudit.audit(
+        predictions, embeddings=model[:-1].transform(x_test), val=val_predictions,
+        gates={"gates": [{"metric": "accuracy", "by": "race", "max_gap": 0.10}, {"metric": "ece", "by": "race", "max": 0.08}]},
+        model={"name": "bench-pixels-logreg", "source": "bench", "backbone": "PCA-64 + logistic"},
+        data={"source": archive, "fingerprint": dataset.fingerprint, "age_bands": "default"})
     seconds = time.perf_counter() - start
-    write_audit(output.result, output.tables, predictions, folder)
+    result.write(folder)
     return seconds
 
 
 def bare_pdf_seconds() -> float:
-    from faceaudit.audit.report.layout import write_pdf
+    from faceaudit.templates.layout import write_pdf
 
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()

@@ -80,7 +80,7 @@ def main(argv=None) -> int:
     if not source:
         print("set FACEAUDIT_UTK64 to the UTKFace-64px archive", file=sys.stderr)
         return 2
-    from faceaudit.audit.manifest import load_dataset
+    from faceaudit.datasets.manifest import load_dataset
 
     manifest = load_dataset(source, progress=False).split("train")
     names = [n for n in args.backbones.split(",") if n]

@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run one subcommand; user mistakes end in one line on stderr and a non-zero exit code."""
     with interrupts.trapped():
-        code = 130
+        code, args = 130, None
         try:
             args = build_parser().parse_args(argv)
             console.configure(verbose=getattr(args, "verbose", False))  # before any command imports TensorFlow
@@ -43,6 +43,14 @@ def main(argv: list[str] | None = None) -> int:
             if not interrupts.interrupted():
                 print(f"faceaudit: error: {exc}", file=sys.stderr)
             code = exc.exit_code
+        except ModuleNotFoundError as exc:  # an optional package (faceaudit[train], [inspect]) that is not installed
+            from faceaudit.extras import missing_extra
+
+            hint = missing_extra(exc, f"faceaudit {getattr(args, 'command', '')}".strip())
+            if hint is None or interrupts.interrupted():
+                raise
+            print(f"faceaudit: error: {hint}", file=sys.stderr)
+            code = 2
         except KeyboardInterrupt:
             pass
         except Exception:

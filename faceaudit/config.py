@@ -9,21 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-#: UTKFace's race labels, in the order of the file-name codes 0-4 and of every model's output units.
-RACES: tuple[str, ...] = ("White", "Black", "Asian", "Indian", "Others")
-#: UTKFace's binary gender labels, file-name codes 0 and 1.
-GENDERS: tuple[str, ...] = ("Male", "Female")
-#: Age range the UTKFace labels promise.
-AGE_MIN, AGE_MAX = 0, 116
-
-#: Default age bands: finer where faces change fastest (children), then decades, 70+ pooled because
-#: UTKFace has few older faces per race.
-DEFAULT_AGE_BANDS = "0-2,3-9,10-19,20-29,30-39,40-49,50-59,60-69,70+"
-#: The seed repo's decades.
-DECADE_AGE_BANDS = "0-9,10-19,20-29,30-39,40-49,50-59,60-69,70-79,80-89,90-99,100-109,110-116"
-AGE_BAND_PRESETS = {"default": DEFAULT_AGE_BANDS, "decades": DECADE_AGE_BANDS}
-
-#: Train/val/test fractions, stratified by race x gender (the seed's 80/10/10).
+#: Train/val/test fractions, stratified by the label schema's target x gender (race x gender: the seed's 80/10/10).
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 SPLITS = ("train", "val", "test")
 #: One seed for split hashing, data order, augmentation, initialisation and bootstrap.

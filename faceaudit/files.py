@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from glob import escape as glob_escape
 from pathlib import Path
 
+from faceaudit.errors import FaceauditError
+
 
 @contextmanager
 def atomic_path(path: Path | str) -> Iterator[Path]:
@@ -41,7 +43,6 @@ def replace_folder(path: Path | str, *, copy_existing: bool = False) -> Iterator
     (parent folders this created are removed again when left empty). ``copy_existing`` starts the sibling as a copy
     of the current folder, for commands that add to it (re-rendering a report)."""
     from faceaudit import interrupts
-    from faceaudit.errors import FaceauditError
 
     path = Path(path)
     if path.exists() and not path.is_dir():
@@ -111,3 +112,64 @@ def _remove_empty(folders: list[Path]) -> None:
             folder.rmdir()
         except OSError:
             break
+
+
+def writable_dir(path: Path) -> Path:
+    """Create ``path`` if needed and check it can be written, or fail with one line."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".faceaudit-write-check"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise FaceauditError(f"cannot write to {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def writable_parent(path: Path) -> Path:
+    """Check, without creating anything, that the output folder ``path`` can be created or replaced (its nearest
+    existing ancestor is a writable folder), or fail with one line; the folder itself is built by
+    ``faceaudit.files.replace_folder``."""
+    if path.exists() and not path.is_dir():
+        raise FaceauditError(f"cannot write to {path}: it exists and is not a folder")
+    ancestor = path.absolute().parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise FaceauditError(f"cannot write to {path}: {ancestor} is not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise FaceauditError(f"cannot write to {path}: {ancestor} is not writable")
+    return path
+
+
+def replaceable_dir(path: Path, marker: str, keep: tuple[Path | None, ...] = ()) -> Path:
+    """Check that ``path`` may be replaced as a whole: new, empty, or an earlier output of the command (it holds
+    ``marker``, e.g. audit.json). A folder of other files is refused rather than deleted; entries that are the
+    command's own inputs (``keep``, carried into the new folder) do not count."""
+    writable_parent(path)
+    if path.is_dir():
+        kept = {Path(p).resolve() for p in keep if p is not None}
+        others = [entry for entry in path.iterdir() if entry.resolve() not in kept]
+        if others and not (path / marker).exists():
+            raise FaceauditError(f"{path} holds other files and no {marker}: it is replaced as a whole, so choose "
+                                 f"a new or empty folder")
+    return path
+
+
+def carry_inside(paths, out_dir: Path, work: Path) -> None:
+    """Copy the given inputs that live inside ``out_dir`` (the demo's run folder ``out/demo-cnn``, a gates file kept
+    with its audit) into ``work``, the folder about to replace it, so replacing never deletes what was read."""
+    root = Path(out_dir).resolve()
+    for item in paths:
+        if item is None or not Path(item).exists():
+            continue
+        try:
+            inside = Path(item).resolve().relative_to(root)
+        except ValueError:
+            continue
+        target = Path(work) / inside
+        if Path(item).is_dir():
+            shutil.copytree(item, target, symlinks=True, dirs_exist_ok=True)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(item, target)

@@ -62,6 +62,7 @@ def trapped() -> Iterator[None]:
     finally:
         signal.signal(signal.SIGINT, previous)
         sys.unraisablehook = previous_hook
+        _interrupted = False  # outside the block nothing is recorded, so nothing may be replayed by check()
 
 
 @contextmanager

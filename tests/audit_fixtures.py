@@ -15,17 +15,29 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from faceaudit.seams.predictions import PredictionsTable
+from faceaudit.taxonomy import UTKFACE
+
 TRAIN_IMAGES = 6000
 THUMB = 16
 
 
 @dataclass
 class RealPredictions:
-    test: pd.DataFrame          # validated predictions table of the test split
-    val: pd.DataFrame           # validated predictions table of the val split
+    test_table: PredictionsTable  # validated predictions of the test split
+    val_table: PredictionsTable   # validated predictions of the val split
     embeddings: np.ndarray      # hidden-layer activations of the test rows, aligned with ``test``
     csv: Path                   # val + test rows with a split column
     embeddings_npy: Path        # embeddings of the csv's rows (val and test), aligned
+
+    @property
+    def test(self) -> pd.DataFrame:
+        """The test table's canonical frame (labels and predictions as categoricals)."""
+        return self.test_table.frame
+
+    @property
+    def val(self) -> pd.DataFrame:
+        return self.val_table.frame
 
 
 def _pixels(paths) -> np.ndarray:
@@ -40,8 +52,6 @@ def _pixels(paths) -> np.ndarray:
 def real_predictions(utk64_dataset, tmp_path_factory) -> RealPredictions:
     from sklearn.neural_network import MLPClassifier
     from sklearn.preprocessing import StandardScaler
-
-    from faceaudit.audit.predictions import predictions_from_manifest, validate_predictions
 
     train = utk64_dataset.split("train")
     train = train.groupby(["race", "gender"], observed=True, group_keys=False).sample(
@@ -63,14 +73,14 @@ def real_predictions(utk64_dataset, tmp_path_factory) -> RealPredictions:
 
     test_probs, test_emb = run(test)
     val_probs, val_emb = run(val)
-    test_table = predictions_from_manifest(test, test_probs)
-    val_table = predictions_from_manifest(val, val_probs)
+    test_table = PredictionsTable.from_probabilities(test, test_probs, UTKFACE)
+    val_table = PredictionsTable.from_probabilities(val, val_probs, UTKFACE)
     folder = tmp_path_factory.mktemp("real_predictions")
-    both = pd.concat([val_table, test_table], ignore_index=True)
+    both = pd.concat([val_table.output_frame(), test_table.output_frame()], ignore_index=True)
+    both = both.drop(columns=["confidence", "correct"])  # a model's table, as a user would hand it over
     both["split"] = ["val"] * len(val_table) + ["test"] * len(test_table)
     csv = folder / "preds.csv"
     both.to_csv(csv, index=False)
     npy = folder / "emb.npy"
     np.save(npy, np.concatenate([val_emb, test_emb]))
-    return RealPredictions(test=validate_predictions(test_table), val=validate_predictions(val_table),
-                           embeddings=test_emb, csv=csv, embeddings_npy=npy)
+    return RealPredictions(test_table=test_table, val_table=val_table, embeddings=test_emb, csv=csv, embeddings_npy=npy)

@@ -62,7 +62,7 @@ def weights_dir() -> Path:
 @pytest.fixture(scope="session")
 def utk64_dataset(utk64_archive):
     """The full 64px archive scanned into a Dataset (about 10 s, once per session)."""
-    from faceaudit.audit.manifest import load_dataset
+    from faceaudit.datasets.manifest import load_dataset
 
     return load_dataset(utk64_archive, progress=False)
 

@@ -142,9 +142,24 @@ def test_bad_predictions_give_one_line_and_exit_2(real_predictions, tmp_path, ca
     frame = pd.read_csv(real_predictions.csv)
     frame = frame[frame["split"] == "test"].drop(columns=["split"]).reset_index(drop=True)
     path = _bad_file(tmp_path, corrupt(frame))
-    code, out = _audit(tmp_path, path)
+    code, out = _audit(tmp_path, path, "--schema", "utkface")  # the schema says which columns must be there
     assert message in _one_line_error(capsys, code)
     assert not (out / "audit.json").exists()
+
+
+def test_schema_inferred_from_the_table(real_predictions, tmp_path, capsys):  # noqa: F811
+    """Without --schema the table says what it holds: no gender column audits by race and age band only; a
+    dropped probability column makes the classes those of the prob_* columns, so a label outside them is one line."""
+    frame = pd.read_csv(real_predictions.csv)
+    frame = frame[frame["split"] == "test"].drop(columns=["split"]).reset_index(drop=True)
+    code, out = _audit(tmp_path / "a", _bad_file(tmp_path, frame.drop(columns=["gender"])))
+    assert code == 0
+    result = AuditResult.from_json(out)
+    assert list(result.groupings) == ["race", "age_band", "race×age_band"]
+    assert result.taxonomy.groups == ("race", "age_band") and result.classes == list(real_predictions.test_table.schema.classes)
+    code, _ = _audit(tmp_path / "b", _bad_file(tmp_path, frame.drop(columns=["prob_Indian"]), "four.csv"))
+    err = _one_line_error(capsys, code)
+    assert "unknown race label 'Indian'" in err and "White, Black, Asian, Others" in err
 
 
 def test_mismatched_embeddings_and_missing_files(real_predictions, tmp_path, capsys):  # noqa: F811

@@ -9,8 +9,18 @@ import pytest
 from audit_fixtures import real_predictions  # noqa: F401  (session fixture)
 
 from faceaudit.audit.engine import AuditSettings, compute_audit
-from faceaudit.audit.gates import Gate, evaluate_gates, exit_code, judge, junit_xml, load_gates, parse_gates
+from faceaudit.audit.gates import (
+    Gate,
+    check_gates,
+    evaluate_gates,
+    exit_code,
+    judge,
+    junit_xml,
+    load_gates,
+    parse_gates,
+)
 from faceaudit.errors import FaceauditError
+from faceaudit.taxonomy import UTKFACE
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,7 +51,7 @@ def small_groups_audit(real_predictions):  # noqa: F811
     sizes = real_predictions.test["race"].value_counts()
     threshold = int(sizes.sort_values().iloc[1]) + 1  # the two smallest races fall below it
     settings = AuditSettings(n_boot=200, seed=1, tsne=False, min_group_size=threshold)
-    return compute_audit(real_predictions.test, settings=settings).result, sizes, threshold
+    return compute_audit(real_predictions.test_table, settings=settings), sizes, threshold
 
 
 def test_too_small_groups_are_never_ranked(small_groups_audit):
@@ -112,7 +122,7 @@ def test_example_gates_file_parses():
 )
 def test_bad_gates_files(data, message):
     with pytest.raises(FaceauditError, match=message.replace("[", r"\[").replace("]", r"\]")):
-        parse_gates(data)
+        check_gates(parse_gates(data)[0], UTKFACE)
 
 
 def test_grouping_spellings():
@@ -120,3 +130,7 @@ def test_grouping_spellings():
                                       {"metric": "ece", "by": "race×gender×age_band", "max": 0.1},
                                       {"metric": "accuracy", "by": "overall", "min": 0.5}]})
     assert [g.by for g in gates] == ["race×gender", "race×gender×age_band", "overall"]
+    # Matched to the schema's groupings whatever the order the attributes are written in.
+    gates, _ = parse_gates({"gates": [{"metric": "accuracy", "by": "gender x race", "min": 0.5},
+                                      {"metric": "accuracy", "by": "age_band*race", "min": 0.5}]})
+    assert [g.by for g in check_gates(gates, UTKFACE)] == ["race×gender", "race×age_band"]

@@ -22,8 +22,11 @@ from sklearn.metrics import (
 from faceaudit.audit import bootstrap
 from faceaudit.audit.calibration import expected_calibration_error, fit_temperature, scale_temperature
 from faceaudit.audit.engine import AuditSettings, compute_audit
-from faceaudit.audit.schema import PROB_COLUMNS
-from faceaudit.config import RACES
+from faceaudit.seams.predictions import PredictionsTable
+from faceaudit.taxonomy import UTKFACE
+
+RACES = list(UTKFACE.classes)
+PROB_COLUMNS = UTKFACE.prob_columns
 
 LABELS = list(range(len(RACES)))
 # sklearn warns on groups where y_pred has classes absent from y_true; that is the case being checked.
@@ -40,8 +43,8 @@ METRICS = {"accuracy": accuracy_score, "balanced_accuracy": balanced_accuracy_sc
 @pytest.fixture(scope="module")
 def audit(real_predictions):  # noqa: F811
     settings = AuditSettings(n_boot=1000, seed=7, tsne=False)
-    return compute_audit(real_predictions.test, settings=settings, val_predictions=real_predictions.val,
-                         embeddings=real_predictions.embeddings, embedding_source="file").result
+    return compute_audit(real_predictions.test_table, settings=settings, val_predictions=real_predictions.val_table,
+                         embeddings=real_predictions.embeddings, embedding_source="file")
 
 
 def _codes(frame: pd.DataFrame):
@@ -169,11 +172,11 @@ def test_overall_and_disparities_match_fairlearn(audit, real_predictions):  # no
 def test_multinomial_bootstrap_matches_exact_row_bootstrap(real_predictions, monkeypatch):  # noqa: F811
     """The large-n path (multinomial over types, normal sums) gives the same Brier and log-loss intervals as
     drawing rows; the classification metrics do not resample at all, so they are identical."""
-    frame = real_predictions.test
+    frame = real_predictions.test_table
     settings = AuditSettings(n_boot=1000, seed=11, tsne=False)
-    exact = compute_audit(frame, settings=settings).result
+    exact = compute_audit(frame, settings=settings)
     monkeypatch.setattr(bootstrap, "EXACT_ROWS_LIMIT", 0)
-    typed = compute_audit(frame, settings=settings).result
+    typed = compute_audit(frame, settings=settings)
     for grouping in ("race", "race×gender"):
         assert exact.grouping(grouping)["groups"] == typed.grouping(grouping)["groups"]
         for a, b in zip(exact.calibration["groupings"][grouping], typed.calibration["groupings"][grouping]):
@@ -273,7 +276,7 @@ def test_constant_classifier_gets_exact_intervals(real_predictions):  # noqa: F8
     probs[:, 0] = 0.8
     frame[list(PROB_COLUMNS)] = probs
     frame["pred_race"] = pd.Categorical(["White"] * len(frame), categories=frame["race"].cat.categories)
-    result = compute_audit(frame, settings=AuditSettings(n_boot=200, seed=5, tsne=False)).result
+    result = compute_audit(PredictionsTable(frame, UTKFACE), settings=AuditSettings(n_boot=200, seed=5, tsne=False))
     for record in [result.overall] + result.grouping("gender")["groups"]:
         mask = _mask(frame, record.get("values", {}))
         accuracy = record["metrics"]["accuracy"]

@@ -19,8 +19,8 @@ def tiny_run(utk_sample_dir, tmp_path_factory):
     """A run folder with a 32px CNN trained for two epochs on the real sample's train split."""
     import keras
 
-    from faceaudit.audit.manifest import load_dataset
-    from faceaudit.audit.tfdata import image_dataset
+    from faceaudit.datasets.manifest import load_dataset
+    from faceaudit.datasets.tfdata import image_dataset
 
     keras.utils.set_random_seed(0)
     dataset = load_dataset(utk_sample_dir, progress=False)
@@ -48,8 +48,12 @@ def test_audit_of_a_run_folder(tiny_run, utk_sample_dir, tmp_path):
     assert code == 0
     result = AuditResult.from_json(out)
     test = dataset.split("test")
+    import hashlib
+
+    # The audit identifies the model by its file's SHA-256 (run.json's own run_hash is not trusted for that).
+    digest = hashlib.sha256((run / "model.keras").read_bytes()).hexdigest()
     assert result.model == {**result.model, "name": "tiny-cnn", "kind": "run", "backbone": "test-cnn",
-                            "run_hash": "abc123", "synthetic": False}
+                            "run_hash": digest, "synthetic": False}
     assert result.data["n"] == len(test) and result.data["fingerprint"] == dataset.fingerprint
     assert result.data["n_val"] == len(dataset.split("val"))
     assert result.calibration["temperature"]["n_fit"] == len(dataset.split("val"))
@@ -73,3 +77,19 @@ def test_missing_model_and_data_errors(tmp_path, capsys, monkeypatch):
     (tmp_path / "model.keras").write_text("not a zip")
     code = main(["audit", str(tmp_path / "model.keras"), "--no-report"])
     assert code == 2 and "no data" in capsys.readouterr().err
+
+
+def test_audit_model_through_the_api(tiny_run, tmp_path):
+    """``faceaudit.audit_model(run, data)`` gives the same audit as the command, and ``.report()`` renders it."""
+    import faceaudit
+
+    run, dataset = tiny_run
+    result = faceaudit.audit_model(run, dataset, n_boot=100, min_group_size=5, tsne=False)
+    assert result.model["name"] == "tiny-cnn" and result.model["kind"] == "run"
+    assert result.data["n"] == len(dataset.split("test")) and result.classes == list(faceaudit.UTKFACE.classes)
+    assert result.embeddings["dim"] == 16 and result.embeddings["tsne"] is None
+    table = result.by_group("race", "accuracy")
+    assert list(table["group"]) == result.classes and table["n"].sum() == result.data["n"]
+    folder = result.report(tmp_path / "report", thumbnails=False)
+    assert {"report.html", "report.pdf", "summary.md", "audit.json"} <= {p.name for p in folder.iterdir()}
+    assert faceaudit.load_audit(folder).by_group("race", "accuracy").equals(table)

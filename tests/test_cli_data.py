@@ -60,3 +60,44 @@ def test_manifest_command_writes_parquet(utk_sample_dir, tmp_path):
     manifest = pd.read_parquet(out)
     assert list(manifest.columns) == ["image_id", "path", "sha256", "age", "gender", "race", "age_band", "split"]
     assert len(manifest) == 400
+
+
+def test_fairface_csv_summary_and_manifest_with_schema(utk_sample_dir, tmp_path, capsys):
+    """`--schema fairface` reads FairFace's label layout (file column, age bins) with no column options."""
+    races = ("White", "Black", "Latino_Hispanic", "East Asian", "Southeast Asian", "Indian", "Middle Eastern")
+    images = sorted(utk_sample_dir.iterdir())[:70]
+    table = pd.DataFrame({"file": [os.path.relpath(p, tmp_path) for p in images],
+                          "age": ["more than 70" if i % 5 == 0 else "20-29" for i in range(len(images))],
+                          "gender": ["Female", "Male"] * (len(images) // 2),
+                          "race": [races[i % 7] for i in range(len(images))]})
+    labels = tmp_path / "fairface_label_val.csv"
+    table.to_csv(labels, index=False)
+    assert main(["data", "summary", str(labels), "--schema", "fairface"]) == 0
+    out = capsys.readouterr().out
+    assert "label schema: fairface7 (target: race)" in out and "usable: 70" in out
+    assert "Latino_Hispanic" in out and "70+" in out and "race x gender:" in out
+    manifest_file = tmp_path / "m.csv"
+    assert main(["data", "manifest", str(labels), "--schema", "fairface", "--out", str(manifest_file)]) == 0
+    manifest = pd.read_csv(manifest_file)
+    assert manifest["age"].isna().all() and set(manifest["age_band"]) == {"20-29", "70+"}
+    assert main(["data", "summary", str(labels), "--schema", "utkface"]) == 0  # other races excluded, not fatal
+    assert "unknown race label 'Latino_Hispanic'" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,module,line", [
+    (["train", "--data", "{sample}", "--out", "{tmp}/run"], "tensorflow",
+     "faceaudit train needs TensorFlow: pip install 'faceaudit[train]'"),
+    (["data", "export-tfrecords", "{sample}", "--out", "{tmp}/tfr"], "tensorflow",
+     "faceaudit data export-tfrecords needs TensorFlow: pip install 'faceaudit[train]'"),
+    (["data", "inspect", "{sample}", "--out", "{tmp}/inspect"], "imagehash",
+     "faceaudit data inspect needs ImageHash: pip install 'faceaudit[inspect]'"),
+])
+def test_a_missing_extra_is_one_line_naming_it(argv, module, line, utk_sample_dir, tmp_path, monkeypatch, capsys):
+    """Without an optional package (None in sys.modules: its import fails) the command says which extra to install,
+    before writing anything."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, module, None)
+    assert main([a.format(sample=utk_sample_dir, tmp=tmp_path) for a in argv]) == 2
+    assert capsys.readouterr().err.strip() == f"faceaudit: error: {line}"
+    assert list(tmp_path.iterdir()) == []

@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from faceaudit.audit.labels import AgeBands, parse_utkface_name
-from faceaudit.audit.manifest import load_dataset, save_manifest
-from faceaudit.audit.sources import unpack_archive
-from faceaudit.audit.splits import assign_splits
+from faceaudit.datasets.labels import AgeBands, parse_utkface_name
+from faceaudit.datasets.manifest import MANIFEST_COLUMNS, load_dataset, save_manifest
+from faceaudit.datasets.sources import unpack_archive
+from faceaudit.datasets.splits import assign_splits
 from faceaudit.errors import FaceauditError
 
 IRREGULAR_NO_RACE = [
@@ -101,7 +101,7 @@ def test_unreadable_images_are_excluded_and_odd_ones_converted(utk_sample_dir, t
     import tensorflow as tf
     import weasyprint  # noqa: F401  (it makes PIL tolerate truncated files process-wide; the check must not)
 
-    from faceaudit.audit.tfdata import image_dataset
+    from faceaudit.datasets.tfdata import image_dataset
 
     folder = tmp_path / "mixed"
     real = sorted(utk_sample_dir.glob("*.jpg"))[:5]
@@ -159,7 +159,7 @@ def test_hostile_archive_members_are_refused(tmp_path, kind):
 
 
 def test_tfrecord_round_trip(utk_sample_dir, tmp_path):
-    from faceaudit.audit.tfdata import export_tfrecords, read_tfrecords
+    from faceaudit.datasets.tfdata import export_tfrecords, read_tfrecords
 
     manifest = load_dataset(utk_sample_dir, progress=False).manifest
     shards = export_tfrecords(manifest, tmp_path / "tfr", shards=3, progress=False)
@@ -201,7 +201,7 @@ def test_generic_labelled_csv(utk_sample_dir, tmp_path):
     table.to_csv(csv, index=False)
     with pytest.raises(FaceauditError, match="lacks column"):
         load_dataset(csv, progress=False)
-    from faceaudit.audit.manifest import ColumnMap
+    from faceaudit.datasets.manifest import ColumnMap
 
     dataset = load_dataset(csv, columns=ColumnMap(path="file", race="ethnicity", gender="sex", age="years"), progress=False)
     assert list(dataset.manifest.sort_values("age")["race"]) == ["Indian", "White", "Black", "Asian", "Others"]
@@ -217,8 +217,60 @@ def test_saved_manifest_reloads_with_the_same_splits(utk_sample_dir, tmp_path):
             dataset.manifest[["image_id", "sha256", "race", "gender", "age", "split"]].astype(str))
 
 
+def test_fairface_layout_csv_reads_with_the_fairface_schema(utk64_dataset, tmp_path):
+    """FairFace's own label layout (file,age,gender,race; ages as bins; paths relative to the CSV) over real images
+    from the unpacked UTKFace cache loads with schema fairface7 and no column options."""
+    import os
+
+    from faceaudit.datasets.manifest import manifest_columns, summarise
+    from faceaudit.taxonomy import FAIRFACE7
+
+    sample = utk64_dataset.manifest.iloc[::150].head(140)
+    races = ("White", "Black", "Latino_Hispanic", "East Asian", "Southeast Asian", "Indian", "Middle Eastern")
+    bins = ("0-2", "3-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "more than 70")
+    table = pd.DataFrame({
+        "file": [os.path.relpath(p, tmp_path) for p in sample["path"]],
+        "age": [bins[i % len(bins)] for i in range(len(sample))],
+        "gender": [("Male", "Female")[i % 2] for i in range(len(sample))],
+        "race": [races[i % len(races)] for i in range(len(sample))],
+        "service_test": True,
+    })
+    table.loc[0, "race"] = "Martian"
+    csv = tmp_path / "fairface_label_val.csv"
+    table.to_csv(csv, index=False)
+
+    dataset = load_dataset(csv, schema="fairface", progress=False)
+    manifest = dataset.manifest
+    assert dataset.schema.name == "fairface7" and dataset.schema.classes == FAIRFACE7.classes
+    assert tuple(manifest.columns) == manifest_columns(FAIRFACE7) == tuple(MANIFEST_COLUMNS)
+    assert len(manifest) == 139 and dataset.excluded["reason"].str.contains("unknown race label 'Martian'").item()
+    assert list(manifest["race"].cat.categories) == list(FAIRFACE7.classes)
+    assert set(manifest["race"]) == set(races)
+    assert manifest["age"].isna().all() and manifest["age_band"].notna().all()
+    by_file = table.set_index("file")
+    row = manifest.iloc[0]
+    given = by_file.loc[row["image_id"]]
+    assert row["path"] == str((tmp_path / row["image_id"]).resolve()) and Path(row["path"]).is_file()
+    expected_band = "70+" if given["age"] == "more than 70" else given["age"]
+    assert row["age_band"] == expected_band and row["race"] == given["race"] and row["gender"] == given["gender"]
+    assert (manifest["age_band"] == "70+").sum() == (table["age"].iloc[1:] == "more than 70").sum()
+    assert set(manifest["split"]) == {"train", "val", "test"}
+    # Splits are stratified by race x gender: every race x gender cell of 10 images puts 8 in train.
+    cells = manifest.groupby(["race", "gender"], observed=True)["split"].apply(lambda s: (s == "train").mean())
+    assert cells.between(0.6, 0.95).all()
+    assert set(summarise(dataset)) == {"race", "gender", "age_band", "race_x_gender", "split"}
+    # A saved manifest (ages NaN, bands given) reloads to the same data.
+    again = load_dataset(save_manifest(manifest, tmp_path / "manifest.csv"), schema="fairface7", progress=False)
+    assert again.fingerprint == dataset.fingerprint
+    assert again.manifest["age_band"].astype(str).equals(manifest["age_band"].astype(str))
+    # UTKFace's schema cannot read FairFace's races, and UTKFace file names cannot take FairFace's schema.
+    assert len(load_dataset(csv, progress=False).manifest) < len(manifest)
+    with pytest.raises(FaceauditError, match="UTKFace file names"):
+        load_dataset(Path(sample["path"].iloc[0]).parent, schema="fairface", progress=False)
+
+
 def test_synthetic_default_is_deterministic_and_marked(tmp_path):
-    from faceaudit.audit.synthetic import generate_synthetic_faces
+    from faceaudit.datasets.synthetic import generate_synthetic_faces
 
     first = load_dataset(generate_synthetic_faces(tmp_path / "a", n=60, seed=3), progress=False)
     second = load_dataset(generate_synthetic_faces(tmp_path / "b", n=60, seed=3), progress=False)

@@ -20,7 +20,9 @@ from audit_fixtures import real_predictions  # noqa: F401  (session fixture)
 from commands import FACEAUDIT
 from PIL import Image
 
-from faceaudit.config import RACES
+from faceaudit.taxonomy import UTKFACE
+
+RACES = UTKFACE.classes
 
 BOMB = "UTKFace/30_0_1_20170117000000000.jpg.chip.jpg"         # PNG bytes, 400 M pixels
 WARN_BOMB = "UTKFace/31_1_2_20170117000000001.jpg.chip.jpg"    # PNG bytes, 100 M pixels: PIL only warns
@@ -74,7 +76,7 @@ def hostile_archive(utk_sample_dir, hostile_files, tmp_path_factory) -> Path:
 
 
 def test_check_image_names_each_hostile_file_without_warnings(hostile_files, utk_sample_dir):
-    from faceaudit.audit.manifest import check_image
+    from faceaudit.datasets.manifest import check_image
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a DecompressionBombWarning escaping would fail here
@@ -171,7 +173,7 @@ def test_wrong_prob_prefix_is_one_line(real_predictions, tmp_path):  # noqa: F81
     process = _run("audit", "--predictions", str(path), "--id-col", "id", "--prob-prefix", "score_",
                    "--out", str(tmp_path / "out"), "--no-report")
     _clean(process, 2)
-    assert process.stderr.count("\n") == 1 and "score_White" in process.stderr
+    assert process.stderr.count("\n") == 1 and "'score_' (--prob-prefix)" in process.stderr
 
 
 def test_split_without_test_rows_says_all_rows_are_audited(real_predictions, tmp_path):  # noqa: F811

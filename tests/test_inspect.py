@@ -90,7 +90,7 @@ def test_outputs_written(inspected):
 
 
 def test_report_in_headless_chromium(inspected):
-    from faceaudit.audit.report.browser import check_page, find_chromium
+    from browser import check_page, find_chromium
 
     if find_chromium() is None:
         pytest.fail("chromium is not installed (.ci/run installs it)")
@@ -167,7 +167,7 @@ def test_exclusions_round_trip_through_summary(planted, inspected, capsys):
 
 
 def test_composition_counts_match_manifest(utk64_dataset):
-    from faceaudit.audit.inspect.composition import composition, small_groups
+    from faceaudit.datasets.inspect.composition import composition, small_groups
 
     manifest = utk64_dataset.manifest
     tables = composition(manifest)
@@ -186,9 +186,9 @@ def test_composition_counts_match_manifest(utk64_dataset):
 
 
 def test_isolation_forest_reproducible(utk_sample_dir):
-    from faceaudit.audit.inspect.anomalies import histogram_outliers
-    from faceaudit.audit.inspect.features import image_features
-    from faceaudit.audit.manifest import load_dataset
+    from faceaudit.datasets.inspect.anomalies import histogram_outliers
+    from faceaudit.datasets.inspect.features import image_features
+    from faceaudit.datasets.manifest import load_dataset
 
     dataset = load_dataset(utk_sample_dir, progress=False)
     measured = image_features(dataset.manifest, progress=False)
@@ -201,7 +201,7 @@ def test_isolation_forest_reproducible(utk_sample_dir):
 
 
 def test_mtcnn_faces_and_blank(utk_sample_dir, tmp_path):
-    from faceaudit.audit.inspect.nonfaces import detect_faces
+    from faceaudit.datasets.inspect.nonfaces import detect_faces
 
     faces = sorted(utk_sample_dir.iterdir())[::50][:8]
     blank = tmp_path / "blank.png"
@@ -216,7 +216,7 @@ def test_mtcnn_faces_and_blank(utk_sample_dir, tmp_path):
 
 
 def test_hash_pairs_match_brute_force():
-    from faceaudit.audit.inspect.duplicates import close_hash_pairs
+    from faceaudit.datasets.inspect.duplicates import close_hash_pairs
 
     rng = np.random.default_rng(3)
     hashes = rng.integers(0, 2**63, size=2500, dtype=np.uint64)
@@ -243,7 +243,7 @@ def test_cli_errors_exit_2(tmp_path, capsys, planted):
 
 
 def test_duplicate_groups_and_leakage_table():
-    from faceaudit.audit.inspect.duplicates import duplicate_groups, leakage
+    from faceaudit.datasets.inspect.duplicates import duplicate_groups, leakage
 
     pairs = pd.DataFrame({"image_id_a": ["c", "a", "b"], "image_id_b": ["e", "d", "f"],
                           "kind": ["near", "exact", "near"], "split_a": ["train", "val", "test"],

@@ -234,6 +234,8 @@ def test_a_swallowed_ctrl_c_still_exits_130(monkeypatch, capsys, tmp_path):
     assert err.strip() == "faceaudit: interrupted"
     assert not out.exists() and _leftovers(out) == []  # the swap did not happen
     assert signal.getsignal(signal.SIGINT) is not interrupts._on_sigint  # the previous handler is back
+    assert not interrupts.interrupted()  # nor does the recorded interrupt outlive the command (a later
+    interrupts.check()                   # library call in the same process would replay it)
 
 
 def test_interrupted_compare_leaves_nothing(real_predictions, complete, tmp_path):  # noqa: F811

@@ -66,7 +66,7 @@ def _pdf_text(pdf: Path) -> str:
 
 def test_checker_sees_a_table_cut_off(tmp_path):
     """The check itself: a table wider than the page is reported, a fitting one is not."""
-    from faceaudit.audit.report.layout import Section, Table, render_document, write_pdf
+    from faceaudit.templates.layout import Section, Table, render_document, write_pdf
 
     env_dir = tmp_path / "tpl"
     (env_dir / "t").mkdir(parents=True)
@@ -81,11 +81,11 @@ def test_checker_sees_a_table_cut_off(tmp_path):
 
 
 def test_audit_report_fits_a4(audits, tmp_path):  # noqa: F811
-    from faceaudit.audit.report import render_report
+    import faceaudit
 
     folder = tmp_path / "audit"
     shutil.copytree(audits[HOSTILE], folder)
-    render_report(folder)
+    assert faceaudit.load_audit(folder).report() == folder
     pdf = folder / "report.pdf"
     _assert_fits(pdf, min_pages=6)
     text = _pdf_text(pdf)

@@ -31,39 +31,39 @@ def audits(utk64_dataset, tmp_path_factory):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from faceaudit.audit.engine import AuditSettings, compute_audit
-    from faceaudit.audit.gates import evaluate_gates, parse_gates
-    from faceaudit.audit.predictions import predictions_from_manifest, validate_predictions
-    from faceaudit.audit.writer import write_audit
-    from faceaudit.config import RACES
+    import faceaudit
 
     dataset = utk64_dataset
+    races = list(faceaudit.UTKFACE.classes)
     train = dataset.split("train").sample(1500, random_state=0)
     val = dataset.split("val").sample(400, random_state=0)
     test = dataset.split("test").sample(N_TEST, random_state=0)
     x_train, x_val, x_test = _pixels(train), _pixels(val), _pixels(test)
-    gates, _ = parse_gates({"gates": [{"metric": "accuracy", "by": "race", "max_gap": 0.25},
-                                      {"metric": "accuracy", "by": "overall", "min": 0.4}]})
+    gates = {"gates": [{"metric": "accuracy", "by": "race", "max_gap": 0.25},
+                       {"metric": "accuracy", "by": "overall", "min": 0.4}]}
+
+    def table(rows, probs):
+        """A model's predictions table as a user hands it over: labels, path, one prob_<race> column per class."""
+        frame = rows[["image_id", "race", "gender", "age", "path", "sha256"]].reset_index(drop=True).copy()
+        for k, race in enumerate(races):
+            frame[f"prob_{race}"] = probs[:, k]
+        return frame
+
     folders = {}
     for name, c in ((HOSTILE, 1.0), ("pixels-weak", 0.0005)):
         model = make_pipeline(StandardScaler(), PCA(32, random_state=0), LogisticRegression(C=c, max_iter=300))
         model.fit(x_train, train["race"].astype(str))
-        order = [list(model.classes_).index(r) for r in RACES]
-        predictions = validate_predictions(predictions_from_manifest(test, model.predict_proba(x_test)[:, order]))
-        val_predictions = validate_predictions(predictions_from_manifest(val, model.predict_proba(x_val)[:, order]))
-        output = compute_audit(
-            predictions, settings=AuditSettings(n_boot=100, tsne=name == HOSTILE),
-            embeddings=model[:-1].transform(x_test),
-            val_predictions=val_predictions,
+        order = [list(model.classes_).index(r) for r in races]
+        result = faceaudit.audit(
+            table(test, model.predict_proba(x_test)[:, order]), schema=faceaudit.UTKFACE,
+            val=table(val, model.predict_proba(x_val)[:, order]), embeddings=model[:-1].transform(x_test),
+            embedding_source="model", gates=gates, n_boot=100, tsne=name == HOSTILE,
             model={"name": name, "kind": "predictions", "source": "sklearn", "backbone": "PCA + logistic regression",
                    "run_hash": None, "synthetic": False, "run": None},
             data={"source": str(dataset.source), "fingerprint": dataset.fingerprint, "split": "test",
-                  "n": len(predictions), "n_val": len(val_predictions), "synthetic": False,
-                  "age_bands": "default", "predictions_sha256": None})
-        output.result.gates = evaluate_gates(gates, output.result.to_dict())
-        folder = tmp_path_factory.mktemp("audit")
-        write_audit(output.result, output.tables, predictions, folder)
-        folders[name] = folder
+                  "n": N_TEST, "n_val": len(val), "synthetic": False, "age_bands": "default",
+                  "predictions_sha256": None})
+        folders[name] = result.write(tmp_path_factory.mktemp("audit"))
     return folders
 
 
@@ -135,7 +135,7 @@ def test_report_states_its_statistics(rendered):
 
 
 def test_report_in_headless_chromium(rendered, tmp_path):
-    from faceaudit.audit.report.browser import check_page, find_chromium
+    from browser import check_page, find_chromium
 
     if find_chromium() is None:
         pytest.fail("chromium is not installed (.ci/run installs it)")
@@ -240,7 +240,7 @@ def test_compare_two_audits(audits, tmp_path, capsys):
     assert list(ranks["rank_worst_group"]) == sorted(ranks["rank_worst_group"])
     html = (out / "compare.html").read_text(encoding="utf-8")
     assert HOSTILE not in html
-    from faceaudit.audit.report.browser import check_page
+    from browser import check_page
 
     page = check_page(out / "compare.html")
     assert page.images_total >= 3 and page.images_broken == [] and page.network_requests == [] and page.scripts == 0

@@ -28,7 +28,7 @@ def partial_dir(tmp_path):
 
 
 def _document(partial_dir):
-    from faceaudit.audit.report.figures import new_figure, png_figure
+    from faceaudit.templates.figures import new_figure, png_figure
 
     fig, axis = new_figure(4, 3)
     axis.plot([0, 1, 2], [2, 0, 1], color="#0072B2", linewidth=4)
@@ -68,7 +68,7 @@ def test_pdf_never_fetches(tmp_path):
     import http.server
     import threading
 
-    from faceaudit.audit.report.layout import write_pdf
+    from faceaudit.templates.layout import write_pdf
 
     hits = []
 
@@ -97,7 +97,7 @@ def test_pdf_never_fetches(tmp_path):
 
 
 def test_chromium_checker_sees_remote_requests(tmp_path):
-    from faceaudit.audit.report.browser import check_page, find_chromium
+    from browser import check_page, find_chromium
 
     if find_chromium() is None:
         pytest.fail("chromium is not installed (.ci/run installs it)")
@@ -168,23 +168,21 @@ ZERO_WIDTH = re.compile(r"(\d+\.\d)% \[\1, \1\]")
 
 def _predictions_csv(path, rows):
     """A predictions CSV from ``(true race, predicted race, gender, age)`` rows; the prediction gets 0.9."""
-    from faceaudit.config import RACES
+    from faceaudit import UTKFACE
 
     records = []
     for i, (race, predicted, gender, age) in enumerate(rows):
-        probs = {f"prob_{r}": (0.9 if r == predicted else 0.025) for r in RACES}
+        probs = {f"prob_{r}": (0.9 if r == predicted else 0.025) for r in UTKFACE.classes}
         records.append({"image_id": f"face{i}", "race": race, "gender": gender, "age": age, **probs})
     pd.DataFrame(records).to_csv(path, index=False)
     return path
 
 
 def _audit_result(csv, **settings):
-    from faceaudit.audit.engine import AuditSettings, compute_audit
-    from faceaudit.audit.predictions import read_table, validate_predictions
+    import faceaudit
 
-    output = compute_audit(validate_predictions(read_table(csv)), settings=AuditSettings(n_boot=50, tsne=False, **settings),
-                           model={"name": "small", "kind": "predictions"}, data={"source": str(csv)})
-    return output.result
+    return faceaudit.audit(csv, n_boot=50, tsne=False, model={"name": "small", "kind": "predictions"},
+                           data={"source": str(csv)}, **settings)
 
 
 def test_too_small_audit_says_too_small_to_judge(tmp_path, capsys):
@@ -212,7 +210,6 @@ def test_small_perfect_group_has_an_interval(tmp_path):
     """A 100%-accurate group keeps a proper interval everywhere it is shown, however large it is."""
     from faceaudit.audit.report.formatting import fmt_stat, points
     from faceaudit.audit.report.render import render_report
-    from faceaudit.audit.writer import write_audit
 
     rows = [("White", "White", "Male", 30)] * 8 + [("Black", "Asian" if i % 3 == 0 else "Black", "Female", 40)
                                                   for i in range(9)]
@@ -223,10 +220,7 @@ def test_small_perfect_group_has_an_interval(tmp_path):
     # Outward rounding: a huge perfect group still shows an interval below 100%, and a bound below zero stays below.
     assert fmt_stat({"value": 1.0, "ci": [0.99951, 1.0]}) == "100.0% [99.9, 100.0]"
     assert points({"value": -0.091, "ci": [-0.126, -0.0003]}) == "-9.1 pts [-12.6, -0.0]"
-    from faceaudit.audit.predictions import read_table, validate_predictions
-
-    folder = tmp_path / "audit"
-    write_audit(result, {}, validate_predictions(read_table(tmp_path / "p.csv")), folder)
+    folder = result.write(tmp_path / "audit")
     render_report(folder, pdf=False, thumbnails=False)
     html = (folder / "report.html").read_text(encoding="utf-8")
     assert "100.0% [" in html and not ZERO_WIDTH.search(html)

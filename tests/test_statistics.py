@@ -13,14 +13,16 @@ import pytest
 from audit_fixtures import real_predictions  # noqa: F401  (session fixture)
 from scipy import stats
 
+import faceaudit
 from faceaudit.audit.engine import AuditSettings, compute_audit
-from faceaudit.audit.gates import evaluate_gates, parse_gates
+from faceaudit.audit.gates import check_gates, evaluate_gates, parse_gates
 from faceaudit.audit.intervals import clopper_pearson, mover_difference, paired_difference, proportion
 from faceaudit.audit.paired import Slice, paired_family
-from faceaudit.audit.predictions import validate_predictions
 from faceaudit.audit.significance import holm, homogeneity, mcnemar
 from faceaudit.cli import main
 from faceaudit.errors import FaceauditError
+from faceaudit.seams.predictions import PredictionsTable
+from faceaudit.taxonomy import UTKFACE
 
 
 def test_clopper_pearson_matches_scipy_and_never_collapses():
@@ -70,7 +72,7 @@ def test_no_interval_has_zero_width_on_a_perfect_classifier(real_predictions):  
     frame["pred_race"] = frame["race"]
     probs = np.eye(5)[frame["race"].cat.codes.to_numpy()] * 0.95 + 0.01
     frame[[f"prob_{r}" for r in frame["race"].cat.categories]] = probs
-    result = compute_audit(frame, settings=AuditSettings(n_boot=100, tsne=False)).result
+    result = compute_audit(PredictionsTable(frame, UTKFACE), settings=AuditSettings(n_boot=100, tsne=False))
     widths = []
 
     def walk(node):
@@ -99,11 +101,11 @@ def test_no_interval_has_zero_width_on_a_perfect_classifier(real_predictions):  
 ])
 def test_gates_refuse_metrics_undefined_for_their_grouping(gate, message):
     with pytest.raises(FaceauditError, match=message):
-        parse_gates({"gates": [gate]})
+        check_gates(parse_gates({"gates": [gate]})[0], UTKFACE)
 
 
 def test_per_race_gates_are_judged_on_exact_intervals(real_predictions):  # noqa: F811
-    result = compute_audit(real_predictions.test, settings=AuditSettings(n_boot=100, tsne=False)).result
+    result = compute_audit(real_predictions.test_table, settings=AuditSettings(n_boot=100, tsne=False))
     gates, _ = parse_gates({"gates": [{"metric": "fpr", "by": "race", "max": 1.0},
                                       {"metric": "balanced_accuracy", "by": "gender", "min": 0.0},
                                       {"metric": "accuracy", "by": "race", "max_gap": 1.0}]})
@@ -117,8 +119,8 @@ def test_missing_class_and_tiny_test_set(real_predictions):  # noqa: F811
     passes, no ranking, and the intervals say how little three faces tell."""
     gates, _ = parse_gates({"gates": [{"metric": "n", "by": "race", "min": 30},
                                       {"metric": "accuracy", "by": "overall", "min": 0.0}]})
-    without = real_predictions.test[real_predictions.test["race"] != "Others"]
-    result = compute_audit(without, settings=AuditSettings(n_boot=100, tsne=False)).result
+    without = real_predictions.test_table.subset((real_predictions.test["race"] != "Others").to_numpy())
+    result = compute_audit(without, settings=AuditSettings(n_boot=100, tsne=False))
     assert result.data["missing_classes"] == ["Others"] and "Others" in result.grouping("race")["missing"]
     assert any("no test images of Others" in w for w in result.warnings)
     block = evaluate_gates(gates, result.to_dict())
@@ -126,16 +128,17 @@ def test_missing_class_and_tiny_test_set(real_predictions):  # noqa: F811
     assert sizes["status"] == "fail" and {"key": "Others", "status": "fail"}.items() <= next(
         g for g in sizes["groups"] if g["key"] == "Others").items()
 
-    tiny = validate_predictions(pd.DataFrame({
-        "image_id": ["a", "b", "c"], "race": ["White"] * 3, "gender": ["Male", "Female", "Male"],
-        "age": [30, 40, 50], "pred_race": ["White"] * 3}))
-    result = compute_audit(tiny, settings=AuditSettings(n_boot=100, tsne=False)).result
+    tiny = pd.DataFrame({"image_id": ["a", "b", "c"], "race": ["White"] * 3, "gender": ["Male", "Female", "Male"],
+                         "age": [30, 40, 50], "pred_race": ["White"] * 3})
+    result = faceaudit.audit(tiny, gates={"gates": [{"metric": "n", "by": "race", "min": 30},
+                                                    {"metric": "accuracy", "by": "overall", "min": 0.0}]},
+                             n_boot=100, tsne=False)
     assert result.data["too_small_to_judge"] and result.warnings[0].startswith("too small to judge")
     accuracy = result.overall["metrics"]["accuracy"]
     assert accuracy["value"] == 1.0 and accuracy["ci"][0] == pytest.approx(0.2924, abs=1e-4)
     assert result.grouping("race")["disparities"]["accuracy"]["worst"] is None
-    block = evaluate_gates(gates, result.to_dict())
-    assert block["status"] == "fail"  # the coverage gate: four races have no faces at all
+    block = result.gates
+    assert result.status == block["status"] == "fail"  # the coverage gate: four races have no faces at all
     assert block["results"][1]["status"] == "inconclusive"
     assert "too small to judge" in block["results"][1]["message"]
 

@@ -18,9 +18,12 @@ import pandas as pd
 import pytest
 from commands import FACEAUDIT
 
-from faceaudit.audit.schema import PREDICTION_COLUMNS, PROB_COLUMNS
 from faceaudit.cli import main
-from faceaudit.training.history import load_history
+from faceaudit.seams.predictions import PredictionsTable
+from faceaudit.seams.run import RunRecord, load_history, resolve_model
+from faceaudit.taxonomy import UTKFACE
+
+PROB_COLUMNS = list(UTKFACE.prob_columns)
 
 SEED_DIR = Path("/work/shared/seed")
 TINY = ["--image-size", "32", "--batch-size", "32", "--quiet", "--embedding-dim", "16"]
@@ -71,7 +74,9 @@ def test_cnn_run_folder_is_complete(cnn_run):
     assert sizes["train"] > sizes["test"] > 0 and sum(sizes.values()) == 400
 
     table = pd.read_csv(cnn_run / "predictions.csv")
-    assert list(table.columns) == list(PREDICTION_COLUMNS)
+    written = PredictionsTable.read(cnn_run / "predictions.csv")
+    assert list(table.columns) == list(written.output_frame().columns)
+    assert {"image_id", "race", "gender", "age", "age_band", *PROB_COLUMNS, "pred_race", "path", "sha256"} <= set(table)
     assert len(table) == sizes["test"] and set(table["split"]) == {"test"}
     np.testing.assert_allclose(table[list(PROB_COLUMNS)].sum(axis=1), 1.0, atol=1e-4)
     assert run["test_accuracy"] == pytest.approx((table["pred_race"] == table["race"]).mean())
@@ -81,6 +86,59 @@ def test_cnn_run_folder_is_complete(cnn_run):
     probs, embeddings = predict(cnn_run, manifest.head(8), progress=False)
     np.testing.assert_allclose(probs, table[list(PROB_COLUMNS)].head(8).to_numpy(), atol=1e-4)
     assert embeddings.shape == (8, 16)
+
+
+def test_run_record_round_trips_through_a_real_run_folder(cnn_run, tmp_path):
+    """run.json as the trainer wrote it reads into a RunRecord, writes back unchanged, and names the schema."""
+    raw = json.loads((cnn_run / "run.json").read_text())
+    record = RunRecord.read(cnn_run)
+    assert raw["run_version"] == RunRecord.VERSION == record.run_version and record.complete
+    assert record.extra == {}, f"run.json keys RunRecord does not know: {sorted(record.extra)}"
+    assert record.name == cnn_run.name and record.schema == UTKFACE
+    assert raw["label_schema"] == UTKFACE.to_dict() and record.hyperparameters["schema"] == "utkface"
+    copy = tmp_path / "copy"
+    record.write(copy)
+    assert json.loads((copy / "run.json").read_text()) == raw
+    assert RunRecord.read(copy) == record
+    facts = RunRecord.read(cnn_run).facts()
+    assert facts["name"] == cnn_run.name and facts["backbone"] == "cnn" and facts["data"] == raw["data"]
+    assert facts["test_accuracy"] == raw["test_accuracy"] and "versions" not in facts
+    model_file, resolved = resolve_model(cnn_run)
+    assert model_file == cnn_run / "model.keras" and resolved == record
+    assert resolve_model(model_file)[1] == record
+    # A run.json from before versioning (no run_version, no label_schema, fields missing) still reads.
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "run.json").write_text(json.dumps({"backbone": "cnn", "test_accuracy": 0.5, "run_hash": "abc"}))
+    legacy = RunRecord.read(old)
+    assert legacy.run_version is None and legacy.params is None and legacy.schema == UTKFACE
+    assert legacy.extra == {"run_hash": "abc"} and legacy.facts()["test_accuracy"] == 0.5
+
+
+def test_fairface_schema_trains_seven_way_model(utk_sample_dir, tmp_path):
+    """--schema fairface on a FairFace-layout CSV: 7 output units named race_probs, a 7-class predictions table."""
+    import keras
+
+    races = ("White", "Black", "East Asian", "Indian", "Middle Eastern", "Latino_Hispanic", "Southeast Asian")
+    bands = ("0-2", "3-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69")
+    rows = []
+    for i, path in enumerate(sorted(utk_sample_dir.iterdir())):
+        age, gender = (int(part) for part in path.name.split("_")[:2])
+        band = "more than 70" if age >= 70 else next(b for b in bands if age <= int(b.split("-")[1]))
+        rows.append({"file": os.path.relpath(path, tmp_path), "age": band, "gender": ("Male", "Female")[gender],
+                     "race": races[i % 7]})
+    labels = tmp_path / "fairface_label_train.csv"
+    pd.DataFrame(rows).to_csv(labels, index=False)
+    out = tmp_path / "ff"
+    assert _train_cli(labels, out, "--schema", "fairface", "--epochs", "1", "--max-train", "128") == 0
+    model = keras.saving.load_model(out / "model.keras", compile=False)
+    assert model.get_layer("race_probs").output.shape[-1] == 7
+    record = RunRecord.read(out)
+    assert record.schema.name == "fairface7" and len(record.schema.classes) == 7
+    table = PredictionsTable.read(out / "predictions.csv", schema=record.schema)
+    assert table.schema.classes == record.schema.classes and table.probabilities.shape[1] == 7
+    assert table.frame["age"].isna().all() and table.frame["age_band"].notna().all()
+    assert record.test_accuracy == pytest.approx(float((table.y_true == table.y_pred).mean()))
 
 
 

@@ -1,7 +1,7 @@
 """The backbone registry: each name builds a feature extractor with its own input size and preprocessing.
 
 Every image backbone is wrapped by :func:`build_image_model` into the model contract (float32 RGB [0, 255]
-in, ``embedding`` then ``race_probs`` out). ``dlib-resnet`` is a frozen dlib network outside Keras; its head
+in, ``embedding`` then ``<target>_probs`` out, e.g. ``race_probs``). ``dlib-resnet`` is a frozen dlib network outside Keras; its head
 takes the 128-d descriptors (:func:`build_descriptor_model`).
 """
 
@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from faceaudit.config import RACES
 from faceaudit.errors import FaceauditError
 
 #: Environment variable naming a folder of Keras ImageNet weight files for ``--weights imagenet``.
@@ -180,8 +179,14 @@ def build_backbone(backbone: Backbone, size: int, weights_file: Path | None, alp
         raise FaceauditError(f"cannot build {backbone.name} {what}: {first[:300]}") from None
 
 
-def add_head(features, embedding_dim: int, dropout: float):
-    """The shared head: pooled features -> dropout -> ``embedding`` (ReLU) -> dropout -> ``race_probs``."""
+def probs_layer_name(target: str) -> str:
+    """The softmax layer of a model predicting ``target``: ``race_probs``."""
+    return f"{target}_probs"
+
+
+def add_head(features, embedding_dim: int, dropout: float, n_classes: int = 5, target: str = "race"):
+    """The shared head: pooled features -> dropout -> ``embedding`` (ReLU) -> dropout -> ``<target>_probs``
+    (``n_classes`` units, in the label schema's class order)."""
     from keras import layers
 
     x = features
@@ -192,11 +197,11 @@ def add_head(features, embedding_dim: int, dropout: float):
     x = layers.Dense(embedding_dim, activation="relu", name="embedding")(x)
     if dropout:
         x = layers.Dropout(dropout, name="embedding_dropout")(x)
-    return layers.Dense(len(RACES), activation="softmax", name="race_probs", dtype="float32")(x)
+    return layers.Dense(n_classes, activation="softmax", name=probs_layer_name(target), dtype="float32")(x)
 
 
 def build_image_model(backbone, size: int, preprocess: str, *, frozen_statistics: bool, embedding_dim: int,
-                      dropout: float):
+                      dropout: float, n_classes: int = 5, target: str = "race"):
     """Backbone + head under the model contract. With ``frozen_statistics`` (pretrained weights) the backbone
     runs with ``training=False``, so batch norm keeps its ImageNet statistics even once unfrozen (Keras's
     fine-tuning recipe); from-scratch backbones learn their statistics."""
@@ -207,12 +212,13 @@ def build_image_model(backbone, size: int, preprocess: str, *, frozen_statistics
     inputs = keras.Input((size, size, 3), name="image")
     x = Preprocess(preprocess, name="preprocess")(inputs)
     x = backbone(x, training=False) if frozen_statistics else backbone(x)
-    return keras.Model(inputs, add_head(x, embedding_dim, dropout), name=f"faceaudit_{backbone.name}")
+    return keras.Model(inputs, add_head(x, embedding_dim, dropout, n_classes, target), name=f"faceaudit_{backbone.name}")
 
 
-def build_descriptor_model(dim: int, embedding_dim: int, dropout: float, mean=None, variance=None):
+def build_descriptor_model(dim: int, embedding_dim: int, dropout: float, mean=None, variance=None, *,
+                           n_classes: int = 5, target: str = "race"):
     """The Keras head over dlib's descriptors: standardised (training-set ``mean``/``variance``), a hidden
-    layer, ``embedding``, ``race_probs``."""
+    layer, ``embedding``, ``<target>_probs``."""
     import keras
     from keras import layers
 
@@ -222,4 +228,4 @@ def build_descriptor_model(dim: int, embedding_dim: int, dropout: float, mean=No
         x = layers.Normalization(mean=mean, variance=variance, name="standardise")(x)
     x = layers.Dense(512, activation="relu", name="hidden")(x)
     x = layers.Dropout(dropout, name="hidden_dropout")(x) if dropout else x
-    return keras.Model(inputs, add_head(x, embedding_dim, dropout), name="faceaudit_dlib_head")
+    return keras.Model(inputs, add_head(x, embedding_dim, dropout, n_classes, target), name="faceaudit_dlib_head")

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from faceaudit.config import DEFAULT_AGE_BANDS, DEFAULT_SEED
+from faceaudit.config import DEFAULT_SEED
+from faceaudit.taxonomy import DEFAULT_AGE_BANDS, LabelSchema, get_schema
 
 
 @dataclass
@@ -19,6 +20,11 @@ class TrainConfig:
 
     #: UTKFace folder/archive or labelled CSV (ignored when ``dataset`` is given).
     data: Path | None = None
+    #: Label schema: a preset name (``utkface``, ``fairface``/``fairface7``, ``fairface4``) or a LabelSchema. The
+    #: model has one output unit per class of its target, in the schema's class order.
+    schema: str | LabelSchema = "utkface"
+    #: The attribute to predict (None: the schema's target, ``race`` for the presets).
+    target: str | None = None
     #: Run folder to create (model.keras, history.json, run.json, predictions.csv).
     out: Path = Path("runs/run")
     backbone: str = "cnn"
@@ -41,7 +47,7 @@ class TrainConfig:
     #: ``cosine`` (decay to 1% over the phase) or ``plateau`` (x0.3 after 2 epochs without val-loss gain).
     schedule: str = "cosine"
     label_smoothing: float = 0.1
-    #: Weight samples by inverse race frequency (UTKFace is 42% White, 7% Others).
+    #: Weight samples by inverse frequency of their target class (UTKFace is 42% White, 7% Others).
     class_weights: bool = False
     #: Augmentation: horizontal flip, rotation up to ``rotation`` degrees, zoom within 1 +/- ``zoom``.
     augment: bool = True
@@ -73,8 +79,14 @@ class TrainConfig:
     #: An already-loaded faceaudit Dataset (e.g. `faceaudit demo`'s synthetic set); not recorded.
     dataset: object | None = field(default=None, repr=False)
 
+    def label_schema(self) -> LabelSchema:
+        """The schema the model is trained on: the preset or schema given, with ``target`` and ``age_bands``."""
+        return get_schema(self.schema).with_options(target=self.target, age_bands=self.age_bands)
+
     def record(self) -> dict:
-        """JSON-ready hyper-parameters for ``run.json``."""
+        """JSON-ready hyper-parameters for ``run.json`` (the schema by name; ``run.json`` holds it in full)."""
         values = asdict(self)
         values.pop("dataset")
+        if isinstance(self.schema, LabelSchema):
+            values["schema"] = self.schema.name
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in values.items()}

@@ -14,8 +14,8 @@ import pandas as pd
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from faceaudit.audit.tfdata import image_dataset, prefetched, race_codes
-from faceaudit.config import RACES, usable_cpus
+from faceaudit.config import usable_cpus
+from faceaudit.datasets.tfdata import image_dataset, label_codes, prefetched
 
 
 def load_images(manifest: pd.DataFrame, size: int, progress: bool = True, desc: str = "loading images") -> np.ndarray:
@@ -32,10 +32,11 @@ def load_images(manifest: pd.DataFrame, size: int, progress: bool = True, desc: 
     return out
 
 
-def class_weight_vector(labels: np.ndarray) -> np.ndarray:
-    """Inverse-frequency weights per race, normalised to mean 1 over the training samples."""
-    counts = np.bincount(labels, minlength=len(RACES)).astype(float)
-    weights = np.where(counts > 0, len(labels) / (len(RACES) * np.maximum(counts, 1)), 0.0)
+def class_weight_vector(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Inverse-frequency weights per target class, normalised to mean 1 over the training samples."""
+    counts = np.bincount(labels, minlength=n_classes).astype(float)
+    present = int((counts > 0).sum())
+    weights = np.where(counts > 0, len(labels) / (max(present, 1) * np.maximum(counts, 1)), 0.0)
     return weights
 
 
@@ -76,6 +77,7 @@ def train_dataset(
     inputs: np.ndarray,
     labels: np.ndarray,
     *,
+    n_classes: int,
     batch_size: int,
     seed: int,
     epoch: int,
@@ -99,15 +101,16 @@ def train_dataset(
         if images and augment:
             x = _augment(x, tf.stack([tf.cast(seed, tf.int64), tf.cast(epoch, tf.int64) * 1_000_003 + index]),
                          rotation, zoom)
-        return (x, tf.one_hot(y, len(RACES)), *w)
+        return (x, tf.one_hot(y, n_classes), *w)
 
     return prefetched(data.map(prepare, num_parallel_calls=usable_cpus()))
 
 
-def eval_dataset(inputs: np.ndarray, labels: np.ndarray, batch_size: int) -> tf.data.Dataset:
+def eval_dataset(inputs: np.ndarray, labels: np.ndarray, batch_size: int, n_classes: int) -> tf.data.Dataset:
     """Validation batches ``(x, one-hot y)`` in order, without augmentation."""
     data = tf.data.Dataset.from_tensor_slices((inputs, labels)).batch(batch_size)
-    return prefetched(data.map(lambda x, y: (tf.cast(x, tf.float32), tf.one_hot(y, len(RACES)))))
+    return prefetched(data.map(lambda x, y: (tf.cast(x, tf.float32), tf.one_hot(y, n_classes))))
 
 
-__all__ = ["load_images", "class_weight_vector", "seeded_order", "subset", "train_dataset", "eval_dataset", "race_codes"]
+__all__ = ["load_images", "class_weight_vector", "seeded_order", "subset", "train_dataset", "eval_dataset",
+           "label_codes"]

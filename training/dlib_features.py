@@ -6,7 +6,6 @@ per core), so descriptors are computed once per image and framing and reused by 
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from tqdm.auto import tqdm
 
 from faceaudit.config import cache_dir, usable_cpus
 from faceaudit.errors import FaceauditError
+from faceaudit.files import atomic_path
 
 #: Side of the aligned chip dlib's ResNet expects.
 CHIP_SIZE = 150
@@ -35,11 +35,10 @@ _MODELS: dict = {}
 def _models():
     """Load the recogniser and the 5-point landmark model once per process."""
     if not _MODELS:
-        try:
-            import dlib
-            import face_recognition_models
-        except ImportError as exc:  # pragma: no cover - both are hard dependencies
-            raise FaceauditError(f"dlib-resnet needs dlib-bin and face-recognition-models: {exc}") from None
+        from faceaudit.extras import require
+
+        dlib = require("dlib", "inspect", "the dlib-resnet backbone")
+        face_recognition_models = require("face_recognition_models", "inspect", "the dlib-resnet backbone")
         _MODELS["dlib"] = dlib
         _MODELS["net"] = dlib.face_recognition_model_v1(face_recognition_models.face_recognition_model_location())
         _MODELS["shape"] = dlib.shape_predictor(face_recognition_models.pose_predictor_five_point_model_location())
@@ -137,12 +136,8 @@ def _chip_descriptors(manifest: pd.DataFrame, framing: str, mirrored: bool, work
 
     def store(batch: list[str], values: np.ndarray) -> None:
         for sha, value in zip(batch, values):
-            file = _cache_file(root, sha)
-            file.parent.mkdir(parents=True, exist_ok=True)
-            partial = file.with_name(f".{file.name}.{os.getpid()}.partial")
-            with open(partial, "wb") as handle:
+            with atomic_path(_cache_file(root, sha)) as partial, open(partial, "wb") as handle:
                 np.save(handle, value)
-            partial.replace(file)
             for index in missing[sha]:
                 out[index] = value
         bar.update(len(batch))

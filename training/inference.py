@@ -1,60 +1,37 @@
-"""Apply a trained model to a manifest: class probabilities, penultimate embeddings, the predictions table.
+"""Apply a trained model to a manifest: class probabilities and penultimate embeddings.
 
-A model source is a run folder (``model.keras`` + ``run.json``) or a bare ``.keras`` file following the model
-contract: float32 RGB [0, 255] input of size ``model.input_shape[1:3]``, a final 5-way softmax layer named
-``race_probs`` and a layer named ``embedding``. Run folders of the ``dlib-resnet`` backbone hold a head whose
-input is dlib's 128-d descriptors; those are computed (or read from the cache) first.
+A model source is a run folder (``model.keras`` + ``run.json``, see :mod:`faceaudit.seams.run`) or a bare
+``.keras`` file following the model contract: float32 RGB [0, 255] input of size ``model.input_shape[1:3]``, a
+final softmax layer named ``<target>_probs`` with one unit per class of the label schema (``race_probs``, 5 units
+for UTKFace; older models always say ``race_probs``) and a layer named ``embedding``. Run folders of the
+``dlib-resnet`` backbone hold a head whose input is dlib's 128-d descriptors; those are computed (or read from
+the cache) first. The predictions table built from the probabilities is
+:meth:`faceaudit.seams.predictions.PredictionsTable.from_probabilities`.
 """
 
 from __future__ import annotations
 
-import json
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from faceaudit.audit.schema import PRED_COLUMN, PREDICTION_COLUMNS, PROB_COLUMNS
-from faceaudit.config import RACES
 from faceaudit.errors import FaceauditError
+from faceaudit.seams.run import MODEL_FILE, PREDICTIONS_FILE, RUN_FILE, RunRecord, resolve_model  # noqa: F401
+from faceaudit.taxonomy import LabelSchema
 
-MODEL_FILE = "model.keras"
-RUN_FILE = "run.json"
-PREDICTIONS_FILE = "predictions.csv"
-PROBS_LAYER = "race_probs"
+#: The probability layer of models trained before label schemas (UTKFace races).
+LEGACY_PROBS_LAYER = "race_probs"
 EMBEDDING_LAYER = "embedding"
-
-
-def read_run(run_dir: Path) -> dict:
-    """The run record ``run.json`` of a run folder (empty dict when the folder has none)."""
-    file = Path(run_dir) / RUN_FILE
-    if not file.exists():
-        return {}
-    try:
-        return json.loads(file.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise FaceauditError(f"cannot read {file}: {exc}") from None
-
-
-def resolve_model(model_source: Path) -> tuple[Path, dict]:
-    """The ``.keras`` file a model source names, and its run record (empty for a bare file)."""
-    source = Path(model_source)
-    if source.is_dir():
-        model_file = source / MODEL_FILE
-        if not model_file.exists():
-            raise FaceauditError(f"{source} is not a run folder: it has no {MODEL_FILE}")
-        return model_file, read_run(source)
-    if not source.exists():
-        raise FaceauditError(f"model not found: {source}")
-    if source.suffix != ".keras":
-        raise FaceauditError(f"{source} is not a .keras model file or a run folder")
-    return source, read_run(source.parent) if source.name == MODEL_FILE else {}
 
 
 def load_model(model_file: Path):
     """Load a ``.keras`` file (without its optimizer) or fail with one line."""
-    import keras
+    from faceaudit.extras import require
+
+    require("tensorflow", "train", "loading a Keras model")
+    keras = require("keras", "train", "loading a Keras model")
 
     from faceaudit.training import layers  # noqa: F401  (registers the preprocessing layer)
 
@@ -73,18 +50,36 @@ def load_model(model_file: Path):
         raise FaceauditError(f"cannot load model {model_file}: {first}") from None
 
 
-def contract_model(model, *, expect_images: bool = True):
-    """A model mapping the input to ``[race_probs, embedding]``, after checking the model contract."""
+def probs_layer(model, schema: LabelSchema | None = None) -> str:
+    """The name of the model's softmax layer: ``<target>_probs`` of the schema, else ``race_probs`` (models from
+    before label schemas), else the one layer whose name ends in ``_probs``."""
+    names = [layer.name for layer in model.layers]
+    wanted = [f"{schema.target}_probs"] if schema is not None else []
+    for name in (*wanted, LEGACY_PROBS_LAYER):
+        if name in names:
+            return name
+    candidates = [n for n in names if n.endswith("_probs")]
+    if schema is None and len(candidates) == 1:
+        return candidates[0]
+    expected = wanted[0] if wanted else "<target>_probs"
+    raise FaceauditError(f"model does not follow the contract: no layer named {expected!r}")
+
+
+def contract_model(model, *, expect_images: bool = True, schema: LabelSchema | None = None):
+    """A model mapping the input to ``[<target>_probs, embedding]``, after checking the model contract (with a
+    schema: one probability per class of its target)."""
     import keras
 
     names = {layer.name for layer in model.layers}
-    for required in (PROBS_LAYER, EMBEDDING_LAYER):
-        if required not in names:
-            raise FaceauditError(f"model does not follow the contract: no layer named {required!r}")
-    probs = model.get_layer(PROBS_LAYER).output
-    if tuple(probs.shape[1:]) != (len(RACES),):
-        raise FaceauditError(f"model does not follow the contract: {PROBS_LAYER!r} has shape {tuple(probs.shape[1:])}, "
-                             f"expected ({len(RACES)},)")
+    probs_name = probs_layer(model, schema)
+    if EMBEDDING_LAYER not in names:
+        raise FaceauditError(f"model does not follow the contract: no layer named {EMBEDDING_LAYER!r}")
+    probs = model.get_layer(probs_name).output
+    n_classes = len(schema.classes) if schema is not None else None
+    shape = tuple(probs.shape[1:])
+    if len(shape) != 1 or (n_classes is not None and shape != (n_classes,)) or (shape[0] or 0) < 2:
+        expected = f"({n_classes},) for the classes of {schema.name}" if n_classes else "(classes,)"
+        raise FaceauditError(f"model does not follow the contract: {probs_name!r} has shape {shape}, expected {expected}")
     shape = tuple(model.input_shape)
     if expect_images and (len(shape) != 4 or shape[-1] != 3 or shape[1] is None or shape[2] is None):
         raise FaceauditError(f"model does not follow the contract: input shape {shape} is not (None, H, W, 3)")
@@ -96,23 +91,33 @@ def predict(
     manifest: pd.DataFrame,
     batch_size: int = 64,
     progress: bool = True,
+    *,
+    schema: LabelSchema | None = None,
+    run: RunRecord | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Class probabilities [n, 5] in :data:`RACES` order and embeddings [n, d] for every manifest row."""
-    model_file, run = resolve_model(model_source)
+    """Class probabilities [n, classes] in the schema's class order and embeddings [n, d] for every manifest row.
+
+    ``schema`` defaults to the run's (UTKFace for runs recorded before schemas; a bare ``.keras`` file is checked
+    for one probability layer only); ``run`` stands in for the folder's ``run.json`` (the trainer predicts before
+    writing it)."""
+    model_file, recorded = resolve_model(model_source)
+    run = run or recorded
+    if schema is None and run is not None:
+        schema = run.schema
     model = load_model(model_file)
     if len(manifest) == 0:
         raise FaceauditError("nothing to predict: the manifest is empty")
-    if run.get("backbone") == "dlib-resnet":
+    if run is not None and run.backbone == "dlib-resnet":
         from faceaudit.training.dlib_features import descriptors
 
-        inputs, _ = descriptors(manifest, run.get("dlib_framing", "align"), progress=progress)
-        both = contract_model(model, expect_images=False)
+        inputs, _ = descriptors(manifest, run.dlib_framing or "align", progress=progress)
+        both = contract_model(model, expect_images=False, schema=schema)
         probs, embeddings = both.predict(inputs, batch_size=batch_size, verbose=0,
                                          callbacks=_progress(len(manifest), batch_size, progress))
     else:
-        from faceaudit.audit.tfdata import image_dataset
+        from faceaudit.datasets.tfdata import image_dataset
 
-        both = contract_model(model)
+        both = contract_model(model, schema=schema)
         size = int(model.input_shape[1])
         if model.input_shape[1] != model.input_shape[2]:
             raise FaceauditError(f"model input {model.input_shape[1:3]} is not square")
@@ -130,22 +135,24 @@ def _progress(n: int, batch_size: int, progress: bool) -> list:
     return [keras_bar(-(-n // batch_size), f"predicting {n:,} images")]
 
 
-def predictions_table(manifest: pd.DataFrame, probs: np.ndarray) -> pd.DataFrame:
-    """The audit's predictions table (:data:`PREDICTION_COLUMNS`) from manifest rows and their probabilities."""
-    probs = np.asarray(probs, dtype=np.float64)
-    if probs.shape != (len(manifest), len(RACES)):
-        raise ValueError(f"probabilities have shape {probs.shape}, expected ({len(manifest)}, {len(RACES)})")
-    table = manifest.reset_index(drop=True).copy()
-    for column, values in zip(PROB_COLUMNS, probs.T):
-        table[column] = values
-    table[PRED_COLUMN] = pd.Categorical.from_codes(probs.argmax(axis=1), categories=list(RACES))
-    return table[[c for c in PREDICTION_COLUMNS if c in table.columns]]
+def predict_table(
+    model_source: Path,
+    manifest: pd.DataFrame,
+    batch_size: int = 64,
+    progress: bool = True,
+    *,
+    schema: LabelSchema | None = None,
+    run: RunRecord | None = None,
+):
+    """The predictions table of a model on labelled manifest rows, and the embeddings (rows aligned).
 
+    The table is built by :meth:`PredictionsTable.from_probabilities` with ``schema``, else the run's schema, else
+    UTKFace's (a bare ``.keras`` file)."""
+    from faceaudit.seams.predictions import PredictionsTable
+    from faceaudit.taxonomy import UTKFACE
 
-def write_predictions(table: pd.DataFrame, out_dir: Path) -> Path:
-    """Write ``predictions.csv`` into a run folder atomically (temp name, then rename)."""
-    file = Path(out_dir) / PREDICTIONS_FILE
-    partial = file.with_name(f".{file.name}.partial")
-    table.to_csv(partial, index=False, float_format="%.6g")
-    partial.replace(file)
-    return file
+    if schema is None:
+        recorded = run or resolve_model(model_source)[1]
+        schema = recorded.schema if recorded is not None else UTKFACE
+    probs, embeddings = predict(model_source, manifest, batch_size, progress, schema=schema, run=run)
+    return PredictionsTable.from_probabilities(manifest, probs, schema), embeddings

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from faceaudit.errors import FaceauditError
+from faceaudit.files import atomic_path, atomic_write
+from faceaudit.seams.run import MODEL_FILE, PREDICTIONS_FILE, RUN_FILE, RunRecord, write_history
 from faceaudit.training.backbones import (
     Backbone,
     build_backbone,
@@ -29,8 +31,7 @@ from faceaudit.training.backbones import (
     resolve_weights,
 )
 from faceaudit.training.config import TrainConfig
-from faceaudit.training.history import write_history
-from faceaudit.training.inference import MODEL_FILE, RUN_FILE, predict, predictions_table, write_predictions
+from faceaudit.training.inference import predict_table
 
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.json"
@@ -54,9 +55,16 @@ def _versions() -> dict[str, str]:
 
 
 def _write_json(file: Path, data: dict) -> None:
-    partial = file.with_name(f".{file.name}.partial")
-    partial.write_text(json.dumps(data, indent=1, default=str))
-    partial.replace(file)
+    atomic_write(file, json.dumps(data, indent=1, default=str))
+
+
+def _save_model(model, file: Path) -> None:
+    """``model.save`` (or ``save_weights`` for ``*.weights.h5``) under a temporary name, renamed into place."""
+    with atomic_path(file) as partial:
+        if file.name.endswith(".weights.h5"):
+            model.save_weights(partial)
+        else:
+            model.save(partial)
 
 
 def configure_devices(cpu_devices: int, deterministic: bool) -> None:
@@ -128,7 +136,7 @@ def _validate(config: TrainConfig, backbone: Backbone) -> None:
 
 def _prepare_out(out: Path, resume: bool) -> dict | None:
     """Create the run folder; the saved checkpoint state when resuming; refuse to overwrite a run."""
-    from faceaudit.commands.common import writable_dir
+    from faceaudit.files import writable_dir
 
     writable_dir(out)
     state_file = out / CHECKPOINT_DIR / STATE_FILE
@@ -201,9 +209,17 @@ def _set_trainable(model, backbone_layer: str | None, trainable: bool) -> None:
 
 def train(config: TrainConfig) -> Path:
     """Train one run into ``config.out`` and return that folder (model, histories, run record, predictions)."""
+    from faceaudit.extras import require
+
     started = time.perf_counter()
     backbone = get_backbone(config.backbone)
+    require("tensorflow", "train", "faceaudit train")
+    require("keras", "train", "faceaudit train")
+    if backbone.name == "dlib-resnet":
+        require("dlib", "all", "the dlib-resnet backbone")
+        require("face_recognition_models", "all", "the dlib-resnet backbone")
     _validate(config, backbone)
+    schema = config.label_schema()
     out = Path(config.out)
     state = _prepare_out(out, config.resume)
     if state and state.get("complete"):
@@ -226,12 +242,16 @@ def train(config: TrainConfig) -> Path:
     keras.utils.set_random_seed(config.seed)
     dataset = config.dataset
     if dataset is None:
-        from faceaudit.audit.labels import AgeBands
-        from faceaudit.audit.manifest import load_dataset
+        from faceaudit.datasets.manifest import load_dataset
 
-        dataset = load_dataset(Path(config.data), exclude=config.exclude, age_bands=AgeBands.parse(config.age_bands),
-                               progress=config.progress)
-    from faceaudit.audit.manifest import describe_image_problems, image_problems
+        dataset = load_dataset(Path(config.data), exclude=config.exclude, age_bands=schema.age_bands,
+                               progress=config.progress, schema=schema)
+        schema = dataset.schema
+    else:  # an already-loaded dataset (the demo's) brings its own schema; the config may pick another target
+        schema = dataset.schema.with_options(target=config.target)
+    if schema.target not in dataset.manifest.columns:
+        raise FaceauditError(f"the data has no {schema.target!r} labels to train on")
+    from faceaudit.datasets.manifest import describe_image_problems, image_problems
 
     if note := describe_image_problems(dataset):
         print(f"faceaudit: note: {note}", file=sys.stderr)
@@ -241,7 +261,8 @@ def train(config: TrainConfig) -> Path:
     for name, rows in (("train", train_m), ("val", val_m), ("test", test_m)):
         if rows.empty:
             raise FaceauditError(f"the {name} split is empty; training needs train, val and test images")
-    y_train, y_val = tdata.race_codes(train_m), tdata.race_codes(val_m)
+    y_train, y_val = tdata.label_codes(train_m, schema), tdata.label_codes(val_m, schema)
+    n_classes = len(schema.classes)
 
     if backbone.name == "dlib-resnet":
         from faceaudit.training.dlib_features import descriptors
@@ -254,7 +275,7 @@ def train(config: TrainConfig) -> Path:
         x_train = tdata.load_images(train_m, size, config.progress, "loading train images")
         x_val = tdata.load_images(val_m, size, config.progress, "loading val images")
         cache_stats = None
-    weights = tdata.class_weight_vector(y_train)[y_train] if config.class_weights else None
+    weights = tdata.class_weight_vector(y_train, n_classes)[y_train] if config.class_weights else None
 
     strategy = make_strategy(config.strategy)
     pretrained = weights_file is not None
@@ -264,7 +285,7 @@ def train(config: TrainConfig) -> Path:
     steps = int(np.ceil(len(y_train) / config.batch_size))
     ckpt = out / CHECKPOINT_DIR
     ckpt.mkdir(exist_ok=True)
-    val_data = tdata.eval_dataset(x_val, y_val, config.batch_size)
+    val_data = tdata.eval_dataset(x_val, y_val, config.batch_size, n_classes)
     from faceaudit import console
 
     with strategy.scope():
@@ -274,12 +295,14 @@ def train(config: TrainConfig) -> Path:
         else:
             if backbone.name == "dlib-resnet":
                 model = build_descriptor_model(x_train.shape[1], config.embedding_dim, config.dropout,
-                                               mean=x_train.mean(axis=0), variance=x_train.var(axis=0) + 1e-6)
+                                               mean=x_train.mean(axis=0), variance=x_train.var(axis=0) + 1e-6,
+                                               n_classes=n_classes, target=schema.target)
                 backbone_layer = None
             else:
                 net = build_backbone(backbone, size, weights_file, alpha)
                 model = build_image_model(net, size, backbone.preprocess, frozen_statistics=pretrained,
-                                          embedding_dim=config.embedding_dim, dropout=config.dropout)
+                                          embedding_dim=config.embedding_dim, dropout=config.dropout,
+                                          n_classes=n_classes, target=schema.target)
                 backbone_layer = net.name
             state = {"phase_index": 0, "epochs_done": 0, "stopped": False, "history": {}, "best": None,
                      "wait": 0, "plateau_wait": 0, "backbone_layer": backbone_layer, "train_seconds": 0.0,
@@ -302,7 +325,7 @@ def train(config: TrainConfig) -> Path:
                 epoch_start = time.perf_counter()
                 _reseed(model, config.seed, phase_index, epoch)
                 train_data = tdata.train_dataset(
-                    x_train, y_train, batch_size=config.batch_size, seed=config.seed + 7919 * phase_index,
+                    x_train, y_train, n_classes=n_classes, batch_size=config.batch_size, seed=config.seed + 7919 * phase_index,
                     epoch=epoch, sample_weights=weights, augment=config.augment and x_train.ndim == 4,
                     rotation=config.rotation, zoom=config.zoom)
                 result = model.fit(train_data, validation_data=val_data, epochs=epoch + 1, initial_epoch=epoch,
@@ -318,9 +341,7 @@ def train(config: TrainConfig) -> Path:
                 improved = state["best"] is None or logs["val_loss"] < state["best"] - 1e-4
                 if improved:
                     state["best"], state["wait"], state["plateau_wait"] = logs["val_loss"], 0, 0
-                    partial = best_file.with_name("partial-" + best_file.name)
-                    model.save_weights(partial)
-                    partial.replace(best_file)
+                    _save_model(model, best_file)
                 else:
                     state["wait"] += 1
                     state["plateau_wait"] += 1
@@ -336,9 +357,7 @@ def train(config: TrainConfig) -> Path:
                 state["epochs_done"] = epoch
                 state["train_seconds"] = state.get("train_seconds", 0.0) + timer.train_seconds
                 timer.train_seconds = 0.0
-                partial = ckpt / ("partial-" + state["model_file"])
-                model.save(partial)
-                partial.replace(ckpt / state["model_file"])
+                _save_model(model, ckpt / state["model_file"])
                 _write_json(ckpt / STATE_FILE, state)
                 if previous and previous != state["model_file"]:
                     (ckpt / previous).unlink(missing_ok=True)
@@ -352,54 +371,54 @@ def train(config: TrainConfig) -> Path:
                 _compile(model, phases[phase_index], config, steps)
 
     # Final artefacts: the model, histories, predictions on test, then the run record (written last).
-    partial = out / f"partial-{MODEL_FILE}"
-    model.save(partial)
-    partial.replace(out / MODEL_FILE)
+    _save_model(model, out / MODEL_FILE)
     write_history(state["history"], out)
     infer_start = time.perf_counter()
-    if backbone.name == "dlib-resnet":
-        _write_json(out / RUN_FILE, {"backbone": backbone.name, "dlib_framing": config.dlib_framing, "status": "predicting"})
-    probs, _ = predict(out, test_m, batch_size=max(config.batch_size, 64), progress=config.progress)
+    # run.json is written last; until then inference reads what it needs from this stand-in.
+    pending = RunRecord(status="predicting", backbone=backbone.name, label_schema=schema.to_dict(),
+                        dlib_framing=config.dlib_framing if backbone.name == "dlib-resnet" else None)
+    table, _ = predict_table(out, test_m, batch_size=max(config.batch_size, 64), progress=config.progress,
+                             schema=schema, run=pending)
     infer_seconds = time.perf_counter() - infer_start
-    table = predictions_table(test_m, probs)
-    write_predictions(table, out)
-    test_accuracy = float((table["pred_race"].astype(str) == table["race"].astype(str)).mean())
-    record = {
-        "status": "complete",
-        "backbone": backbone.name,
-        "weights": config.weights if backbone.name != "dlib-resnet" else "dlib face_recognition_model_v1 (frozen)",
-        "weights_file": str(weights_file) if weights_file else None,
-        "input": "dlib 128-d descriptors" if backbone.name == "dlib-resnet" else [size, size, 3],
-        "image_size": size,
-        "alpha": alpha,
-        "dlib_framing": config.dlib_framing if backbone.name == "dlib-resnet" else None,
-        "batchnorm": "inference mode (ImageNet statistics kept)" if pretrained else "trained",
-        "params": int(model.count_params()),
-        "trainable_params": int(sum(np.prod(v.shape) for v in model.trainable_variables)),
-        "seed": config.seed,
-        "hyperparameters": config.record(),
-        "phases": [{**p, "epochs_run": len(state["history"].get(p["name"], {}).get("loss", []))} for p in phases],
-        "history_format": "history.json: {phase: {loss, accuracy, val_loss, val_accuracy, learning_rate}}; "
-                          "history-<phase>.json: one phase in the seed's flat shape",
-        "data": {"source": str(dataset.source), "manifest_sha256": dataset.fingerprint, "synthetic": dataset.synthetic,
-                 "split_sizes": {"train": len(train_m), "val": len(val_m), "test": len(test_m)},
-                 "split_seed_note": "splits come from the data layer (stratified by race x gender)",
-                 "excluded_unusable_images": dict(image_problems(dataset)[["image_id", "reason"]].to_numpy().tolist())},
-        "strategy": config.strategy,
-        "devices": int(strategy.num_replicas_in_sync),
-        "resumed": int(state.get("resumed", 0)),
-        "descriptor_cache": cache_stats,
-        "test_accuracy": test_accuracy,
-        "train_images_per_s": state["train_images"] / state["train_seconds"] if state.get("train_seconds") else None,
-        "inference_images_per_s": len(test_m) / infer_seconds,
-        "wall_time_s": time.perf_counter() - started,
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "versions": _versions(),
-        "cpu_count": os.cpu_count(),
-        "tensorflow_devices": [d.name for d in tf.config.list_logical_devices()],
-    }
+    table.write(out / PREDICTIONS_FILE)
+    test_accuracy = float((table.y_true == table.y_pred).mean())
+    record = RunRecord(
+        status="complete",
+        backbone=backbone.name,
+        weights=config.weights if backbone.name != "dlib-resnet" else "dlib face_recognition_model_v1 (frozen)",
+        weights_file=str(weights_file) if weights_file else None,
+        input="dlib 128-d descriptors" if backbone.name == "dlib-resnet" else [size, size, 3],
+        image_size=size,
+        alpha=alpha,
+        dlib_framing=config.dlib_framing if backbone.name == "dlib-resnet" else None,
+        batchnorm="inference mode (ImageNet statistics kept)" if pretrained else "trained",
+        params=int(model.count_params()),
+        trainable_params=int(sum(np.prod(v.shape) for v in model.trainable_variables)),
+        seed=config.seed,
+        label_schema=schema.to_dict(),
+        hyperparameters=config.record(),
+        phases=[{**p, "epochs_run": len(state["history"].get(p["name"], {}).get("loss", []))} for p in phases],
+        history_format="history.json: {phase: {loss, accuracy, val_loss, val_accuracy, learning_rate}}; "
+                       "history-<phase>.json: one phase in the seed's flat shape",
+        data={"source": str(dataset.source), "manifest_sha256": dataset.fingerprint, "synthetic": dataset.synthetic,
+              "split_sizes": {"train": len(train_m), "val": len(val_m), "test": len(test_m)},
+              "split_seed_note": f"splits come from the data layer (stratified by {schema.target} x gender)",
+              "excluded_unusable_images": dict(image_problems(dataset)[["image_id", "reason"]].to_numpy().tolist())},
+        strategy=config.strategy,
+        devices=int(strategy.num_replicas_in_sync),
+        resumed=int(state.get("resumed", 0)),
+        descriptor_cache=cache_stats,
+        test_accuracy=test_accuracy,
+        train_images_per_s=state["train_images"] / state["train_seconds"] if state.get("train_seconds") else None,
+        inference_images_per_s=len(test_m) / infer_seconds,
+        wall_time_s=time.perf_counter() - started,
+        finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        versions=_versions(),
+        cpu_count=os.cpu_count(),
+        tensorflow_devices=[d.name for d in tf.config.list_logical_devices()],
+    )
     if state.get("resumed"):
-        record["wall_time_note"] = "wall time of the last (resumed) process only"
-    _write_json(out / RUN_FILE, record)
+        record.wall_time_note = "wall time of the last (resumed) process only"
+    record.write(out)
     shutil.rmtree(ckpt, ignore_errors=True)
     return out

@@ -7,7 +7,8 @@
 
 from __future__ import annotations
 
-from .layout import Cell, Row, Section, Table, render_document, write_document, write_pdf
+from faceaudit.templates.layout import Cell, Row, Section, Table, render_document, write_document, write_pdf
+
 from .render import load_predictions, render_report
 
 __all__ = ["Cell", "Row", "Section", "Table", "load_predictions", "render_document", "render_report",

@@ -7,8 +7,23 @@ from contextlib import contextmanager
 import numpy as np
 import pandas as pd
 
-from .figures import PALETTE, Figure, new_figure, png_figure
-from .formatting import direction_css, group_label, temperature_text
+from faceaudit.errors import FaceauditError
+from faceaudit.taxonomy import AGE_BAND, UTKFACE, LabelSchema
+from faceaudit.templates.figures import PALETTE, Figure, new_figure, png_figure
+
+from .formatting import (
+    direction_css,
+    group_label,
+    grouping_key,
+    main_grouping,
+    other_groups,
+    plural_word,
+    schema_of,
+    series_label,
+    split_attribute,
+    target_label,
+    temperature_text,
+)
 
 GREY = "#9aa1ab"
 #: The report's fail and pass colours (templates/base.css), for groups judged worse or better than the rest.
@@ -43,7 +58,7 @@ def _ci(stat: dict | None) -> tuple[float, float]:
 
 def _metric(record: dict, metric: str) -> dict | None:
     """A group's stat for ``metric``, or None where the group does not define it (e.g. balanced accuracy inside a
-    single-race group)."""
+    single-class group)."""
     return (record.get("metrics") or {}).get(metric)
 
 
@@ -56,8 +71,10 @@ def _forest_colour(record: dict) -> str:
                                                       PALETTE[0])
 
 
-def accuracy_forest(result, groupings=("race", "gender", "age_band"), metric: str = "accuracy") -> Figure:
-    """Per-group accuracy with its confidence interval, one panel per grouping, the overall value as a line."""
+def accuracy_forest(result, groupings=None, metric: str = "accuracy") -> Figure:
+    """Per-group accuracy with its confidence interval, one panel per grouping (default: each single-attribute
+    grouping of the schema), the overall value as a line."""
+    groupings = groupings or schema_of(result).groups
     groups = {g: result.groupings[g]["groups"] for g in groupings if g in result.groupings}
     heights = [max(0.9, 0.27 * len(v) + 0.5) for v in groups.values()]
     fig, axes = new_figure(7.2, sum(heights) + 0.4, nrows=len(groups), squeeze=False,
@@ -94,15 +111,32 @@ def accuracy_forest(result, groupings=("race", "gender", "age_band"), metric: st
                  "compared (Holm); green ones are better than the rest. A blue bar that merely sits left of the band "
                  "is not evidence of a difference. Hollow grey dots are groups too small to judge "
                  f"(n < {result.settings.get('min_group_size', 30)}); their wide bars are the reason."),
-        alt="Per-group accuracy with confidence intervals by race, gender and age band")
+        alt=f"Per-group accuracy with confidence intervals by {series_label(group_label(g) for g in groups)}")
 
 
-def intersection_heatmap(result, rows: str = "race", cols: str = "age_band", metric: str = "accuracy") -> Figure | None:
-    """Accuracy of every rows × cols cell as an annotated heatmap; too-small cells are hatched out."""
+def heatmap_axes(schema: LabelSchema) -> tuple[str, str] | None:
+    """The heatmap's rows and columns: the lead grouping by the age band (race × age band, for UTKFace), else by
+    the first other group; None with a single group."""
+    others = other_groups(schema)
+    if not others:
+        return None
+    return main_grouping(schema), AGE_BAND if AGE_BAND in others else others[0]
+
+
+def intersection_heatmap(result, rows: str | None = None, cols: str | None = None,
+                         metric: str = "accuracy") -> Figure | None:
+    """Accuracy of every rows × cols cell as an annotated heatmap (default: :func:`heatmap_axes`); too-small cells
+    are hatched out."""
     import seaborn as sns
 
-    key = f"{rows}×{cols}"
-    if key not in result.groupings:
+    schema = schema_of(result)
+    if rows is None or cols is None:
+        axes = heatmap_axes(schema)
+        if axes is None:
+            return None
+        rows, cols = axes
+    key = grouping_key(schema, rows, cols) if rows in schema.groups and cols in schema.groups else f"{rows}×{cols}"
+    if key not in result.groupings or rows not in result.groupings or cols not in result.groupings:
         return None
     records = result.groupings[key]["groups"]
     row_names = list(dict.fromkeys(r["values"][rows] for r in result.groupings[rows]["groups"]))
@@ -138,7 +172,7 @@ def intersection_heatmap(result, rows: str = "race", cols: str = "age_band", met
                  "point estimates: whether a cell differs from the rest beyond sampling noise is in the vs-rest "
                  "columns of group_metrics.csv (Holm-adjusted). Hatched grey cells are too small to judge; their accuracy is in the table, not "
                  "coloured here."),
-        alt=f"Heatmap of accuracy by {rows} and {cols}")
+        alt=f"Heatmap of accuracy by {group_label(rows)} and {group_label(cols)}")
 
 
 def _n(records, rows, cols, r, c) -> int:
@@ -170,66 +204,103 @@ def _confusion_panel(axis, matrix, classes, title, *, cbar=False, ylabels=None):
     axis.grid(False)
 
 
-def confusion_by_gender(result) -> Figure:
-    """Row-normalised confusion matrices: all test faces, then each gender."""
-    panels = [("All test faces", result.overall)] + [
-        (r["key"], r) for r in result.groupings["gender"]["groups"]]
-    fig, axes = new_figure(3.1 * len(panels), 3.0, ncols=len(panels), squeeze=False)
-    for index, (axis, (title, record)) in enumerate(zip(axes[0], panels)):
+#: Confusion panels per row of the per-split figure.
+SPLIT_COLUMNS = 4
+
+
+def _catch_all_note(classes) -> str:
+    """A caption's note on a catch-all class (UTKFace's 'Others'), when the classes have one."""
+    catch_all = next((c for c in classes if str(c).lower() in ("others", "other")), None)
+    return (f" The catch-all '{catch_all}' row is usually the weakest because it mixes many populations."
+            if catch_all else "")
+
+
+def confusion_by_split(result) -> Figure:
+    """Row-normalised confusion matrices: all test faces, then each group of the split attribute (gender, for a
+    race classifier on UTKFace; see :func:`faceaudit.audit.report.formatting.split_attribute`)."""
+    schema = schema_of(result)
+    split, target = split_attribute(schema), target_label(schema)
+    records = result.groupings.get(split, {}).get("groups", []) if split else []
+    panels = [("All test faces", result.overall)] + [(r["key"], r) for r in records if r.get("confusion")]
+    ncols = min(len(panels), SPLIT_COLUMNS)
+    nrows = int(np.ceil(len(panels) / ncols))
+    fig, axes = new_figure(3.1 * ncols, 3.0 * nrows, ncols=ncols, nrows=nrows, squeeze=False)
+    for index, (axis, (title, record)) in enumerate(zip(axes.ravel(), panels)):
         matrix = [[np.nan if v is None else v for v in (row or [None] * len(result.classes))]
                   for row in record["confusion"]["normalized"]]
         _confusion_panel(axis, matrix, result.classes, f"{title} (n={record['n']})")
-        axis.set_ylabel("true race" if index == 0 else "")
+        axis.set_ylabel(f"true {target}" if index % ncols == 0 else "")
+    for axis in axes.ravel()[len(panels):]:
+        axis.axis("off")
+    split_label = schema.label(split) if split else ""
+    per = f" and for each {split_label}" if split else ""
+    stronger = f", and whether the same confusion is much stronger for one {split_label}" if split else ""
     return png_figure(
         fig,
-        caption=("Row-normalised confusion matrices (% of each true race predicted as each class), for all test "
-                 "faces and for each gender. Look at the off-diagonal cells: which race is mistaken for which, and "
-                 "whether the same confusion is much stronger for one gender. The catch-all 'Others' row is "
-                 "usually the weakest because it mixes many populations."),
-        alt="Confusion matrices overall and per gender")
+        caption=(f"Row-normalised confusion matrices (% of each true {target} predicted as each class), for all test "
+                 f"faces{per}. Look at the off-diagonal cells: which {target} is mistaken for which{stronger}."
+                 + _catch_all_note(result.classes)),
+        alt=f"Confusion matrices overall{f' and per {split_label}' if split else ''}")
 
 
-def confusion_by_race(result, by: str = "age_band") -> Figure | None:
-    """For each race, where its faces are predicted, row by row per ``by`` group (age band or gender)."""
-    key = f"race×{by}"
-    if key not in result.groupings:
+def confusion_rows_by(schema: LabelSchema) -> str | None:
+    """What the per-class confusion rows are split by: the age band where the audit groups by it, else the first
+    other group; None when the target is not a grouping (there are no single-class groups to split)."""
+    if schema.target not in schema.groups:
         return None
-    races = [r["key"] for r in result.groupings["race"]["groups"]]
+    others = [g for g in schema.groups if g != schema.target]
+    return AGE_BAND if AGE_BAND in others else (others[0] if others else None)
+
+
+def confusion_by_class(result, by: str | None = None) -> Figure | None:
+    """For each true class, where its faces are predicted, row by row per ``by`` group (default:
+    :func:`confusion_rows_by`, the age band)."""
+    schema = schema_of(result)
+    target, label = schema.target, target_label(schema)
+    by = by or confusion_rows_by(schema)
+    key = grouping_key(schema, target, by) if by else None
+    if key not in result.groupings or target not in result.groupings:
+        return None
+    truths = [r["key"] for r in result.groupings[target]["groups"]]
     classes = result.classes
-    fig, axes = new_figure(10.5, 0.36 * len(result.groupings[by]["groups"]) * 2 + 2.4, ncols=3, nrows=2,
-                           squeeze=False)
+    ncols = min(3, len(truths))
+    nrows = int(np.ceil(len(truths) / ncols))
+    fig, axes = new_figure(3.5 * ncols, (0.36 * len(result.groupings[by]["groups"]) + 1.2) * nrows, ncols=ncols,
+                           nrows=nrows, squeeze=False)
     flat = axes.ravel()
-    for axis, race in zip(flat, races):
-        race_index = classes.index(race)
+    for axis, truth in zip(flat, truths):
+        truth_index = classes.index(truth)
         rows, labels = [], []
-        overall_race = next(r for r in result.groupings["race"]["groups"] if r["key"] == race)
-        rows.append(overall_race["confusion"]["normalized"][race_index])
-        labels.append(f"all (n={overall_race['n']})")
+        overall = next(r for r in result.groupings[target]["groups"] if r["key"] == truth)
+        rows.append(overall["confusion"]["normalized"][truth_index])
+        labels.append(f"all (n={overall['n']})")
         for record in result.groupings[key]["groups"]:
-            if record["values"]["race"] != race:
+            if record["values"][target] != truth:
                 continue
-            row = record["confusion"]["normalized"][race_index]
+            row = record["confusion"]["normalized"][truth_index]
             rows.append(row if row is not None else [np.nan] * len(classes))
             labels.append(f"{record['values'][by]} (n={record['n']}){' *' if record['too_small'] else ''}")
         matrix = [[np.nan if v is None else v for v in row] for row in rows]
-        _confusion_panel(axis, matrix, classes, f"True race: {race}", ylabels=labels)
+        _confusion_panel(axis, matrix, classes, f"True {label}: {truth}", ylabels=labels)
         axis.set_ylabel(group_label(by))
-    for axis in flat[len(races):]:
+    for axis in flat[len(truths):]:
         axis.axis("off")
     return png_figure(
         fig,
-        caption=(f"For each true race, the share (%) of its faces predicted as each class, overall and per "
+        caption=(f"For each true {label}, the share (%) of its faces predicted as each class, overall and per "
                  f"{group_label(by)}; * marks groups too small to judge. Look for rows whose diagonal cell is much "
-                 "lower than the race's 'all' row: that is where the race is confused, e.g. children or older "
-                 "faces drifting into one class."),
-        alt=f"Per-race confusion rows by {by}")
+                 f"lower than the {label}'s 'all' row: that is where the {label} is confused"
+                 + (", e.g. children or older faces drifting into one class." if by == AGE_BAND else ".")),
+        alt=f"Per-{label} confusion rows by {group_label(by)}")
 
 
-def reliability_diagrams(result, grouping: str = "race") -> Figure | None:
-    """Reliability diagram (accuracy vs confidence per bin) for all faces and each group."""
+def reliability_diagrams(result, grouping: str | None = None) -> Figure | None:
+    """Reliability diagram (accuracy vs confidence per bin) for all faces and each group of ``grouping`` (default:
+    the lead grouping, each race for UTKFace)."""
     calibration = result.calibration
     if not calibration:
         return None
+    grouping = grouping or main_grouping(schema_of(result))
     panels = [("All test faces", calibration["overall"], False)] + [
         (r["key"], r, r["too_small"]) for r in calibration["groupings"].get(grouping, [])]
     ncols = 3
@@ -266,14 +337,18 @@ def reliability_diagrams(result, grouping: str = "race") -> Figure | None:
                  "below the diagonal at high confidence: the model is sure and wrong for that group, which a reviewer "
                  "using its scores would not notice. Pale bars hold few faces and can stray from the diagonal by "
                  "chance. * = too small to judge."),
-        alt=f"Reliability diagrams by {grouping}")
+        alt=f"Reliability diagrams by {group_label(grouping)}")
 
 
-def temperature_effect(result, groupings=("race", "gender")) -> Figure | None:
-    """ECE per group before and after temperature scaling (dumbbell chart)."""
+def temperature_effect(result, groupings=None) -> Figure | None:
+    """ECE per group before and after temperature scaling (dumbbell chart), for the lead grouping and the split
+    attribute by default (race and gender, for UTKFace)."""
     temperature = (result.calibration or {}).get("temperature")
     if not temperature:
         return None
+    if groupings is None:
+        schema = schema_of(result)
+        groupings = [g for g in (main_grouping(schema), split_attribute(schema)) if g]
     rows = [("all", temperature["overall"]["before"], temperature["overall"]["after"], False)]
     for grouping in groupings:
         for record in temperature["groupings"].get(grouping, []):
@@ -300,15 +375,25 @@ def temperature_effect(result, groupings=("race", "gender")) -> Figure | None:
         alt="ECE before and after temperature scaling per group")
 
 
-def tsne_panels(tsne: pd.DataFrame) -> Figure:
-    """The t-SNE map coloured by race, gender and age band."""
-    fig, axes = new_figure(10.5, 3.7, ncols=3, squeeze=False)
+def _ordered(schema: LabelSchema, column: str) -> bool:
+    """Whether an attribute's values have an order (the age band), so a sequential colour map suits it."""
+    try:
+        return schema.attribute(column).ordered
+    except FaceauditError:  # a column the schema does not name: colour it by category
+        return False
+
+
+def tsne_panels(tsne: pd.DataFrame, schema: LabelSchema = UTKFACE, columns=None) -> Figure:
+    """The t-SNE map coloured by each of ``columns`` (default: the target, then the schema's groups: race, gender
+    and age band for UTKFace)."""
+    columns = list(columns or [c for c in dict.fromkeys((schema.target, *schema.groups)) if c in tsne])
+    fig, axes = new_figure(3.5 * len(columns), 3.7, ncols=len(columns), squeeze=False)
     size = max(2.0, min(10.0, 12000 / max(len(tsne), 1)))
-    for axis, column in zip(axes[0], ("race", "gender", "age_band")):
+    for axis, column in zip(axes[0], columns):
         values = tsne[column].astype(str)
         order = list(dict.fromkeys(tsne[column].cat.categories if hasattr(tsne[column], "cat") else values))
         order = [v for v in order if v in set(values)]
-        if column == "age_band":
+        if _ordered(schema, column):
             import matplotlib
 
             cmap = matplotlib.colormaps["viridis"]
@@ -325,11 +410,16 @@ def tsne_panels(tsne: pd.DataFrame) -> Figure:
         axis.grid(False)
         axis.legend(loc="lower left", fontsize=6.5, markerscale=2.5 / max(size, 1) ** 0.5 * 2, frameon=True,
                     ncol=2 if len(order) > 5 else 1)
+    labels = [group_label(c) for c in columns]
+    target = target_label(schema)
+    others = [("age" if c == AGE_BAND else group_label(c)) for c in columns if c != schema.target]
+    inside = (f"; structure by {' or '.join(others)} inside a {target} island means "
+              f"{'that attribute shapes' if len(others) == 1 else 'those attributes shape'} the features too"
+              if others else "")
     return png_figure(
         fig,
         caption=(f"t-SNE map of the model's penultimate-layer embeddings for {len(tsne):,} test faces, coloured "
-                 "by race, gender and age band. Look for whether race forms separate islands (the model encodes "
-                 "it cleanly) and which races overlap (those will be confused); structure by gender or age inside a "
-                 "race island means those attributes shape the features too. Distances between islands in t-SNE "
-                 "are not meaningful; use the purity and silhouette numbers."),
-        alt="t-SNE panels coloured by race, gender and age band")
+                 f"by {series_label(labels)}. Look for whether {target} forms separate islands (the model encodes "
+                 f"it cleanly) and which {plural_word(target)} overlap (those will be confused){inside}. Distances "
+                 "between islands in t-SNE are not meaningful; use the purity and silhouette numbers."),
+        alt=f"t-SNE panels coloured by {series_label(labels)}")

@@ -13,19 +13,52 @@ from faceaudit.audit.paired import NO_CHANGE, TOO_SMALL, Slice, match_prediction
 from faceaudit.audit.result import AUDIT_FILE, AuditResult, load_audit
 from faceaudit.errors import FaceauditError
 from faceaudit.files import atomic_write
+from faceaudit.taxonomy import LabelSchema
+from faceaudit.templates.figures import PALETTE, Figure, new_figure, png_figure
+from faceaudit.templates.layout import Cell, Section, Table, file_name, render_document, write_pdf
 
 from .curves import validation_curves_figure
-from .figures import PALETTE, Figure, new_figure, png_figure
-from .formatting import file_name, fmt_stat, group_label, points
+from .formatting import (
+    fmt_stat,
+    group_label,
+    main_grouping,
+    other_groups,
+    pair_grouping,
+    plural_word,
+    points,
+    schema_of,
+    series_label,
+)
 from .history import History, load_history, seed_pairs
-from .layout import Cell, Section, Table, render_document, write_pdf
 from .render import find_history, load_predictions
 from .summary import _md
 
-#: Groupings compared group by group in the side-by-side charts.
-COMPARE_GROUPINGS = ("race", "gender", "age_band")
-#: The groups of one family of paired tests (compare and diff test the same family, so they agree).
-FAMILY_GROUPINGS = ("race", "gender", "age_band", "race×gender")
+
+def family_groupings(schema: LabelSchema) -> list[str]:
+    """The groupings of one family of paired tests besides overall (compare and diff test the same family, so they
+    agree): the lead grouping, each other single attribute, and the lead crossed with the first other one (race,
+    gender, age band and race × gender, for UTKFace)."""
+    pair = pair_grouping(schema)
+    return [main_grouping(schema), *other_groups(schema), *([pair] if pair else [])]
+
+
+def same_schema(audits: list["LoadedAudit"]) -> LabelSchema:
+    """The label schema all the audits share, or one FaceauditError when two predict different targets or classes
+    (their groups would not line up)."""
+    schemas = [(a, schema_of(a.result)) for a in audits]
+    first, schema = schemas[0]
+    for other, theirs in schemas[1:]:
+        if theirs.target != schema.target or set(theirs.classes) != set(schema.classes):
+            named = theirs.target == schema.target and len(theirs.classes) == len(schema.classes)
+            raise FaceauditError(f"cannot compare: {first.name} audits {_describe(schema, named)}, {other.name} "
+                                 f"audits {_describe(theirs, named)}")
+    return schema
+
+
+def _describe(schema: LabelSchema, named: bool = False) -> str:
+    """``race (5 classes)``; ``named`` lists the classes (for two audits that differ only in which classes)."""
+    classes = f": {', '.join(schema.classes)}" if named else ""
+    return f"{schema.target} ({len(schema.classes)} classes{classes})"
 
 
 @dataclass
@@ -61,9 +94,9 @@ def _groups(result: AuditResult, grouping: str) -> dict[str, dict]:
 
 
 def _slices(a: AuditResult, b: AuditResult | None, rows: pd.DataFrame | None) -> list[Slice]:
-    """Overall plus every group of :data:`FAMILY_GROUPINGS` in ``a``; too small when too small in either audit."""
+    """Overall plus every group of :func:`family_groupings` in ``a``; too small when too small in either audit."""
     slices = [Slice("overall", "all", np.ones(0 if rows is None else len(rows), dtype=bool))]
-    for grouping in FAMILY_GROUPINGS:
+    for grouping in family_groupings(schema_of(a)):
         other = _groups(b, grouping) if b is not None else {}
         for key, record in _groups(a, grouping).items():
             mask = np.zeros(0, dtype=bool) if rows is None else _mask(rows, grouping, key)
@@ -77,7 +110,7 @@ def paired_tests(a: LoadedAudit, b: LoadedAudit, *, level: float = 0.95) -> pd.D
     if a.predictions is None or b.predictions is None:
         missing = a if a.predictions is None else b
         raise FaceauditError(f"no predictions.csv next to {missing.folder / AUDIT_FILE}; paired tests need both")
-    merged = match_predictions(a.predictions, b.predictions, (a.name, b.name))
+    merged = match_predictions(a.predictions, b.predictions, (a.name, b.name), same_schema([a, b]))
     frame = paired_family(merged["correct_a"].to_numpy(), merged["correct_b"].to_numpy(),
                           _slices(a.result, b.result, merged), level=level)
     frame.insert(4, "model_a", a.name)
@@ -85,8 +118,10 @@ def paired_tests(a: LoadedAudit, b: LoadedAudit, *, level: float = 0.95) -> pd.D
     return frame
 
 
-def ranking(audits: list[LoadedAudit], grouping: str = "race") -> pd.DataFrame:
-    """One row per model: overall accuracy, worst ranked group, and largest gap (with CIs)."""
+def ranking(audits: list[LoadedAudit], grouping: str | None = None) -> pd.DataFrame:
+    """One row per model: overall accuracy, worst ranked group of ``grouping`` (default: the lead grouping, race for
+    UTKFace), and largest gap (with CIs)."""
+    grouping = grouping or main_grouping(schema_of(audits[0].result))
     rows = []
     for audit in audits:
         result = audit.result
@@ -106,7 +141,7 @@ def ranking(audits: list[LoadedAudit], grouping: str = "race") -> pd.DataFrame:
     return frame.sort_values(["rank_worst_group", "rank_gap"]).reset_index(drop=True)
 
 
-def side_by_side_figure(audits: list[LoadedAudit], grouping: str = "race") -> Figure:
+def side_by_side_figure(audits: list[LoadedAudit], grouping: str) -> Figure:
     """Per-group accuracy with CIs, one colour per model, groups on the y axis."""
     keys = list(_groups(audits[0].result, grouping))
     fig, axis = new_figure(7.2, 0.55 * len(keys) * max(1, len(audits) / 2) + 1.2)
@@ -133,7 +168,7 @@ def side_by_side_figure(audits: list[LoadedAudit], grouping: str = "race") -> Fi
     return png_figure(fig, caption=(f"Accuracy per {group_label(grouping)} for each model, with its confidence "
                                     "interval. Look for the model whose worst group is highest, not the one with the "
                                     "best average; overlapping bars alone are not a test — the paired tests below are."),
-                      alt=f"Side-by-side accuracy per {grouping}")
+                      alt=f"Side-by-side accuracy per {group_label(grouping)}")
 
 
 def _gap_text(value, ci) -> str:
@@ -189,6 +224,7 @@ def compare_audits(folders: list[Path], out_dir: Path, *, history_files: list[Pa
     if len(audits) < 2 and not history_files:
         raise FaceauditError("compare needs at least two audit folders (or --history files)")
     _unique_names(audits)
+    schema = same_schema(audits) if audits else None
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tests = pd.concat([paired_tests(a, b, level=level)
@@ -212,12 +248,12 @@ def compare_audits(folders: list[Path], out_dir: Path, *, history_files: list[Pa
     written = []
     sections = []
     if audits:
-        sections.append(_ranking_section(ranks, audits))
+        sections.append(_ranking_section(ranks, audits, schema))
         sections.append(Section("per-group", "Per-group accuracy side by side", "compare/per_group.html", {
-            "figures": [side_by_side_figure(audits, g) for g in COMPARE_GROUPINGS],
-            "table": _per_group_table(audits)}))
+            "figures": [side_by_side_figure(audits, g) for g in schema.groups],
+            "table": _per_group_table(audits, schema)}))
     if tests is not None:
-        sections.append(_tests_section(tests))
+        sections.append(_tests_section(tests, schema))
     curves = []
     if run_histories:
         curves.append(validation_curves_figure(run_histories, phase="all"))
@@ -239,18 +275,20 @@ def compare_audits(folders: list[Path], out_dir: Path, *, history_files: list[Pa
         written.append(atomic_write(out_dir / "paired_tests.csv", tests.to_csv(index=False)))
     if ranks is not None and len(ranks):
         written.append(atomic_write(out_dir / "ranking.csv", ranks.to_csv(index=False)))
-        written.append(atomic_write(out_dir / "compare.md", compare_markdown(ranks, tests)))
+        written.append(atomic_write(out_dir / "compare.md", compare_markdown(ranks, tests, schema)))
     return written
 
 
-def _ranking_section(ranks: pd.DataFrame, audits: list[LoadedAudit]) -> Section:
-    table = Table(["Model", "Worst-group rank", "Gap rank", "Overall accuracy", "Worst race", "Worst-race accuracy",
-                   "Largest race gap", "Gates"], numeric={1, 2, 3, 5, 6},
-                  caption="Ranked by worst-group accuracy (higher is better), then by the largest gap between races "
-                          "(smaller is better). Only groups large enough to judge are ranked; the worst race is picked "
-                          "from the number of races shown, and the gap's interval is simultaneous over every pair of "
-                          "them, so it covers the true gap even when that is small. Rank order is by point estimate: "
-                          "the paired tests below say which differences are real.")
+def _ranking_section(ranks: pd.DataFrame, audits: list[LoadedAudit], schema: LabelSchema) -> Section:
+    label = schema.label(main_grouping(schema))
+    many = plural_word(label)
+    table = Table(["Model", "Worst-group rank", "Gap rank", "Overall accuracy", f"Worst {label}",
+                   f"Worst-{label} accuracy", f"Largest {label} gap", "Gates"], numeric={1, 2, 3, 5, 6},
+                  caption=f"Ranked by worst-group accuracy (higher is better), then by the largest gap between {many} "
+                          f"(smaller is better). Only groups large enough to judge are ranked; the worst {label} is "
+                          f"picked from the number of {many} shown, and the gap's interval is simultaneous over every "
+                          "pair of them, so it covers the true gap even when that is small. Rank order is by point "
+                          "estimate: the paired tests below say which differences are real.")
     for _, row in ranks.iterrows():
         worst = f"{row['worst_group']} (of {row['compared']})" if row["worst_group"] else "–"
         table.add(Cell(str(row["model"]), "id"), row["rank_worst_group"], row["rank_gap"], _ci_text(row["overall"], row["overall_ci"]),
@@ -262,10 +300,10 @@ def _ranking_section(ranks: pd.DataFrame, audits: list[LoadedAudit]) -> Section:
     return Section("ranking", "Ranking", "compare/ranking.html", {"table": table, "data": data})
 
 
-def _per_group_table(audits: list[LoadedAudit]) -> Table:
+def _per_group_table(audits: list[LoadedAudit], schema: LabelSchema) -> Table:
     table = Table(["Grouping", "Group", "n", *[a.name for a in audits]], numeric=set(range(2, 3 + len(audits))),
                   caption="Accuracy [CI] of each model per group; italic grey rows are too small to judge.")
-    for grouping in COMPARE_GROUPINGS:
+    for grouping in schema.groups:
         for key, record in _groups(audits[0].result, grouping).items():
             cells = [fmt_stat(_groups(a.result, grouping).get(key, {}).get("metrics", {}).get("accuracy")) for a in audits]
             table.add(group_label(grouping), key, record["n"], *cells, css="small" if record["too_small"] else "")
@@ -281,7 +319,7 @@ def _family_note(frame: pd.DataFrame) -> str:
             "Groups too small to judge are shown but not tested.")
 
 
-def _tests_section(tests: pd.DataFrame) -> Section:
+def _tests_section(tests: pd.DataFrame, schema: LabelSchema) -> Section:
     tables = []
     for (a, b), frame in tests.groupby(["model_a", "model_b"], sort=False):
         table = Table(["Grouping", "Group", "n", f"{a}", f"{b}", "Difference (2nd − 1st) [CI]", "Only 1st right",
@@ -296,12 +334,15 @@ def _tests_section(tests: pd.DataFrame) -> Section:
                       row["a_only_correct"], row["b_only_correct"], _p(row["p_value"]), Cell(_p(row["p_holm"]), css),
                       Cell(row["verdict"], css), css="small" if row["too_small"] else "")
         tables.append(table)
-    return Section("paired", "Paired tests per group", "compare/paired.html", {"tables": tables})
+    family = series_label(group_label(g) for g in family_groupings(schema))
+    return Section("paired", "Paired tests per group", "compare/paired.html", {"tables": tables, "family": family})
 
 
-def compare_markdown(ranks: pd.DataFrame, tests: pd.DataFrame | None) -> str:
+def compare_markdown(ranks: pd.DataFrame, tests: pd.DataFrame | None, schema: LabelSchema) -> str:
     """A short Markdown summary of the comparison for a review comment."""
-    lines = ["## faceaudit compare", "", "| rank | model | overall | worst race | worst-race accuracy | race gap |",
+    label = schema.label(main_grouping(schema))
+    lines = ["## faceaudit compare", "",
+             f"| rank | model | overall | worst {label} | worst-{label} accuracy | {label} gap |",
              "|---:|---|---:|---|---:|---:|"]
     for _, row in ranks.iterrows():
         lines.append(f"| {row['rank_worst_group']} | {_md(row['model'])} | {_ci_text(row['overall'], row['overall_ci'])} | "
@@ -324,12 +365,13 @@ def compare_markdown(ranks: pd.DataFrame, tests: pd.DataFrame | None) -> str:
 def diff_audits(old: Path, new: Path, *, level: float = 0.95) -> pd.DataFrame:
     """Per group: old and new accuracy, the change with its interval, and better / worse / no clear change.
 
-    The same family as ``compare`` (overall and every group of :data:`FAMILY_GROUPINGS`): paired on the same
+    The same family as ``compare`` (overall and every group of :func:`family_groupings`): paired on the same
     images when both predictions tables are there and match, otherwise independent samples from the two audits'
     counts. The ``method`` attribute says which.
     """
     a, b = load_folder(Path(old)), load_folder(Path(new))
     a.name, b.name = (a.name, b.name) if a.name != b.name else ("old", "new")
+    same_schema([a, b])
     paired_reason = "predictions.csv missing next to one audit"
     if a.predictions is not None and b.predictions is not None:
         try:

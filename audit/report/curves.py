@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 
-from .figures import PALETTE, Figure, new_figure, png_figure
+from faceaudit.templates.figures import PALETTE, Figure, new_figure, png_figure
+
 from .history import History
 
 

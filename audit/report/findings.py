@@ -18,12 +18,27 @@ import numpy as np
 from faceaudit.audit.intervals import proportion, simultaneous_level
 from faceaudit.audit.metrics import LOWER_IS_BETTER, METRIC_LABELS
 
-from .formatting import excludes_zero, fmt_p, fmt_stat, group_label, plural, points, significant, temperature_text
+from .formatting import (
+    compound_label,
+    excludes_zero,
+    finest_grouping,
+    fmt_p,
+    fmt_stat,
+    group_label,
+    intersection_groupings,
+    main_grouping,
+    other_groups,
+    plural,
+    plural_word,
+    points,
+    schema_of,
+    significant,
+    target_label,
+    temperature_text,
+)
 
 #: The label the report, summary.md and the console give an audit whose test set is below the minimum size.
 TOO_SMALL = "TOO SMALL TO JUDGE"
-#: Intersections searched for the worst-served group, finest first.
-INTERSECTIONS = ("race×gender×age_band", "race×age_band", "race×gender", "gender×age_band")
 
 
 @dataclass
@@ -53,8 +68,9 @@ def too_small_sentence(result) -> str | None:
 
 
 def missing_classes(result) -> list[str]:
-    """Classes with no test image at all (``data.missing_classes``)."""
-    return list(result.data.get("missing_classes") or result.groupings.get("race", {}).get("missing") or [])
+    """Classes with no test image at all (``data.missing_classes``, else those missing from the target's grouping)."""
+    target = schema_of(result).target
+    return list(result.data.get("missing_classes") or result.groupings.get(target, {}).get("missing") or [])
 
 
 def missing_sentence(result) -> str | None:
@@ -62,10 +78,10 @@ def missing_sentence(result) -> str | None:
     missing = missing_classes(result)
     if not missing:
         return None
-    names = ", ".join(missing)
+    names, target = ", ".join(missing), target_label(schema_of(result))
     return (f"No test images of {names}: nothing can be said about how the model serves "
-            f"{'that class' if len(missing) == 1 else 'those classes'}, every per-race comparison leaves "
-            f"{'it' if len(missing) == 1 else 'them'} out, and a gate on per-race group size fails.")
+            f"{'that class' if len(missing) == 1 else 'those classes'}, every per-{target} comparison leaves "
+            f"{'it' if len(missing) == 1 else 'them'} out, and a gate on per-{target} group size fails.")
 
 
 # -- helpers ---------------------------------------------------------------------------------------------------
@@ -105,12 +121,13 @@ def _clear(severity: float, stat: dict) -> float:
 # -- candidate findings ----------------------------------------------------------------------------------------
 
 
-def _basis(metric: str, record: dict) -> str:
+def _basis(metric: str, record: dict, schema) -> str:
     """The faces a group's rate rests on: ``n=52``, or for precision ``n=57 predicted Indian`` (it is not the group's
     size), for FPR ``n=249 of other races``."""
     n = (record["metrics"].get(metric) or {}).get("n", record["n"])
-    race = record.get("values", {}).get("race", record["key"])
-    return {"precision": f"n={n} predicted {race}", "fpr": f"n={n} of other races"}.get(metric, f"n={n}")
+    true_class = record.get("values", {}).get(schema.target, record["key"])
+    return {"precision": f"n={n} predicted {true_class}",
+            "fpr": f"n={n} of other {plural_word(target_label(schema))}"}.get(metric, f"n={n}")
 
 
 def _worst_group_finding(result, grouping: str, metric: str = "accuracy", *, only_if_clear: bool = False
@@ -124,9 +141,10 @@ def _worst_group_finding(result, grouping: str, metric: str = "accuracy", *, onl
     if difference.get("value") is None or worst is None or best is None or (only_if_clear and not excludes_zero(difference)):
         return None
     low, high = ("highest", "lowest") if metric in LOWER_IS_BETTER else ("lowest", "highest")
-    w, b = worst["metrics"][metric], best["metrics"][metric]
+    w, b, schema = worst["metrics"][metric], best["metrics"][metric], schema_of(result)
     text = (f"By {group_label(grouping)}, {METRIC_LABELS[metric]} is {low} for {worst['key']} at {fmt_stat(w)} "
-            f"({_basis(metric, worst)}) and {high} for {best['key']} at {fmt_stat(b)} ({_basis(metric, best)}): "
+            f"({_basis(metric, worst, schema)}) and {high} for {best['key']} at {fmt_stat(b)} "
+            f"({_basis(metric, best, schema)}): "
             f"a difference of {points(difference)} {_picked(disparity)}, {_noise(difference)}{_omnibus(disparity)}.")
     return Finding(text, _clear(abs(float(difference["value"])), difference), f"worst:{grouping}:{metric}")
 
@@ -135,7 +153,7 @@ def _intersection_finding(result) -> Finding | None:
     """The intersectional group furthest below the rest of the test set, among those whose shortfall holds after
     Holm's adjustment over the groups of its grouping; a plain statement when there is none."""
     worst, compared = None, 0
-    for grouping in INTERSECTIONS:
+    for grouping in intersection_groupings(schema_of(result)):
         for record in result.groupings.get(grouping, {}).get("groups", []):
             diff = (record.get("vs_rest") or {}).get("accuracy")
             if record["too_small"] or not diff:
@@ -157,11 +175,11 @@ def _intersection_finding(result) -> Finding | None:
     return Finding(text, -float(diff["value"]), "intersection")
 
 
-def _temperature_clause(calibration: dict, key: str) -> str:
+def _temperature_clause(calibration: dict, grouping: str, key: str) -> str:
     temperature = calibration.get("temperature")
     if not temperature:
         return ""
-    record = next((r for r in temperature["groupings"].get("race", []) if r["key"] == key), None)
+    record = next((r for r in temperature["groupings"].get(grouping, []) if r["key"] == key), None)
     change = (record or {}).get("ece_change") or {}
     if change.get("value") is None:
         return ""
@@ -170,14 +188,16 @@ def _temperature_clause(calibration: dict, key: str) -> str:
 
 
 def _calibration_finding(result) -> Finding | None:
-    """The race whose confidence scores are furthest from its accuracy (debiased ECE), read against the best."""
+    """The group of the lead grouping (each race, for UTKFace) whose confidence scores are furthest from its accuracy
+    (debiased ECE), read against the best."""
     calibration = result.calibration
     if not calibration:
         return None
-    disparity = calibration.get("disparities", {}).get("race", {}).get("ece")
+    grouping = main_grouping(schema_of(result))
+    disparity = calibration.get("disparities", {}).get(grouping, {}).get("ece")
     if not disparity or not disparity.get("worst") or disparity.get("n_ranked", 0) < 2:
         return None
-    record = next((r for r in calibration["groupings"].get("race", []) if r["key"] == disparity["worst"]), None)
+    record = next((r for r in calibration["groupings"].get(grouping, []) if r["key"] == disparity["worst"]), None)
     if record is None or record["ece"].get("value") is None:
         return None
     difference = disparity.get("difference") or {}
@@ -186,7 +206,7 @@ def _calibration_finding(result) -> Finding | None:
     if difference.get("value") is not None:
         text += (f"; it exceeds that of the best-calibrated group ({disparity['best']}) by {points(difference)} "
                  f"{_picked(disparity)}, {_noise(difference)}")
-    text += "." + _temperature_clause(calibration, record["key"])
+    text += "." + _temperature_clause(calibration, grouping, record["key"])
     return Finding(text, _clear(float(record["ece"]["value"]), difference), "calibration")
 
 
@@ -213,11 +233,13 @@ def _confusion_finding(result) -> Finding | None:
 
 
 def _small_groups_finding(result) -> Finding | None:
-    groups = result.groupings.get("race×gender×age_band", {}).get("groups", [])
+    """How many of the finest groups (race × gender × age band, for UTKFace) are too small to judge."""
+    schema = schema_of(result)
+    groups = result.groupings.get(finest_grouping(schema), {}).get("groups", [])
     small = [g for g in groups if g["too_small"]]
     if not small:
         return None
-    text = (f"{len(small)} of {len(groups)} race × gender × age-band groups have fewer than "
+    text = (f"{len(small)} of {len(groups)} {compound_label(schema, finest_grouping(schema))} groups have fewer than "
             f"{result.settings.get('min_group_size', 30)} test faces, so nothing can be concluded about them "
             "(they are shown but never ranked).")
     return Finding(text, 0.02 * len(small) / max(len(groups), 1), "small")
@@ -233,10 +255,12 @@ def findings(result, limit: int = 3) -> list[Finding]:
     (:func:`headline` then says so)."""
     if too_small_to_judge(result):
         return []
-    candidates = [_worst_group_finding(result, "race"),
-                  _worst_group_finding(result, "race", "precision", only_if_clear=True),
+    schema = schema_of(result)
+    lead = main_grouping(schema)
+    candidates = [_worst_group_finding(result, lead),
+                  _worst_group_finding(result, lead, "precision", only_if_clear=True),
                   _intersection_finding(result), _calibration_finding(result),
-                  _worst_group_finding(result, "gender"), _worst_group_finding(result, "age_band"),
+                  *(_worst_group_finding(result, g) for g in other_groups(schema)),
                   _confusion_finding(result), _small_groups_finding(result)]
     ranked = sorted((c for c in candidates if c is not None), key=lambda c: -c.severity)
     return ranked[:limit]

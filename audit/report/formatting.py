@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 
+from faceaudit.taxonomy import AGE_BAND, UTKFACE, LabelSchema
+
 
 def _get(stat: dict | None, key: str):
     return None if not stat else stat.get(key)
@@ -113,22 +115,77 @@ def group_label(key: str) -> str:
     return key.replace("×", " × ").replace("  ", " ").replace("_", " ")
 
 
-def file_name(path, base=None) -> str:
-    """A file or folder as a report names it, without the directories of the machine that made it: relative to
-    ``base`` (the audit or run folder) when it lies inside it, else by name (``/work/data/UTKFace.tar.gz`` ->
-    ``UTKFace.tar.gz``). Several comma-separated paths are each shortened; a missing one reads ``not recorded``."""
-    from pathlib import PurePath
+# -- the label schema: which attribute the audited model predicts and what the report groups by ---------------
 
-    if path is None or str(path) in ("", "None", "null"):
-        return "not recorded"
-    names = []
-    for part in str(path).split(", "):
-        pure = PurePath(part)
-        if base is not None:
-            try:
-                names.append(pure.relative_to(PurePath(str(base))).as_posix() or ".")
-                continue
-            except ValueError:
-                pass
-        names.append(pure.name or part)
-    return ", ".join(names)
+
+def schema_of(result) -> LabelSchema:
+    """The audit's label schema: ``result.taxonomy``, else its recorded ``label_schema``, else UTKFace (audits
+    written before schemas were recorded)."""
+    taxonomy = getattr(result, "taxonomy", None)
+    if isinstance(taxonomy, LabelSchema):
+        return taxonomy
+    recorded = getattr(result, "label_schema", None)
+    return LabelSchema.from_dict(recorded) if recorded else UTKFACE
+
+
+def plural_word(word: str) -> str:
+    """``race`` -> ``races``, ``age band`` -> ``age bands``, ``class`` -> ``classes``."""
+    return word + ("es" if word.endswith(("s", "x", "sh", "ch")) else "s")
+
+
+def target_label(schema: LabelSchema) -> str:
+    """The predicted attribute as the report names it (``race``, ``gender``, ``age band``)."""
+    return schema.label(schema.target)
+
+
+def compound_label(schema: LabelSchema, grouping: str) -> str:
+    """A grouping's label before a noun (``race × gender × age-band groups``)."""
+    return " × ".join(part.replace(" ", "-") for part in schema.label(grouping).split(" × "))
+
+
+def series_label(names) -> str:
+    """``race, gender and age band``: attribute labels joined as a sentence lists them."""
+    names = list(names)
+    if len(names) < 2:
+        return "".join(names)
+    return ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def grouping_key(schema: LabelSchema, *attributes: str) -> str:
+    """The ``audit.json`` key of the grouping by ``attributes``, in the schema's ``groups`` order
+    (``age_band``, ``race`` -> ``race×age_band``)."""
+    return "×".join(a for a in schema.groups if a in attributes)
+
+
+def main_grouping(schema: LabelSchema) -> str:
+    """The grouping the report leads with: the target's when the audit groups by it, else the first group."""
+    return schema.target if schema.target in schema.groups else schema.groups[0]
+
+
+def other_groups(schema: LabelSchema) -> list[str]:
+    """The single-attribute groupings other than :func:`main_grouping`, in ``groups`` order."""
+    return [g for g in schema.groups if g != main_grouping(schema)]
+
+
+def split_attribute(schema: LabelSchema) -> str | None:
+    """The attribute to split whole-test-set views by (gender for UTKFace): the first other group that is not
+    the age band, else the first other group; None when the audit groups by one attribute only."""
+    others = other_groups(schema)
+    return next((g for g in others if g != AGE_BAND), others[0] if others else None)
+
+
+def pair_grouping(schema: LabelSchema) -> str | None:
+    """The lead grouping crossed with the first other group (``race×gender``), or None with a single group."""
+    others = other_groups(schema)
+    return grouping_key(schema, main_grouping(schema), others[0]) if others else None
+
+
+def finest_grouping(schema: LabelSchema) -> str:
+    """Every grouping attribute crossed (``race×gender×age_band``): the smallest groups the audit has."""
+    return "×".join(schema.groups)
+
+
+def intersection_groupings(schema: LabelSchema) -> list[str]:
+    """Every grouping of two or more attributes, finest first."""
+    combos = sorted((c for c in schema.groupings if len(c) > 1), key=len, reverse=True)
+    return ["×".join(c) for c in combos]

@@ -8,9 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from faceaudit.audit.schema import PROB_COLUMNS
-
-from .figures import jpeg_uri
+from faceaudit.taxonomy import AGE_BAND, UTKFACE, LabelSchema
+from faceaudit.templates.figures import jpeg_uri
 
 #: Mistakes shown per group, and thumbnail edge in pixels: 30 faces at ~3 kB keep the report small.
 PER_GROUP = 6
@@ -25,10 +24,15 @@ class Mistake:
     true: str
     predicted: str
     confidence: float | None
-    gender: str
+    others: str
     age: str
     src: str = ""
     missing: bool = False
+
+    @property
+    def details(self) -> str:
+        """The face's other labels and age as the thumbnail shows them (``Male, 34``)."""
+        return ", ".join(part for part in (self.others, self.age) if part)
 
 
 @dataclass
@@ -41,26 +45,35 @@ class GalleryGroup:
     mistakes: list[Mistake] = field(default_factory=list)
 
 
-def _confidence(frame: pd.DataFrame) -> pd.Series:
+def _confidence(frame: pd.DataFrame, schema: LabelSchema) -> pd.Series:
     if "confidence" in frame and frame["confidence"].notna().any():
         return pd.to_numeric(frame["confidence"], errors="coerce")
-    probs = [c for c in PROB_COLUMNS if c in frame]
-    if len(probs) == len(PROB_COLUMNS):
+    probs = [c for c in schema.prob_columns if c in frame]
+    if len(probs) == len(schema.prob_columns):
         return frame[probs].apply(pd.to_numeric, errors="coerce").max(axis=1)
     return pd.Series(np.nan, index=frame.index)
 
 
-def error_gallery(predictions: pd.DataFrame, *, by: str = "race", per_group: int = PER_GROUP,
-                  thumbnails: bool = True, size: int = THUMB_SIZE, base_dir: Path | None = None) -> list[GalleryGroup]:
-    """The ``per_group`` most confident mistakes of each ``by`` group (thumbnails only when ``thumbnails``)."""
+def _others(row: pd.Series, schema: LabelSchema) -> str:
+    """A face's labels other than the target and the age band, comma-separated (``Male`` for a race classifier)."""
+    names = [a.name for a in schema.attributes if a.name not in (schema.target, AGE_BAND)]
+    return ", ".join(str(row[n]) for n in names if n in row and not pd.isna(row[n]))
+
+
+def error_gallery(predictions: pd.DataFrame, *, schema: LabelSchema = UTKFACE, by: str | None = None,
+                  per_group: int = PER_GROUP, thumbnails: bool = True, size: int = THUMB_SIZE,
+                  base_dir: Path | None = None) -> list[GalleryGroup]:
+    """The ``per_group`` most confident mistakes of each ``by`` group (default: each true class of the schema's
+    target; thumbnails only when ``thumbnails``)."""
     from PIL import Image
 
+    target, by = schema.target, by or schema.target
     frame = predictions.copy()
-    frame["_confidence"] = _confidence(frame)
+    frame["_confidence"] = _confidence(frame, schema)
     if "correct" in frame:
         wrong = ~frame["correct"].astype(str).str.lower().isin(("true", "1", "1.0"))
     else:
-        wrong = frame["pred_race"].astype(str) != frame["race"].astype(str)
+        wrong = frame[schema.pred_column].astype(str) != frame[target].astype(str)
     frame["_wrong"] = wrong
     groups = []
     for key, group in frame.groupby(frame[by].astype(str), sort=False):
@@ -68,9 +81,10 @@ def error_gallery(predictions: pd.DataFrame, *, by: str = "race", per_group: int
         chosen = []
         for _, row in errors.head(per_group).iterrows():
             confidence = row["_confidence"]
-            mistake = Mistake(image_id=str(row["image_id"]), true=str(row["race"]), predicted=str(row["pred_race"]),
+            mistake = Mistake(image_id=str(row["image_id"]), true=str(row[target]),
+                              predicted=str(row.get(schema.pred_column, "")),
                               confidence=None if pd.isna(confidence) else float(confidence),
-                              gender=str(row.get("gender", "")), age=str(row.get("age", row.get("age_band", ""))))
+                              others=_others(row, schema), age=str(row.get("age", row.get(AGE_BAND, ""))))
             if thumbnails:
                 path = row.get("path")
                 resolved = _resolve(path, base_dir)

@@ -1,5 +1,6 @@
 """Training histories as curves: runs' per-phase ``history.json`` and the seed's flat Keras files, both read
-by the training module's one reader and shown as a list of :class:`Phase` (name plus per-epoch metric lists)."""
+by the run folder's one reader (:mod:`faceaudit.seams.run`) and shown as a list of :class:`Phase` (name plus
+per-epoch metric lists)."""
 
 from __future__ import annotations
 
@@ -40,8 +41,8 @@ def run_name(path: Path) -> str:
 
 
 def load_history(path: Path, name: str | None = None) -> History:
-    """One history file of either format, read by :func:`faceaudit.training.history.load_history`."""
-    from faceaudit.training.history import load_history as read_phases
+    """One history file of either format, read by :func:`faceaudit.seams.run.load_history`."""
+    from faceaudit.seams.run import load_history as read_phases
 
     path = Path(path)
     phases = read_phases(path)

@@ -10,11 +10,12 @@ import pandas as pd
 
 from faceaudit.audit.result import AuditResult, load_audit
 from faceaudit.files import atomic_write
+from faceaudit.templates.layout import render_document, write_pdf
 
 from . import sections
 from .findings import TOO_SMALL, too_small_to_judge
+from .formatting import schema_of, series_label, target_label
 from .history import History, load_history
-from .layout import render_document, write_pdf
 from .summary import summary_markdown
 
 log = logging.getLogger(__name__)
@@ -32,8 +33,9 @@ def load_predictions(audit_dir: Path, result: AuditResult | None = None) -> pd.D
     if result is not None and "age_band" in frame and "age_band" in result.groupings:
         order = [r["key"] for r in result.groupings["age_band"]["groups"]]
         frame["age_band"] = pd.Categorical(frame["age_band"].astype(str), categories=order)
-    if result is not None and "race" in frame:
-        frame["race"] = pd.Categorical(frame["race"].astype(str), categories=list(result.classes))
+    target = schema_of(result).target if result is not None else None
+    if target is not None and target in frame:
+        frame[target] = pd.Categorical(frame[target].astype(str), categories=list(result.classes))
     return frame
 
 
@@ -54,6 +56,14 @@ def find_history(result: AuditResult, audit_dir: Path) -> tuple[History | None, 
     return None, f"No training curves: no history.json in the run folder {source.name or source}."
 
 
+def _subtitle(result: AuditResult) -> str:
+    """``Race classification on 4741 test faces, broken down by race, gender and age band``."""
+    schema = schema_of(result)
+    target = target_label(schema)
+    return (f"{target[:1].upper()}{target[1:]} classification on {result.overall['n']} "
+            f"{result.data.get('split', 'test')} faces, broken down by {series_label(schema.label(g) for g in schema.groups)}")
+
+
 def render_report(audit_dir: Path, *, thumbnails: bool = True, pdf: bool = True,
                   out_dir: Path | None = None, timings: dict | None = None, home: Path | None = None) -> list[Path]:
     """Write report.html, report.pdf and summary.md for the audit in ``audit_dir``; returns the paths written.
@@ -72,7 +82,7 @@ def render_report(audit_dir: Path, *, thumbnails: bool = True, pdf: bool = True,
         sections.verdict_section(result), sections.model_card_section(result), sections.data_section(result),
         sections.metrics_section(result), sections.confusion_section(result), sections.calibration_section(result),
         sections.embeddings_section(result, audit_dir),
-        sections.gallery_section(predictions, thumbnails, audit_dir),
+        sections.gallery_section(result, predictions, thumbnails, audit_dir),
         sections.training_section(history, history_note),
         sections.reproducibility_section(result, Path(home) if home else audit_dir),
     ]
@@ -85,8 +95,7 @@ def render_report(audit_dir: Path, *, thumbnails: bool = True, pdf: bool = True,
         f"Fairness audit: {name}", parts,
         running_header=f"faceaudit · {name} · {date}" + (f" · gates {status}" if status else "")
                        + (f" · {TOO_SMALL.lower()}" if too_small else ""),
-        subtitle=f"Race classification on {result.overall['n']} {result.data.get('split', 'test')} faces, "
-                 "broken down by race, gender and age band",
+        subtitle=_subtitle(result),
         meta=[("Backbone", str(result.model.get("backbone") or "not recorded")),
               ("Audited", result.created_utc or "unknown"),
               *([("Verdict", TOO_SMALL)] if too_small else []),

@@ -9,28 +9,35 @@ from pathlib import Path
 import pandas as pd
 
 from faceaudit.audit.metrics import METRIC_LABELS
+from faceaudit.taxonomy import AGE_BAND
+from faceaudit.templates.layout import Cell, Section, Table, file_name
 
 from . import charts
 from .curves import training_curves_figure
 from .findings import TOO_SMALL, findings, headline, too_small_to_judge
 from .formatting import (
+    compound_label,
     direction_css,
     excludes_zero,
-    file_name,
+    finest_grouping,
     fmt_p,
     fmt_stat,
     group_label,
+    grouping_key,
+    main_grouping,
+    pair_grouping,
     pct,
     plural,
+    plural_word,
     points,
+    schema_of,
+    split_attribute,
+    target_label,
     temperature_text,
 )
 from .gallery import error_gallery
 from .history import History
-from .layout import Cell, Section, Table
 
-#: Single-attribute groupings, in the order the report shows them.
-MAIN_GROUPINGS = ("race", "gender", "age_band")
 #: Rows of the worst intersectional groups shown in the report (all of them are in group_metrics.csv).
 WORST_INTERSECTIONS = 15
 
@@ -118,35 +125,67 @@ def model_card_section(result) -> Section:
              ("Evaluated on", f"{data.get('n')} {data.get('split', 'test')} images from {file_name(data.get('source'))}"),
              ("Synthetic data", "yes — numbers say nothing about real faces" if model.get("synthetic") or data.get("synthetic") else "no")]
     return Section("model-card", "Model card", "report/model_card.html", {
-        "facts": facts, "training": training, "run_recorded": bool(run), "classes": result.classes})
+        "facts": facts, "training": training, "run_recorded": bool(run), **_taxonomy_context(result)})
+
+
+#: How the model card names a preset schema's data set.
+DATASET_NAMES = {"utkface": "UTKFace", "fairface7": "FairFace", "fairface4": "FairFace"}
+NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine", 10: "ten"}
+
+
+def _taxonomy_context(result) -> dict:
+    """What the model card's use and limitation notes need to know about the labels (the predicted attribute,
+    its classes, a catch-all class, a binary gender label)."""
+    schema = schema_of(result)
+    names = {a.name: a for a in schema.attributes}
+    gender = names.get("gender")
+    return {"classes": result.classes, "target": target_label(schema), "social": schema.target in ("race", "gender"),
+            "dataset": DATASET_NAMES.get(schema.name, "The data set"),
+            "n_classes": NUMBER_WORDS.get(len(result.classes), str(len(result.classes))),
+            "catch_all": next((c for c in result.classes if c.lower() in ("others", "other")), None),
+            "binary_gender": gender is not None and len(gender.values) == 2}
+
+
+def _count_table(result, schema, minimum: int) -> Table:
+    """Test images per finest group: one row per combination of the grouping attributes other than the age band
+    (race × gender, for UTKFace), one column per age band when the audit groups by age."""
+    finest = finest_grouping(schema)
+    cube = result.groupings.get(finest, {}).get("groups", [])
+    row_attrs = [g for g in schema.groups if g != AGE_BAND]
+    by_band = AGE_BAND in schema.groups
+    bands = [r["key"] for r in result.groupings.get(AGE_BAND, {}).get("groups", [])] if by_band else []
+    heads = [schema.label(a)[:1].upper() + schema.label(a)[1:] for a in row_attrs] or ["Group"]
+    table = Table([*heads, *bands, "Total"], numeric=set(range(len(heads), len(heads) + len(bands) + 1)),
+                  caption=f"Test images per {schema.label(finest)}. Italic grey: fewer than {minimum} images, too "
+                          "small to judge (shown, never ranked).")
+    cells: dict[tuple[str, ...], dict[str, int]] = {}
+    for record in cube if by_band else []:
+        v = record["values"]
+        cells.setdefault(tuple(v[a] for a in row_attrs), {})[v[AGE_BAND]] = record["n"]
+    rows = result.groupings.get(grouping_key(schema, *row_attrs), {}).get("groups", []) if row_attrs else []
+    for record in rows:
+        values = tuple(record["values"][a] for a in row_attrs)
+        counts = cells.get(values, {})
+        row = [Cell(str(counts.get(b, 0)), "small" if counts.get(b, 0) < minimum else "") for b in bands]
+        table.add(*values, *row, Cell(str(record["n"]), "small" if record["too_small"] else ""))
+    totals = [str(r["n"]) for r in result.groupings.get(AGE_BAND, {}).get("groups", [])] if by_band else []
+    table.add(Cell("All", "pass"), *[""] * (len(heads) - 1), *totals, str(result.overall["n"]))
+    return table
 
 
 def data_section(result) -> Section:
-    minimum = result.settings.get("min_group_size", 30)
-    cube = result.groupings.get("race×gender×age_band", {}).get("groups", [])
-    bands = [r["key"] for r in result.groupings["age_band"]["groups"]]
-    table = Table(["Race", "Gender", *bands, "Total"], numeric=set(range(2, len(bands) + 3)),
-                  caption=f"Test images per race × gender × age band. Italic grey: fewer than {minimum} images, too "
-                          "small to judge (shown, never ranked).")
-    cells: dict[tuple[str, str], dict[str, int]] = {}
-    for record in cube:
-        v = record["values"]
-        cells.setdefault((v["race"], v["gender"]), {})[v["age_band"]] = record["n"]
-    for record in result.groupings.get("race×gender", {}).get("groups", []):
-        v = record["values"]
-        counts = cells.get((v["race"], v["gender"]), {})
-        row = [Cell(str(counts.get(b, 0)), "small" if counts.get(b, 0) < minimum else "") for b in bands]
-        table.add(v["race"], v["gender"], *row, Cell(str(record["n"]), "small" if record["too_small"] else ""))
-    totals = [str(r["n"]) for r in result.groupings["age_band"]["groups"]]
-    table.add(Cell("All", "pass"), "", *totals, str(result.overall["n"]))
+    schema, minimum = schema_of(result), result.settings.get("min_group_size", 30)
+    cube = result.groupings.get(finest_grouping(schema), {}).get("groups", [])
     n_small = sum(1 for r in cube if r["too_small"])
     return Section("data", "The evaluated data", "report/data.html", {
-        "table": table, "n": result.overall["n"], "n_small": n_small, "n_cells": len(cube), "minimum": minimum,
+        "table": _count_table(result, schema, minimum), "n": result.overall["n"], "n_small": n_small,
+        "n_cells": len(cube), "minimum": minimum, "cube_label": compound_label(schema, finest_grouping(schema)),
         "data": result.data, "counts": result.data.get("counts", {}), "source": file_name(result.data.get("source"))})
 
 
-#: How the overall table names each metric's interval (``settings.intervals`` has the full description).
-INTERVAL_NAMES = {"accuracy": "Clopper–Pearson", "balanced_accuracy": "MOVER", "macro_f1": "per-race bounds averaged"}
+#: How the overall table names each metric's interval (``settings.intervals`` has the full description);
+#: ``{target}`` is the predicted attribute.
+INTERVAL_NAMES = {"accuracy": "Clopper–Pearson", "balanced_accuracy": "MOVER", "macro_f1": "per-{target} bounds averaged"}
 #: Column heads shared by the per-group tables.
 VS_REST_COLUMNS = ("vs rest, pts [adj. CI]", "p (Holm)")
 
@@ -207,7 +246,8 @@ def _rest_caption(result, grouping: str) -> str:
 
 
 def _class_table(result, grouping: str, caption: str, records: list[dict] | None = None) -> Table:
-    """Single-race groups: the race's rates within the group's context, and accuracy against the rest."""
+    """Single-class groups (one race each, for UTKFace): the class's rates within the group's context, and accuracy
+    against the rest."""
     table = Table(["Group", "n", "Accuracy (recall) [CI]", "FNR", "Precision [CI]", "FPR [CI]",
                    "Selected / true share", *VS_REST_COLUMNS], numeric=set(range(1, 9)), caption=caption)
     for record in records if records is not None else result.groupings[grouping]["groups"]:
@@ -216,11 +256,11 @@ def _class_table(result, grouping: str, caption: str, records: list[dict] | None
     return table
 
 
-def _mixed_table(result, grouping: str, caption: str) -> Table:
-    """Groups in which the true race varies: accuracy, balanced accuracy, macro-F1, and accuracy against the rest."""
+def _mixed_table(result, grouping: str, caption: str, records: list[dict] | None = None) -> Table:
+    """Groups in which the true class varies: accuracy, balanced accuracy, macro-F1, and accuracy against the rest."""
     table = Table(["Group", "n", "Accuracy [CI]", "Balanced acc. [CI]", "Macro-F1 [CI]", *VS_REST_COLUMNS],
                   numeric=set(range(1, 7)), caption=caption)
-    for record in result.groupings[grouping]["groups"]:
+    for record in records if records is not None else result.groupings[grouping]["groups"]:
         m = record["metrics"]
         table.add(record["key"], record["n"], *(_wrap(fmt_stat(m.get(k))) for k in ("accuracy", "balanced_accuracy",
                   "macro_f1")), *_vs_rest_cells(record), css="small" if record["too_small"] else "")
@@ -230,16 +270,18 @@ def _mixed_table(result, grouping: str, caption: str) -> Table:
 def _class_caption(result, grouping: str) -> str:
     context = result.groupings[grouping].get("context", "all")
     within = "the whole test set" if context == "all" else f"the group's {group_label(context)}"
-    return (f"By {group_label(grouping)}. Each group's race is scored within {within}: accuracy is the recall of "
-            "that race's faces (FNR = 1 − recall), precision is over the faces predicted as that race, FPR over the "
-            "faces of other races, and 'selected / true share' compares how often the race is predicted with how "
-            "common it is. Balanced accuracy and macro-F1 are not shown: every face of a single-race group has the "
-            "same true label, so they would only repeat the recall." + _rest_caption(result, grouping)
+    target = target_label(schema_of(result))
+    return (f"By {group_label(grouping)}. Each group's {target} is scored within {within}: accuracy is the recall "
+            f"of that {target}'s faces (FNR = 1 − recall), precision is over the faces predicted as that {target}, "
+            f"FPR over the faces of other {plural_word(target)}, and 'selected / true share' compares how often the "
+            f"{target} is predicted with how common it is. Balanced accuracy and macro-F1 are not shown: every face "
+            f"of a single-{target} group has the same true label, so they would only repeat the recall."
+            + _rest_caption(result, grouping)
             + _missing_note(result, grouping))
 
 
 def _group_table(result, grouping: str) -> Table:
-    """The table of a grouping, by its kind (single-race groups or mixed groups)."""
+    """The table of a grouping, by its kind (single-class groups or mixed groups)."""
     if result.groupings[grouping].get("kind") == "class":
         return _class_table(result, grouping, _class_caption(result, grouping))
     return _mixed_table(result, grouping, f"By {group_label(grouping)}." + _rest_caption(result, grouping)
@@ -280,26 +322,30 @@ def _overall_table(result) -> Table:
     table = Table(["Metric", "Value [CI]", "n", "Interval"], numeric={1, 2}, caption="All test images.")
     for name, stat in result.overall["metrics"].items():
         table.add(_label(name), fmt_stat(stat), stat.get("n") or result.overall["n"],
-                  INTERVAL_NAMES.get(name, ""))
+                  INTERVAL_NAMES.get(name, "").format(target=target_label(schema_of(result))))
     return table
 
 
 def _per_class_table(result) -> Table:
-    table = Table(["True race", "Support", "Recall [CI]", "FNR", "Precision [CI]", "FPR [CI]", "F1 [CI]",
+    target = target_label(schema_of(result))
+    table = Table([f"True {target}", "Support", "Recall [CI]", "FNR", "Precision [CI]", "FPR [CI]", "F1 [CI]",
                    "Selected / true share"], numeric=set(range(1, 8)),
-                  caption="Per race over all test images: recall = accuracy on that race's faces, FNR = 1 − recall, "
-                          "precision over the faces predicted as that race, FPR over the faces of other races; "
-                          "'selected / true share': how often the race is predicted against how common it is.")
+                  caption=f"Per {target} over all test images: recall = accuracy on that {target}'s faces, FNR = 1 − "
+                          f"recall, precision over the faces predicted as that {target}, FPR over the faces of other "
+                          f"{plural_word(target)}; 'selected / true share': how often the {target} is predicted "
+                          "against how common it is.")
     for name, rates in result.overall.get("per_class", {}).items():
         table.add(name, rates["support"], *_rates_cells(rates, "recall"), _wrap(fmt_stat(rates.get("f1"))), _share(rates),
                   css="small" if not rates["support"] else "")
     return table
 
 
-def _worst_intersections(result, grouping: str = "race×gender×age_band"):
-    """The least accurate ranked groups of the finest intersection, as (title, table, lines), or None."""
+def _worst_intersections(result, grouping: str | None = None):
+    """The least accurate ranked groups of the finest intersection (race × gender × age band, for UTKFace), as
+    (title, table, lines), or None when the audit has no intersection."""
+    grouping = grouping or finest_grouping(schema_of(result))
     cube = result.groupings.get(grouping)
-    if not cube:
+    if not cube or "×" not in grouping:
         return None
     ranked = [r for r in cube["groups"] if not r["too_small"]]
     ranked.sort(key=lambda r: (r["metrics"]["accuracy"].get("value") is None, r["metrics"]["accuracy"].get("value") or 0))
@@ -307,35 +353,42 @@ def _worst_intersections(result, grouping: str = "race×gender×age_band"):
                f"groups large enough to judge ({len(cube['groups']) - len(ranked)} more are too small); every group is "
                "in group_metrics.csv. Sorted by point estimate: only the vs-rest columns say whether a group is worse "
                "than the rest beyond sampling noise." + _rest_caption(result, grouping) + _missing_note(result, grouping))
+    table = _class_table if cube.get("kind") == "class" else _mixed_table
     return (f"{group_label(grouping)}: the least accurate groups",
-            _class_table(result, grouping, caption, records=ranked[:WORST_INTERSECTIONS]),
-            _disparity_lines(result, grouping))
+            table(result, grouping, caption, records=ranked[:WORST_INTERSECTIONS]), _disparity_lines(result, grouping))
 
 
 def metrics_section(result) -> Section:
+    schema = schema_of(result)
     tables = [(group_label(g), _group_table(result, g), _disparity_lines(result, g))
-              for g in MAIN_GROUPINGS if g in result.groupings]
+              for g in schema.groups if g in result.groupings]
+    pair = pair_grouping(schema)
     inter = [(group_label(g), _group_table(result, g), _disparity_lines(result, g))
-             for g in ("race×gender",) if g in result.groupings]
+             for g in (pair,) if g in result.groupings and g != finest_grouping(schema)]
     worst = _worst_intersections(result)
     return Section("metrics", "Overall and per-group metrics", "report/metrics.html", {
         "overall": _overall_table(result), "per_class": _per_class_table(result), "tables": tables,
-        "intersections": inter + ([worst] if worst else []),
+        "intersections": inter + ([worst] if worst else []), "target": target_label(schema),
+        "targets": plural_word(target_label(schema)), "single_class": schema.target in schema.groups,
+        "contexts": " or ".join(schema.label(g) for g in schema.groups if g != schema.target),
         "forest": charts.accuracy_forest(result), "heatmap": charts.intersection_heatmap(result),
         "ci": int(100 * result.settings.get("ci", 0.95)), "alpha": round(1 - result.settings.get("ci", 0.95), 6),
         "min_group_size": result.settings.get("min_group_size", 30)})
 
 
 def confusion_section(result) -> Section:
+    schema = schema_of(result)
+    by = charts.confusion_rows_by(schema)
     return Section("confusion", "Per-group confusion matrices", "report/confusion.html", {
-        "by_gender": charts.confusion_by_gender(result), "by_race": charts.confusion_by_race(result)})
+        "target": target_label(schema), "by": schema.label(by) if by else None,
+        "by_split": charts.confusion_by_split(result), "by_class": charts.confusion_by_class(result)})
 
 
 def _calibration_rows(result, block: dict, n_overall: int) -> list[tuple[str, dict]]:
     """(grouping label, record) for the whole test set then every group of the main groupings of a calibration block
     (the calibration itself or its temperature-scaling part, whose overall record has no key or n)."""
     rows = [("all", {"key": "all", "n": n_overall, "too_small": False, **block["overall"]})]
-    for grouping in MAIN_GROUPINGS:
+    for grouping in schema_of(result).groups:
         rows += [(group_label(grouping), r) for r in block["groupings"].get(grouping, [])]
     return rows
 
@@ -387,15 +440,16 @@ def calibration_section(result) -> Section:
         return Section("calibration", "Calibration", "report/calibration.html", {"calibration": None})
     temperature = calibration.get("temperature")
     disparities = calibration.get("disparities", {})
+    schema = schema_of(result)
     lines = [disparity_text(f"ECE by {group_label(g)}", (disparities.get(g) or {}).get("ece"))
-             for g in MAIN_GROUPINGS if g in disparities]
+             for g in schema.groups if g in disparities]
+    shown = [g for g in (main_grouping(schema), split_attribute(schema)) if g]
     return Section("calibration", "Calibration", "report/calibration.html", {
         "calibration": calibration, "table": _calibration_table(result), "lines": lines, "temperature": temperature,
         "temperature_table": _temperature_table(result, temperature) if temperature else None,
         "t_text": temperature_text(temperature) if temperature else "",
-        "reliability": charts.reliability_diagrams(result, "race"),
-        "reliability_gender": charts.reliability_diagrams(result, "gender"),
-        "effect": charts.temperature_effect(result)})
+        "reliability": [charts.reliability_diagrams(result, g) for g in shown],
+        "effect": charts.temperature_effect(result, shown)})
 
 
 def embeddings_section(result, audit_dir: Path) -> Section:
@@ -404,33 +458,44 @@ def embeddings_section(result, audit_dir: Path) -> Section:
         return Section("embeddings", "Embedding clusters", "report/embeddings.html", {"embeddings": None})
     tsne = embeddings.get("tsne")
     figure = None
+    schema = schema_of(result)
+    target = target_label(schema)
     if tsne and (audit_dir / tsne["file"]).is_file():
         frame = pd.read_csv(audit_dir / tsne["file"])
-        for column in ("race", "gender", "age_band"):
+        columns = [c for c in dict.fromkeys((schema.target, *schema.groups)) if c in frame]
+        for column in columns:
             frame[column] = frame[column].astype(str)
-        figure = charts.tsne_panels(frame)
+        figure = charts.tsne_panels(frame, schema, columns) if columns else None
     purity = embeddings.get("knn_purity") or {}
-    table = Table(["Grouping", "Group", "n", f"kNN race purity (k={purity.get('k', '?')}) [CI]", "Silhouette [CI]"],
+    table = Table(["Grouping", "Group", "n", f"kNN {target} purity (k={purity.get('k', '?')}) [CI]", "Silhouette [CI]"],
                   numeric={2, 3, 4}, caption="kNN purity: share of each face's nearest neighbours in embedding space "
-                  "with the same race label. Silhouette: how well the race clusters separate (−1 to 1), per race.")
-    silhouette = {r["key"]: r["value"] for r in (embeddings.get("silhouette") or {}).get("by_group", [])}
+                  f"with the same {target} label. Silhouette: how well the {target} clusters separate (−1 to 1), "
+                  f"per {target}.")
+    by_class = (embeddings.get("silhouette") or {}).get("by_group", [])
+    silhouette = {r["key"]: r["value"] for r in by_class}
     table.add("all", "all", embeddings.get("n"), fmt_stat(purity.get("overall")),
               fmt_stat((embeddings.get("silhouette") or {}).get("overall"), percent=False, digits=2))
-    for grouping in MAIN_GROUPINGS:
-        for record in purity.get("groupings", {}).get(grouping, []):
-            sil = silhouette.get(record["key"]) if grouping == "race" else None
+    for grouping in dict.fromkeys((schema.target, *schema.groups)):
+        records = purity.get("groupings", {}).get(grouping, [])
+        if grouping == schema.target and not records:  # not a grouping: its silhouette per class still shows
+            records = [{"key": r["key"], "n": r.get("n"), "purity": None, "too_small": False} for r in by_class]
+        for record in records:
+            sil = silhouette.get(record["key"]) if grouping == schema.target else None
             table.add(group_label(grouping), record["key"], record["n"], fmt_stat(record["purity"]),
                       fmt_stat(sil, percent=False, digits=2) if sil else "–",
                       css="small" if record["too_small"] else "")
     return Section("embeddings", "Embedding clusters", "report/embeddings.html", {
-        "embeddings": embeddings, "figure": figure, "table": table, "tsne": tsne})
+        "embeddings": embeddings, "figure": figure, "table": table, "tsne": tsne, "target": target,
+        "targets": plural_word(target)})
 
 
-def gallery_section(predictions: pd.DataFrame | None, thumbnails: bool, audit_dir: Path) -> Section:
+def gallery_section(result, predictions: pd.DataFrame | None, thumbnails: bool, audit_dir: Path) -> Section:
+    schema = schema_of(result)
     groups = None
     if predictions is not None:
-        groups = error_gallery(predictions, thumbnails=thumbnails, base_dir=audit_dir)
-    return Section("errors", "Error gallery", "report/gallery.html", {"groups": groups, "thumbnails": thumbnails})
+        groups = error_gallery(predictions, schema=schema, thumbnails=thumbnails, base_dir=audit_dir)
+    return Section("errors", "Error gallery", "report/gallery.html", {
+        "groups": groups, "thumbnails": thumbnails, "target": target_label(schema)})
 
 
 def training_section(history: History | None, history_note: str) -> Section:

@@ -2,13 +2,37 @@
 
 from __future__ import annotations
 
+from faceaudit.taxonomy import AGE_BAND
+
 from .findings import TOO_SMALL, findings, headline, too_small_to_judge
-from .formatting import fmt_p, fmt_stat, group_label, plural, points, temperature_text
+from .formatting import (
+    compound_label,
+    finest_grouping,
+    fmt_p,
+    fmt_stat,
+    group_label,
+    main_grouping,
+    pair_grouping,
+    plural,
+    points,
+    schema_of,
+    target_label,
+    temperature_text,
+)
 
 #: The review-comment budget the issue sets.
 MAX_LINES = 60
-#: Groupings in the worst-groups table and how many of each are listed.
-WORST_ROWS = {"race": 2, "gender": 1, "age_band": 2, "race×gender": 2, "race×gender×age_band": 3}
+
+
+def worst_rows(schema) -> dict[str, int]:
+    """Groupings in the worst-groups table and how many of each are listed: for UTKFace race 2, gender 1,
+    age band 2, race × gender 2, race × gender × age band 3."""
+    lead = main_grouping(schema)
+    rows = {g: 2 if g in (lead, AGE_BAND) else 1 for g in schema.groups}
+    for grouping, take in ((pair_grouping(schema), 2), (finest_grouping(schema), 3)):
+        if grouping and "×" in grouping:
+            rows[grouping] = take
+    return rows
 
 
 def _md(text: object) -> str:
@@ -30,7 +54,7 @@ def _method_line(result) -> str:
     ci = int(100 * result.settings.get("ci", 0.95))
     return (f"Overall accuracy {fmt_stat(result.overall['metrics']['accuracy'])} on {result.overall['n']} "
             f"{_md(result.data.get('split', 'test'))} images. {ci}% intervals: Clopper–Pearson for proportions, built "
-            "from per-race intervals for balanced accuracy and macro-F1; vs-rest and worst-vs-best intervals Bonferroni-adjusted for the groups "
+            f"from per-{target_label(schema_of(result))} intervals for balanced accuracy and macro-F1; vs-rest and worst-vs-best intervals Bonferroni-adjusted for the groups "
             f"compared, p-values Holm-adjusted. Backbone: {_md(result.model.get('backbone') or 'not recorded')}; "
             f"run {_md(str(result.model.get('run_hash') or '')[:12] or 'not recorded')}.")
 
@@ -51,7 +75,7 @@ def _worst_group_lines(result) -> list[str]:
     if too_small_to_judge(result):
         return lines + ["Not listed: the test set is too small to judge.", ""]
     lines += ["| grouping | group | n | accuracy [CI] | vs rest [adj. CI] | p (Holm) |", "|---|---|---:|---:|---:|---:|"]
-    for grouping, take in WORST_ROWS.items():
+    for grouping, take in worst_rows(schema_of(result)).items():
         records = [r for r in result.groupings.get(grouping, {}).get("groups", []) if not r["too_small"]
                    and r["metrics"]["accuracy"].get("value") is not None
                    and ((r.get("vs_rest") or {}).get("accuracy") or {}).get("value", 0) <= 0]
@@ -90,9 +114,10 @@ def summary_markdown(result) -> str:
     if found:
         lines += ["### Findings", ""] + [f"{i}. {_md(f.text)}" for i, f in enumerate(found, 1)] + [""]
     lines += _worst_group_lines(result) + _calibration_line(result)
-    small = [r for r in result.groupings.get("race×gender×age_band", {}).get("groups", []) if r["too_small"]]
+    schema = schema_of(result)
+    small = [r for r in result.groupings.get(finest_grouping(schema), {}).get("groups", []) if r["too_small"]]
     if small:
-        lines += [f"{len(small)} race × gender × age-band groups have fewer than "
+        lines += [f"{len(small)} {compound_label(schema, finest_grouping(schema))} groups have fewer than "
                   f"{result.settings.get('min_group_size', 30)} images and are not ranked.", ""]
     lines += ["Full report: `report.html` / `report.pdf`; numbers: `audit.json`, `group_metrics.csv`."]
     if len(lines) > MAX_LINES:

@@ -19,19 +19,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     summary = actions.add_parser("summary", help="counts by race, gender, age band and race x gender; excluded files",
                                  description="Print counts by race, gender, age band, race x gender and split, "
                                  "and every excluded or irregular file with the reason.")
-    add_data_options(summary)
+    add_data_options(summary, schema=True)
     summary.set_defaults(handler=run_summary)
 
     manifest = actions.add_parser("manifest", help="write the manifest (CSV or Parquet)",
                                   description="Write the manifest: image path, SHA-256, age, gender, race, age band, split.")
-    add_data_options(manifest)
+    add_data_options(manifest, schema=True)
     manifest.add_argument("--out", type=Path, required=True, help="output file, .csv or .parquet")
     manifest.set_defaults(handler=run_manifest)
 
     export = actions.add_parser("export-tfrecords", help="write sharded GZIP TFRecords per split (the seed's format)",
                                 description="Write train/val/test as sharded GZIP TFRecords holding the original "
                                 "image bytes, image id, SHA-256, age, gender and race codes.")
-    add_data_options(export)
+    add_data_options(export, schema=True)
     export.add_argument("--out", type=Path, required=True, help="output folder")
     export.add_argument("--shards", type=int, default=4, help="shards per split (default: 4)")
     export.set_defaults(handler=run_export)
@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Inspect a labelled face set: composition, brightness and contrast by group, Isolation Forest "
         "outliers, MTCNN non-faces (--faces), exact and near duplicates and leakage across splits, label sanity. "
         "Writes data.json, tables/*.csv, an exclusion list (image_id, reason) for --exclude, report.html and report.pdf.")
-    add_data_options(inspect)
+    add_data_options(inspect, schema=True)
     inspect.add_argument("--out", type=Path, default=Path(config.INSPECT_OUT_DIR),
                          help=f"output folder (default: {config.INSPECT_OUT_DIR})")
     inspect.add_argument("--faces", action="store_true", help="also run the MTCNN face check (slow: ~50 img/s on 2 cores)")
@@ -66,9 +66,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def format_summary(dataset) -> str:
     """The text ``data summary`` prints."""
-    from faceaudit.audit.manifest import summarise
+    from faceaudit.datasets.manifest import summarise
 
     counts = summarise(dataset)
+    schema = dataset.schema
+    crosstab = counts.pop(f"{schema.target}_x_gender", None)
     n_race_missing = int((dataset.excluded["reason"] == "no race field in file name").sum())
     lines = [
         f"source: {dataset.source}" + ("  (SYNTHETIC faces, not real people)" if dataset.synthetic else ""),
@@ -77,13 +79,17 @@ def format_summary(dataset) -> str:
         f"kept with warnings: {len(dataset.warnings):,}",
         "",
     ]
-    for title, key in (("race", "race"), ("gender", "gender"), ("age band", "age_band"), ("split", "split")):
-        series = counts[key]
-        lines.append(f"by {title}:")
-        lines += [f"  {str(label):<10} {count:>7,}  {count / len(dataset.manifest):6.1%}" for label, count in series.items()]
+    if schema.name != "utkface":
+        lines[1:1] = [f"label schema: {schema.name} (target: {schema.target})"]
+    for key, series in counts.items():
+        lines.append(f"by {schema.label(key)}:")
+        width = max([10, *(len(str(label)) for label in series.index)])
+        lines += [f"  {str(label):<{width}} {count:>7,}  {count / len(dataset.manifest):6.1%}"
+                  for label, count in series.items()]
         lines.append("")
-    lines.append("race x gender:")
-    lines += ["  " + line for line in counts["race_x_gender"].to_string().splitlines()]
+    if crosstab is not None:
+        lines.append(f"{schema.label(schema.target)} x gender:")
+        lines += ["  " + line for line in crosstab.to_string().splitlines()]
     if len(dataset.excluded):
         lines += ["", "excluded:"]
         lines += [f"  {row.image_id}: {row.reason}" for row in dataset.excluded.itertuples()]
@@ -99,7 +105,7 @@ def run_summary(args: argparse.Namespace) -> int:
 
 
 def run_manifest(args: argparse.Namespace) -> int:
-    from faceaudit.audit.manifest import save_manifest
+    from faceaudit.datasets.manifest import save_manifest
 
     if args.out.suffix.lower() not in (".csv", ".parquet"):
         raise FaceauditError(f"--out {args.out} must end in .csv or .parquet")
@@ -107,7 +113,7 @@ def run_manifest(args: argparse.Namespace) -> int:
     dataset = dataset_from_args(args)
     save_manifest(dataset.manifest, args.out)
     print(f"wrote {args.out} ({len(dataset.manifest):,} images, {len(dataset.excluded):,} excluded)")
-    from faceaudit.audit.manifest import describe_image_problems
+    from faceaudit.datasets.manifest import describe_image_problems
 
     if note := describe_image_problems(dataset):
         print(f"faceaudit: note: {note}", file=sys.stderr)
@@ -117,18 +123,21 @@ def run_manifest(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     if args.shards < 1:
         raise FaceauditError("--shards must be at least 1")
+    from faceaudit.extras import require
+
+    require("tensorflow", "train", "faceaudit data export-tfrecords")
     writable_dir(args.out)
     dataset = dataset_from_args(args)
-    from faceaudit.audit.tfdata import export_tfrecords
+    from faceaudit.datasets.tfdata import export_tfrecords
 
-    paths = export_tfrecords(dataset.manifest, args.out, shards=args.shards)
+    paths = export_tfrecords(dataset.manifest, args.out, shards=args.shards, schema=dataset.schema)
     total = sum(p.stat().st_size for p in paths)
     print(f"wrote {len(paths)} shards, {total / 1e6:.1f} MB, to {args.out}")
     return 0
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    from faceaudit.audit.inspect.exclusions import parse_kinds
+    from faceaudit.datasets.inspect.exclusions import parse_kinds
 
     if not 0 < args.face_confidence <= 1:
         raise FaceauditError("--face-confidence must be in (0, 1]")
@@ -144,9 +153,15 @@ def run_inspect(args: argparse.Namespace) -> int:
         kinds = parse_kinds(args.exclude_kinds)
     except ValueError as exc:
         raise FaceauditError(f"--exclude-kinds: {exc}") from None
+    from faceaudit.extras import require
+
+    require("imagehash", "inspect", "faceaudit data inspect")
+    if args.faces:  # MTCNN runs on TensorFlow: both extras
+        require("tensorflow", "all", "faceaudit data inspect --faces")
+        require("mtcnn", "all", "faceaudit data inspect --faces")
     replaceable_dir(args.out, "data.json", keep=(args.data, args.exclude))
     dataset = dataset_from_args(args)
-    from faceaudit.audit.inspect import InspectOptions, inspect_dataset, render_data_report, write_outputs
+    from faceaudit.datasets.inspect import InspectOptions, inspect_dataset, render_data_report, write_outputs
     from faceaudit.files import replace_folder
 
     options = InspectOptions(faces=args.faces, face_confidence=args.face_confidence, face_image_size=args.face_size,
@@ -162,7 +177,7 @@ def run_inspect(args: argparse.Namespace) -> int:
 
 def inspection_summary(inspection, out: Path, no_pdf: bool = False) -> str:
     """The lines ``data inspect`` prints: the counts found and where the files are."""
-    from faceaudit.audit.inspect.outputs import summary
+    from faceaudit.datasets.inspect.outputs import summary
 
     facts = summary(inspection)
     leaks = ", ".join(f"{pair} {kinds['exact'] + kinds['near']}" for pair, kinds in facts["duplicates"]["leakage"].items())

@@ -34,31 +34,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from faceaudit.audit.manifest import load_dataset
-    from faceaudit.audit.synthetic import default_synthetic_folder
-    from faceaudit.cli import build_parser
-    from faceaudit.commands.common import writable_dir
+    """Train the demo CNN into OUT/demo-cnn, audit it on the test split through the public API, write the report."""
+    from faceaudit.api import audit_model, load_dataset, train
+    from faceaudit.commands.audit import print_summary
+    from faceaudit.datasets.synthetic import default_synthetic_folder
     from faceaudit.errors import FaceauditError
-    from faceaudit.training.config import TrainConfig
-    from faceaudit.training.trainer import train
+    from faceaudit.files import replaceable_dir
 
     if args.epochs is not None and args.epochs < 1:
         raise FaceauditError("--epochs must be at least 1")
-    out = writable_dir(args.out)
+    out = replaceable_dir(args.out, "audit.json", keep=(args.out / "demo-cnn",))
     data = args.data or data_from_env()
     if data is None:
         data = default_synthetic_folder(seed=args.seed)
         print(f"no --data or ${DATA_ENV}: using {data} (generated cartoon faces, SYNTHETIC)")
     dataset = load_dataset(data, seed=args.seed)
     epochs = args.epochs or DEMO_EPOCHS["synthetic" if dataset.synthetic else "real"]
-    run_dir = train(TrainConfig(data=Path(data), dataset=dataset, out=out / "demo-cnn", backbone="cnn", epochs=epochs,
-                                max_train=args.max_train, seed=args.seed))
-    gates = resources.files("faceaudit") / "gates.toml"
-    with resources.as_file(gates) as gates_file:
-        audit_args = build_parser().parse_args(
-            ["audit", str(run_dir), "--data", str(data), "--gates", str(gates_file), "--out", str(out),
-             "--seed", str(args.seed)])
-        gates_exit = audit_args.handler(audit_args)
-    verdict = {0: "all gates pass", 1: "some gates fail or are inconclusive"}.get(gates_exit, "audit error")
+    run_dir = train(data, out / "demo-cnn", dataset=dataset, backbone="cnn", epochs=epochs, max_train=args.max_train,
+                    seed=args.seed)
+    with resources.as_file(resources.files("faceaudit") / "gates.toml") as gates_file:
+        result = audit_model(run_dir, dataset, gates=gates_file, seed=args.seed, progress=True)
+    result.settings["command"] = "faceaudit demo"
+    result.write(out, report=True, keep=(run_dir,))
+    print_summary(result, out)
+    verdict = "all gates pass" if result.status == "pass" else "some gates fail or are inconclusive"
     print(f"demo done ({verdict}): open {out / 'report.html'} or attach {out / 'report.pdf'}")
-    return 0 if gates_exit in (0, 1) else gates_exit
+    return 0

@@ -28,10 +28,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     compare = subparsers.add_parser(
         "compare", help="compare audits of several models on the same test images",
         description="Side-by-side per-group accuracy with CIs, paired tests per group on the same test images "
-                    "(matched by image_id and sha256): one family per pair of models over overall, race, gender, "
-                    "age band and race x gender, with Newcombe paired intervals (simultaneous, Bonferroni), McNemar "
-                    "tests and Holm-adjusted p-values; rankings by worst-group accuracy and largest gap; validation "
-                    "curves from the runs' histories.")
+                    "(matched by image_id and sha256): one family per pair of models over overall, each grouping "
+                    "attribute and the target x the first other one (race, gender, age band and race x gender for "
+                    "UTKFace), with Newcombe paired intervals (simultaneous, Bonferroni), McNemar tests and "
+                    "Holm-adjusted p-values (the audits must predict the same target and classes); rankings by "
+                    "worst-group accuracy and largest gap; validation curves from the runs' histories.")
     compare.add_argument("audits", nargs="*", type=Path, metavar="AUDIT", help="audit folders (two or more)")
     compare.add_argument("--out", type=Path, default=Path("reports/compare"), help="output folder (default: reports/compare)")
     compare.add_argument("--history", nargs="+", type=Path, default=[], metavar="JSON",
@@ -48,8 +49,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     diff = subparsers.add_parser(
         "diff", help="what got better or worse between two audits, per group",
         description="Per group: old and new accuracy, the change with its interval, and better / worse / no clear "
-                    "change. The same family of tests as compare (overall, race, gender, age band, race x gender), "
-                    "Holm-adjusted, so the two agree: paired (Newcombe interval, McNemar) when both predictions "
+                    "change. The same family of tests as compare (overall, each grouping attribute, target x first "
+                    "other attribute), Holm-adjusted, so the two agree: paired (Newcombe interval, McNemar) when both predictions "
                     "tables cover the same images, otherwise independent samples (Newcombe interval, "
                     "two-proportion test), and the output says which.")
     diff.add_argument("old", type=Path, metavar="OLD", help="the earlier audit.json or audit folder")
@@ -118,7 +119,7 @@ def run_compare(args: argparse.Namespace) -> int:
 
 def run_diff(args: argparse.Namespace) -> int:
     from faceaudit.audit.report.compare import diff_audits, diff_text
-    from faceaudit.audit.report.layout import atomic_write
+    from faceaudit.files import atomic_write
 
     _check_exists(args.old)
     _check_exists(args.new)

@@ -1,11 +1,12 @@
-"""``faceaudit train``: train a race classifier into a reproducible run folder."""
+"""``faceaudit train``: train a face-attribute classifier (race, by default) into a reproducible run folder."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from faceaudit.config import DEFAULT_AGE_BANDS, DEFAULT_SEED
+from faceaudit.config import DEFAULT_SEED
+from faceaudit.taxonomy import DEFAULT_AGE_BANDS
 
 
 def register(subparsers) -> None:
@@ -16,12 +17,19 @@ def register(subparsers) -> None:
 
     d = TrainConfig()
     parser = subparsers.add_parser(
-        "train", help="train a race classifier (cnn, keras.applications backbones, dlib-resnet) into a run folder",
-        description="Train a race classifier the seed's way (head on a frozen backbone, then the whole network) "
+        "train", help="train a race (or other attribute) classifier (cnn, keras.applications backbones, "
+                         "dlib-resnet) into a run folder",
+        description="Train a classifier of the label schema's target (race by default) the seed's way (head on a frozen backbone, then the whole network) "
                     "into a run folder: model.keras, history.json, run.json and the test split's predictions.csv.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--data", type=Path, required=True, help="UTKFace folder or .tar.gz archive, or a labelled CSV")
+    parser.add_argument("--data", type=Path, required=True,
+                        help="UTKFace folder or .tar.gz archive, or a labelled CSV (FairFace's with --schema fairface)")
     parser.add_argument("--out", type=Path, required=True, help="run folder to create (e.g. runs/cnn64)")
+    from faceaudit.commands.common import add_schema_option
+
+    add_schema_option(parser, show_default=False)
+    parser.add_argument("--target", metavar="ATTR",
+                        help="attribute to predict: one of the schema's (race, gender) or age_band (None: the schema's target, race)")
     parser.add_argument("--backbone", default=d.backbone, metavar="NAME", help=f"one of: {', '.join(BACKBONES)}")
     parser.add_argument("--weights", default=d.weights, metavar="none|imagenet|PATH",
                         help="initial backbone weights; imagenet is looked up offline in $FACEAUDIT_WEIGHTS_DIR or "
@@ -37,7 +45,8 @@ def register(subparsers) -> None:
     parser.add_argument("--weight-decay", type=float, default=d.weight_decay)
     parser.add_argument("--schedule", choices=("cosine", "plateau"), default=d.schedule)
     parser.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
-    parser.add_argument("--class-weights", action="store_true", help="weight samples by inverse race frequency")
+    parser.add_argument("--class-weights", action="store_true",
+                        help="weight samples by inverse frequency of their target class")
     parser.add_argument("--no-augment", dest="augment", action="store_false", default=argparse.SUPPRESS,
                         help="train without flip/rotation/zoom augmentation (default: augment)")
     parser.add_argument("--rotation", type=float, default=d.rotation, help="max rotation, degrees")
@@ -71,7 +80,8 @@ def _remove_unstarted(created: list[Path]) -> None:
     import shutil
 
     from faceaudit import interrupts
-    from faceaudit.training.trainer import CHECKPOINT_DIR, RUN_FILE, STATE_FILE
+    from faceaudit.seams.run import RUN_FILE
+    from faceaudit.training.trainer import CHECKPOINT_DIR, STATE_FILE
 
     if not created:
         return
@@ -89,12 +99,17 @@ def _remove_unstarted(created: list[Path]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build the config from the arguments, train, and print where the run went."""
+    from faceaudit.extras import require
+
+    require("tensorflow", "train", "faceaudit train")
+    require("keras", "train", "faceaudit train")
+    from faceaudit.seams.run import RunRecord
     from faceaudit.training.config import TrainConfig
-    from faceaudit.training.inference import read_run
     from faceaudit.training.trainer import train
 
     fields = TrainConfig.__dataclass_fields__
     config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    config.label_schema()  # an unknown --target fails here, before anything is written
     # The run folder is written in place, not swapped in like the report folders: --resume continues a killed run
     # from the checkpoints inside it. A run that fails or is interrupted before its first checkpoint leaves nothing.
     created = [p for p in (args.out, *args.out.parents) if not p.exists()]
@@ -103,7 +118,6 @@ def run(args: argparse.Namespace) -> int:
     except BaseException:
         _remove_unstarted(created)
         raise
-    run_record = read_run(out)
-    acc = run_record.get("test_accuracy")
+    acc = RunRecord.read(out).test_accuracy
     print(f"run written to {out}" + (f" (test accuracy {acc:.4f})" if acc is not None else ""))
     return 0

@@ -6,6 +6,7 @@ preprocessing inside, so a saved model file needs nothing from this module to be
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -13,21 +14,34 @@ import pandas as pd
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from faceaudit.config import GENDERS, RACES, SPLITS, usable_cpus
+from faceaudit.config import SPLITS, usable_cpus
+from faceaudit.files import atomic_path
+from faceaudit.taxonomy import AGE_BAND, UTKFACE, LabelSchema
 
-_TFRECORD_FEATURES = {
-    "image": tf.io.FixedLenFeature([], tf.string),
-    "image_id": tf.io.FixedLenFeature([], tf.string),
-    "sha256": tf.io.FixedLenFeature([], tf.string),
-    "age": tf.io.FixedLenFeature([], tf.int64),
-    "gender": tf.io.FixedLenFeature([], tf.int64),
-    "race": tf.io.FixedLenFeature([], tf.int64),
-}
+#: Written when an image's age is known only as a band (FairFace), and read for a missing ``age_band`` code.
+MISSING_CODE = -1
 
 
-def race_codes(manifest: pd.DataFrame) -> np.ndarray:
-    """Race labels as integer class indices 0-4 (the order of :data:`RACES`)."""
-    return pd.Categorical(manifest["race"], categories=list(RACES)).codes.astype("int32")
+def tfrecord_features(schema: LabelSchema = UTKFACE) -> dict:
+    """The parse spec of an exported example: bytes, id, SHA-256, age, and one code per labelled attribute
+    (UTKFace: ``gender`` and ``race`` codes, the seed's layout) plus ``age_band`` (-1 when absent)."""
+    features = {
+        "image": tf.io.FixedLenFeature([], tf.string),
+        "image_id": tf.io.FixedLenFeature([], tf.string),
+        "sha256": tf.io.FixedLenFeature([], tf.string),
+        "age": tf.io.FixedLenFeature([], tf.int64),
+    }
+    for name in sorted(a.name for a in schema.attributes):
+        features[name] = tf.io.FixedLenFeature([], tf.int64)
+    features[AGE_BAND] = tf.io.FixedLenFeature([], tf.int64, default_value=MISSING_CODE)
+    return features
+
+
+def label_codes(manifest: pd.DataFrame, schema: LabelSchema = UTKFACE, attribute: str | None = None) -> np.ndarray:
+    """An attribute's labels (the schema's target by default) as integer class indices in the schema's order."""
+    values = schema.attribute(attribute or schema.target).values
+    column = manifest[attribute or schema.target]
+    return pd.Categorical(column.astype(str), categories=list(values)).codes.astype("int32")
 
 
 def decode_and_resize(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
@@ -62,11 +76,12 @@ def image_dataset(
     with_labels: bool = True,
     shuffle: bool = False,
     seed: int | None = None,
+    schema: LabelSchema = UTKFACE,
 ) -> tf.data.Dataset:
-    """Batches of ``image`` (and race index) read from the manifest's ``path`` column, prefetched."""
+    """Batches of ``image`` (and the schema's target index) read from the manifest's ``path`` column, prefetched."""
     paths = manifest["path"].astype(str).to_numpy()
     if with_labels:
-        data = tf.data.Dataset.from_tensor_slices((paths, race_codes(manifest)))
+        data = tf.data.Dataset.from_tensor_slices((paths, label_codes(manifest, schema)))
     else:
         data = tf.data.Dataset.from_tensor_slices(paths)
     if shuffle:
@@ -79,7 +94,7 @@ def image_dataset(
     return prefetched(data.map(load, num_parallel_calls=usable_cpus(), deterministic=True).batch(batch_size))
 
 
-def _example(row: pd.Series) -> bytes:
+def _example(row: pd.Series, schema: LabelSchema) -> bytes:
     def feature(value) -> tf.train.Feature:
         if isinstance(value, bytes):
             return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
@@ -89,18 +104,23 @@ def _example(row: pd.Series) -> bytes:
         "image": feature(Path(row["path"]).read_bytes()),
         "image_id": feature(str(row["image_id"]).encode()),
         "sha256": feature(str(row["sha256"]).encode()),
-        "age": feature(row["age"]),
-        "gender": feature(GENDERS.index(row["gender"])),
-        "race": feature(RACES.index(row["race"])),
+        "age": feature(MISSING_CODE if pd.isna(row["age"]) else row["age"]),
     }
+    for attribute in sorted(schema.attributes, key=lambda a: a.name):
+        features[attribute.name] = feature(attribute.values.index(str(row[attribute.name])))
+    bands = schema.age_bands.labels
+    band = row.get(AGE_BAND)
+    features[AGE_BAND] = feature(bands.index(str(band)) if not pd.isna(band) and str(band) in bands else MISSING_CODE)
     return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
 
 
-def export_tfrecords(manifest: pd.DataFrame, out_dir: Path, shards: int = 4, progress: bool = True) -> list[Path]:
+def export_tfrecords(manifest: pd.DataFrame, out_dir: Path, shards: int = 4, progress: bool = True,
+                     schema: LabelSchema = UTKFACE) -> list[Path]:
     """Write each split as ``<split>-NNNNN-of-NNNNN.tfrecord.gz`` shards (GZIP), the seed's layout.
 
     Rows go round-robin into shards in image-id order; the original encoded bytes are stored, so a
-    read-back returns byte-identical images.
+    read-back returns byte-identical images. Each shard is written under a temporary name and renamed when its
+    split is complete.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -111,23 +131,23 @@ def export_tfrecords(manifest: pd.DataFrame, out_dir: Path, shards: int = 4, pro
         if rows.empty:
             continue
         names = [out_dir / f"{split}-{i:05d}-of-{shards:05d}.tfrecord.gz" for i in range(shards)]
-        partials = [name.with_name(f".{name.name}.partial") for name in names]
-        writers = [tf.io.TFRecordWriter(str(p), options) for p in partials]
-        try:
-            for index, (_, row) in enumerate(rows.iterrows()):
-                writers[index % shards].write(_example(row))
-                bar.update()
-        finally:
-            for writer in writers:
-                writer.close()
-        for partial, name in zip(partials, names):
-            partial.replace(name)
+        with ExitStack() as stack:
+            partials = [stack.enter_context(atomic_path(name)) for name in names]
+            writers = [tf.io.TFRecordWriter(str(p), options) for p in partials]
+            try:
+                for index, (_, row) in enumerate(rows.iterrows()):
+                    writers[index % shards].write(_example(row, schema))
+                    bar.update()
+            finally:
+                for writer in writers:
+                    writer.close()
         written += names
     bar.close()
     return written
 
 
-def read_tfrecords(paths: list[Path] | list[str]) -> tf.data.Dataset:
+def read_tfrecords(paths: list[Path] | list[str], schema: LabelSchema = UTKFACE) -> tf.data.Dataset:
     """Parsed examples (dicts of the exported features) from GZIP TFRecord shards, in file order."""
     data = tf.data.TFRecordDataset([str(p) for p in paths], compression_type="GZIP")
-    return data.map(lambda record: tf.io.parse_single_example(record, _TFRECORD_FEATURES))
+    features = tfrecord_features(schema)
+    return data.map(lambda record: tf.io.parse_single_example(record, features))

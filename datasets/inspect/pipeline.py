@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from faceaudit.audit.manifest import Dataset
 from faceaudit.config import DEFAULT_SEED
+from faceaudit.datasets.manifest import Dataset
 
 from . import anomalies, composition, duplicates, exclusions, exposure, features, nonfaces, sanity
 

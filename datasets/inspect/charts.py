@@ -14,7 +14,7 @@ import seaborn as sns  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from faceaudit.audit.report.figures import PALETTE, Figure, jpeg_uri, new_figure, png_figure  # noqa: E402
+from faceaudit.templates.figures import PALETTE, Figure, jpeg_uri, new_figure, png_figure  # noqa: E402
 
 from .pipeline import Inspection  # noqa: E402
 

@@ -8,8 +8,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from faceaudit.audit.report.formatting import file_name
-from faceaudit.audit.report.layout import Cell, Section, Table, render_document, write_document
+from faceaudit.templates.layout import Cell, Section, Table, file_name, render_document, write_document
 
 from . import charts
 from .outputs import summary

@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from faceaudit.config import AGE_MAX, AGE_MIN
+from faceaudit.taxonomy import AGE_MAX, AGE_MIN
 
 _AGE_OUT = re.compile(r"^age (\d+) outside")
 #: Age labels of two copies of one photo further apart than this (years) are listed as contradictory.
@@ -23,6 +23,16 @@ def ages_out_of_range(excluded: pd.DataFrame) -> pd.DataFrame:
                          "age": ages[hit].astype(int).to_numpy(), "reason": reasons[hit].to_numpy()})
 
 
+def _age_conflict(pairs: pd.DataFrame, tolerance: int) -> pd.Series:
+    """Ages further apart than ``tolerance`` years; where only age bands are known (FairFace), different bands."""
+    a, b = (pd.to_numeric(pairs[c], errors="coerce") for c in ("age_a", "age_b"))
+    numeric = (a - b).abs() > tolerance
+    if "age_band_a" in pairs and "age_band_b" in pairs:
+        banded = (a.isna() | b.isna()) & (pairs["age_band_a"].astype(str) != pairs["age_band_b"].astype(str))
+        return numeric | banded
+    return numeric
+
+
 def label_conflicts(pairs: pd.DataFrame, *, age_tolerance: int = AGE_TOLERANCE) -> pd.DataFrame:
     """Duplicate pairs (same bytes, or same photo by pHash) whose labels cannot both be right.
 
@@ -34,8 +44,7 @@ def label_conflicts(pairs: pd.DataFrame, *, age_tolerance: int = AGE_TOLERANCE) 
     parts = pd.DataFrame({
         "race": (pairs["race_a"] != pairs["race_b"]).map({True: "race", False: ""}),
         "gender": (pairs["gender_a"] != pairs["gender_b"]).map({True: "gender", False: ""}),
-        "age": ((pairs["age_a"].astype(int) - pairs["age_b"].astype(int)).abs() > age_tolerance)
-        .map({True: "age", False: ""}),
+        "age": _age_conflict(pairs, age_tolerance).map({True: "age", False: ""}),
     })
     conflict = parts.apply(lambda row: ", ".join(v for v in row if v), axis=1) if len(parts) else pd.Series(dtype=str)
     return pairs.assign(conflict=conflict)[conflict != ""].reset_index(drop=True)
@@ -44,7 +53,7 @@ def label_conflicts(pairs: pd.DataFrame, *, age_tolerance: int = AGE_TOLERANCE) 
 def label_range_problems(manifest: pd.DataFrame) -> pd.DataFrame:
     """Manifest rows whose labels fall outside the taxonomy (none after a clean parse; checked, not assumed)."""
     checks = (
-        (~manifest["age"].between(AGE_MIN, AGE_MAX), "age out of range"),
+        (manifest["age"].notna() & ~manifest["age"].between(AGE_MIN, AGE_MAX), "age out of range"),
         (manifest["race"].isna(), "unknown race"),
         (manifest["gender"].isna(), "unknown gender"),
         (manifest["age_band"].isna(), "age in no band"),

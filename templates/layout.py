@@ -130,3 +130,24 @@ def write_document(html: str, out_dir: Path, stem: str, *, pdf: bool = True) -> 
     if pdf:
         written.append(write_pdf(html, out_dir / f"{stem}.pdf"))
     return written
+
+
+def file_name(path, base=None) -> str:
+    """A file or folder as a report names it, without the directories of the machine that made it: relative to
+    ``base`` (the audit or run folder) when it lies inside it, else by name (``/work/data/UTKFace.tar.gz`` ->
+    ``UTKFace.tar.gz``). Several comma-separated paths are each shortened; a missing one reads ``not recorded``."""
+    from pathlib import PurePath
+
+    if path is None or str(path) in ("", "None", "null"):
+        return "not recorded"
+    names = []
+    for part in str(path).split(", "):
+        pure = PurePath(part)
+        if base is not None:
+            try:
+                names.append(pure.relative_to(PurePath(str(base))).as_posix() or ".")
+                continue
+            except ValueError:
+                pass
+        names.append(pure.name or part)
+    return ", ".join(names)

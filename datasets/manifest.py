@@ -1,8 +1,10 @@
-"""The manifest: one row per usable labelled image, built from UTKFace file names or a labelled CSV.
+"""The manifest: one row per usable labelled image, built from UTKFace file names or a labelled CSV/Parquet.
 
-Columns (:data:`MANIFEST_COLUMNS`): ``image_id`` (path relative to the data root, the stable key every later
-table joins on), ``path`` (absolute), ``sha256`` of the image bytes, ``age``, ``gender``, ``race``,
-``age_band`` and ``split``. Files that cannot be used are kept in ``Dataset.excluded`` with the reason.
+Columns (:func:`manifest_columns`; :data:`MANIFEST_COLUMNS` for UTKFace): ``image_id`` (path relative to the data
+root, the stable key every later table joins on), ``path`` (absolute), ``sha256`` of the image bytes, ``age``
+(NaN where a dataset gives only an age band, as FairFace does), the label schema's attributes (``gender``,
+``race``; the target last), ``age_band`` and ``split``. Files that cannot be used are kept in
+``Dataset.excluded`` with the reason.
 """
 
 from __future__ import annotations
@@ -14,21 +16,37 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from PIL import Image, ImageFile, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from faceaudit.config import DEFAULT_SEED, GENDERS, RACES, SPLITS
+from faceaudit.config import DEFAULT_SEED, SPLITS
 from faceaudit.console import shown
 from faceaudit.errors import FaceauditError
 from faceaudit.files import atomic_path
+from faceaudit.taxonomy import AGE_BAND, AGE_MAX, AGE_MIN, UTKFACE, AgeBands, LabelSchema, get_schema
 
-from .labels import AgeBands, normalise_gender, normalise_race, parse_utkface_name
+from .labels import parse_utkface_name
 from .sources import list_images
 from .splits import assign_splits
 from .synthetic import is_synthetic
 
-MANIFEST_COLUMNS = ("image_id", "path", "sha256", "age", "gender", "race", "age_band", "split")
+
+def label_columns(schema: LabelSchema = UTKFACE) -> tuple[str, ...]:
+    """The schema's labelled attributes as manifest columns: the others in schema order, then the target."""
+    names = [a.name for a in schema.attributes]
+    return (*(n for n in names if n != schema.target), *(n for n in names if n == schema.target))
+
+
+def manifest_columns(schema: LabelSchema = UTKFACE) -> tuple[str, ...]:
+    """The manifest's columns for a label schema."""
+    return ("image_id", "path", "sha256", "age", *label_columns(schema), AGE_BAND, "split")
+
+
+MANIFEST_COLUMNS = manifest_columns(UTKFACE)
+#: Path columns a labelled table may use when ``--path-col`` is left at its default (FairFace's CSVs say ``file``).
+PATH_COLUMN_ALIASES = ("path", "file", "filename", "image_path", "image")
 #: Image formats the tf.data pipeline decodes; anything else is converted on read or excluded.
 DECODABLE_FORMATS = ("JPEG", "PNG", "BMP", "GIF")
 #: Images with more pixels than this are excluded unread: PIL's own warning threshold for decompression bombs.
@@ -37,12 +55,16 @@ MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
 @dataclass(frozen=True)
 class ColumnMap:
-    """Column names of a generic labelled CSV (``--path-col`` and friends)."""
+    """Column names of a generic labelled CSV (``--path-col`` and friends). An attribute of the schema without a
+    field here is read from the column of its own name."""
 
     path: str = "path"
     race: str = "race"
     gender: str = "gender"
     age: str = "age"
+
+    def column(self, attribute: str) -> str:
+        return getattr(self, attribute, attribute) if attribute in ("race", "gender") else attribute
 
 
 @dataclass
@@ -54,6 +76,8 @@ class Dataset:
     warnings: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["image_id", "warning"]))
     source: str = ""
     synthetic: bool = False
+    #: The label schema the manifest's attributes follow.
+    schema: LabelSchema = UTKFACE
 
     @property
     def n_files(self) -> int:
@@ -67,7 +91,7 @@ class Dataset:
     @property
     def fingerprint(self) -> str:
         """SHA-256 over image ids, bytes' hashes, labels and splits: names this exact data in run records."""
-        columns = ["image_id", "sha256", "age", "gender", "race", "split"]
+        columns = ["image_id", "sha256", "age", *label_columns(self.schema), "split"]
         text = self.manifest[columns].sort_values("image_id").to_csv(index=False)
         return hashlib.sha256(text.encode()).hexdigest()
 
@@ -174,39 +198,55 @@ def _finish(
     age_bands: AgeBands,
     seed: int,
     synthetic: bool = False,
+    schema: LabelSchema = UTKFACE,
 ) -> Dataset:
-    manifest = pd.DataFrame(usable, columns=[c for c in MANIFEST_COLUMNS if c not in ("age_band", "split")])
+    age_bands = AgeBands.parse(age_bands)
+    schema = schema.with_options(age_bands=age_bands)
+    columns = manifest_columns(schema)
+    manifest = pd.DataFrame(usable, columns=[c for c in columns if c != "split"])
     if manifest.empty:
         raise FaceauditError(f"no usable labelled images in {source} ({len(excluded)} excluded)")
-    manifest["age"] = manifest["age"].astype(int)
-    manifest["race"] = pd.Categorical(manifest["race"], categories=list(RACES))
-    manifest["gender"] = pd.Categorical(manifest["gender"], categories=list(GENDERS))
-    manifest["age_band"] = age_bands.assign(manifest["age"])
+    ages = pd.to_numeric(manifest["age"], errors="coerce")
+    manifest["age"] = ages.astype(int) if ages.notna().all() else ages.astype(float)
+    for name in label_columns(schema):
+        manifest[name] = pd.Categorical(manifest[name], categories=list(schema.attribute(name).values))
+    given_bands = manifest[AGE_BAND]
+    manifest[AGE_BAND] = age_bands.assign(manifest["age"])
+    if ages.isna().any():  # ages known only as bands (FairFace): the band as given
+        banded = pd.Categorical(given_bands.where(ages.isna()), categories=list(age_bands.labels), ordered=True)
+        manifest[AGE_BAND] = manifest[AGE_BAND].where(ages.notna(), banded)
     given_split = [row.get("split") for row in usable]
     if all(s in SPLITS for s in given_split):
         manifest["split"] = given_split
     else:
-        manifest["split"] = assign_splits(manifest, seed=seed)
+        manifest["split"] = assign_splits(manifest, seed=seed, strata=(schema.target, "gender"))
     manifest["split"] = pd.Categorical(manifest["split"], categories=list(SPLITS))
-    manifest = manifest.sort_values("image_id").reset_index(drop=True)[list(MANIFEST_COLUMNS)]
+    manifest = manifest.sort_values("image_id").reset_index(drop=True)[list(columns)]
     return Dataset(
         manifest=manifest,
         excluded=pd.DataFrame(excluded, columns=["image_id", "reason"]),
         warnings=pd.DataFrame(warnings, columns=["image_id", "warning"]),
         source=str(source),
         synthetic=synthetic,
+        schema=schema,
     )
 
 
 def scan_utkface(
     source: Path,
     *,
-    age_bands: AgeBands | None = None,
+    age_bands: AgeBands | str | None = None,
     seed: int = DEFAULT_SEED,
     cache: Path | None = None,
     progress: bool = True,
+    schema: LabelSchema | str = UTKFACE,
 ) -> Dataset:
-    """A dataset from a folder or archive of UTKFace-named images."""
+    """A dataset from a folder or archive of UTKFace-named images (the file names carry UTKFace's labels, so the
+    schema must have UTKFace's races and genders; its target and age bands may differ)."""
+    schema = get_schema(schema)
+    if {a.name: a.values for a in schema.attributes} != {a.name: a.values for a in UTKFACE.attributes}:
+        raise FaceauditError(f"UTKFace file names carry UTKFace's labels, not those of the {schema.name!r} schema; "
+                             "pass a labelled CSV for another taxonomy")
     root, images = list_images(source, cache)
     rows, excluded, warnings = [], [], []
     for path in images:
@@ -220,48 +260,84 @@ def scan_utkface(
         rows.append({"image_id": image_id, "path": str(path.resolve()), "age": labels.age,
                      "gender": labels.gender, "race": labels.race})
     usable, unreadable = _scan(rows, root, progress)
-    return _finish(usable, excluded + unreadable, warnings, source=source,
-                   age_bands=age_bands or AgeBands.parse(), seed=seed, synthetic=is_synthetic(root))
+    bands = schema.age_bands if age_bands is None else AgeBands.parse(age_bands)
+    return _finish(usable, excluded + unreadable, warnings, source=source, age_bands=bands,
+                   seed=seed, synthetic=is_synthetic(root), schema=schema)
+
+
+def _path_column(table: pd.DataFrame, columns: ColumnMap) -> str:
+    """The image path column: ``--path-col``, or (left at its default) the first of :data:`PATH_COLUMN_ALIASES`
+    present (FairFace's ``file``)."""
+    if columns.path in table.columns or columns.path != ColumnMap.path:
+        return columns.path
+    return next((c for c in PATH_COLUMN_ALIASES if c in table.columns), columns.path)
+
+
+def _read_age(record: dict, age_col: str, bands: AgeBands) -> tuple[float, str | None]:
+    """``(age, band)`` of one row: a whole number of years (band None, assigned later), or an age band as the
+    dataset writes it (FairFace's ``20-29``, ``more than 70``; age NaN), from the age column or ``age_band``."""
+    value = record.get(age_col)
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        value = record.get(AGE_BAND)
+    try:
+        age = float(value)
+    except (TypeError, ValueError):
+        band = bands.normalise_label(value) if value is not None else None
+        if band is None:
+            raise FaceauditError(f"age {shown(value)} is neither a number of years nor one of the age bands "
+                                 f"{bands}") from None
+        return float("nan"), band
+    if not (AGE_MIN <= age <= AGE_MAX and age.is_integer()):
+        raise FaceauditError(f"age {shown(value)} is not a whole number of years in {AGE_MIN}-{AGE_MAX}")
+    return age, None
 
 
 def read_labelled_csv(
     csv_path: Path,
     *,
     columns: ColumnMap = ColumnMap(),
-    age_bands: AgeBands | None = None,
+    age_bands: AgeBands | str | None = None,
     seed: int = DEFAULT_SEED,
     progress: bool = True,
+    schema: LabelSchema | str = UTKFACE,
 ) -> Dataset:
-    """A dataset from any CSV or Parquet of image paths and race/gender/age labels (paths relative to it).
+    """A dataset from any CSV or Parquet of image paths, the schema's labels and ages (paths relative to it).
 
-    A ``split`` column with train/val/test values is kept; otherwise splits are assigned as for UTKFace.
+    FairFace's label files (``file,age,gender,race``, ages as bins such as ``20-29``) read as they are with
+    ``schema="fairface"``. A ``split`` column with train/val/test values is kept; otherwise splits are assigned
+    as for UTKFace (stratified by the schema's target and gender).
     """
+    schema = get_schema(schema)
+    bands = schema.age_bands if age_bands is None else AgeBands.parse(age_bands)
     try:
         table = pd.read_parquet(csv_path) if csv_path.suffix.lower() == ".parquet" else pd.read_csv(csv_path)
     except (OSError, ValueError) as exc:
         raise FaceauditError(f"cannot read labelled table {csv_path}: {exc}") from None
-    missing = [c for c in (columns.path, columns.race, columns.gender, columns.age) if c not in table.columns]
+    path_col = _path_column(table, columns)
+    attributes = {name: columns.column(name) for name in label_columns(schema)}
+    missing = [c for c in (path_col, *attributes.values()) if c not in table.columns]
+    if columns.age not in table.columns and AGE_BAND not in table.columns:
+        missing.append(columns.age)
     if missing:
-        raise FaceauditError(f"{csv_path} lacks column(s) {', '.join(missing)}; map them with --path-col, "
-                             f"--race-col, --gender-col, --age-col (it has: {', '.join(map(str, table.columns))})")
+        flags = ", ".join(f"--{n}-col" for n in ("path", "race", "gender", "age") if n in ("path", "age", *attributes))
+        raise FaceauditError(f"{csv_path} lacks column(s) {', '.join(missing)} for the {schema.name} schema; map "
+                             f"them with {flags} (it has: {', '.join(map(str, table.columns))})")
     base = csv_path.parent.resolve()
     rows, excluded = [], []
     for record in table.to_dict("records"):
-        image_id = str(record.get("image_id") or record[columns.path])
+        image_id = str(record.get("image_id") or record[path_col])
         try:
-            age = float(record[columns.age])
-            if not (0 <= age <= 116 and age.is_integer()):
-                raise FaceauditError(f"age {shown(record[columns.age])} is not a whole number of years in 0-116")
-            row = {"image_id": image_id, "path": str((base / str(record[columns.path])).resolve()), "age": int(age),
-                   "race": normalise_race(record[columns.race]),
-                   "gender": normalise_gender(record[columns.gender]), "split": record.get("split")}
+            age, band = _read_age(record, columns.age, bands)
+            row = {"image_id": image_id, "path": str((base / str(record[path_col])).resolve()), "age": age,
+                   AGE_BAND: band, "split": record.get("split")}
+            for name, column in attributes.items():
+                row[name] = schema.attribute(name).normalise(record[column])
         except (FaceauditError, ValueError, TypeError) as exc:
             excluded.append({"image_id": image_id, "reason": str(exc)})
             continue
         rows.append(row)
     usable, unreadable = _scan(rows, base, progress)
-    return _finish(usable, excluded + unreadable, [], source=csv_path,
-                   age_bands=age_bands or AgeBands.parse(), seed=seed)
+    return _finish(usable, excluded + unreadable, [], source=csv_path, age_bands=bands, seed=seed, schema=schema)
 
 
 def read_exclusions(path: Path) -> pd.DataFrame:
@@ -292,6 +368,7 @@ def apply_exclusions(dataset: Dataset, exclusions: pd.DataFrame) -> Dataset:
         warnings=dataset.warnings,
         source=dataset.source,
         synthetic=dataset.synthetic,
+        schema=dataset.schema,
     )
 
 
@@ -300,23 +377,27 @@ def load_dataset(
     *,
     exclude: Path | None = None,
     columns: ColumnMap = ColumnMap(),
-    age_bands: AgeBands | None = None,
+    age_bands: AgeBands | str | None = None,
     seed: int = DEFAULT_SEED,
     cache: Path | None = None,
     progress: bool = True,
+    schema: LabelSchema | str = UTKFACE,
 ) -> Dataset:
-    """A dataset from a UTKFace folder or archive, or a labelled CSV/Parquet (including a saved manifest).
+    """A dataset from a UTKFace folder or archive, or a labelled CSV/Parquet (including a saved manifest) whose
+    labels follow ``schema`` (a :class:`LabelSchema` or a preset name: ``utkface``, ``fairface``, ``fairface4``).
 
     ``exclude`` names an exclusion list whose images are dropped after splitting (see :func:`apply_exclusions`).
     """
+    schema = get_schema(schema)
     source = Path(source).expanduser()
     exclusions = read_exclusions(Path(exclude)) if exclude is not None else None
     if source.suffix.lower() in (".csv", ".parquet"):
         if not source.is_file():
             raise FaceauditError(f"labelled table {source} does not exist")
-        dataset = read_labelled_csv(source, columns=columns, age_bands=age_bands, seed=seed, progress=progress)
+        dataset = read_labelled_csv(source, columns=columns, age_bands=age_bands, seed=seed, progress=progress,
+                                    schema=schema)
     else:
-        dataset = scan_utkface(source, age_bands=age_bands, seed=seed, cache=cache, progress=progress)
+        dataset = scan_utkface(source, age_bands=age_bands, seed=seed, cache=cache, progress=progress, schema=schema)
     return apply_exclusions(dataset, exclusions) if exclusions is not None else dataset
 
 
@@ -333,12 +414,13 @@ def save_manifest(manifest: pd.DataFrame, path: Path) -> Path:
 
 
 def summarise(dataset: Dataset) -> dict[str, pd.DataFrame | pd.Series]:
-    """Counts by race, gender, age band and race x gender, and by split."""
-    manifest = dataset.manifest
-    return {
-        "race": manifest["race"].value_counts(sort=False),
-        "gender": manifest["gender"].value_counts(sort=False),
-        "age_band": manifest["age_band"].value_counts(sort=False),
-        "race_x_gender": pd.crosstab(manifest["race"], manifest["gender"], dropna=False),
-        "split": manifest["split"].value_counts(sort=False),
+    """Counts by each labelled attribute (``race``, ``gender``), ``age_band`` and ``split``, and the target x
+    gender table under ``<target>_x_gender`` (``race_x_gender``) when the schema has a gender."""
+    manifest, schema = dataset.manifest, dataset.schema
+    counts: dict[str, pd.DataFrame | pd.Series] = {
+        name: manifest[name].value_counts(sort=False) for name in dict.fromkeys((schema.target, *label_columns(schema), AGE_BAND))
     }
+    if "gender" in manifest.columns and schema.target != "gender":
+        counts[f"{schema.target}_x_gender"] = pd.crosstab(manifest[schema.target], manifest["gender"], dropna=False)
+    counts["split"] = manifest["split"].value_counts(sort=False)
+    return counts

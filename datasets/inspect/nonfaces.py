@@ -78,8 +78,11 @@ def detect_faces(
     progress: bool = True,
 ) -> FaceScan:
     """Run MTCNN over ``paths``: the number of faces at ``min_confidence`` and the best confidence per image."""
+    from faceaudit.extras import require
+
+    require("tensorflow", "all", "the MTCNN face check (--faces)")
     _quiet_tensorflow()
-    from mtcnn import MTCNN
+    MTCNN = require("mtcnn", "all", "the MTCNN face check (--faces)").MTCNN
 
     detector = MTCNN(stages="face_and_landmarks_detection")
     image_ids = list(image_ids) if image_ids is not None else list(paths)

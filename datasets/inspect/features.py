@@ -8,7 +8,6 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import imagehash
 import numpy as np
 import pandas as pd
 from PIL import Image
@@ -35,6 +34,8 @@ class ImageFeatures:
 
 
 def _measure(path: str, bins: int) -> tuple[int, int, float, float, np.ndarray, int]:
+    import imagehash
+
     with Image.open(path) as image:
         rgb = image.convert("RGB")
     luma = rgb.convert("L")
@@ -55,6 +56,9 @@ def image_features(manifest: pd.DataFrame, *, bins: int = HISTOGRAM_BINS, worker
     """Measure every image of ``manifest`` (needs ``image_id`` and ``path``)."""
     if 256 % bins:
         raise ValueError(f"histogram bins must divide 256, got {bins}")
+    from faceaudit.extras import require
+
+    require("imagehash", "inspect", "data inspection (perceptual hashes for duplicates)")
     paths = manifest["path"].astype(str).tolist()
     chunks = [paths[i:i + _CHUNK] for i in range(0, len(paths), _CHUNK)]
     results: list[tuple] = []

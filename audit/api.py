@@ -1,0 +1,218 @@
+"""``faceaudit.audit(predictions)``: the one call that audits a predictions table, and the parts beneath it.
+
+It validates the table (a DataFrame, a :class:`~faceaudit.seams.predictions.PredictionsTable` or a CSV/Parquet
+file), splits off validation rows for temperature scaling, computes every grouping of the label schema with
+intervals, and judges gates. Nothing is written until the result's ``.write(out)`` or ``.report(out)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from faceaudit.config import (
+    DEFAULT_CI,
+    DEFAULT_INCONCLUSIVE,
+    DEFAULT_MIN_GROUP_SIZE,
+    DEFAULT_MIN_TEST_SIZE,
+    DEFAULT_N_BOOT,
+    DEFAULT_SEED,
+)
+from faceaudit.errors import FaceauditError
+from faceaudit.seams.predictions import (
+    PredictionsTable,
+    check_embeddings,
+    ignored_columns,
+    load_embeddings,
+    map_columns,
+    read_table,
+)
+from faceaudit.taxonomy import AgeBands, LabelSchema, get_schema
+
+from . import gates as gates_mod
+from .engine import AuditSettings, compute_audit
+from .result import AuditResult
+
+PredictionsLike = pd.DataFrame | PredictionsTable | str | Path
+GatesLike = str | Path | dict | Sequence[gates_mod.Gate] | None
+
+
+def _settings(*, n_boot: int, ci: float, seed: int, min_group_size: int, min_test_size: int, tsne: bool,
+              inconclusive: str, progress: bool) -> AuditSettings:
+    """Settings checked the way a command line checks its options: one line per mistake."""
+    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 0:
+        raise FaceauditError(f"n_boot must be a whole number, 0 or more (got {n_boot!r})")
+    if not isinstance(ci, (float, int)) or not 0 < ci < 1:
+        raise FaceauditError(f"ci must be between 0 and 1, e.g. 0.95 (got {ci!r})")
+    if isinstance(min_group_size, bool) or not isinstance(min_group_size, (int, np.integer)) or min_group_size < 1:
+        raise FaceauditError(f"min_group_size must be a whole number, at least 1 (got {min_group_size!r})")
+    if inconclusive not in ("pass", "fail"):
+        raise FaceauditError(f"inconclusive must be 'pass' or 'fail' (got {inconclusive!r})")
+    return AuditSettings(n_boot=int(n_boot), ci=float(ci), seed=int(seed), min_group_size=int(min_group_size),
+                         min_test_size=int(min_test_size), tsne=bool(tsne), inconclusive=inconclusive,
+                         progress=progress)
+
+
+def load_gates(gates: GatesLike) -> tuple[list[gates_mod.Gate], int | None, str | None]:
+    """Gates from a TOML file, a parsed TOML dict or a list of :class:`Gate`; with the file's ``min_group_size``
+    and a name for the source."""
+    if gates is None:
+        return [], None, None
+    if isinstance(gates, (str, Path)):
+        found, min_size = gates_mod.load_gates(Path(gates))
+        return found, min_size, str(gates)
+    if isinstance(gates, dict):
+        found, min_size = gates_mod.parse_gates(gates, source="gates")
+        return found, min_size, "gates"
+    found = list(gates)
+    if not all(isinstance(g, gates_mod.Gate) for g in found):
+        raise FaceauditError("gates must be a TOML file, a parsed TOML dict or a list of Gate")
+    return found, None, "gates"
+
+
+def split_rows(frame: pd.DataFrame, *, temperature: bool = True) -> tuple[pd.DataFrame, pd.DataFrame | None,
+                                                                          np.ndarray | None, list[str]]:
+    """Test rows, validation rows (for temperature scaling) and the test-row mask of a table with a ``split``
+    column; a ``split`` column without test rows audits every row, with a note saying so."""
+    if "split" not in frame.columns:
+        return frame, None, None, []
+    split = frame["split"].astype(str).to_numpy()
+    if not (split == "test").any():
+        found = ", ".join(sorted(set(split)))
+        return frame, None, None, [f"a split column but no split=test rows (splits: {found}): auditing all "
+                                   f"{len(frame):,} rows as the test set"]
+    val = frame[split == "val"].reset_index(drop=True) if temperature and (split == "val").any() else None
+    return frame[split == "test"].reset_index(drop=True), val, split == "test", []
+
+
+def prepare(predictions: PredictionsLike, *, schema: LabelSchema | str | None = None, target: str | None = None,
+            groups: Sequence[str] | None = None, age_bands: AgeBands | str | None = None,
+            val: pd.DataFrame | PredictionsTable | None = None, embeddings: Any = None, temperature: bool = True,
+            id_col: str = "image_id", prob_prefix: str = "prob_"
+            ) -> tuple[PredictionsTable, PredictionsTable | None, np.ndarray | None, list[str]]:
+    """The validated test table, validation table and embeddings of any accepted input, and notes about it."""
+    what = "the predictions table"
+    notes: list[str] = []
+    source_path = None
+    if isinstance(predictions, (str, Path)):
+        source_path = Path(predictions)
+        what = f"predictions file {source_path.name}"
+        predictions = read_table(source_path)
+    options = {"schema": None if schema is None else get_schema(schema), "target": target,
+               "groups": None if groups is None else tuple(groups), "age_bands": age_bands}
+    if isinstance(predictions, PredictionsTable):
+        test = predictions
+        if any(v is not None for v in options.values()):
+            test = PredictionsTable.validate(predictions.frame, **{**options, "schema": options["schema"] or
+                                                                   predictions.schema}, what=what)
+        frame_for_embeddings = None
+        mask = None
+    elif isinstance(predictions, pd.DataFrame):
+        frame, shadowed = map_columns(predictions, id_col=id_col, prob_prefix=prob_prefix, what=what)
+        rows, val_rows, mask, split_notes = split_rows(frame, temperature=temperature and val is None)
+        test = PredictionsTable.validate(rows, **options, what=what)
+        if val is None and val_rows is not None:
+            val = PredictionsTable.validate(val_rows, schema=test.schema, what=f"{what} (val rows)")
+        ignored = sorted({*ignored_columns(frame, test.schema), *shadowed})
+        if ignored:
+            notes.append(f"{what}: ignored column(s) {', '.join(ignored)}")
+        notes += [f"{what} has {note}" for note in split_notes]
+        frame_for_embeddings = frame
+    else:
+        raise FaceauditError(f"predictions must be a DataFrame, a PredictionsTable or a CSV/Parquet path, "
+                             f"got {type(predictions).__name__}")
+    if isinstance(val, pd.DataFrame):
+        val = PredictionsTable.validate(val, schema=test.schema, what="the validation predictions")
+    elif val is not None and not isinstance(val, PredictionsTable):
+        raise FaceauditError(f"val must be a DataFrame or a PredictionsTable, got {type(val).__name__}")
+    if val is not None and val.schema.classes != test.schema.classes:
+        raise FaceauditError(f"the validation predictions have classes {list(val.schema.classes)}, the test "
+                             f"predictions {list(test.schema.classes)}")
+    vectors = None
+    if embeddings is not None:
+        n_rows = len(frame_for_embeddings) if frame_for_embeddings is not None else len(test)
+        vectors = (load_embeddings(Path(embeddings), n_rows) if isinstance(embeddings, (str, Path))
+                   else check_embeddings(embeddings, n_rows))
+        if mask is not None:
+            vectors = vectors[mask]
+    return test, val, vectors, notes
+
+
+def audit(
+    predictions: PredictionsLike,
+    *,
+    target: str | None = None,
+    groups: Sequence[str] | None = None,
+    schema: LabelSchema | str | None = None,
+    age_bands: AgeBands | str | None = None,
+    gates: GatesLike = None,
+    val: pd.DataFrame | PredictionsTable | None = None,
+    embeddings: Any = None,
+    ci: float = DEFAULT_CI,
+    n_boot: int = DEFAULT_N_BOOT,
+    seed: int = DEFAULT_SEED,
+    min_group_size: int | None = None,
+    min_test_size: int = DEFAULT_MIN_TEST_SIZE,
+    inconclusive: str = DEFAULT_INCONCLUSIVE,
+    tsne: bool = True,
+    temperature: bool = True,
+    model: dict | str | None = None,
+    data: dict | None = None,
+    id_col: str = "image_id",
+    prob_prefix: str = "prob_",
+    embedding_source: str = "file",
+    progress: bool = False,
+) -> AuditResult:
+    """Audit a classifier's predictions by every group of its label schema, with intervals that cover.
+
+    ``predictions`` has one row per test image: ``image_id``, the true ``target`` label (default ``race``), the
+    attributes to group by (default: those of UTKFace's schema that the table has: race, gender, age or
+    age_band), and ``prob_<class>`` columns or ``pred_<target>``. Without ``schema`` the classes are read from the
+    ``prob_*`` columns. Rows with ``split == "val"`` (or ``val``) fit temperature scaling; only ``split == "test"``
+    rows are audited when there are any. ``gates`` is a TOML file (see ``faceaudit/gates.toml``) or its parsed
+    dict; ``embeddings`` an array or ``.npy`` aligned with the rows.
+
+    >>> result = faceaudit.audit(frame)                    # doctest: +SKIP
+    >>> result.by_group("race", "accuracy")                # doctest: +SKIP
+    """
+    gate_list, gates_min_size, gates_source = load_gates(gates)
+    settings = _settings(n_boot=n_boot, ci=ci, seed=seed, min_group_size=min_group_size or gates_min_size or
+                         DEFAULT_MIN_GROUP_SIZE, min_test_size=min_test_size, tsne=tsne, inconclusive=inconclusive,
+                         progress=progress)
+    test, val_table, vectors, notes = prepare(
+        predictions, schema=schema, target=target, groups=groups, age_bands=age_bands, val=val,
+        embeddings=embeddings, temperature=temperature, id_col=id_col, prob_prefix=prob_prefix)
+    gate_list = gates_mod.check_gates(gate_list, test.schema, gates_source or "gates")
+    info = {"name": model} if isinstance(model, str) else dict(model or {})
+    data = dict(data or {})
+    if isinstance(predictions, (str, Path)):
+        from faceaudit.datasets.sources import file_sha256
+
+        path, digest = Path(predictions), file_sha256(Path(predictions))
+        info.setdefault("name", path.stem)
+        info.setdefault("source", str(path.resolve()))
+        info.setdefault("run_hash", digest)
+        data.setdefault("source", str(path.resolve()))
+        data.setdefault("predictions_sha256", digest)
+    info.setdefault("name", "model")
+    info.setdefault("kind", "predictions")
+    info.setdefault("backbone", None)
+    info.setdefault("synthetic", False)
+    info.setdefault("run", None)
+    data.setdefault("split", "test")
+    data.setdefault("n", len(test))
+    data["notes"] = [*data.get("notes", []), *notes]
+    data.setdefault("n_val", None if val_table is None else len(val_table))
+    data.setdefault("synthetic", False)
+    data.setdefault("age_bands", str(test.schema.age_bands))
+    result = compute_audit(test, settings=settings, embeddings=vectors, embedding_source=embedding_source,
+                           val_predictions=val_table if temperature else None, model=info, data=data)
+    result.warnings.extend(notes)
+    if gate_list:
+        result.gates = gates_mod.evaluate_gates(gate_list, result.to_dict(), inconclusive=inconclusive,
+                                                source=gates_source)
+    return result

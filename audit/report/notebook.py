@@ -1,0 +1,43 @@
+"""The notebook view of an audit result (``_repr_html_``): who it was, how it did overall, the gates, and the
+target's groups with their intervals, in a few lines of plain HTML (no figures, no scripts)."""
+
+from __future__ import annotations
+
+from html import escape
+
+from .formatting import fmt_stat
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    head = "".join(f"<th style='text-align:left'>{escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def result_html(result) -> str:
+    """A summary of an :class:`~faceaudit.audit.result.AuditResult` for Jupyter."""
+    schema = result.taxonomy
+    overall = result.overall["metrics"]["accuracy"]
+    level = f"{result.settings.get('ci', 0.95):.0%}"
+    parts = [f"<div class='faceaudit-result'><strong>faceaudit audit of {escape(str(result.model.get('name')))}"
+             f"</strong> &mdash; {escape(schema.target)} classifier, {len(schema.classes)} classes, "
+             f"{result.overall['n']:,} test images",
+             f"<p>Accuracy {escape(fmt_stat(overall))} ({level} interval)"]
+    if result.gates:
+        counts = result.gates["counts"]
+        parts.append(f"; gates <strong>{escape(result.gates['status'].upper())}</strong> "
+                     f"({counts.get('pass', 0)} passed, {counts.get('fail', 0)} failed, "
+                     f"{counts.get('inconclusive', 0)} inconclusive)")
+    parts.append("</p>")
+    grouping = schema.target if schema.target in result.groupings else next(iter(result.groupings), None)
+    if grouping is not None:
+        rows = [[record["key"], f"{record['n']:,}", fmt_stat(record["metrics"]["accuracy"]),
+                 "too small to rank" if record["too_small"] else ""]
+                for record in result.grouping(grouping)["groups"]]
+        label = schema.label(grouping)
+        parts.append(_table(rows, [label, "n", f"accuracy [{level}]", ""]))
+    for warning in result.warnings:
+        parts.append(f"<p style='color:#a33'>&#9888; {escape(warning)}</p>")
+    parts.append("<p><code>.by_group(grouping, metric)</code> for any grouping; <code>.report(out)</code> for "
+                 "the full report.</p></div>")
+    return "".join(parts)
