@@ -91,6 +91,8 @@ def test_fairface_csv_summary_and_manifest_with_schema(utk_sample_dir, tmp_path,
      "faceaudit data export-tfrecords needs TensorFlow: pip install 'faceaudit[train]'"),
     (["data", "inspect", "{sample}", "--out", "{tmp}/inspect"], "imagehash",
      "faceaudit data inspect needs ImageHash: pip install 'faceaudit[inspect]'"),
+    (["demo", "--out", "{tmp}/demo"], "tensorflow",
+     "faceaudit demo (it trains a CNN) needs TensorFlow: pip install 'faceaudit[train]'"),
 ])
 def test_a_missing_extra_is_one_line_naming_it(argv, module, line, utk_sample_dir, tmp_path, monkeypatch, capsys):
     """Without an optional package (None in sys.modules: its import fails) the command says which extra to install,

@@ -39,10 +39,12 @@ def run_demo(args: argparse.Namespace) -> int:
     from faceaudit.commands.audit import print_summary
     from faceaudit.datasets.synthetic import default_synthetic_folder
     from faceaudit.errors import FaceauditError
+    from faceaudit.extras import require
     from faceaudit.files import replaceable_dir
 
     if args.epochs is not None and args.epochs < 1:
         raise FaceauditError("--epochs must be at least 1")
+    require("tensorflow", "train", "faceaudit demo (it trains a CNN)")
     out = replaceable_dir(args.out, "audit.json", keep=(args.out / "demo-cnn",))
     data = args.data or data_from_env()
     if data is None:
