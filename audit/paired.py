@@ -127,3 +127,81 @@ def unpaired_family(old: list[tuple[int, int]], new: list[tuple[int, int]], slic
                      "diff": diff, "diff_lo": lo, "diff_hi": hi, "p_value": p, "test": test})
     frame = pd.DataFrame(rows)
     return _finish(frame, level, family, adjusted, "unpaired: Newcombe interval, two-proportion test, Holm over the family")
+
+
+# -- who pays for the change --------------------------------------------------------------------------------
+#
+# A group's *excess* change is its change minus the whole set's: e_g = d_g − d_all. The whole set contains the
+# group, so the two are not independent; but with w = n_g / n, d_all = w·d_g + (1 − w)·d_rest, hence
+# e_g = (1 − w)·(d_g − d_rest) exactly, where d_rest is the change on the images outside the group. The group and
+# the rest are disjoint images, so d_g and d_rest are independent paired differences: each gets Newcombe's paired
+# interval, and their difference MOVER's (Newcombe's square-and-add) combination, scaled by (1 − w).
+
+LOSES_MORE, GAINS_MORE, IN_LINE = "loses more than the whole set", "gains more than the whole set", "in line"
+#: What a group's excess-loss interval says against a bound (``--max-excess-loss``).
+BOUND_PASS, BOUND_FAIL, BOUND_INCONCLUSIVE = "pass", "fail", "inconclusive"
+
+
+def _paired_counts(a: np.ndarray, b: np.ndarray) -> tuple[int, int, int, int]:
+    both, only_a, only_b = int(np.sum(a & b)), int(np.sum(a & ~b)), int(np.sum(~a & b))
+    return both, only_a, only_b, len(a) - both - only_a - only_b
+
+
+def excess_family(correct_a: np.ndarray, correct_b: np.ndarray, slices: list[Slice], *,
+                  level: float = 0.95) -> pd.DataFrame:
+    """Per group (overall left out): the group's change (b − a), the whole set's, and the group's excess change
+    (group − whole set) with a simultaneous interval over the family of groups large enough to judge (Bonferroni),
+    from the group-versus-rest decomposition above. ``excess_loss`` is −excess (points the group loses beyond the
+    whole set); a group "loses more than the whole set" when its whole excess interval is below 0."""
+    correct_a, correct_b = np.asarray(correct_a, dtype=bool), np.asarray(correct_b, dtype=bool)
+    groups = [s for s in slices if s.grouping != "overall"]
+    family = max(sum(not s.too_small for s in groups), 1)
+    adjusted = simultaneous_level(level, family)
+    n_all = len(correct_a)
+    overall = paired_difference(*_paired_counts(correct_a, correct_b), adjusted)[0] if n_all else np.nan
+    rows = []
+    for s in groups:
+        inside, rest = s.mask, ~s.mask
+        n_g = int(inside.sum())
+        d_g, lo_g, hi_g = paired_difference(*_paired_counts(correct_a[inside], correct_b[inside]), adjusted)
+        d_r, lo_r, hi_r = paired_difference(*_paired_counts(correct_a[rest], correct_b[rest]), adjusted)
+        share = n_g / n_all if n_all else np.nan
+        if n_g == 0 or n_g == n_all:
+            excess = lo = hi = np.nan
+        else:
+            diff, d_lo, d_hi = (float(v) for v in mover_difference((d_g, lo_g, hi_g), (d_r, lo_r, hi_r)))
+            excess, lo, hi = ((1 - share) * diff, (1 - share) * d_lo, (1 - share) * d_hi)
+        if s.too_small:
+            verdict = TOO_SMALL
+        elif np.isnan(excess):
+            verdict = IN_LINE
+        else:
+            verdict = LOSES_MORE if hi < 0 else GAINS_MORE if lo > 0 else IN_LINE
+        rows.append({"grouping": s.grouping, "group": s.key, "n": n_g, "share": share, "too_small": s.too_small,
+                     "diff": d_g, "diff_lo": lo_g, "diff_hi": hi_g, "rest_diff": d_r, "overall_diff": overall,
+                     "excess": excess, "excess_lo": lo, "excess_hi": hi,
+                     "excess_loss": -excess, "excess_loss_lo": -hi, "excess_loss_hi": -lo, "verdict": verdict})
+    frame = pd.DataFrame(rows, columns=["grouping", "group", "n", "share", "too_small", "diff", "diff_lo", "diff_hi",
+                                        "rest_diff", "overall_diff", "excess", "excess_lo", "excess_hi",
+                                        "excess_loss", "excess_loss_lo", "excess_loss_hi", "verdict"])
+    frame["level"], frame["family"], frame["interval_level"] = level, family, round(adjusted, 6)
+    frame.attrs["method"] = ("excess change = group change − whole-set change = (1 − share)·(group − rest); "
+                             "Newcombe paired intervals of group and rest (disjoint images) combined by MOVER, "
+                             "simultaneous over the family (Bonferroni)")
+    return frame
+
+
+def excess_bound(frame: pd.DataFrame, max_loss: float) -> pd.Series:
+    """Per group against ``max_loss`` (a share, 0.01 = 1 point): ``fail`` when the group's whole excess-loss
+    interval lies above the bound, ``pass`` when it lies at or below it, ``inconclusive`` when it straddles it;
+    groups too small to judge are not judged (empty string)."""
+    def judge(row) -> str:
+        if row["too_small"] or pd.isna(row["excess_loss"]):
+            return ""
+        if row["excess_loss_lo"] > max_loss:
+            return BOUND_FAIL
+        if row["excess_loss_hi"] <= max_loss:
+            return BOUND_PASS
+        return BOUND_INCONCLUSIVE
+
+    return frame.apply(judge, axis=1) if len(frame) else pd.Series([], dtype=str)

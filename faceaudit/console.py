@@ -23,10 +23,14 @@ from contextlib import contextmanager
 #: Lines TensorFlow's C++ runtime writes while it starts: glog-style "I0000 00:00:..." records, absl's preamble
 #: and the second line of the cpu_feature_guard message.
 _NOISE = re.compile(r"^(?:[IWE]\d{4} \d\d:\d\d:[\d.]+\s|WARNING: All log messages before absl::InitializeLog\(\)"
-                    r"|To enable the following instructions:)")
+                    r"|To enable the following instructions:|INFO: Created TensorFlow Lite \S+ delegate)")
+#: Whether framework log lines are kept (``faceaudit --verbose``).
+_verbose = True
 
 def configure(verbose: bool = False) -> None:
     """Silence framework logs and Python warnings (``verbose=False``), or leave them all on."""
+    global _verbose
+    _verbose = verbose
     if verbose:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # C++ INFO and WARNING records after start-up
@@ -36,6 +40,17 @@ def configure(verbose: bool = False) -> None:
         warnings.simplefilter("ignore")
     if "tensorflow" not in sys.modules and not any(isinstance(f, _QuietTensorFlow) for f in sys.meta_path):
         sys.meta_path.insert(0, _QuietTensorFlow())
+
+
+@contextmanager
+def native_noise_dropped():
+    """Drop the runtime's own log lines written to file descriptor 2 inside the block (TFLite's "INFO: Created
+    TensorFlow Lite XNNPACK delegate"), unless the console is verbose; everything else written there passes."""
+    if _verbose:
+        yield
+        return
+    with _start_up_lines_dropped():
+        yield
 
 
 @contextmanager

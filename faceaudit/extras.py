@@ -16,7 +16,8 @@ from faceaudit.errors import FaceauditError
 EXTRAS = {
     "train": "training and model inference (TensorFlow, Keras)",
     "inspect": "data inspection and the dlib backbone (ImageHash, MTCNN, dlib, face-recognition-models)",
-    "all": "train and inspect",
+    "onnx": "auditing ONNX models (onnxruntime) and exporting to ONNX (tf2onnx)",
+    "all": "train, inspect and onnx",
 }
 #: How each optional module's package is named in messages, and the extra that installs it.
 MODULES = {
@@ -26,6 +27,9 @@ MODULES = {
     "mtcnn": ("MTCNN", "inspect"),
     "dlib": ("dlib", "inspect"),
     "face_recognition_models": ("face-recognition-models", "inspect"),
+    "onnxruntime": ("ONNX Runtime", "onnx"),
+    "onnx": ("ONNX", "onnx"),
+    "tf2onnx": ("tf2onnx", "onnx"),
 }
 
 

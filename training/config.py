@@ -59,7 +59,9 @@ class TrainConfig:
     patience: int = 5
     #: One seed for data order, augmentation and initialisation (the split uses the data layer's seed).
     seed: int = DEFAULT_SEED
-    #: ``none`` or ``mirrored`` (tf.distribute.MirroredStrategy over all GPUs, else all logical CPUs).
+    #: ``none``, ``mirrored`` (tf.distribute.MirroredStrategy over all GPUs, else all logical CPUs) or
+    #: ``multiworker`` (tf.distribute.MultiWorkerMirroredStrategy over the cluster in ``$TF_CONFIG``; the same
+    #: command runs on every worker, the chief writes the run folder, ``batch_size`` is the global batch).
     strategy: str = "none"
     #: Split the CPU into this many logical devices before TensorFlow starts (0: leave it as one).
     cpu_devices: int = 0

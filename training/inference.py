@@ -1,9 +1,11 @@
 """Apply a trained model to a manifest: class probabilities and penultimate embeddings.
 
-A model source is a run folder (``model.keras`` + ``run.json``, see :mod:`faceaudit.seams.run`) or a bare
-``.keras`` file following the model contract: float32 RGB [0, 255] input of size ``model.input_shape[1:3]``, a
-final softmax layer named ``<target>_probs`` with one unit per class of the label schema (``race_probs``, 5 units
-for UTKFace; older models always say ``race_probs``) and a layer named ``embedding``. Run folders of the
+A model source is a run folder (``model.keras`` + ``run.json``, see :mod:`faceaudit.seams.run`), a bare
+``.keras`` file following the model contract, or any model :mod:`faceaudit.training.runtimes` runs (other Keras
+models, legacy ``.h5``, SavedModel, TFLite, ONNX). The contract: float32 RGB [0, 255] input of size
+``model.input_shape[1:3]``, a final softmax layer named ``<target>_probs`` with one unit per class of the label
+schema (``race_probs``, 5 units for UTKFace; older models always say ``race_probs``) and a layer named
+``embedding``. Run folders of the
 ``dlib-resnet`` backbone hold a head whose input is dlib's 128-d descriptors; those are computed (or read from
 the cache) first. The predictions table built from the probabilities is
 :meth:`faceaudit.seams.predictions.PredictionsTable.from_probabilities`.
@@ -94,36 +96,46 @@ def predict(
     *,
     schema: LabelSchema | None = None,
     run: RunRecord | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Class probabilities [n, classes] in the schema's class order and embeddings [n, d] for every manifest row.
+    runtime=None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Class probabilities [n, classes] in the schema's class order and embeddings [n, d] (None when the model
+    exposes none) for every manifest row.
 
     ``schema`` defaults to the run's (UTKFace for runs recorded before schemas; a bare ``.keras`` file is checked
     for one probability layer only); ``run`` stands in for the folder's ``run.json`` (the trainer predicts before
-    writing it)."""
-    model_file, recorded = resolve_model(model_source)
-    run = run or recorded
-    if schema is None and run is not None:
-        schema = run.schema
-    model = load_model(model_file)
+    writing it). ``runtime`` is a :class:`faceaudit.training.runtimes.Runtime` already loaded (any model format,
+    see :func:`~faceaudit.training.runtimes.load_runtime`); its outputs, in its ``classes`` order, are put in the
+    schema's class order."""
+    if runtime is None:
+        model_file, recorded = resolve_model(model_source)
+        run = run or recorded
+        if schema is None and run is not None:
+            schema = run.schema
     if len(manifest) == 0:
         raise FaceauditError("nothing to predict: the manifest is empty")
-    if run is not None and run.backbone == "dlib-resnet":
+    if runtime is None and run is not None and run.backbone == "dlib-resnet":
         from faceaudit.training.dlib_features import descriptors
 
+        model = load_model(model_file)
         inputs, _ = descriptors(manifest, run.dlib_framing or "align", progress=progress)
         both = contract_model(model, expect_images=False, schema=schema)
         probs, embeddings = both.predict(inputs, batch_size=batch_size, verbose=0,
                                          callbacks=_progress(len(manifest), batch_size, progress))
-    else:
-        from faceaudit.datasets.tfdata import image_dataset
+        return np.asarray(probs, dtype=np.float64), np.asarray(embeddings, dtype=np.float32)
+    if runtime is None:
+        from faceaudit.training.runtimes import load_runtime
 
-        both = contract_model(model, schema=schema)
-        size = int(model.input_shape[1])
-        if model.input_shape[1] != model.input_shape[2]:
-            raise FaceauditError(f"model input {model.input_shape[1:3]} is not square")
-        data = image_dataset(manifest, size, batch_size, with_labels=False)
-        probs, embeddings = both.predict(data, verbose=0, callbacks=_progress(len(manifest), batch_size, progress))
-    return np.asarray(probs, dtype=np.float64), np.asarray(embeddings, dtype=np.float32)
+        runtime = load_runtime(model_file, classes=schema.classes if schema is not None else None,
+                               target=schema.target if schema is not None else None)
+    from faceaudit.datasets.tfdata import image_dataset
+
+    data = image_dataset(manifest, runtime.input_size, batch_size, with_labels=False)
+    probs, embeddings = runtime.predict_dataset(data, len(manifest), progress)
+    probs = np.asarray(probs, dtype=np.float64)
+    if schema is not None and runtime.classes is not None and tuple(runtime.classes) != tuple(schema.classes) \
+            and set(runtime.classes) == set(schema.classes):
+        probs = probs[:, [runtime.classes.index(c) for c in schema.classes]]
+    return probs, None if embeddings is None else np.asarray(embeddings, dtype=np.float32)
 
 
 def _progress(n: int, batch_size: int, progress: bool) -> list:
@@ -143,16 +155,18 @@ def predict_table(
     *,
     schema: LabelSchema | None = None,
     run: RunRecord | None = None,
+    runtime=None,
 ):
-    """The predictions table of a model on labelled manifest rows, and the embeddings (rows aligned).
+    """The predictions table of a model on labelled manifest rows, and the embeddings (rows aligned; None when the
+    model exposes none).
 
     The table is built by :meth:`PredictionsTable.from_probabilities` with ``schema``, else the run's schema, else
-    UTKFace's (a bare ``.keras`` file)."""
+    UTKFace's (a bare model file). ``runtime`` as for :func:`predict`."""
     from faceaudit.seams.predictions import PredictionsTable
     from faceaudit.taxonomy import UTKFACE
 
     if schema is None:
-        recorded = run or resolve_model(model_source)[1]
+        recorded = run or (resolve_model(model_source)[1] if runtime is None else None)
         schema = recorded.schema if recorded is not None else UTKFACE
-    probs, embeddings = predict(model_source, manifest, batch_size, progress, schema=schema, run=run)
+    probs, embeddings = predict(model_source, manifest, batch_size, progress, schema=schema, run=run, runtime=runtime)
     return PredictionsTable.from_probabilities(manifest, probs, schema), embeddings

@@ -3,16 +3,22 @@
 Phase ``freeze`` trains the head on a frozen backbone, phase ``unfreeze`` the whole network at a lower rate.
 After every epoch the model with its optimizer state, the best weights and the history so far are
 checkpointed, so ``resume=True`` continues a killed run and ends with the same history.
+
+``strategy="multiworker"``: the same call on every worker of ``$TF_CONFIG``'s cluster trains one model; the chief
+writes the run folder, every other worker checkpoints into ``<out>/checkpoint/worker-N/`` and leaves only
+``<out>/worker-N.json``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -35,8 +41,10 @@ from faceaudit.training.inference import predict_table
 
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.json"
+#: The checkpoint state before the last one: a worker killed one epoch ahead of the others resumes from it.
+PREVIOUS_STATE_FILE = "state-previous.json"
 SCHEDULES = ("cosine", "plateau")
-STRATEGIES = ("none", "mirrored")
+STRATEGIES = ("none", "mirrored", "multiworker")
 #: Plateau schedule: multiply the rate by this after this many epochs without a validation-loss gain.
 PLATEAU_FACTOR, PLATEAU_PATIENCE = 0.3, 2
 _PACKAGES = ("faceaudit", "tensorflow", "tensorflow-cpu", "keras", "numpy", "pandas", "scikit-learn", "dlib-bin",
@@ -84,12 +92,76 @@ def configure_devices(cpu_devices: int, deterministic: bool) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
+@dataclass(frozen=True)
+class ClusterRole:
+    """This process's place in the ``$TF_CONFIG`` cluster of ``--strategy multiworker``."""
+
+    task_type: str
+    task_index: int
+    workers: int
+    chief: bool
+
+    @property
+    def name(self) -> str:
+        """``worker-1``: the non-chief's folder (``<out>/checkpoint/worker-1/``) and file (``<out>/worker-1.json``)."""
+        return f"{self.task_type}-{self.task_index}"
+
+
+def cluster_role(environ=None) -> ClusterRole:
+    """This worker's role from ``$TF_CONFIG``; one FaceauditError naming what is missing or wrong.
+
+    The chief is the ``chief`` task if the cluster has one, else worker 0 (TensorFlow's rule).
+    """
+    raw = (os.environ if environ is None else environ).get("TF_CONFIG", "")
+    example = ('e.g. TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+               '"task": {"type": "worker", "index": 0}}\'')
+    if not raw.strip():
+        raise FaceauditError(f"--strategy multiworker needs $TF_CONFIG on every worker, {example}")
+    try:
+        spec = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise FaceauditError(f"$TF_CONFIG is not valid JSON ({exc}); {example}") from None
+    if not isinstance(spec, dict):
+        raise FaceauditError(f"$TF_CONFIG must be a JSON object; {example}")
+    cluster, task = spec.get("cluster"), spec.get("task")
+    if not isinstance(cluster, dict) or not cluster:
+        raise FaceauditError(f'$TF_CONFIG has no "cluster" object listing the workers; {example}')
+    for job, addresses in cluster.items():
+        if job not in ("chief", "worker"):
+            raise FaceauditError(f'$TF_CONFIG cluster job {job!r} is not supported by --strategy multiworker '
+                                 '(only "chief" and "worker")')
+        if not isinstance(addresses, list) or not addresses:
+            raise FaceauditError(f'$TF_CONFIG cluster "{job}" must be a non-empty list of "host:port" addresses')
+        for address in addresses:
+            host, _, port = str(address).rpartition(":") if isinstance(address, str) else ("", "", "")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise FaceauditError(f'$TF_CONFIG cluster "{job}" address {address!r} is not "host:port"')
+    if len(cluster.get("chief", [])) > 1:
+        raise FaceauditError('$TF_CONFIG cluster "chief" must list one address')
+    if not isinstance(task, dict):
+        raise FaceauditError('$TF_CONFIG has no "task" object ({"type": "worker", "index": N}) saying which '
+                             'worker this is')
+    task_type, index = task.get("type"), task.get("index")
+    if task_type not in cluster:
+        raise FaceauditError(f'$TF_CONFIG task type {task_type!r} is not a job of its cluster '
+                             f'({", ".join(cluster)})')
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(cluster[task_type]):
+        raise FaceauditError(f'$TF_CONFIG task index {index!r} is not an index of cluster "{task_type}" '
+                             f'(0-{len(cluster[task_type]) - 1})')
+    chief = task_type == "chief" or ("chief" not in cluster and index == 0)
+    return ClusterRole(task_type, index, sum(len(a) for a in cluster.values()), chief)
+
+
 def make_strategy(name: str):
-    """``tf.distribute`` strategy: the default one, or MirroredStrategy over the GPUs, else over all CPUs."""
+    """``tf.distribute`` strategy: the default one, MirroredStrategy over the GPUs (else over all CPUs), or
+    MultiWorkerMirroredStrategy over the cluster of ``$TF_CONFIG``."""
     import tensorflow as tf
 
     if name == "none":
         return tf.distribute.get_strategy()
+    if name == "multiworker":
+        cluster_role()
+        return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_logical_devices("GPU")
     devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
     return tf.distribute.MirroredStrategy(devices=devices)
@@ -132,23 +204,148 @@ def _validate(config: TrainConfig, backbone: Backbone) -> None:
         raise FaceauditError("batch size must be >= 1")
     if backbone.name == "dlib-resnet" and config.weights not in ("none", "", None):
         raise FaceauditError("dlib-resnet always uses its own pretrained network; omit --weights")
+    if config.strategy == "multiworker":
+        cluster_role()
 
 
-def _prepare_out(out: Path, resume: bool) -> dict | None:
+def checkpoint_dir(out: Path, role: ClusterRole | None = None) -> Path:
+    """Where a process checkpoints: ``<out>/checkpoint``, or ``<out>/checkpoint/worker-N`` for a non-chief worker
+    (so workers sharing one ``--out`` on a shared file system never write the same file)."""
+    return out / CHECKPOINT_DIR if role is None or role.chief else out / CHECKPOINT_DIR / role.name
+
+
+def worker_file(out: Path, role: ClusterRole) -> Path:
+    """``<out>/worker-N.json``: what a non-chief worker leaves behind (its history, to compare with the chief's)."""
+    return out / f"{role.name}.json"
+
+
+def _prepare_out(out: Path, resume: bool, role: ClusterRole | None = None) -> dict | None:
     """Create the run folder; the saved checkpoint state when resuming; refuse to overwrite a run."""
     from faceaudit.files import writable_dir
 
     writable_dir(out)
-    state_file = out / CHECKPOINT_DIR / STATE_FILE
+    state_file = checkpoint_dir(out, role) / STATE_FILE
+    done = out / RUN_FILE if role is None or role.chief else worker_file(out, role)
     if resume:
         if state_file.exists():
             return json.loads(state_file.read_text())
-        if (out / RUN_FILE).exists():
+        if done.exists():
             return {"complete": True}
         return None
-    if (out / RUN_FILE).exists() or state_file.exists():
+    if done.exists() or state_file.exists():
         raise FaceauditError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     return None
+
+
+def _progress(state: dict | None) -> float:
+    """A checkpoint's place in training, comparable across workers (-1: not started)."""
+    return -1.0 if not state else float(state["phase_index"] * 1_000_000 + state["epochs_done"])
+
+
+def _gather(strategy, value: float) -> list[float]:
+    """``value`` of every replica of every worker (a collective: every worker must call it, in the same order)."""
+    import tensorflow as tf
+
+    n = strategy.num_replicas_in_sync
+
+    @tf.function
+    def gather():
+        def contribute():
+            replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+            return tf.one_hot(replica, n, dtype=tf.float64) * value
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(contribute), axis=None)
+
+    return gather().numpy().tolist()
+
+
+def _agree_on_resume(strategy, state: dict | None, ckpt: Path, role: ClusterRole) -> dict | None:
+    """The checkpoint state this worker resumes from: the one every worker has.
+
+    Each worker resumes from its own checkpoint; a worker killed while the others were still saving can be one epoch
+    ahead of them, and then steps back to its previous checkpoint (``state-previous.json``).
+    """
+    everyone = _gather(strategy, _progress(state))
+    target = min(everyone)
+    if _progress(state) == target:
+        return state
+    file = ckpt / PREVIOUS_STATE_FILE
+    previous = json.loads(file.read_text()) if file.exists() else None
+    if _progress(previous) == target:
+        if previous is not None:
+            previous["resumed"] = state.get("resumed", 0)
+        return previous
+
+    def describe(v):
+        return "no checkpoint" if v < 0 else f"phase {int(v) // 1_000_000} epoch {int(v) % 1_000_000}"
+    raise FaceauditError(f"the workers' checkpoints disagree ({', '.join(sorted(set(map(describe, everyone))))}; "
+                         f"{role.name} has {describe(_progress(state))}): start every worker again without --resume "
+                         "in fresh --out folders")
+
+
+def _write_state(ckpt: Path, state: dict) -> None:
+    """``state.json``, keeping the one before as ``state-previous.json``; delete model files neither names."""
+    current = ckpt / STATE_FILE
+    if current.exists():
+        atomic_write(ckpt / PREVIOUS_STATE_FILE, current.read_text())
+    _write_json(current, state)
+    keep = {state.get("model_file"), state.get("best_file")}
+    if (ckpt / PREVIOUS_STATE_FILE).exists():
+        previous = json.loads((ckpt / PREVIOUS_STATE_FILE).read_text())
+        keep |= {previous.get("model_file"), previous.get("best_file")}
+    for file in ckpt.iterdir():
+        if file.is_file() and file.name.startswith(("epoch-", "best-")) and file.name not in keep:
+            file.unlink(missing_ok=True)
+
+
+def _average_batchnorm_statistics(strategy, model) -> None:
+    """Multi-worker: replace every worker's batch-norm moving statistics by their mean over the workers.
+
+    Keras updates them from each replica's share of the batch, so they drift apart across workers while the
+    trained weights stay identical; averaged after every epoch, every worker (and so every checkpoint and the
+    chief's model.keras) holds the same model, with statistics drawn from all of the data.
+    """
+    import keras
+    import tensorflow as tf
+
+    variables = [v for layer in model._flatten_layers(include_self=False, recursive=True)
+                 if isinstance(layer, keras.layers.BatchNormalization)
+                 for v in (layer.moving_mean, layer.moving_variance) if v is not None]
+    if not variables:
+        return
+
+    @tf.function
+    def averaged():
+        def local():
+            return tf.concat([tf.reshape(tf.cast(v.value, tf.float32), [-1]) for v in variables], axis=0)
+        return strategy.reduce(tf.distribute.ReduceOp.MEAN, strategy.run(local), axis=None)
+
+    flat, start = averaged().numpy(), 0
+    for v in variables:
+        size = int(np.prod(v.shape))
+        v.assign(flat[start:start + size].reshape(v.shape).astype(v.dtype))
+        start += size
+
+
+def _weights_sha256(model) -> dict[str, str]:
+    """SHA-256 of each of the model's weights, by path: equal on every worker when they trained one model."""
+    return {w.path: hashlib.sha256(np.ascontiguousarray(np.asarray(w.numpy())).tobytes()).hexdigest()
+            for w in model.weights}
+
+
+def _finish_worker(out: Path, ckpt: Path, role: ClusterRole, state: dict, started: float, weights: dict) -> None:
+    """A non-chief's end: its history in ``<out>/worker-N.json``, its checkpoint folder deleted."""
+    _write_json(worker_file(out, role), {
+        "task": role.name, "chief": False, "workers": role.workers, "strategy": "multiworker",
+        "note": "the chief (worker 0, or the chief task) writes the run folder; this is the same training seen "
+                "from this worker",
+        "history": state["history"], "weights_sha256": weights, "resumed": int(state.get("resumed", 0)),
+        "wall_time_s": time.perf_counter() - started,
+    })
+    shutil.rmtree(ckpt, ignore_errors=True)
+    try:
+        ckpt.parent.rmdir()  # <out>/checkpoint, unless a chief sharing this --out still uses it
+    except OSError:
+        pass
 
 
 def _phases(config: TrainConfig, backbone: Backbone, pretrained: bool) -> list[dict]:
@@ -202,6 +399,32 @@ def _reseed(model, seed: int, phase_index: int, epoch: int) -> None:
             index += 1
 
 
+def _patch_for_multiworker(model, element_spec) -> None:
+    """Work around two Keras 3 (seen through 3.15) MultiWorkerMirroredStrategy failures in ``fit``, on this model.
+
+    Keras builds the metrics, loss and optimizer by ``strategy.reduce``-ing a whole (x, y) batch, a nest that the
+    strategy's reduce rejects ("unsupported type PerReplica"); the build is symbolic and needs only the shapes and
+    dtypes, which every worker knows from its own dataset. And it reduces each step's scalar logs across workers
+    along axis 0 ("Invalid reduction dimension 0"), so the steps here return them with shape [1]. The epoch logs
+    (the history) do not come from the step logs: Keras reads them from the metric variables, summed over every
+    replica of every worker, so they are the same on every worker.
+    """
+    import tensorflow as tf
+
+    cls = type(model)
+
+    def build(iterator=None, data_batch=None):
+        with model.distribute_strategy.scope():
+            model._symbolic_build(data_batch=element_spec)
+
+    def rank_one(logs):
+        return {k: tf.reshape(v, [1]) if tf.is_tensor(v) and v.shape.rank == 0 else v for k, v in logs.items()}
+
+    model._maybe_symbolic_build = build
+    model.train_step = lambda data: rank_one(cls.train_step(model, data))
+    model.test_step = lambda data: rank_one(cls.test_step(model, data))
+
+
 def _set_trainable(model, backbone_layer: str | None, trainable: bool) -> None:
     if backbone_layer:
         model.get_layer(backbone_layer).trainable = trainable
@@ -219,9 +442,11 @@ def train(config: TrainConfig) -> Path:
         require("dlib", "all", "the dlib-resnet backbone")
         require("face_recognition_models", "all", "the dlib-resnet backbone")
     _validate(config, backbone)
+    role = cluster_role() if config.strategy == "multiworker" else None
+    chief = role is None or role.chief
     schema = config.label_schema()
     out = Path(config.out)
-    state = _prepare_out(out, config.resume)
+    state = _prepare_out(out, config.resume, role)
     if state and state.get("complete"):
         return out
     size = config.image_size or backbone.input_size
@@ -235,6 +460,9 @@ def train(config: TrainConfig) -> Path:
     configure_devices(config.cpu_devices, config.deterministic)
     import keras
     import tensorflow as tf
+
+    # Before any other TensorFlow op: MultiWorkerMirroredStrategy configures the runtime's collectives.
+    strategy = make_strategy(config.strategy)
 
     from faceaudit.training import data as tdata
     from faceaudit.training import layers  # noqa: F401  (registers Preprocess for checkpoint loading)
@@ -277,18 +505,22 @@ def train(config: TrainConfig) -> Path:
         cache_stats = None
     weights = tdata.class_weight_vector(y_train, n_classes)[y_train] if config.class_weights else None
 
-    strategy = make_strategy(config.strategy)
     pretrained = weights_file is not None
     phases = _phases(config, backbone, pretrained)
     if not phases:
         raise FaceauditError("nothing to train: every phase has 0 epochs")
     steps = int(np.ceil(len(y_train) / config.batch_size))
-    ckpt = out / CHECKPOINT_DIR
-    ckpt.mkdir(exist_ok=True)
-    val_data = tdata.eval_dataset(x_val, y_val, config.batch_size, n_classes)
+    ckpt = checkpoint_dir(out, role)
+    ckpt.mkdir(parents=True, exist_ok=True)
+    # Multi-worker: every worker builds the same batches of --batch-size (the global batch, as Keras expects) and
+    # tf.distribute shards each one by data, so worker i trains on its deterministic share of every step.
+    distributed = tdata.shard_by_data if role is not None else (lambda data: data)
+    val_data = distributed(tdata.eval_dataset(x_val, y_val, config.batch_size, n_classes))
     from faceaudit import console
 
     with strategy.scope():
+        if role is not None and config.resume:
+            state = _agree_on_resume(strategy, state, ckpt, role)
         if state:
             model = keras.saving.load_model(ckpt / state["model_file"])
             backbone_layer = state["backbone_layer"]
@@ -317,20 +549,23 @@ def train(config: TrainConfig) -> Path:
         while phase_index < len(phases):
             phase = phases[phase_index]
             history = state["history"].setdefault(phase["name"], {})
-            best_file = ckpt / f"best-{phase['name']}.weights.h5"
             epoch = state["epochs_done"]
             while epoch < phase["epochs"] and not state["stopped"]:
                 label = f"[{phase['name']}] epoch {epoch + 1}/{phase['epochs']}"
                 callbacks = [timer, console.keras_bar(steps, label, fit=True)] if config.progress else [timer]
                 epoch_start = time.perf_counter()
                 _reseed(model, config.seed, phase_index, epoch)
-                train_data = tdata.train_dataset(
+                train_data = distributed(tdata.train_dataset(
                     x_train, y_train, n_classes=n_classes, batch_size=config.batch_size, seed=config.seed + 7919 * phase_index,
                     epoch=epoch, sample_weights=weights, augment=config.augment and x_train.ndim == 4,
-                    rotation=config.rotation, zoom=config.zoom)
+                    rotation=config.rotation, zoom=config.zoom))
+                if role is not None:
+                    _patch_for_multiworker(model, train_data.element_spec)
                 result = model.fit(train_data, validation_data=val_data, epochs=epoch + 1, initial_epoch=epoch,
                                    verbose=0, callbacks=callbacks)
                 logs = {k: float(v[-1]) for k, v in result.history.items()}
+                if role is not None:
+                    _average_batchnorm_statistics(strategy, model)
                 if config.progress:
                     print(console.epoch_line(label, logs, time.perf_counter() - epoch_start), flush=True)
                 logs["learning_rate"] = _current_lr(model)
@@ -341,7 +576,8 @@ def train(config: TrainConfig) -> Path:
                 improved = state["best"] is None or logs["val_loss"] < state["best"] - 1e-4
                 if improved:
                     state["best"], state["wait"], state["plateau_wait"] = logs["val_loss"], 0, 0
-                    _save_model(model, best_file)
+                    state["best_file"] = f"best-{phase_index}-{epoch}.weights.h5"
+                    _save_model(model, ckpt / state["best_file"])
                 else:
                     state["wait"] += 1
                     state["plateau_wait"] += 1
@@ -352,24 +588,29 @@ def train(config: TrainConfig) -> Path:
                     state["stopped"] = True
                     if config.progress:
                         print(f"[{phase['name']}] early stop: no val_loss gain for {config.patience} epochs", flush=True)
-                previous = state.get("model_file")
                 state["model_file"] = f"epoch-{phase_index}-{epoch}.keras"
                 state["epochs_done"] = epoch
                 state["train_seconds"] = state.get("train_seconds", 0.0) + timer.train_seconds
                 timer.train_seconds = 0.0
                 _save_model(model, ckpt / state["model_file"])
-                _write_json(ckpt / STATE_FILE, state)
-                if previous and previous != state["model_file"]:
-                    (ckpt / previous).unlink(missing_ok=True)
+                _write_state(ckpt, state)
             # End of phase: restore the best weights, then set up the next phase.
-            if best_file.exists():
-                model.load_weights(best_file)
+            if state.get("best_file"):
+                model.load_weights(ckpt / state["best_file"])
             phase_index += 1
             if phase_index < len(phases):
-                state.update(phase_index=phase_index, epochs_done=0, stopped=False, best=None, wait=0, plateau_wait=0)
+                state.update(phase_index=phase_index, epochs_done=0, stopped=False, best=None, best_file=None, wait=0,
+                             plateau_wait=0)
                 _set_trainable(model, backbone_layer, phases[phase_index]["name"] != "freeze")
                 _compile(model, phases[phase_index], config, steps)
 
+    if not chief:
+        # Every worker saves when the chief does (the standard multi-worker pattern: saving may read variables
+        # through collectives); the non-chief's copy is temporary, in its own checkpoint folder.
+        _save_model(model, ckpt / MODEL_FILE)
+        _gather(strategy, 1.0)  # wait for the chief's run folder: a --resume of a failed chief needs every worker
+        _finish_worker(out, ckpt, role, state, started, _weights_sha256(model))
+        return out
     # Final artefacts: the model, histories, predictions on test, then the run record (written last).
     _save_model(model, out / MODEL_FILE)
     write_history(state["history"], out)
@@ -406,6 +647,7 @@ def train(config: TrainConfig) -> Path:
               "excluded_unusable_images": dict(image_problems(dataset)[["image_id", "reason"]].to_numpy().tolist())},
         strategy=config.strategy,
         devices=int(strategy.num_replicas_in_sync),
+        workers=role.workers if role is not None else 1,
         resumed=int(state.get("resumed", 0)),
         descriptor_cache=cache_stats,
         test_accuracy=test_accuracy,
@@ -421,4 +663,6 @@ def train(config: TrainConfig) -> Path:
         record.wall_time_note = "wall time of the last (resumed) process only"
     record.write(out)
     shutil.rmtree(ckpt, ignore_errors=True)
+    if role is not None:
+        _gather(strategy, 1.0)  # release the other workers, which wait for the run folder to be complete
     return out

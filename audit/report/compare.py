@@ -9,7 +9,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from faceaudit.audit.paired import NO_CHANGE, TOO_SMALL, Slice, match_predictions, paired_family, unpaired_family
+from faceaudit.audit.paired import (
+    BOUND_FAIL,
+    BOUND_INCONCLUSIVE,
+    LOSES_MORE,
+    NO_CHANGE,
+    TOO_SMALL,
+    Slice,
+    excess_bound,
+    excess_family,
+    match_predictions,
+    paired_family,
+    unpaired_family,
+)
 from faceaudit.audit.result import AUDIT_FILE, AuditResult, load_audit
 from faceaudit.errors import FaceauditError
 from faceaudit.files import atomic_write
@@ -105,17 +117,68 @@ def _slices(a: AuditResult, b: AuditResult | None, rows: pd.DataFrame | None) ->
     return slices
 
 
-def paired_tests(a: LoadedAudit, b: LoadedAudit, *, level: float = 0.95) -> pd.DataFrame:
-    """One family of paired tests of b against a on the same images (see :func:`faceaudit.audit.paired.paired_family`)."""
+def _matched(a: LoadedAudit, b: LoadedAudit) -> tuple[pd.DataFrame, list[Slice]]:
+    """Both predictions tables joined image by image, and the family's slices on the joined rows."""
     if a.predictions is None or b.predictions is None:
         missing = a if a.predictions is None else b
         raise FaceauditError(f"no predictions.csv next to {missing.folder / AUDIT_FILE}; paired tests need both")
     merged = match_predictions(a.predictions, b.predictions, (a.name, b.name), same_schema([a, b]))
-    frame = paired_family(merged["correct_a"].to_numpy(), merged["correct_b"].to_numpy(),
-                          _slices(a.result, b.result, merged), level=level)
+    return merged, _slices(a.result, b.result, merged)
+
+
+def paired_tests(a: LoadedAudit, b: LoadedAudit, *, level: float = 0.95) -> pd.DataFrame:
+    """One family of paired tests of b against a on the same images (see :func:`faceaudit.audit.paired.paired_family`)."""
+    merged, slices = _matched(a, b)
+    frame = paired_family(merged["correct_a"].to_numpy(), merged["correct_b"].to_numpy(), slices, level=level)
     frame.insert(4, "model_a", a.name)
     frame.insert(5, "model_b", b.name)
     return frame
+
+
+def excess_tests(a: LoadedAudit, b: LoadedAudit, *, level: float = 0.95) -> pd.DataFrame:
+    """Who pays for the change from a to b: each group's change beyond the whole set's, with simultaneous
+    intervals over the groups (see :func:`faceaudit.audit.paired.excess_family`)."""
+    merged, slices = _matched(a, b)
+    frame = excess_family(merged["correct_a"].to_numpy(), merged["correct_b"].to_numpy(), slices, level=level)
+    frame.insert(0, "model_a", a.name)
+    frame.insert(1, "model_b", b.name)
+    return frame
+
+
+def excess_gate(frame: pd.DataFrame, max_loss: float, inconclusive: str = "fail") -> tuple[int, str]:
+    """Exit code and verdict line of ``--max-excess-loss``: 1 when a group large enough to judge loses, beyond the
+    whole set's change, more than ``max_loss`` (its whole interval above it), or when one is inconclusive (its
+    interval straddles the bound) under ``inconclusive="fail"``; else 0."""
+    judged = frame.assign(bound=excess_bound(frame, max_loss).to_numpy())
+    judged = judged[judged["bound"] != ""]
+    failed = judged[judged["bound"] == BOUND_FAIL]
+    unsure = judged[judged["bound"] == BOUND_INCONCLUSIVE]
+    bound = f"{100 * max_loss:.2g} pts"
+
+    def listed(rows: pd.DataFrame) -> str:
+        worst = rows.sort_values("excess_loss", ascending=False).head(4)
+        text = "; ".join(f"{r['model_b']} vs {r['model_a']}: {group_label(r['grouping'])} {r['group']} "
+                         f"{_loss_text(r)}" for _, r in worst.iterrows())
+        return text + (f"; and {len(rows) - 4} more" if len(rows) > 4 else "")
+
+    if len(failed):
+        return 1, (f"excess loss bound {bound}: FAIL, {len(failed)} of {len(judged)} groups lose more than {bound} "
+                   f"beyond the whole set ({listed(failed)})")
+    if len(unsure):
+        code = 1 if inconclusive == "fail" else 0
+        return code, (f"excess loss bound {bound}: INCONCLUSIVE ({'fails' if code else 'passes'} under "
+                      f"--inconclusive {inconclusive}), {len(unsure)} of {len(judged)} groups cannot be shown to lose "
+                      f"at most {bound} beyond the whole set ({listed(unsure)})")
+    return 0, (f"excess loss bound {bound}: PASS, all {len(judged)} groups large enough to judge lose at most "
+               f"{bound} beyond the whole set")
+
+
+def _loss_text(row) -> str:
+    """Excess loss in points with its interval (positive: the group loses more than the whole set)."""
+    if pd.isna(row["excess_loss"]):
+        return "–"
+    return (f"{100 * row['excess_loss']:+.1f} pts [{100 * row['excess_loss_lo']:+.1f}, "
+            f"{100 * row['excess_loss_hi']:+.1f}]")
 
 
 def ranking(audits: list[LoadedAudit], grouping: str | None = None) -> pd.DataFrame:
@@ -214,11 +277,14 @@ def seed_figure_file(histories: list[History], path: Path) -> Path:
 
 
 def compare_audits(folders: list[Path], out_dir: Path, *, history_files: list[Path] = (), level: float = 0.95,
-                   pdf: bool = True, curves_runs: list[str] | None = None) -> list[Path]:
+                   pdf: bool = True, curves_runs: list[str] | None = None, max_excess_loss: float | None = None,
+                   inconclusive: str = "fail", gate: dict | None = None) -> list[Path]:
     """Write compare.html, compare.pdf, compare.md and the CSV tables for ``folders`` into ``out_dir``.
 
     ``history_files`` are extra training histories (the seed's ``*_history.json``); ``curves_runs`` picks which of
-    them the redrawn ``model_predict_curves_3.png`` shows (default: all).
+    them the redrawn ``model_predict_curves_3.png`` shows (default: all). ``max_excess_loss`` judges every other
+    model against the first (the original) with :func:`excess_gate`; its exit code and verdict line go into
+    ``gate`` (``{"code", "line"}``) when given.
     """
     audits = [load_folder(Path(f)) for f in folders]
     if len(audits) < 2 and not history_files:
@@ -229,6 +295,15 @@ def compare_audits(folders: list[Path], out_dir: Path, *, history_files: list[Pa
     out_dir.mkdir(parents=True, exist_ok=True)
     tests = pd.concat([paired_tests(a, b, level=level)
                        for a, b in itertools.combinations(audits, 2)], ignore_index=True) if len(audits) >= 2 else None
+    pairs = list(itertools.combinations(audits, 2))
+    excess = pd.concat([excess_tests(a, b, level=level) for a, b in pairs],
+                       ignore_index=True) if len(audits) >= 2 else None
+    verdict = None
+    if excess is not None and max_excess_loss is not None:
+        code, line = excess_gate(excess[excess["model_a"] == audits[0].name], max_excess_loss, inconclusive)
+        verdict = {"code": code, "line": line}
+        if gate is not None:
+            gate.update(verdict)
     ranks = ranking(audits) if audits else None
     run_histories, notes = [], []
     for audit in audits:
@@ -254,6 +329,8 @@ def compare_audits(folders: list[Path], out_dir: Path, *, history_files: list[Pa
             "table": _per_group_table(audits, schema)}))
     if tests is not None:
         sections.append(_tests_section(tests, schema))
+    if excess is not None:
+        sections.append(_excess_section(excess, verdict))
     curves = []
     if run_histories:
         curves.append(validation_curves_figure(run_histories, phase="all"))
@@ -273,9 +350,11 @@ def compare_audits(folders: list[Path], out_dir: Path, *, history_files: list[Pa
         written.insert(1, write_pdf(html, out_dir / "compare.pdf"))
     if tests is not None:
         written.append(atomic_write(out_dir / "paired_tests.csv", tests.to_csv(index=False)))
+    if excess is not None:
+        written.append(atomic_write(out_dir / "excess_change.csv", excess.to_csv(index=False)))
     if ranks is not None and len(ranks):
         written.append(atomic_write(out_dir / "ranking.csv", ranks.to_csv(index=False)))
-        written.append(atomic_write(out_dir / "compare.md", compare_markdown(ranks, tests, schema)))
+        written.append(atomic_write(out_dir / "compare.md", compare_markdown(ranks, tests, schema, excess, verdict)))
     return written
 
 
@@ -338,7 +417,8 @@ def _tests_section(tests: pd.DataFrame, schema: LabelSchema) -> Section:
     return Section("paired", "Paired tests per group", "compare/paired.html", {"tables": tables, "family": family})
 
 
-def compare_markdown(ranks: pd.DataFrame, tests: pd.DataFrame | None, schema: LabelSchema) -> str:
+def compare_markdown(ranks: pd.DataFrame, tests: pd.DataFrame | None, schema: LabelSchema,
+                     excess: pd.DataFrame | None = None, verdict: dict | None = None) -> str:
     """A short Markdown summary of the comparison for a review comment."""
     label = schema.label(main_grouping(schema))
     lines = ["## faceaudit compare", "",
@@ -356,6 +436,8 @@ def compare_markdown(ranks: pd.DataFrame, tests: pd.DataFrame | None, schema: La
             lines.append(f"- {row['grouping']} {row['group']}: {_md(row['model_b'])} vs {_md(row['model_a'])} "
                          f"{points({'value': row['diff'], 'ci': [row['diff_lo'], row['diff_hi']]})} "
                          f"({row['verdict']}, Holm p={row['p_holm']:.2g})")
+    if excess is not None:
+        lines += ["", "### Who pays for the change", ""] + excess_lines(excess, verdict, limit=8)
     return "\n".join(lines[:60]) + "\n"
 
 
@@ -439,3 +521,74 @@ def diff_text(frame: pd.DataFrame) -> str:
 
 def _pct(value) -> str:
     return "–" if value is None or pd.isna(value) else f"{100 * value:.1f}%"
+
+
+# -- who pays for the change ----------------------------------------------------------------------------------
+
+
+def _excess_note(frame: pd.DataFrame) -> str:
+    family, interval = int(frame["family"].iloc[0]), float(frame["interval_level"].iloc[0])
+    return (f"Excess loss = the whole set's change minus the group's (positive: the group loses more than the whole "
+            f"set). Its interval comes from the group against the rest of the test set (disjoint images, each a "
+            f"Newcombe paired interval, combined by MOVER and scaled by the rest's share), simultaneous over the "
+            f"{family} groups large enough to judge ({100 * interval:.2f}% each, Bonferroni). A group \"loses more "
+            f"than the whole set\" when its whole interval is above 0.")
+
+
+def _excess_section(excess: pd.DataFrame, verdict: dict | None) -> Section:
+    tables = []
+    for (a, b), frame in excess.groupby(["model_a", "model_b"], sort=False):
+        overall = frame["overall_diff"].iloc[0]
+        table = Table(["Grouping", "Group", "n", "Group's change (2nd − 1st) [CI]", "Whole set's change",
+                       "Excess loss [CI]", "Verdict"], numeric={2, 3, 4, 5},
+                      caption=f"{b} against {a}: the whole set's accuracy changes by {100 * overall:+.1f} pts. "
+                              + _excess_note(frame))
+        for _, row in frame.sort_values(["too_small", "excess_loss"], ascending=[True, False]).iterrows():
+            css = "fail" if row["verdict"] == LOSES_MORE else ""
+            table.add(group_label(row["grouping"]), row["group"], row["n"],
+                      _wrap(points({"value": row["diff"], "ci": [row["diff_lo"], row["diff_hi"]]})),
+                      f"{100 * row['overall_diff']:+.1f} pts", _wrap(_loss_text(row), css),
+                      Cell(row["verdict"], css), css="small" if row["too_small"] else "")
+        tables.append(table)
+    return Section("excess", "Who pays for the change", "compare/excess.html",
+                   {"tables": tables, "verdict": verdict})
+
+
+def excess_lines(excess: pd.DataFrame, verdict: dict | None = None, limit: int = 8) -> list[str]:
+    """Markdown lines of the excess-change analysis: per pair the whole set's change, the groups that lose more
+    than it, and the largest excess losses; the ``--max-excess-loss`` verdict line first when judged."""
+    lines = [f"**{verdict['line']}**", ""] if verdict else []
+    for (a, b), frame in excess.groupby(["model_a", "model_b"], sort=False):
+        judged = frame[~frame["too_small"]]
+        losers = judged[judged["verdict"] == LOSES_MORE]
+        lines.append(f"{_md(b)} vs {_md(a)}: whole set {100 * frame['overall_diff'].iloc[0]:+.1f} pts; "
+                     f"{len(losers)} of {len(judged)} groups lose more than the whole set.")
+        lines += ["", "| grouping | group | n | group's change | excess loss [CI] | verdict |",
+                  "|---|---|---:|---:|---:|---|"]
+        for _, row in judged.sort_values("excess_loss", ascending=False).head(limit).iterrows():
+            lines.append(f"| {group_label(row['grouping'])} | {_md(row['group'])} | {row['n']} | "
+                         f"{points({'value': row['diff'], 'ci': [row['diff_lo'], row['diff_hi']]})} | "
+                         f"{_loss_text(row)} | {row['verdict']} |")
+        lines.append("")
+    note = _excess_note(excess) if len(excess) else ""
+    return lines + ([note] if note else [])
+
+
+def diff_excess(old: Path, new: Path, *, level: float = 0.95) -> pd.DataFrame | None:
+    """The excess change of ``new`` against ``old`` per group, or None when the two cannot be paired (no
+    predictions next to one of them, or different test images): an excess change needs the same images."""
+    a, b = load_folder(Path(old)), load_folder(Path(new))
+    a.name, b.name = (a.name, b.name) if a.name != b.name else ("old", "new")
+    try:
+        return excess_tests(a, b, level=level)
+    except FaceauditError:
+        return None
+
+
+def excess_text(frame: pd.DataFrame | None, verdict: dict | None = None) -> str:
+    """The diff's "who pays for the change" block (plain text, Markdown-compatible)."""
+    if frame is None:
+        return "\nwho pays for the change: not computed (needs both predictions tables on the same images)\n"
+    lines = ["", "who pays for the change (excess loss beyond the whole set's change):", ""]
+    lines += excess_lines(frame, verdict, limit=len(frame))
+    return "\n".join(lines) + "\n"

@@ -43,7 +43,8 @@ def find_history(result: AuditResult, audit_dir: Path) -> tuple[History | None, 
     """The run's history.json when audit.json names a run folder that has one, and a sentence saying what was found."""
     model = result.model
     if model.get("kind") != "run" or not model.get("source"):
-        given = {"predictions": "a predictions table", "keras": "a .keras model file"}.get(
+        given = {"predictions": "a predictions table", "keras": "a .keras model file", "h5": "a legacy Keras .h5 file",
+                 "savedmodel": "a TensorFlow SavedModel", "tflite": "a TFLite model", "onnx": "an ONNX model"}.get(
             str(model.get("kind")), f"a {model.get('kind', 'model')}")
         return None, f"No training curves: the audit was given {given}, not a faceaudit run folder with history.json."
     source = Path(str(model["source"]))

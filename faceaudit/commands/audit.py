@@ -28,7 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "calibration; embedding clusters; and pass/fail gates. Writes audit.json, CSV tables and gates.xml.",
     )
     parser.add_argument("source", nargs="?", type=Path, metavar="SOURCE",
-                        help="run folder (runs/<name>/) or .keras model file; omit with --predictions")
+                        help="run folder (runs/<name>/), model file (.keras, .h5, .tflite, .onnx) or TensorFlow "
+                        "SavedModel folder; omit with --predictions")
     parser.add_argument("--predictions", type=Path, metavar="FILE",
                         help="predictions CSV/Parquet (image_id, the true target label, gender, age or age_band, "
                         "prob_<class> columns or pred_<target>); "
@@ -67,17 +68,42 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-thumbnails", action="store_true",
                         help="leave face thumbnails out of the report's error gallery")
     parser.add_argument("--batch-size", type=int, default=64, help="inference batch size (default: 64)")
+    model = parser.add_argument_group(
+        "model contract", "how to run a model that does not follow faceaudit's (float32 RGB [0, 255] input, layers "
+        "<target>_probs and embedding); the defaults are faceaudit's")
+    model.add_argument("--output-layer", default=None, metavar="NAME",
+                       help="the class-probability output (layer or output name; default: the one output with one "
+                       "value per class)")
+    model.add_argument("--embedding-layer", default=None, metavar="NAME",
+                       help="the layer (Keras) or output whose values are the embeddings (default: 'embedding', else "
+                       "the layer before a Keras model's classifier; other formats: none)")
+    model.add_argument("--input-size", type=int, default=None, metavar="N",
+                       help="image size in pixels for a model without a fixed input size (default: the model's)")
+    model.add_argument("--preprocess", choices=("raw", "0-1", "-1-1", "caffe", "torch"), default=None,
+                       help="what the model expects: raw [0, 255] RGB (faceaudit's models), 0-1, -1-1, caffe (BGR "
+                       "minus the ImageNet means) or torch ([0, 1] minus the ImageNet mean, over its std) "
+                       "(default: raw)")
+    model.add_argument("--bgr", action="store_true", help="the model takes BGR channels (default: RGB)")
+    model.add_argument("--classes", default=None, metavar="A,B,...",
+                       help="the class of each output unit, in order (default: the schema's classes in its order)")
     add_data_options(parser, positional=False)
     parser.set_defaults(handler=run_audit)
 
 
 def _check_args(args: argparse.Namespace) -> None:
     if (args.source is None) == (args.predictions is None):
-        raise FaceauditError("give either a model (SOURCE: run folder or .keras file) or --predictions FILE")
+        raise FaceauditError("give either a model (SOURCE: run folder, model file or SavedModel folder) or "
+                             "--predictions FILE")
     if args.predictions is None and (args.id_col != "image_id" or args.prob_prefix != "prob_"):
         raise FaceauditError("--id-col and --prob-prefix go with --predictions")
     if args.embeddings is not None and args.predictions is None:
         raise FaceauditError("--embeddings goes with --predictions (a model's embeddings are computed)")
+    contract = (args.output_layer, args.embedding_layer, args.input_size, args.preprocess, args.classes)
+    if args.predictions is not None and (any(v is not None for v in contract) or args.bgr):
+        raise FaceauditError("--output-layer, --embedding-layer, --input-size, --preprocess, --bgr and --classes go "
+                             "with a model (SOURCE), not --predictions")
+    if args.input_size is not None and args.input_size < 1:
+        raise FaceauditError("--input-size must be a positive number of pixels")
     if args.n_boot < 0:
         raise FaceauditError("--n-boot must be 0 or more")
     if not 0 < args.ci < 1:
@@ -116,7 +142,9 @@ def _compute(args: argparse.Namespace, min_group_size: int | None):
     from faceaudit.datasets.manifest import ColumnMap
 
     columns = ColumnMap(args.path_col, args.race_col, args.gender_col, args.age_col)
-    return audit_model(args.source, data, batch_size=args.batch_size,
+    return audit_model(args.source, data, batch_size=args.batch_size, output_layer=args.output_layer,
+                       embedding_layer=args.embedding_layer, input_size=args.input_size, preprocess=args.preprocess,
+                       bgr=args.bgr, classes=args.classes,
                        dataset_options={"age_bands": args.age_bands, "exclude": args.exclude, "columns": columns},
                        **options)
 

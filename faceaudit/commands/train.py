@@ -55,8 +55,11 @@ def register(subparsers) -> None:
     parser.add_argument("--embedding-dim", type=int, default=d.embedding_dim)
     parser.add_argument("--patience", type=int, default=d.patience, help="early stopping on val loss (0: off)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="data order, augmentation and initialisation")
-    parser.add_argument("--strategy", choices=("none", "mirrored"), default=d.strategy,
-                        help="mirrored: tf.distribute.MirroredStrategy over all GPUs, else all logical CPUs")
+    parser.add_argument("--strategy", choices=("none", "mirrored", "multiworker"), default=d.strategy,
+                        help="mirrored: tf.distribute.MirroredStrategy over all GPUs, else all logical CPUs; "
+                             "multiworker: tf.distribute.MultiWorkerMirroredStrategy over the cluster in $TF_CONFIG "
+                             "(run the same command on every worker; the chief, worker 0, writes the run folder, "
+                             "--batch-size is the global batch)")
     parser.add_argument("--cpu-devices", type=int, default=d.cpu_devices,
                         help="split the CPU into N logical devices (for --strategy mirrored without GPUs)")
     parser.add_argument("--resume", action="store_true", help="continue a killed run in --out")
@@ -86,8 +89,8 @@ def _remove_unstarted(created: list[Path]) -> None:
     if not created:
         return
     out = created[0]
-    if (out / CHECKPOINT_DIR / STATE_FILE).exists() or (out / RUN_FILE).exists():
-        return
+    if (out / RUN_FILE).exists() or any((out / CHECKPOINT_DIR).glob(f"**/{STATE_FILE}")):
+        return  # a checkpoint to resume (a non-chief worker's is in checkpoint/worker-N/)
     with interrupts.deferred():
         shutil.rmtree(out, ignore_errors=True)
         for folder in created[1:]:
@@ -105,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     require("keras", "train", "faceaudit train")
     from faceaudit.seams.run import RunRecord
     from faceaudit.training.config import TrainConfig
-    from faceaudit.training.trainer import train
+    from faceaudit.training.trainer import cluster_role, train, worker_file
 
     fields = TrainConfig.__dataclass_fields__
     config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
@@ -118,6 +121,11 @@ def run(args: argparse.Namespace) -> int:
     except BaseException:
         _remove_unstarted(created)
         raise
+    role = cluster_role() if config.strategy == "multiworker" else None
+    if role is not None and not role.chief:
+        print(f"worker {role.name} of {role.workers} done: the chief writes the run folder; this worker's history "
+              f"is in {worker_file(out, role)}")
+        return 0
     acc = RunRecord.read(out).test_accuracy
     print(f"run written to {out}" + (f" (test accuracy {acc:.4f})" if acc is not None else ""))
     return 0

@@ -26,7 +26,7 @@ HISTORY_FILE = "history.json"
 #: What the model card and reproducibility sections show of a run: how the model was built and trained, on which
 #: data and split (:meth:`RunRecord.facts`).
 FACT_KEYS = ("backbone", "weights", "weights_file", "input", "image_size", "alpha", "dlib_framing", "batchnorm",
-             "params", "seed", "phases", "data", "strategy", "test_accuracy", "wall_time_s", "finished_at")
+             "params", "seed", "phases", "data", "strategy", "workers", "test_accuracy", "wall_time_s", "finished_at")
 
 
 @dataclass
@@ -62,6 +62,8 @@ class RunRecord:
     label_schema: dict | None = None
     strategy: str | None = None
     devices: int | None = None
+    #: Processes that trained the model together (``--strategy multiworker``: the cluster's workers; else 1).
+    workers: int | None = None
     resumed: int | None = None
     descriptor_cache: dict | None = None
     test_accuracy: float | None = None
@@ -143,19 +145,28 @@ class RunRecord:
         return atomic_write(self.run_dir / RUN_FILE, json.dumps(self.to_dict(), indent=1, default=str))
 
 
+#: File suffixes of the model formats :mod:`faceaudit.training.runtimes` runs (a SavedModel is a folder).
+MODEL_SUFFIXES = (".keras", ".h5", ".hdf5", ".tflite", ".onnx")
+
+
 def resolve_model(source: Path | str) -> tuple[Path, RunRecord | None]:
-    """The ``.keras`` file a model source names (a run folder or the file itself) and its run record (None for a
-    bare file, or a run folder without ``run.json``)."""
+    """The model a source names and its run record: a run folder's ``model.keras`` (with ``run.json`` when it has
+    one), a model file (``.keras``, ``.h5``, ``.tflite``, ``.onnx``; a ``model.keras`` inside a run folder gets
+    that folder's record) or a TensorFlow SavedModel folder (no record)."""
     source = Path(source)
     if source.is_dir():
         model_file = source / MODEL_FILE
         if not model_file.exists():
-            raise FaceauditError(f"{source} is not a run folder: it has no {MODEL_FILE}")
+            if (source / "saved_model.pb").exists() or (source / "saved_model.pbtxt").exists():
+                return source, None
+            raise FaceauditError(f"{source} is not a run folder (it has no {MODEL_FILE}) or a TensorFlow SavedModel "
+                                 "(no saved_model.pb)")
         return model_file, RunRecord.read(source) if (source / RUN_FILE).exists() else None
     if not source.exists():
         raise FaceauditError(f"model not found: {source}")
-    if source.suffix != ".keras":
-        raise FaceauditError(f"{source} is not a .keras model file or a run folder")
+    if source.suffix.lower() not in MODEL_SUFFIXES:
+        raise FaceauditError(f"{source} is not a model file faceaudit can run ({', '.join(MODEL_SUFFIXES)}), a "
+                             "SavedModel folder or a run folder")
     run_dir = source.parent
     if source.name == MODEL_FILE and (run_dir / RUN_FILE).exists():
         return source, RunRecord.read(run_dir)
