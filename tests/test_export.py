@@ -219,3 +219,121 @@ def test_python_api_replaces_the_default_folder(cnn_run, exported):
 
     folder = export_model(cnn_run, "tflite", "float16")
     assert folder == cnn_run / "export" / "tflite-float16" and (folder / "model.tflite").is_file()
+
+
+# -- a dlib-resnet head: its input is dlib's 128-d descriptors, not images -------------------------------------
+
+DLIB_VARIANTS = (("savedmodel", None), ("tflite", None), ("tflite", "float16"), ("tflite", "int8"),
+                 ("onnx", None), ("onnx", "float16"), ("onnx", "int8"))
+
+
+@pytest.fixture(scope="module")
+def dlib_run(utk_sample_dir, tmp_path_factory):
+    """A one-epoch dlib-resnet head on 100 of the sample's images (descriptors cached in the session cache)."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("dlib")
+    small = root / "small"
+    small.mkdir()
+    for path in sorted(utk_sample_dir.iterdir())[::4]:
+        shutil.copy(path, small / path.name)
+    out = root / "run"
+    assert main(["train", "--data", str(small), "--out", str(out), "--backbone", "dlib-resnet", "--epochs", "1",
+                 "--batch-size", "32", "--quiet", "--embedding-dim", "16"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def dlib_sample(dlib_run):
+    """The run's data rows, their real descriptors (from the cache) and the Keras head's probabilities on them."""
+    from faceaudit.datasets.manifest import load_dataset
+    from faceaudit.seams.run import RunRecord
+    from faceaudit.training.dlib_features import descriptors
+    from faceaudit.training.inference import contract_model, load_model
+
+    run = RunRecord.read(dlib_run)
+    dataset = load_dataset(run.data["source"], progress=False)
+    rows = dataset.manifest.sort_values("image_id").reset_index(drop=True)
+    x, stats = descriptors(rows, run.dlib_framing, progress=False)
+    assert stats["computed"] == 0  # training computed and cached them all
+    model = contract_model(load_model(dlib_run / "model.keras"), expect_images=False, schema=UTKFACE)
+    return rows, x, np.asarray(model.predict(x, batch_size=128, verbose=0)[0]), dataset
+
+
+@pytest.fixture(scope="module")
+def dlib_exported(dlib_run):
+    folders = {}
+    for fmt, quant in DLIB_VARIANTS:
+        args = ["export", str(dlib_run), "--format", fmt] + (["--quantize", quant] if quant else [])
+        assert main(args) == 0
+        name = fmt if quant is None else f"{fmt}-{quant}"
+        folders[name] = dlib_run / "export" / name
+    return folders
+
+
+def test_dlib_manifest_states_the_descriptor_contract(dlib_run, dlib_exported):
+    from faceaudit.seams.run import RunRecord
+
+    framing = RunRecord.read(dlib_run).dlib_framing
+    assert framing == "align+mirror"  # the trainer's default
+    for name, folder in dlib_exported.items():
+        manifest = json.loads((folder / "manifest.json").read_text())
+        contract = manifest["input"]
+        assert contract["name"] == "descriptor" and contract["shape"] == [None, 128] and contract["dtype"] == "float32"
+        assert "128-d face descriptors" in contract["kind"] and "not images" in contract["kind"]
+        assert contract["framing"] == framing and "dlib_features.descriptors" in contract["how"]
+        assert not {"range", "color", "layout", "size"} & set(contract)
+        assert "descriptor -> probabilities" in manifest["signature"] or "'descriptor'" in manifest["signature"]
+        assert manifest["source_model"]["backbone"] == "dlib-resnet"
+        probs, embedding = manifest["outputs"]
+        assert probs["classes"] == list(UTKFACE.classes) and embedding["shape"] == [None, 16]
+        check = manifest["check_against_keras"]
+        assert "skipped" not in check and "descriptors" in check["inputs"], (name, check)
+        assert check["max_abs_diff_probabilities"] < (1e-5 if "-" not in name else 0.1), (name, check)
+        if name.endswith("int8"):
+            rep = manifest["representative_set"]
+            assert rep["split"] == "train" and rep["n"] == rep["of"] and rep["matches_run_data"] is True
+        else:
+            assert manifest["representative_set"] is None
+    sizes = {n: json.loads((f / "manifest.json").read_text())["total_bytes"] for n, f in dlib_exported.items()}
+    assert sizes["tflite-int8"] < sizes["tflite-float16"] < sizes["tflite"]
+    assert sizes["onnx-int8"] < sizes["onnx"] and sizes["onnx-float16"] < sizes["onnx"]
+
+
+def test_dlib_onnx_graph_takes_only_the_descriptors(dlib_exported):
+    import onnx
+
+    for name in ("onnx", "onnx-float16", "onnx-int8"):
+        graph = onnx.load(str(dlib_exported[name] / "model.onnx")).graph
+        assert [i.name for i in graph.input] == ["descriptor"], name  # the standardisation constants folded in
+
+
+def test_dlib_float_formats_match_keras_on_real_descriptors(dlib_exported, dlib_sample):
+    from faceaudit.training.export import run_exported
+
+    _, x, keras_probs, _ = dlib_sample
+    for name in ("savedmodel", "tflite", "onnx"):
+        out = run_exported(dlib_exported[name], name, x, batch_size=32)
+        assert out["probabilities"].shape == keras_probs.shape and out["embedding"].shape == (len(x), 16)
+        np.testing.assert_allclose(out["probabilities"], keras_probs, atol=1e-5, err_msg=name)
+    for name in ("tflite-float16", "onnx-float16"):
+        half = run_exported(dlib_exported[name], name.split("-")[0], x)["probabilities"]
+        assert np.abs(half - keras_probs).max() < 1e-2, name
+    for name in ("tflite-int8", "onnx-int8"):
+        int8 = run_exported(dlib_exported[name], name.split("-")[0], x)["probabilities"]
+        assert np.abs(int8 - keras_probs).max() > 1e-5, name  # really quantised
+        assert np.mean(int8.argmax(1) == keras_probs.argmax(1)) > 0.85, name
+    with pytest.raises(Exception, match="descriptors"):
+        run_exported(dlib_exported["onnx"], "onnx", np.zeros((2, 32, 32, 3), np.float32))
+
+
+def test_dlib_int8_calibrates_on_training_descriptors(dlib_run, dlib_sample):
+    from faceaudit.seams.run import RunRecord
+    from faceaudit.training.dlib_features import descriptors
+    from faceaudit.training.export import representative_set
+
+    run = RunRecord.read(dlib_run)
+    inputs, info = representative_set(run, [None, 128])
+    train = dlib_sample[3].split("train").sort_values("image_id")
+    assert info["n"] == len(train) == len(inputs) and info["split"] == "train"
+    np.testing.assert_array_equal(inputs, descriptors(train, run.dlib_framing, progress=False)[0])

@@ -2,13 +2,16 @@
 
 ``export_model(run_dir, fmt, quantize=None, out=None)`` writes one folder (default ``<run>/export/<fmt>[-<quant>]``)
 holding the model and ``manifest.json``: format, quantisation, every file's size and SHA-256, the input contract
-(float32 RGB in [0, 255] at the run's size; faceaudit models preprocess inside, so nothing else is needed), the
+(float32 RGB in [0, 255] at the run's size; faceaudit models preprocess inside, so nothing else is needed; for a
+``dlib-resnet`` run, dlib's 128-d face descriptors of the run's chip framing, named ``descriptor``: the export is the
+Keras head only, and the descriptors come from ``faceaudit.training.dlib_features.descriptors``), the
 outputs (``probabilities`` with the classes in order from the run's label schema, and ``embedding``), the source
 model's SHA-256 and the faceaudit version. The folder is built aside and swapped in whole.
 
 Quantisation: ``float16`` stores the weights as float16 (TFLite: float16 weights dequantised at load; ONNX: the
 graph in float16 with float32 input and outputs); ``int8`` quantises weights and activations to 8 bits, calibrated
-on a representative set drawn from the run's own training split (read through the run record's data source), with
+on a representative set drawn from the run's own training split (read through the run record's data source; for
+a dlib-resnet head, those images' descriptors, from the descriptor cache), with
 float32 input and outputs so the contract does not change. A SavedModel is never quantised.
 """
 
@@ -30,6 +33,8 @@ MANIFEST_FILE = "manifest.json"
 #: The model file each format writes inside the export folder (a SavedModel is the folder itself).
 MODEL_FILES = {"savedmodel": "saved_model.pb", "tflite": "model.tflite", "onnx": "model.onnx"}
 INPUT_NAME = "image"
+#: The input of a dlib-resnet head: dlib's 128-d face descriptors, not pixels.
+DESCRIPTOR_INPUT = "descriptor"
 PROBS_OUTPUT = "probabilities"
 EMBEDDING_OUTPUT = "embedding"
 #: Images of the training split that calibrate int8 quantisation.
@@ -119,16 +124,27 @@ def export_model(run_dir: Path | str, fmt: str, quantize: str | None = None, out
 # -- the model as a function ----------------------------------------------------------------------------------
 
 
+def input_name(input_shape) -> str:
+    """``image`` for an image model ([n, H, W, 3]), ``descriptor`` for a dlib-resnet head ([n, 128])."""
+    return INPUT_NAME if len(input_shape) == 4 else DESCRIPTOR_INPUT
+
+
 def _serving_function(both, input_shape):
-    """A tf.function from the input to ``{probabilities, embedding}`` (inference mode)."""
+    """A tf.function from the input (``image`` or ``descriptor``) to ``{probabilities, embedding}`` (inference
+    mode)."""
     import tensorflow as tf
 
-    spec = tf.TensorSpec(input_shape, tf.float32, name=INPUT_NAME)
-
-    @tf.function(input_signature=[spec])
-    def serve(image):
-        probs, embedding = both([image], training=False)
-        return {PROBS_OUTPUT: probs, EMBEDDING_OUTPUT: embedding}
+    spec = tf.TensorSpec(input_shape, tf.float32, name=input_name(input_shape))
+    if spec.name == INPUT_NAME:
+        @tf.function(input_signature=[spec])
+        def serve(image):
+            probs, embedding = both([image], training=False)
+            return {PROBS_OUTPUT: probs, EMBEDDING_OUTPUT: embedding}
+    else:
+        @tf.function(input_signature=[spec])
+        def serve(descriptor):
+            probs, embedding = both([descriptor], training=False)
+            return {PROBS_OUTPUT: probs, EMBEDDING_OUTPUT: embedding}
 
     return serve, spec
 
@@ -183,6 +199,7 @@ def _write_onnx(both, input_shape, folder: Path, quantize: str | None, calibrati
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         raise FaceauditError(f"ONNX conversion failed: {first}") from None
+    _fold_captured_constants(proto, serve.get_concrete_function(spec))
     target = folder / MODEL_FILES["onnx"]
     if quantize is None:
         target.write_bytes(proto.SerializeToString())
@@ -202,7 +219,7 @@ def _write_onnx(both, input_shape, folder: Path, quantize: str | None, calibrati
 
             def get_next(self):
                 row = next(self.rows, None)
-                return None if row is None else {INPUT_NAME: row[None, ...].astype(np.float32)}
+                return None if row is None else {spec.name: row[None, ...].astype(np.float32)}
 
         with tempfile.TemporaryDirectory(prefix="faceaudit-export-") as tmp:
             source = Path(tmp) / "float.onnx"
@@ -212,11 +229,38 @@ def _write_onnx(both, input_shape, folder: Path, quantize: str | None, calibrati
             root = logging.getLogger()
             previous = root.level
             root.setLevel(logging.ERROR)  # its advice to pre-process the graph, printed on every call
+            import onnxruntime
+
+            # and onnxruntime's note on the constant initializers it folds away (see _fold_captured_constants)
+            onnxruntime.set_default_logger_severity(3)
             try:
                 quantize_static(str(source), str(target), Reader(), quant_format=QuantFormat.QDQ,
                                 activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True)
             finally:
                 root.setLevel(previous)
+                onnxruntime.set_default_logger_severity(2)
+
+
+def _fold_captured_constants(proto, concrete) -> None:
+    """Turn the graph inputs tf2onnx made of constant tensors the function captured (a Keras ``Normalization``
+    built with a given mean and variance holds them as tensors, not variables) into initializers, so the graph
+    takes its one real input."""
+    from onnx import numpy_helper
+
+    n_args = len(concrete.structured_input_signature[0])
+    placeholders = concrete.inputs[n_args:]
+    values = {}
+    for placeholder, value in zip(placeholders, concrete.captured_inputs):
+        if placeholder.dtype.name != "resource":
+            values[placeholder.name] = np.asarray(value)
+            values[placeholder.name.removesuffix(":0")] = values[placeholder.name]
+    keep = [i for i in proto.graph.input if i.name not in values]
+    if len(keep) == len(proto.graph.input):
+        return
+    folded = [i.name for i in proto.graph.input if i.name in values]
+    del proto.graph.input[:]
+    proto.graph.input.extend(keep)
+    proto.graph.initializer.extend(numpy_helper.from_array(values[name], name) for name in folded)
 
 
 # -- int8 calibration ---------------------------------------------------------------------------------------
@@ -268,32 +312,116 @@ def representative_set(run, input_shape, *, data: Path | str | None = None,
 # -- checks and the manifest --------------------------------------------------------------------------------
 
 
-def run_exported(folder: Path, fmt: str, inputs: np.ndarray, batch_size: int = 64) -> dict[str, np.ndarray]:
-    """``{probabilities, embedding}`` of an exported model (a folder :func:`export_model` wrote) on ``inputs``, run
-    by the same runtime that audits it (:func:`faceaudit.training.runtimes.load_runtime`)."""
-    from faceaudit.training.runtimes import load_runtime
-
+def load_exported(folder: Path | str, fmt: str, batch_size: int = 64):
+    """A function from inputs to ``{probabilities, embedding}`` for an exported model (a folder
+    :func:`export_model` wrote), loaded once. Image models are run by the runtime that audits them
+    (:func:`faceaudit.training.runtimes.load_runtime`); a dlib-resnet head (input ``[n, 128]`` descriptors) by the
+    format's own runtime through its signature (SavedModel ``serving_default``, the TFLite signature runner, an
+    onnxruntime session)."""
     if fmt not in MODEL_FILES:
         raise FaceauditError(f"unknown export format {fmt!r}")
     folder = Path(folder)
+    manifest = read_manifest(folder) or {}
+    if (manifest.get("input") or {}).get("name") == DESCRIPTOR_INPUT:
+        return _descriptor_runner(folder, fmt, batch_size)
+    from faceaudit.training.runtimes import load_runtime
+
     runtime = load_runtime(folder if fmt == "savedmodel" else folder / MODEL_FILES[fmt],
                            output_layer=PROBS_OUTPUT, embedding_layer=EMBEDDING_OUTPUT)
-    probs, embedding = runtime.predict(np.asarray(inputs, dtype=np.float32), batch_size=batch_size)
-    return {PROBS_OUTPUT: probs, EMBEDDING_OUTPUT: embedding}
+
+    def run(inputs: np.ndarray) -> dict[str, np.ndarray]:
+        probs, embedding = runtime.predict(np.asarray(inputs, dtype=np.float32), batch_size=batch_size)
+        return {PROBS_OUTPUT: probs, EMBEDDING_OUTPUT: embedding}
+
+    return run
+
+
+def _descriptor_runner(folder: Path, fmt: str, batch_size: int):
+    """:func:`load_exported` for a model whose input is ``descriptor`` [n, 128]."""
+    if fmt == "savedmodel":
+        import tensorflow as tf
+
+        fn = tf.saved_model.load(str(folder)).signatures["serving_default"]
+
+        def one(batch):
+            return {k: np.asarray(v) for k, v in fn(**{DESCRIPTOR_INPUT: tf.constant(batch)}).items()}
+    elif fmt == "tflite":
+        import warnings
+
+        from faceaudit.config import usable_cpus
+        from faceaudit.console import native_noise_dropped
+        from faceaudit.training.runtimes import _tflite_interpreter
+
+        interpreter_class, _ = _tflite_interpreter()
+        with warnings.catch_warnings(), native_noise_dropped():
+            warnings.simplefilter("ignore")
+            interpreter = interpreter_class(model_path=str(folder / MODEL_FILES["tflite"]), num_threads=usable_cpus())
+        runner = interpreter.get_signature_runner("serving_default")
+
+        def one(batch):
+            return runner(**{DESCRIPTOR_INPUT: batch})
+    else:
+        from faceaudit.extras import require
+
+        ort = require("onnxruntime", "onnx", "running an exported ONNX model")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        session = ort.InferenceSession(str(folder / MODEL_FILES["onnx"]), options, providers=["CPUExecutionProvider"])
+
+        def one(batch):
+            return dict(zip((PROBS_OUTPUT, EMBEDDING_OUTPUT),
+                            session.run([PROBS_OUTPUT, EMBEDDING_OUTPUT], {DESCRIPTOR_INPUT: batch})))
+
+    def run(inputs: np.ndarray) -> dict[str, np.ndarray]:
+        inputs = np.ascontiguousarray(inputs, dtype=np.float32)
+        if inputs.ndim != 2:
+            raise FaceauditError(f"this model takes descriptors [n, d], not an array of shape {inputs.shape}")
+        outs = [one(inputs[i:i + batch_size]) for i in range(0, len(inputs), batch_size)]
+        return {key: np.concatenate([np.asarray(o[key], dtype=np.float32) for o in outs])
+                for key in (PROBS_OUTPUT, EMBEDDING_OUTPUT)}
+
+    return run
+
+
+def run_exported(folder: Path, fmt: str, inputs: np.ndarray, batch_size: int = 64) -> dict[str, np.ndarray]:
+    """``{probabilities, embedding}`` of an exported model (a folder :func:`export_model` wrote) on ``inputs``
+    (images, or descriptors for a dlib-resnet head); see :func:`load_exported`."""
+    return load_exported(folder, fmt, batch_size)(inputs)
+
+
+def _check_inputs(both, input_shape) -> tuple[np.ndarray, str]:
+    """8 seeded random inputs for the self-check: uniform pixels in [0, 255] for an image model; for a
+    descriptor head, normal draws at the training descriptors' mean and spread (its ``standardise`` layer)."""
+    rng = np.random.default_rng(0)
+    if len(input_shape) == 4:
+        return (rng.uniform(0, 255, (8, *input_shape[1:])).astype(np.float32),
+                "8 uniform random inputs in [0, 255] (seed 0)")
+    try:
+        layer = both.get_layer("standardise")
+        mean = np.asarray(layer.mean, dtype=np.float64).reshape(-1)
+        std = np.sqrt(np.asarray(layer.variance, dtype=np.float64).reshape(-1))
+        what = "the training descriptors' mean and standard deviation"
+    except (ValueError, AttributeError):
+        mean, std, what = 0.0, 0.1, "mean 0 and standard deviation 0.1"
+    inputs = (mean + std * rng.standard_normal((8, *input_shape[1:]))).astype(np.float32)
+    return inputs, f"8 random normal descriptors at {what} (seed 0)"
 
 
 def _self_check(both, folder: Path, fmt: str, input_shape) -> dict:
-    """The exported model against the Keras model on 8 seeded uniform-random inputs (largest absolute difference
-    of the probabilities); skipped with a note when the runtime is not installed."""
-    inputs = np.random.default_rng(0).uniform(0, 255, (8, *input_shape[1:])).astype(np.float32)
+    """The exported model against the Keras model on 8 seeded random inputs (largest absolute difference of the
+    probabilities); skipped with a note when the runtime is not installed."""
+    inputs, what = _check_inputs(both, input_shape)
     try:
-        got = run_exported(folder, fmt, inputs)
+        if len(input_shape) == 4:
+            got = run_exported(folder, fmt, inputs)
+        else:
+            got = _descriptor_runner(folder, fmt, 64)(inputs)
     except ImportError as exc:
         return {"skipped": f"{exc.name or 'runtime'} not installed"}
     except FaceauditError as exc:  # the runtime's extra is not installed (one line naming it)
         return {"skipped": str(exc)}
     reference = np.asarray(both([inputs], training=False)[0])
-    return {"inputs": "8 uniform random inputs in [0, 255] (seed 0)",
+    return {"inputs": what,
             "max_abs_diff_probabilities": float(np.max(np.abs(got[PROBS_OUTPUT] - reference))),
             "same_argmax": int(np.sum(got[PROBS_OUTPUT].argmax(1) == reference.argmax(1)))}
 
@@ -325,14 +453,22 @@ def _manifest(folder: Path, fmt, quantize, run, schema, both, input_shape, model
     classes = list(schema.classes) if schema is not None else None
     n_classes = int(both.outputs[0].shape[-1])
     images = len(input_shape) == 4
+    framing = (run.dlib_framing or "align") if run is not None else None
+    name = input_name(input_shape)
     contract = ({"name": INPUT_NAME, "shape": input_shape, "dtype": "float32", "range": [0, 255], "color": "RGB",
                  "layout": "NHWC", "size": [input_shape[1], input_shape[2]],
                  "preprocessing": "inside the model: feed RGB pixel values in [0, 255], resized to the size "
                                   "(faceaudit resizes with antialiased bilinear)"}
                 if images else
-                {"name": INPUT_NAME, "shape": input_shape, "dtype": "float32",
-                 "kind": "dlib 128-d face descriptors (dlib_face_recognition_resnet_model_v1)",
-                 "framing": run.dlib_framing if run is not None else None})
+                {"name": DESCRIPTOR_INPUT, "shape": input_shape, "dtype": "float32",
+                 "kind": "dlib 128-d face descriptors (dlib_face_recognition_resnet_model_v1), not images",
+                 "framing": framing,
+                 "how": f"dlib's ResNet on each face's 150x150 chip, framing {framing!r} ('align': dlib's 5-point "
+                        "landmarks on the whole cropped image, then dlib.get_face_chip with padding 0.25; "
+                        "'+mirror': the mean with the mirrored chip's descriptor); in faceaudit: "
+                        "faceaudit.training.dlib_features.descriptors(manifest, framing)",
+                 "preprocessing": "inside the model: the descriptors are standardised by the training set's mean "
+                                  "and variance; feed dlib's raw descriptors"})
     return {
         "format": fmt,
         "quantization": quantize or "none",
@@ -349,9 +485,9 @@ def _manifest(folder: Path, fmt, quantize, run, schema, both, input_shape, model
                         if quantize == "int8" else {})},
                     {"name": EMBEDDING_OUTPUT, "shape": [None, int(both.outputs[1].shape[-1])], "dtype": "float32",
                      "kind": "penultimate embedding"}],
-        "signature": {"savedmodel": "serving_default (image -> probabilities, embedding)",
-                      "tflite": "serving_default signature runner (image -> probabilities, embedding)",
-                      "onnx": f"input 'image', outputs 'probabilities' and 'embedding' (opset {ONNX_OPSET})"}[fmt],
+        "signature": {"savedmodel": f"serving_default ({name} -> probabilities, embedding)",
+                      "tflite": f"serving_default signature runner ({name} -> probabilities, embedding)",
+                      "onnx": f"input '{name}', outputs 'probabilities' and 'embedding' (opset {ONNX_OPSET})"}[fmt],
         "label_schema": run.label_schema if run is not None else None,
         "representative_set": calibration,
         "source_model": {"file": model_file.name, "sha256": model_sha,
