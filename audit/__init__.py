@@ -6,6 +6,7 @@ The package is also the one-call entry point: ``faceaudit.audit(predictions, ...
 
 from __future__ import annotations
 
+import inspect
 import sys
 import types
 
@@ -23,3 +24,4 @@ class _CallableModule(types.ModuleType):
 
 
 sys.modules[__name__].__class__ = _CallableModule
+__signature__ = inspect.signature(audit)  # help(faceaudit.audit) and IDEs show the function's parameters

@@ -7,6 +7,7 @@ intervals, and judges gates. Nothing is written until the result's ``.write(out)
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from faceaudit.seams.predictions import (
     load_embeddings,
     map_columns,
     read_table,
+    recorded_schema,
 )
 from faceaudit.taxonomy import AgeBands, LabelSchema, get_schema
 
@@ -46,10 +48,12 @@ def _settings(*, n_boot: int, ci: float, seed: int, min_group_size: int, min_tes
     """Settings checked the way a command line checks its options: one line per mistake."""
     if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 0:
         raise FaceauditError(f"n_boot must be a whole number, 0 or more (got {n_boot!r})")
-    if not isinstance(ci, (float, int)) or not 0 < ci < 1:
+    if isinstance(ci, bool) or not isinstance(ci, numbers.Real) or not 0 < ci < 1:
         raise FaceauditError(f"ci must be between 0 and 1, e.g. 0.95 (got {ci!r})")
     if isinstance(min_group_size, bool) or not isinstance(min_group_size, (int, np.integer)) or min_group_size < 1:
         raise FaceauditError(f"min_group_size must be a whole number, at least 1 (got {min_group_size!r})")
+    if isinstance(min_test_size, bool) or not isinstance(min_test_size, (int, np.integer)) or min_test_size < 0:
+        raise FaceauditError(f"min_test_size must be a whole number, 0 or more (got {min_test_size!r})")
     if inconclusive not in ("pass", "fail"):
         raise FaceauditError(f"inconclusive must be 'pass' or 'fail' (got {inconclusive!r})")
     return AuditSettings(n_boot=int(n_boot), ci=float(ci), seed=int(seed), min_group_size=int(min_group_size),
@@ -101,7 +105,11 @@ def prepare(predictions: PredictionsLike, *, schema: LabelSchema | str | None = 
     if isinstance(predictions, (str, Path)):
         source_path = Path(predictions)
         what = f"predictions file {source_path.name}"
+        if schema is None:
+            schema = recorded_schema(source_path)  # a table faceaudit wrote as Parquet carries its schema
         predictions = read_table(source_path)
+    if isinstance(groups, str):
+        groups = [g.strip() for g in groups.split(",") if g.strip()]
     options = {"schema": None if schema is None else get_schema(schema), "target": target,
                "groups": None if groups is None else tuple(groups), "age_bands": age_bands}
     if isinstance(predictions, PredictionsTable):
@@ -180,8 +188,9 @@ def audit(
     >>> result.by_group("race", "accuracy")                # doctest: +SKIP
     """
     gate_list, gates_min_size, gates_source = load_gates(gates)
-    settings = _settings(n_boot=n_boot, ci=ci, seed=seed, min_group_size=min_group_size or gates_min_size or
-                         DEFAULT_MIN_GROUP_SIZE, min_test_size=min_test_size, tsne=tsne, inconclusive=inconclusive,
+    if min_group_size is None:
+        min_group_size = gates_min_size or DEFAULT_MIN_GROUP_SIZE
+    settings = _settings(n_boot=n_boot, ci=ci, seed=seed, min_group_size=min_group_size, min_test_size=min_test_size, tsne=tsne, inconclusive=inconclusive,
                          progress=progress)
     test, val_table, vectors, notes = prepare(
         predictions, schema=schema, target=target, groups=groups, age_bands=age_bands, val=val,

@@ -222,8 +222,11 @@ class AuditResult:
         if out is not None and self.tables:
             return self.write(out, report=True, thumbnails=thumbnails)
         folder = Path(out) if out is not None else self.folder
-        if folder is None or not (folder / AUDIT_FILE).exists():
+        if folder is None:
             raise FaceauditError("give the audit folder to render into (result.report('reports/x'))")
+        if not (folder / AUDIT_FILE).exists():
+            raise FaceauditError(f"{folder} holds no audit.json: a result read back from a file renders only into "
+                                 f"its own audit folder{f' ({self.folder})' if self.folder else ''}")
         from .report import render_report
 
         render_report(folder, thumbnails=thumbnails)

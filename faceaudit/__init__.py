@@ -15,16 +15,35 @@ Heavy modules load on first use, so ``import faceaudit`` stays fast.
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.util
 from pathlib import Path
 
 __version__ = "0.1.0"
 
 # From a source checkout the designed top-level folders (audit/, datasets/, training/, templates/) sit beside this
-# package; installed, setuptools maps them into it. Searching the checkout's root too makes ``faceaudit.audit``
-# and its siblings import the same way from the repository root as from an installed package.
+# package; installed, setuptools maps them into it. In a checkout a small finder maps exactly those four, so
+# ``faceaudit.audit`` and its siblings import the same way from the repository root as from an installed package.
 _ROOT = Path(__file__).resolve().parent.parent
+_FOLDERS = ("audit", "datasets", "training", "templates")
+
+
+class _CheckoutFolders(importlib.abc.MetaPathFinder):
+    """Finds ``faceaudit.<folder>`` at ``<checkout>/<folder>`` for the four designed folders, and nothing else."""
+
+    def find_spec(self, name, path=None, target=None):
+        prefix, _, folder = name.partition(".")
+        if prefix != "faceaudit" or folder not in _FOLDERS:
+            return None
+        init = _ROOT / folder / "__init__.py"
+        return importlib.util.spec_from_file_location(name, init, submodule_search_locations=[str(init.parent)])
+
+
 if not (Path(__file__).parent / "audit").is_dir() and (_ROOT / "audit" / "__init__.py").is_file():
-    __path__.append(str(_ROOT))
+    import sys
+
+    if not any(isinstance(finder, _CheckoutFolders) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _CheckoutFolders())
 
 #: Public name -> module that defines it (imported on first access).
 _PUBLIC = {

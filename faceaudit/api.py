@@ -76,6 +76,11 @@ def audit_model(model: str | Path, data: Any = None, *, schema: LabelSchema | st
     if schema is None and exported is not None and exported.get("label_schema"):
         schema = LabelSchema.from_dict(exported["label_schema"])
     schema = get_schema(schema)
+    groups = audit_options.get("groups")
+    # The target, groups and age bands asked for shape the classes the model is run for and the predictions' bands.
+    schema = schema.with_options(target=audit_options.get("target"),
+                                 groups=tuple(groups.split(",")) if isinstance(groups, str) else groups,
+                                 age_bands=(dataset_options or {}).get("age_bands"))
     names = _class_list(classes)
     if names is not None and set(names) != set(schema.classes):
         schema = schema.with_classes(names)
@@ -106,7 +111,9 @@ def audit_model(model: str | Path, data: Any = None, *, schema: LabelSchema | st
     name = run.name if run is not None else (model_file.stem or model_file.name)
     if exported is not None:  # an export of a run: named after it, with the format and quantisation
         source_run = (exported.get("source_model") or {}).get("run") or name
-        name = "-".join(p for p in (source_run, exported["format"], exported.get("quantization")) if p)
+        quantization = exported.get("quantization")
+        name = "-".join(p for p in (source_run, exported["format"], None if quantization == "none" else quantization)
+                        if p)
     info = {"name": name,
             "kind": "run" if is_run else fmt, "format": fmt,
             "source": str(source.resolve()), "backbone": None if run is None else run.backbone,

@@ -29,6 +29,14 @@ AGE_BAND_PRESETS = {"default": DEFAULT_AGE_BANDS, "decades": DECADE_AGE_BANDS}
 AGE_BAND = "age_band"
 
 
+def _number(text: str) -> float | None:
+    """The number a label spells (``"5"``, ``"5.0"``), or None."""
+    try:
+        return float(text) if re.fullmatch(r"-?\d+(\.\d+)?", text.strip()) else None
+    except ValueError:
+        return None
+
+
 def _display(name: str) -> str:
     return name.replace("_", " ")
 
@@ -55,23 +63,24 @@ class Attribute:
         return _display(self.name)
 
     def normalise(self, value: object) -> str:
-        """A value from its code (0..n-1), its name in any case, or an alias; one FaceauditError otherwise."""
+        """A value from its name in any case (numbers compared by value: ``5.0`` is ``5``), an alias, or, when no
+        value is itself a number, its code 0..n-1; one FaceauditError otherwise."""
         text = str(value).strip()
-        if re.fullmatch(r"\d+(\.0)?", text):
-            code = int(float(text))
-            if code < len(self.values) and text not in self.values:
-                return self.values[code]
         lowered = text.lower()
         for name in self.values:
-            if lowered == name.lower():
+            if lowered == name.lower() or (_number(text) is not None and _number(text) == _number(name)):
                 return name
         aliases = dict(self.aliases)
         if lowered in aliases:
             return aliases[lowered]
+        numeric_values = any(_number(v) is not None for v in self.values)
+        if not numeric_values and re.fullmatch(r"\d+(\.0)?", text) and int(float(text)) < len(self.values):
+            return self.values[int(float(text))]
         from faceaudit.console import shown
 
-        raise FaceauditError(f"unknown {self.label} label {shown(value)}; expected one of {', '.join(self.values)} "
-                             f"or codes 0-{len(self.values) - 1}")
+        codes = "" if numeric_values else f" or codes 0-{len(self.values) - 1}"
+        raise FaceauditError(f"unknown {self.label} label {shown(value)}; expected one of {', '.join(self.values)}"
+                             f"{codes}")
 
     def categorical(self, series: pd.Series, column: str | None = None) -> pd.Categorical:
         """The column as a categorical over :attr:`values`, each distinct value normalised once (fast on a million
@@ -297,7 +306,7 @@ class LabelSchema:
         missing = [g for g in wanted if g not in present]
         if missing:
             need = {AGE_BAND: "age or age_band"}
-            raise FaceauditError(f"the predictions table lacks column(s) to group by: "
+            raise FaceauditError(f"lacks column(s) to group by: "
                                  f"{', '.join(need.get(m, m) for m in missing)}")
         return replace(schema, target=target, groups=tuple(wanted))
 

@@ -274,3 +274,43 @@ def test_import_and_audit_from_any_folder(where, tmp_path):
     assert all(0.5 < float(r[4]) <= 1 and float(r[5]) < float(r[4]) and float(r[6]) >= float(r[4]) for r in rows)
     assert {r[7] for r in rows} == {"False"}
     assert lines[-1].startswith("FILE ") and Path(lines[-1][5:]).is_file()
+
+
+def test_numeric_labels_are_read_by_value_not_by_position():
+    """A 1-6 scale stored as floats keeps its values (5.0 is 5, not the code 5 = "6"); 0 is refused, not mapped."""
+    scale = faceaudit.Attribute("skin", tuple("123456"))
+    assert [scale.normalise(v) for v in ("1.0", "5.0", "6.0", 3)] == ["1", "5", "6", "3"]
+    with pytest.raises(FaceauditError, match="unknown skin label 0"):
+        scale.normalise(0)
+
+
+def test_parquet_tables_keep_their_schema(tmp_path):
+    """A gender-target table written as Parquet re-audits as a gender audit without being told again."""
+    result = faceaudit.audit(simulated.gender_classifier(), target="gender", groups=("race", "age_band"), **FAST)
+    path = result.predictions.write(tmp_path / "gender.parquet")
+    again = faceaudit.audit(path, **FAST)
+    assert again.taxonomy.target == "gender" and list(again.groupings) == list(result.groupings)
+    pd.testing.assert_frame_equal(again.by_group("race", "accuracy"), result.by_group("race", "accuracy"))
+
+
+def test_groups_as_text_and_explicit_zero_sizes(utk):
+    frame, _ = utk
+    assert list(faceaudit.audit(frame, groups="gender", **FAST).groupings) == ["gender"]
+    assert list(faceaudit.audit(frame, groups="race,gender", **FAST).groupings) == ["race", "gender", "race×gender"]
+    for bad in ({"min_group_size": 0}, {"min_test_size": -5}):
+        with pytest.raises(FaceauditError, match=next(iter(bad))):
+            faceaudit.audit(frame, **bad, **FAST)
+    assert faceaudit.audit(frame, ci=np.float32(0.9), **FAST).settings["ci"] == pytest.approx(0.9)
+
+
+def test_excess_loss_bound_with_no_group_to_judge_is_not_a_pass():
+    from faceaudit.audit.paired import Slice, excess_family
+    from faceaudit.audit.report.compare import excess_gate
+
+    rng = np.random.default_rng(0)
+    a, b = rng.random(40) < 0.9, np.zeros(40, dtype=bool)  # b gets everything wrong; every group is too small
+    mask = np.arange(40) < 20
+    frame = excess_family(a, b, [Slice("race", "A", mask, too_small=True), Slice("race", "B", ~mask, too_small=True)])
+    code, line = excess_gate(frame, 0.02)
+    assert code == 1 and "INCONCLUSIVE" in line and "no group is large enough" in line
+    assert excess_gate(frame, 0.02, inconclusive="pass")[0] == 0

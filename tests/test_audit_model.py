@@ -93,3 +93,16 @@ def test_audit_model_through_the_api(tiny_run, tmp_path):
     folder = result.report(tmp_path / "report", thumbnails=False)
     assert {"report.html", "report.pdf", "summary.md", "audit.json"} <= {p.name for p in folder.iterdir()}
     assert faceaudit.load_audit(folder).by_group("race", "accuracy").equals(table)
+
+
+def test_audit_model_applies_the_age_bands_and_groups_asked_for(tiny_run, utk_sample_dir):
+    """The age bands the data is read with are the bands audited (not the schema's defaults), and --groups-style
+    options reach the predictions the model is run for."""
+    import faceaudit
+
+    run, _ = tiny_run
+    result = faceaudit.audit_model(run, utk_sample_dir, dataset_options={"age_bands": "decades"},
+                                   groups=("race", "age_band"), n_boot=50, tsne=False, temperature=False)
+    bands = [g["key"] for g in result.grouping("age_band")["groups"]]
+    assert set(bands) <= set(faceaudit.AgeBands.parse("decades").labels) and "70+" not in bands
+    assert list(result.groupings) == ["race", "age_band", "race×age_band"]

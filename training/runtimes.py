@@ -486,7 +486,8 @@ class SavedModelRuntime(Runtime):
         outputs = self.fn.structured_outputs
         widths = {key: (int(t.shape[-1]) if t.shape.rank == 2 and t.shape[-1] is not None else None)
                   for key, t in outputs.items()}
-        dims = {key: int(np.prod(t.shape.as_list()[1:])) for key, t in outputs.items()}
+        dims = {key: (int(np.prod(t.shape[1:])) if t.shape.rank is not None and None not in t.shape[1:] else None)
+                for key, t in outputs.items()}
         self._select_outputs(widths, dims, output_layer, embedding_layer, f"SavedModel {path.name}",
                              "the serving signature exposes no embedding layer")
         self._tf = tf

@@ -161,6 +161,10 @@ def excess_gate(frame: pd.DataFrame, max_loss: float, inconclusive: str = "fail"
                          f"{_loss_text(r)}" for _, r in worst.iterrows())
         return text + (f"; and {len(rows) - 4} more" if len(rows) > 4 else "")
 
+    if judged.empty:  # nothing was large enough to judge: that is not a pass
+        code = 1 if inconclusive == "fail" else 0
+        return code, (f"excess loss bound {bound}: INCONCLUSIVE ({'fails' if code else 'passes'} under --inconclusive "
+                      f"{inconclusive}), no group is large enough to judge")
     if len(failed):
         return 1, (f"excess loss bound {bound}: FAIL, {len(failed)} of {len(judged)} groups lose more than {bound} "
                    f"beyond the whole set ({listed(failed)})")

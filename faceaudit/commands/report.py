@@ -136,7 +136,12 @@ def run_compare(args: argparse.Namespace) -> int:
         print(f"wrote {args.out / path.relative_to(work)}")
     print(f"compared in {time.perf_counter() - start:.1f} s")
     if args.max_excess_loss is not None:
-        print(gate.get("line") or "excess loss bound: not judged (needs at least two audits)")
+        if "line" not in gate:  # not judgeable is not a pass (as in diff)
+            code = 1 if args.inconclusive == "fail" else 0
+            print(f"excess loss bound: INCONCLUSIVE ({'fails' if code else 'passes'} under --inconclusive "
+                  f"{args.inconclusive}), not judged (needs at least two audits on the same images)")
+            return code
+        print(gate["line"])
         return int(gate.get("code", 0))
     return 0
 

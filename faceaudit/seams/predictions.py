@@ -41,6 +41,23 @@ def read_table(path: Path, what: str = "predictions file") -> pd.DataFrame:
         raise FaceauditError(f"cannot read {what} {path}: {str(exc).splitlines()[0]}") from None
 
 
+def recorded_schema(path: Path) -> LabelSchema | None:
+    """The label schema a Parquet predictions table written by :meth:`PredictionsTable.write` carries, else None."""
+    path = Path(path)
+    if path.suffix.lower() not in (".parquet", ".pq") or not path.is_file():
+        return None
+    import json
+
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except (OSError, ValueError):
+        return None
+    text = meta.get(b"faceaudit.label_schema")
+    return LabelSchema.from_dict(json.loads(text)) if text else None
+
+
 def map_columns(frame: pd.DataFrame, *, id_col: str = "image_id", prob_prefix: str = "prob_",
                 what: str = "the predictions table") -> tuple[pd.DataFrame, list[str]]:
     """Rename another tool's id and probability columns (``--id-col``, ``--prob-prefix``) to the canonical ones.
@@ -182,7 +199,7 @@ class PredictionsTable:
             try:
                 schema = LabelSchema.infer(frame, target=target or "race", groups=groups, base=base)
             except FaceauditError as exc:
-                raise FaceauditError(f"{what}: {exc}") from None
+                raise FaceauditError(f"{what} {exc}" if str(exc).startswith("lacks") else f"{what}: {exc}") from None
         elif target is not None or groups is not None or age_bands is not None:
             schema = schema.with_options(target=target, groups=groups, age_bands=age_bands)
         columns = set(map(str, frame.columns))
@@ -264,6 +281,8 @@ class PredictionsTable:
     def read(cls, path: Path | str, **options) -> "PredictionsTable":
         """Read and validate a predictions CSV or Parquet file (options as for :meth:`validate`)."""
         path = Path(path)
+        if options.get("schema") is None and (recorded := recorded_schema(path)) is not None:
+            options["schema"] = recorded
         return cls.validate(read_table(path), what=f"predictions file {path.name}", **options)
 
     # -- reading ------------------------------------------------------------------------------------------
@@ -338,7 +357,10 @@ def load_embeddings(path: Path, n_rows: int) -> np.ndarray:
     try:
         data = np.load(path, allow_pickle=False)
         if isinstance(data, np.lib.npyio.NpzFile):
-            data = data[data.files[0]]
+            with data:
+                if not data.files:
+                    raise FaceauditError(f"embeddings {path} hold no array")
+                data = data[data.files[0]]
     except (OSError, ValueError) as exc:
         raise FaceauditError(f"cannot read embeddings {path}: {str(exc).splitlines()[0]}") from None
     return check_embeddings(data, n_rows, what=f"embeddings {path.name}")
