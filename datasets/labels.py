@@ -51,13 +51,3 @@ def parse_utkface_name(name: str) -> NameLabels:
     if not _REGULAR_NAME.match(name):
         warning = f"irregular file-name suffix {match['rest']!r}; labels kept (age {age}, gender {gender}, race {race})"
     return NameLabels(age, GENDERS[gender], RACES[race], warning=warning)
-
-
-def normalise_race(value: object) -> str:
-    """A UTKFace race label from a code 0-4 or a name such as ``white`` or ``Other``."""
-    return UTKFACE.attribute("race").normalise(value)
-
-
-def normalise_gender(value: object) -> str:
-    """A gender label from a code 0/1 or a name such as ``male``, ``f`` or ``woman``."""
-    return UTKFACE.attribute("gender").normalise(value)

@@ -11,11 +11,13 @@ import itertools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from faceaudit.errors import FaceauditError
+
+if TYPE_CHECKING:  # numpy and pandas load where tables are read, not when the CLI builds its options
+    import numpy as np
+    import pandas as pd
 
 #: Youngest and oldest age a label may carry (UTKFace's range; FairFace's bins fall inside it).
 AGE_MIN, AGE_MAX = 0, 116
@@ -85,6 +87,9 @@ class Attribute:
     def categorical(self, series: pd.Series, column: str | None = None) -> pd.Categorical:
         """The column as a categorical over :attr:`values`, each distinct value normalised once (fast on a million
         rows); a missing or unknown value is one FaceauditError naming the column and row."""
+        import numpy as np
+        import pandas as pd
+
         column = column or self.name
         missing = series.isna().to_numpy()
         if missing.any():
@@ -142,6 +147,9 @@ class AgeBands:
 
     def assign(self, ages: pd.Series | np.ndarray) -> pd.Categorical:
         """The band label of each age, as an ordered categorical."""
+        import numpy as np
+        import pandas as pd
+
         ages = np.asarray(ages, dtype=float)
         codes = np.searchsorted(np.asarray(self.lows), ages, side="right") - 1
         codes = np.where(np.isnan(ages) | (ages < AGE_MIN) | (ages > AGE_MAX), -1, codes)
@@ -291,6 +299,8 @@ class LabelSchema:
                 if set(probs) != set(current.values) or len(probs) != len(current.values) or target in inferred:
                     schema = replace(schema, target=target).with_classes(probs)
             elif target in frame.columns:
+                import pandas as pd
+
                 seen = _observed(pd.concat([frame[target], frame.get(f"pred_{target}", frame[target])]))
                 if not _fits(current, seen):
                     schema = replace(schema, target=target).with_classes(seen)
@@ -313,6 +323,8 @@ class LabelSchema:
 
 def _observed(series: pd.Series) -> tuple[str, ...]:
     """The distinct non-missing values of a column as text, sorted (numbers numerically)."""
+    import pandas as pd
+
     values = pd.unique(series.dropna().astype(str).str.strip())
     return tuple(sorted(values, key=lambda v: (0, float(v), v) if re.fullmatch(r"-?\d+(\.\d+)?", v) else (1, 0, v)))
 

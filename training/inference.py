@@ -13,7 +13,6 @@ the cache) first. The predictions table built from the probabilities is
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -23,48 +22,26 @@ from faceaudit.errors import FaceauditError
 from faceaudit.seams.run import MODEL_FILE, PREDICTIONS_FILE, RUN_FILE, RunRecord, resolve_model  # noqa: F401
 from faceaudit.taxonomy import LabelSchema
 
-#: The probability layer of models trained before label schemas (UTKFace races).
-LEGACY_PROBS_LAYER = "race_probs"
 EMBEDDING_LAYER = "embedding"
 
 
 def load_model(model_file: Path):
-    """Load a ``.keras`` file (without its optimizer) or fail with one line."""
-    from faceaudit.extras import require
+    """Load a ``.keras`` file (without its optimizer, Python code refused) or fail with one line."""
+    from faceaudit.training.runtimes import load_keras
 
-    require("tensorflow", "train", "loading a Keras model")
-    keras = require("keras", "train", "loading a Keras model")
-
-    from faceaudit.training import layers  # noqa: F401  (registers the preprocessing layer)
-
-    if not zipfile.is_zipfile(model_file):
-        raise FaceauditError(f"{model_file} is not a valid .keras file (not a zip archive)")
-    try:
-        return keras.saving.load_model(model_file, compile=False)
-    except Exception as exc:  # Keras raises many types for corrupt or foreign files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "safe_mode" in str(exc) or "Lambda" in first:  # Keras's refusal to deserialise Python code
-            raise FaceauditError(f"cannot load model {model_file}: it contains a Lambda layer (Python code saved "
-                                 "with the model), which faceaudit never runs; rebuild the model without Lambda "
-                                 "layers and save it again") from None
-        if len(first) > 300:
-            first = first[:300].rsplit(" ", 1)[0].rstrip(",;:") + " ..."
-        raise FaceauditError(f"cannot load model {model_file}: {first}") from None
+    return load_keras(Path(model_file), "keras")
 
 
 def probs_layer(model, schema: LabelSchema | None = None) -> str:
     """The name of the model's softmax layer: ``<target>_probs`` of the schema, else ``race_probs`` (models from
     before label schemas), else the one layer whose name ends in ``_probs``."""
-    names = [layer.name for layer in model.layers]
-    wanted = [f"{schema.target}_probs"] if schema is not None else []
-    for name in (*wanted, LEGACY_PROBS_LAYER):
-        if name in names:
-            return name
-    candidates = [n for n in names if n.endswith("_probs")]
-    if schema is None and len(candidates) == 1:
-        return candidates[0]
-    expected = wanted[0] if wanted else "<target>_probs"
-    raise FaceauditError(f"model does not follow the contract: no layer named {expected!r}")
+    from faceaudit.training.runtimes import contract_probs
+
+    name = contract_probs([layer.name for layer in model.layers], schema.target if schema is not None else None)
+    if name is None:
+        expected = f"{schema.target}_probs" if schema is not None else "<target>_probs"
+        raise FaceauditError(f"model does not follow the contract: no layer named {expected!r}")
+    return name
 
 
 def contract_model(model, *, expect_images: bool = True, schema: LabelSchema | None = None):

@@ -323,10 +323,10 @@ class KerasRuntime(Runtime):
             raise FaceauditError(f"model input shape {model.input_shape} is not one image input (None, H, W, 3)")
         self._set_input_size(shape[1], shape[2], input_size, f"model {path.name}")
         names = [layer.name for layer in model.layers]
-        contract_probs = _contract_probs(names, schema_target)
-        if output_layer is None and embedding_layer is None and contract_probs and "embedding" in names:
+        probs_name = contract_probs(names, schema_target)
+        if output_layer is None and embedding_layer is None and probs_name and "embedding" in names:
             self.contract = "faceaudit"
-            output_layer, embedding_layer = contract_probs, "embedding"
+            output_layer, embedding_layer = probs_name, "embedding"
         outputs = {}
         if output_layer is not None:
             if output_layer not in names:
@@ -386,8 +386,14 @@ class KerasRuntime(Runtime):
             None if emb is None else np.asarray(emb, dtype=np.float32).reshape(len(probs), -1))
 
 
-def _contract_probs(names: list[str], target: str | None) -> str | None:
-    for name in ([f"{target}_probs"] if target else []) + ["race_probs"]:
+#: The probability layer of faceaudit models trained before label schemas (UTKFace races).
+LEGACY_PROBS_LAYER = "race_probs"
+
+
+def contract_probs(names: list[str], target: str | None) -> str | None:
+    """faceaudit's probability layer among ``names``: ``<target>_probs``, else ``race_probs`` (models from before
+    label schemas), else, with no target given, the one layer ending in ``_probs``; None when there is none."""
+    for name in ([f"{target}_probs"] if target else []) + [LEGACY_PROBS_LAYER]:
         if name in names:
             return name
     candidates = [n for n in names if n.endswith("_probs")]
@@ -422,7 +428,8 @@ def _penultimate(tensor):
     return None, None
 
 
-def _load_keras(path: Path, fmt: str):
+def load_keras(path: Path, fmt: str):
+    """A ``.keras`` or ``.h5`` model (no optimizer; safe mode: a Lambda layer is refused in one line)."""
     from faceaudit.extras import require
 
     require("tensorflow", "train", "loading a Keras model")
@@ -730,7 +737,7 @@ def load_runtime(
     options = {"classes": classes, "output_layer": output_layer, "embedding_layer": embedding_layer,
                "input_size": None if input_size is None else int(input_size), "preprocess": preprocess, "bgr": bgr}
     if fmt in ("keras", "h5"):
-        model = _load_keras(path, fmt)
+        model = load_keras(path, fmt)
         return KerasRuntime(path, model, fmt=fmt, schema_target=target, **options)
     if fmt == "savedmodel":
         return SavedModelRuntime(path, **options)

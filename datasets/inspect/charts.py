@@ -58,10 +58,6 @@ def pair_gallery(ins: Inspection, pairs: pd.DataFrame, limit: int = 12) -> list[
     return out
 
 
-def _races(manifest: pd.DataFrame) -> list[str]:
-    return [str(r) for r in manifest["race"].cat.categories]
-
-
 def composition_chart(ins: Inspection) -> Figure:
     """Images per race, split by gender."""
     manifest = ins.dataset.manifest
