@@ -82,6 +82,12 @@ def audit_model(model: str | Path, data: Any = None, *, schema: LabelSchema | st
                                  groups=tuple(groups.split(",")) if isinstance(groups, str) else groups,
                                  age_bands=(dataset_options or {}).get("age_bands"))
     names = _class_list(classes)
+    if audit_options.get("gates") is not None:  # a gate the audit could not judge is refused before the model runs
+        from faceaudit.audit.api import load_gates
+        from faceaudit.audit.gates import check_gates
+
+        found, _, source_name = load_gates(audit_options["gates"])
+        check_gates(found, schema, source_name or "gates")
     if names is not None and set(names) != set(schema.classes):
         schema = schema.with_classes(names)
     dlib = run is not None and run.backbone == "dlib-resnet"
@@ -116,7 +122,8 @@ def audit_model(model: str | Path, data: Any = None, *, schema: LabelSchema | st
                         if p)
     info = {"name": name,
             "kind": "run" if is_run else fmt, "format": fmt,
-            "source": str(source.resolve()), "backbone": None if run is None else run.backbone,
+            "source": str(source.resolve()), "backbone": run.backbone if run is not None
+            else ((exported or {}).get("source_model") or {}).get("backbone"),
             "run_hash": source_sha256(model_file), "synthetic": bool(dataset.synthetic),
             "run": None if run is None else run.facts(),
             "runtime": None if runtime is None else runtime.describe(),

@@ -23,7 +23,8 @@ from contextlib import contextmanager
 #: Lines TensorFlow's C++ runtime writes while it starts: glog-style "I0000 00:00:..." records, absl's preamble
 #: and the second line of the cpu_feature_guard message.
 _NOISE = re.compile(r"^(?:[IWE]\d{4} \d\d:\d\d:[\d.]+\s|WARNING: All log messages before absl::InitializeLog\(\)"
-                    r"|To enable the following instructions:|INFO: Created TensorFlow Lite \S+ delegate)")
+                    r"|To enable the following instructions:|INFO: Created TensorFlow Lite \S+ delegate"
+                    r"|fully_quantize: \d, inference_type: )")
 #: Whether framework log lines are kept (``faceaudit --verbose``).
 _verbose = True
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from faceaudit.console import native_noise_dropped
 from faceaudit.errors import FaceauditError
 
 FORMATS = ("savedmodel", "tflite", "onnx")
@@ -183,7 +184,8 @@ def _write_tflite(both, input_shape, folder: Path, quantize: str | None, calibra
             converter.inference_input_type = tf.float32
             converter.inference_output_type = tf.float32
         try:
-            flatbuffer = converter.convert()
+            with native_noise_dropped():  # the converter's "fully_quantize: 0, ..." line
+                flatbuffer = converter.convert()
         except Exception as exc:  # the converter raises ConverterError and others
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
             raise FaceauditError(f"TFLite conversion failed: {first}") from None
