@@ -18,7 +18,8 @@ to its target. A figure fails when it misses its target by more than 2 standard 
    how often a ``gap <= 0.05`` gate wrongly fails.
 3. how often a ``min accuracy`` gate passes a group whose true accuracy is below the threshold.
 4. the family-wise rate of false "worse" verdicts of ``paired_family`` (``faceaudit diff`` / ``compare``) on two
-   equally good models, and the paired interval's width when the models never disagree.
+   equally good models, and the paired interval's width when the models never disagree; 4c: coverage of the excess
+   change (group change − whole-set change) of compare's "who pays for the change", a race at 100 % included.
 5. the ECE and MCE intervals for a calibrated and a miscalibrated model at 60, 200 and 1000 faces per group (and,
    end to end at 60 and 200, Brier and log loss), plug-in against debiased ECE, and how often an ``ece <= 0.05``
    gate wrongly fails.
@@ -48,7 +49,7 @@ from faceaudit.audit.calibration import ECE_BINS, calibration_error
 from faceaudit.audit.engine import AuditSettings, compute_audit
 from faceaudit.audit.gates import evaluate_gates, parse_gates
 from faceaudit.audit.metrics import class_rates, mixed_metrics
-from faceaudit.audit.paired import Slice, paired_family
+from faceaudit.audit.paired import Slice, excess_family, paired_family
 from faceaudit.config import DEFAULT_N_BOOT
 from faceaudit.seams.predictions import PredictionsTable
 from faceaudit.taxonomy import UTKFACE, AgeBands
@@ -618,6 +619,51 @@ def section_4(pool: Pool, futures: dict, reps: int, rng: np.random.Generator) ->
           f"'no clear change'  target: width > 0  {'PASS' if ok else 'FAIL'}")
 
 
+#: Section 4c: each scenario's accuracy of model a per race (White, Black, Asian, Indian, Others) and what model b
+#: loses per race; 1.0 puts a race at 100 % for both models (a change that is exactly 0).
+EXCESS_SCENARIOS = {
+    "equal loss 1 pt": (RACE_ACCURACY, np.full(K, 0.01)),
+    "Others loses 6, Asian 3": (RACE_ACCURACY, np.array([0.0, 0.0, 0.03, 0.0, 0.06])),
+    "White at 100 %, Others loses 6": (np.array([1.0, 0.90, 0.88, 0.86, 0.65]), np.array([0.0, 0.0, 0.0, 0.0, 0.06])),
+}
+
+
+def section_4c(reps: int, rng: np.random.Generator) -> None:
+    """Coverage of the excess change (group change − whole-set change) that compare's "who pays" section shows."""
+    print(f"\n   4c. excess change of each group over the whole set's (compare's \"who pays for the change\"), "
+          f"{reps} comparisons per row; truth: the group's mean change in accuracy minus the whole set's, over the "
+          "faces drawn; b repeats a's answer on 50 % of faces")
+    print(f"   {'faces':>6s}  {'scenario':32s}{'per interval':>15s}{'all in family':>15s}{'flagged wrongly':>17s}"
+          "   target")
+    for n in (600, 2400):
+        for name, (accuracy, loss) in EXCESS_SCENARIOS.items():
+            each, family, wrong = [], [], []
+            for _ in range(reps):
+                race, gender, band = population(n, rng)
+                slices = paired_slices(race, gender, band)
+                p_a = accuracy[race]
+                p_b = 0.5 * p_a + 0.5 * (p_a - loss[race])  # b repeats a on half the faces, else answers afresh
+                a = rng.random(n) < p_a
+                b = np.where(rng.random(n) < 0.5, a, rng.random(n) < (p_a - loss[race]))
+                frame = excess_family(a, b, slices)
+                judged = ~frame["too_small"].to_numpy()
+                masks = [sl.mask for sl in slices if sl.grouping != "overall"]
+                truth = np.array([(p_b - p_a)[m].mean() for m in masks]) - (p_b - p_a).mean()
+                hit = covered(frame["excess_lo"], frame["excess_hi"], truth)[judged]
+                each.extend(hit)
+                family.append(hit.all())
+                flagged = (frame["verdict"] == "loses more than the whole set").to_numpy()[judged]
+                wrong.append((flagged & (truth[judged] >= 0)).any())
+            per, per_se, _ = rate(each)
+            fam, fam_se, _ = rate(family)
+            bad, bad_se, _ = rate(wrong)
+            marks = [mark(f"4c n={n} {name} excess interval", per, per_se, 0.93, True),
+                     mark(f"4c n={n} {name} excess family", fam, fam_se, 0.93, True),
+                     mark(f"4c n={n} {name} wrongly flagged", bad, bad_se, 0.05, False)]
+            print(f"   {n:6d}  {name:32s}{fmt(per, per_se):>15s}{fmt(fam, fam_se):>15s}{fmt(bad, bad_se):>17s}"
+                  f"   >= 0.93, >= 0.93, <= 0.05  {status(marks)}")
+
+
 ECE_SIZES = (60, 200, 1000)
 #: End to end (bootstrap included) only the small groups, with twice the repetitions: there the percentile
 #: bootstrap of Brier and log loss sits closest to its target, and 1000 faces cost 2.5 times as much per audit.
@@ -705,6 +751,7 @@ def main() -> None:
     section_2(pool, futures["2"], reps)
     section_3(pool, futures["3"], reps, draws, rng)
     section_4(pool, futures["4"], 5 * reps, rng)
+    section_4c(2 * reps, rng)
     section_5(pool, futures["5b"], reps, max(draws // 5, 200), rng)
     if pool.executor is not None:
         pool.executor.shutdown()
