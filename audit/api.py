@@ -36,6 +36,7 @@ from faceaudit.seams.predictions import (
 from faceaudit.taxonomy import AgeBands, LabelSchema, get_schema
 
 from . import gates as gates_mod
+from . import stream
 from .engine import AuditSettings, compute_audit
 from .result import AuditResult
 
@@ -173,6 +174,8 @@ def audit(
     id_col: str = "image_id",
     prob_prefix: str = "prob_",
     embedding_source: str = "file",
+    engine: str = "local",
+    workers: int | None = None,
     progress: bool = False,
 ) -> AuditResult:
     """Audit a classifier's predictions by every group of its label schema, with intervals that cover.
@@ -184,6 +187,10 @@ def audit(
     rows are audited when there are any. ``gates`` is a TOML file (see ``faceaudit/gates.toml``) or its parsed
     dict; ``embeddings`` an array or ``.npy`` aligned with the rows.
 
+    A folder or glob of Parquet shards (as ``faceaudit predict`` writes) is streamed: reduced shard by shard to
+    mergeable statistics in bounded memory, here or on Ray workers (``engine="ray"``, ``workers``), with each
+    shard's embeddings read from ``part-*.embeddings.npy`` beside it (see :mod:`faceaudit.audit.stream`).
+
     >>> result = faceaudit.audit(frame)                    # doctest: +SKIP
     >>> result.by_group("race", "accuracy")                # doctest: +SKIP
     """
@@ -192,20 +199,47 @@ def audit(
         min_group_size = gates_min_size or DEFAULT_MIN_GROUP_SIZE
     settings = _settings(n_boot=n_boot, ci=ci, seed=seed, min_group_size=min_group_size, min_test_size=min_test_size, tsne=tsne, inconclusive=inconclusive,
                          progress=progress)
-    test, val_table, vectors, notes = prepare(
-        predictions, schema=schema, target=target, groups=groups, age_bands=age_bands, val=val,
-        embeddings=embeddings, temperature=temperature, id_col=id_col, prob_prefix=prob_prefix)
+    from faceaudit.distributed import check_engine, local_engine
+
+    check_engine(engine, workers)
+    sharded = isinstance(predictions, (str, Path)) and stream.is_sharded(predictions)
+    if engine != "local" and not sharded:
+        raise FaceauditError("engine='ray' audits Parquet shards (a folder or glob, as faceaudit predict writes); "
+                             "one table is audited in this process")
+    streamed = None
+    if sharded:
+        if embeddings is not None or val is not None:
+            raise FaceauditError("predictions shards carry their own embeddings (part-*.embeddings.npy) and "
+                                 "validation rows (split=val); embeddings= and val= are for one table")
+        streamed = stream.stream_inputs(
+            predictions, schema=None if schema is None else get_schema(schema), target=target,
+            groups=[g.strip() for g in groups.split(",") if g.strip()] if isinstance(groups, str) else groups,
+            age_bands=age_bands, temperature=temperature, n_bins=settings.ece_bins, seed=settings.seed,
+            ci=settings.ci, engine=engine, workers=workers, id_col=id_col, prob_prefix=prob_prefix,
+            progress=progress)
+        test, val_table, vectors, notes = streamed.sample, streamed.val, streamed.sample_embeddings, streamed.notes
+    else:
+        test, val_table, vectors, notes = prepare(
+            predictions, schema=schema, target=target, groups=groups, age_bands=age_bands, val=val,
+            embeddings=embeddings, temperature=temperature, id_col=id_col, prob_prefix=prob_prefix)
     gate_list = gates_mod.check_gates(gate_list, test.schema, gates_source or "gates")
     info = {"name": model} if isinstance(model, str) else dict(model or {})
     data = dict(data or {})
     if isinstance(predictions, (str, Path)):
-        from faceaudit.datasets.sources import file_sha256
+        path = Path(predictions)
+        if streamed is None:
+            from faceaudit.datasets.sources import file_sha256
 
-        path, digest = Path(predictions), file_sha256(Path(predictions))
-        info.setdefault("name", path.stem)
-        info.setdefault("source", str(path.resolve()))
+            digest = file_sha256(path)
+            name, source = path.stem, str(path.resolve())
+        else:
+            digest = stream.shards_fingerprint(stream.shard_paths(path))
+            name = (path if path.is_dir() else path.parent).resolve().name
+            source = str(path.resolve()) if path.is_dir() else str(path.parent.resolve() / path.name)
+        info.setdefault("name", name)
+        info.setdefault("source", source)
         info.setdefault("run_hash", digest)
-        data.setdefault("source", str(path.resolve()))
+        data.setdefault("source", source)
         data.setdefault("predictions_sha256", digest)
     info.setdefault("name", "model")
     info.setdefault("kind", "predictions")
@@ -213,13 +247,19 @@ def audit(
     info.setdefault("synthetic", False)
     info.setdefault("run", None)
     data.setdefault("split", "test")
-    data.setdefault("n", len(test))
+    data.setdefault("n", len(test) if streamed is None else streamed.statistics.n)
     data["notes"] = [*data.get("notes", []), *notes]
     data.setdefault("n_val", None if val_table is None else len(val_table))
     data.setdefault("synthetic", False)
     data.setdefault("age_bands", str(test.schema.age_bands))
-    result = compute_audit(test, settings=settings, embeddings=vectors, embedding_source=embedding_source,
-                           val_predictions=val_table if temperature else None, model=info, data=data)
+    if streamed is not None:
+        data["streamed"] = streamed.info
+    audited = test if streamed is None or streamed.complete else streamed.statistics
+    result = compute_audit(audited, settings=settings, embeddings=vectors, embedding_source=embedding_source,
+                           val_predictions=val_table if temperature else None, model=info, data=data,
+                           scaled=None if streamed is None or streamed.complete else streamed.scaled,
+                           sample=None if audited is test else test)
+    result.settings["engine"] = streamed.engine if streamed is not None else local_engine()
     result.warnings.extend(notes)
     if gate_list:
         result.gates = gates_mod.evaluate_gates(gate_list, result.to_dict(), inconclusive=inconclusive,

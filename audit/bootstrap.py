@@ -51,6 +51,19 @@ def _type_moments(values: np.ndarray, inverse: np.ndarray, counts: np.ndarray) -
     return mean, np.sqrt(np.maximum(var, 0))
 
 
+def _pooled_moments(means: np.ndarray, m2: np.ndarray, weights: np.ndarray, inverse: np.ndarray,
+                    counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sum, mean and standard deviation within each type of cells given as (count, mean, sum of squared
+    deviations): the pooled moments of the cells' images."""
+    n_types = len(counts)
+    total = np.bincount(inverse, weights=weights * means, minlength=n_types)
+    mean = total / counts
+    centred = means - mean[inverse]
+    var = (np.bincount(inverse, weights=m2, minlength=n_types)
+           + np.bincount(inverse, weights=weights * centred * centred, minlength=n_types)) / counts
+    return total, mean, np.sqrt(np.maximum(var, 0))
+
+
 def _map(rows: np.ndarray, cols: np.ndarray, n_cols: int) -> sparse.csr_matrix:
     """A 0/1 matrix sending type ``i`` to column ``cols[i]``, transposed for ``M @ counts.T``."""
     n = len(rows)
@@ -72,18 +85,27 @@ def stratified_replicates(
     n_bins: int = 15,
     chunk: int = 250,
     progress: bool = False,
+    weights: np.ndarray | None = None,
+    m2: dict[str, np.ndarray] | None = None,
+    bins: np.ndarray | None = None,
 ) -> Replicates:
     """Bootstrap replicates for each grouping (``name -> (group code per row, number of groups)``).
 
     Every grouping must be coarser than ``strata`` (each stratum inside one group). Calibration sums are
-    computed when ``confidence``, ``brier`` and ``log_loss`` are given.
+    computed when ``confidence``, ``brier`` and ``log_loss`` are given. With ``weights`` each "row" is a cell of
+    that many images (:class:`faceaudit.audit.statistics.CellStatistics`): the values are the cells' means, ``m2``
+    their sums of squared deviations and ``bins`` their confidence bins; resamples are then drawn over types.
     """
     strata = np.asarray(strata, dtype=np.int64)
     y_true = np.asarray(y_true, dtype=np.int64)
     y_pred = np.asarray(y_pred, dtype=np.int64)
     with_cal = confidence is not None
-    bins = confidence_bins(confidence, n_bins) if with_cal else np.zeros(len(y_true), dtype=np.int64)
+    if bins is None:
+        bins = confidence_bins(confidence, n_bins) if with_cal else np.zeros(len(y_true), dtype=np.int64)
     first, inverse, counts = _type_table(strata, y_true, y_pred, bins, n_classes, n_bins if with_cal else 1)
+    if weights is not None:
+        weights = np.asarray(weights, dtype=np.int64)
+        counts = np.bincount(inverse, weights=weights, minlength=len(counts)).astype(np.int64)
     n_types = len(counts)
     t_true, t_pred, t_bin, t_stratum = y_true[first], y_pred[first], bins[first], strata[first]
     t_correct = (t_true == t_pred).astype(float)
@@ -104,7 +126,11 @@ def stratified_replicates(
     if with_cal:
         for key, values in (("confidence", confidence), ("brier", brier), ("log_loss", log_loss)):
             values = np.asarray(values, dtype=float)
-            moments[key] = (np.bincount(inverse, weights=values, minlength=n_types), *_type_moments(values, inverse, counts))
+            if weights is None:
+                moments[key] = (np.bincount(inverse, weights=values, minlength=n_types),
+                                *_type_moments(values, inverse, counts))
+            else:
+                moments[key] = _pooled_moments(values, m2[key], weights, inverse, counts)
 
     # Types grouped by stratum, for one multinomial draw per stratum.
     order = np.argsort(t_stratum, kind="stable")
@@ -112,7 +138,7 @@ def stratified_replicates(
     stratum_types = np.split(order, boundaries)
 
     rng = np.random.default_rng(seed)
-    exact_rows = len(y_true) <= EXACT_ROWS_LIMIT
+    exact_rows = weights is None and len(y_true) <= EXACT_ROWS_LIMIT
     if exact_rows:
         # Rows sorted by stratum; each resampled slot draws a random row of its own stratum.
         row_order = np.argsort(strata, kind="stable")

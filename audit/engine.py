@@ -44,6 +44,7 @@ from .metrics import (
     row_normalised,
 )
 from .result import GROUP_SEPARATOR, AuditResult, grouping_name, stat
+from .statistics import CELL_VALUES, CellStatistics, audited_attributes
 
 BOOTSTRAP_METHOD = ("percentile bootstrap resampling images within each group of each grouping (group sizes fixed); "
                     "up to 50,000 images each resample draws actual images; above that, confusion counts are drawn "
@@ -115,10 +116,20 @@ def _grouping_codes(codes: dict, attributes: tuple[str, ...]) -> tuple[np.ndarra
     return code, size, labels
 
 
-def _confusions(layouts: dict, y_true: np.ndarray, y_pred: np.ndarray, k: int) -> dict[str, np.ndarray]:
-    """Confusion counts ``[groups, K, K]`` of every grouping."""
+def _layouts(codes: dict, schema: LabelSchema) -> dict[str, tuple[np.ndarray, int, list[dict]]]:
+    """Every grouping's (group code per row, number of groups, each group's values); ``all`` first."""
+    layouts = {"all": (np.zeros(len(next(iter(codes.values()))[0]), dtype=np.int64), 1, [{}])}
+    for attributes in schema.groupings:
+        layouts[grouping_name(attributes)] = _grouping_codes(codes, attributes)
+    return layouts
+
+
+def _confusions(layouts: dict, y_true: np.ndarray, y_pred: np.ndarray, k: int,
+                weights: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Confusion counts ``[groups, K, K]`` of every grouping (rows, or cells of ``weights`` images each)."""
     cell = y_true * k + y_pred
-    return {name: np.bincount(code * k * k + cell, minlength=size * k * k).reshape(size, k, k)
+    return {name: np.rint(np.bincount(code * k * k + cell, weights=weights, minlength=size * k * k)
+                          ).astype(np.int64).reshape(size, k, k)
             for name, (code, size, _) in layouts.items()}
 
 
@@ -180,7 +191,7 @@ class _Grouping:
 
 
 def compute_audit(
-    predictions: PredictionsTable,
+    predictions: PredictionsTable | CellStatistics,
     *,
     settings: AuditSettings | None = None,
     embeddings: np.ndarray | None = None,
@@ -188,36 +199,54 @@ def compute_audit(
     val_predictions: PredictionsTable | None = None,
     model: dict | None = None,
     data: dict | None = None,
+    scaled: CellStatistics | None = None,
+    sample: PredictionsTable | None = None,
 ) -> AuditResult:
     """Audit a validated predictions table (:class:`~faceaudit.seams.predictions.PredictionsTable`) by every
-    grouping of its label schema."""
-    if not isinstance(predictions, PredictionsTable):
+    grouping of its label schema.
+
+    A streamed audit passes the table's :class:`~faceaudit.audit.statistics.CellStatistics` instead (and
+    ``scaled``, the same after temperature scaling with the temperature ``val_predictions`` fit), with ``sample``
+    the rows kept for the error gallery and ``embeddings`` aligned with them."""
+    if not isinstance(predictions, (PredictionsTable, CellStatistics)):
         raise TypeError("compute_audit takes a PredictionsTable; use faceaudit.audit(frame) for a DataFrame")
     s = settings or AuditSettings()
     schema = predictions.schema
     classes = list(schema.classes)
-    frame = predictions.frame
-    n = len(frame)
     n_classes = len(classes)
-    codes = _codes(frame, tuple(dict.fromkeys((schema.target, *schema.groups))))
-    y_true, y_pred = predictions.y_true, predictions.y_pred
-    probs = predictions.probabilities
-    has_probs = probs is not None
+    attributes_used = audited_attributes(schema)
+    if isinstance(predictions, CellStatistics):
+        weights, rows = predictions.count, sample
+        n, has_probs = predictions.n, predictions.has_probabilities
+        codes = {a: (predictions.column(a), predictions.categories[a]) for a in attributes_used}
+        y_true, y_pred = predictions.column(schema.target), predictions.column("pred")
+        probs = predictions if has_probs else None
+    else:
+        weights, rows = None, predictions
+        n = len(predictions)
+        codes = _codes(predictions.frame, attributes_used)
+        y_true, y_pred = predictions.y_true, predictions.y_pred
+        probs = predictions.probabilities
+        has_probs = probs is not None
+    layouts = _layouts(codes, schema)
 
-    layouts = {"all": (np.zeros(n, dtype=np.int64), 1, [{}])}
-    for attributes in schema.groupings:
-        layouts[grouping_name(attributes)] = _grouping_codes(codes, attributes)
-
-    def replicates(p: np.ndarray, seed: int, progress: bool):
+    def replicates(p: np.ndarray | CellStatistics, seed: int, progress: bool):
         """Resamples of each grouping drawn within that grouping's own groups (iid within each group), so a
         group's interval reflects its images only and is not narrowed by holding finer cells fixed."""
-        per = cal.per_image(p, y_true)
+        if isinstance(p, CellStatistics):
+            own = _layouts({a: (p.column(a), p.categories[a]) for a in attributes_used}, schema)
+            truth, predicted = p.column(schema.target), p.column("pred")
+            values = {v: p.values(v)[0] for v in CELL_VALUES}
+            extra = {"weights": p.count, "m2": {v: p.values(v)[1] for v in CELL_VALUES}, "bins": p.column("bin")}
+        else:
+            own, truth, predicted = layouts, y_true, y_pred
+            values, extra = cal.per_image(p, y_true), {}
         parts = [
             stratified_replicates(
-                code, y_true, y_pred, {name: (code, size)}, n_classes=n_classes, n_boot=s.n_boot,
-                seed=seed + index, confidence=per["confidence"], brier=per["brier"],
-                log_loss=per["log_loss"], n_bins=s.ece_bins, progress=progress and index == 0)
-            for index, (name, (code, size, _)) in enumerate(layouts.items())
+                code, truth, predicted, {name: (code, size)}, n_classes=n_classes, n_boot=s.n_boot,
+                seed=seed + index, confidence=values["confidence"], brier=values["brier"],
+                log_loss=values["log_loss"], n_bins=s.ece_bins, progress=progress and index == 0, **extra)
+            for index, (name, (code, size, _)) in enumerate(own.items())
         ]
         return Replicates(confusion={k: v for r in parts for k, v in r.confusion.items()},
                           calibration={k: v for r in parts for k, v in r.calibration.items()}, n_boot=s.n_boot)
@@ -225,7 +254,7 @@ def compute_audit(
     warnings_out: list[str] = []
     tables: dict[str, list[dict]] = {k: [] for k in ("group_metrics", "per_class", "confusion", "disparities",
                                                      "calibration", "reliability")}
-    confusions = _confusions(layouts, y_true, y_pred, n_classes)
+    confusions = _confusions(layouts, y_true, y_pred, n_classes, weights)
     overall = _classification_block(_Grouping("all", (), layouts, confusions, schema), s, tables)[0][0]
     groupings_out = {}
     for attributes in schema.groupings:
@@ -239,7 +268,7 @@ def compute_audit(
         small = sum(r["too_small"] for r in records)
         if small and len(attributes) == 1:
             warnings_out.append(f"{small} {name} group(s) have fewer than {s.min_group_size} images and are not ranked")
-    target_counts = np.bincount(y_true, minlength=n_classes)
+    target_counts = np.rint(np.bincount(y_true, weights=weights, minlength=n_classes)).astype(np.int64)
     missing_classes = [c for c, count in zip(classes, target_counts) if count == 0]
     if missing_classes:
         warnings_out.insert(0, f"no test images of {', '.join(missing_classes)}: nothing can be said about "
@@ -255,21 +284,27 @@ def compute_audit(
         calibration_out = _calibration_block(reps, layouts, s, tables)
         if val_predictions is not None and len(val_predictions) and val_predictions.has_probabilities:
             calibration_out["temperature"] = _temperature_block(
-                val_predictions, probs, reps, layouts, s, replicates)
+                val_predictions, probs, reps, layouts, s, replicates, scaled)
     else:
         warnings_out.append("the predictions have labels only: no calibration figures")
 
     # -- embeddings ------------------------------------------------------------------------------------
     embeddings_out = None
-    if embeddings is not None:
-        embeddings_out, emb_tables = _embeddings_block(np.asarray(embeddings), frame, codes, layouts, s,
-                                                       embedding_source, schema.target)
+    if embeddings is not None and rows is not None:
+        row_codes = codes if weights is None else _codes(rows.frame, attributes_used)
+        row_layouts = layouts if weights is None else _layouts(row_codes, schema)
+        embeddings_out, emb_tables = _embeddings_block(np.asarray(embeddings), rows.frame, row_codes, row_layouts,
+                                                       s, embedding_source, schema.target)
+        if weights is not None:
+            embeddings_out["n_total"] = n
+            embeddings_out["subsampled"] = embeddings_out["subsampled"] or len(embeddings) < n
         tables.update(emb_tables)
 
     data = dict(data or {})
     data.setdefault("n", n)
     data.setdefault("split", "test")
-    data["counts"] = {a: {str(k): int(v) for k, v in frame[a].value_counts(sort=False).items()} for a in codes}
+    data["counts"] = {a: dict(zip(names, np.rint(np.bincount(code, weights=weights, minlength=len(names))).astype(int).tolist()))
+                      for a, (code, names) in codes.items()}
     data["missing_classes"] = missing_classes
     data["too_small_to_judge"] = bool(n < s.min_test_size)
     settings_out = {"n_boot": s.n_boot, "ci": s.ci, "seed": s.seed, "min_group_size": s.min_group_size,
@@ -281,7 +316,8 @@ def compute_audit(
         embeddings=embeddings_out, warnings=warnings_out, faceaudit_version=__version__, created_utc=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
     frames = {k: pd.DataFrame(v) for k, v in tables.items() if isinstance(v, list) and v}
     frames.update({k: v for k, v in tables.items() if isinstance(v, pd.DataFrame)})
-    result.tables, result.predictions = frames, predictions
+    result.tables, result.predictions = frames, rows
+    result.predictions_sampled = weights is not None
     return result
 
 
@@ -436,15 +472,20 @@ def _calibration_block(reps, layouts, s: AuditSettings, tables) -> dict:
     return out
 
 
-def _temperature_block(val: PredictionsTable, probs: np.ndarray, reps, layouts, s: AuditSettings, replicates) -> dict:
+def _temperature_block(val: PredictionsTable, probs, reps, layouts, s: AuditSettings, replicates,
+                       scaled_cells: CellStatistics | None = None) -> dict:
     """Temperature fitted on the validation split; every group's calibration before and after it.
 
-    The change in ECE is computed on the same bootstrap resamples before and after (same seed, same draws), so
-    its interval reflects only the effect of scaling.
+    The change in ECE is computed on resamples drawn with the same seed before and after: the same images up to
+    50,000 rows, so its interval reflects only the effect of scaling; above that the draws are over (true,
+    predicted, confidence bin) types, which scaling changes, so they are paired by seed only.
     """
     val_probs, val_true = val.probabilities, val.y_true
     fit = cal.fit_temperature(val_probs, val_true, s.ci)
-    scaled = replicates(cal.scale_temperature(probs, fit["temperature"]), s.seed, False)
+    if scaled_cells is not None and scaled_cells.temperature != fit["temperature"]:
+        raise ValueError("the scaled statistics were computed with another temperature than the validation split fits")
+    scaled = replicates(scaled_cells if scaled_cells is not None else cal.scale_temperature(probs, fit["temperature"]),
+                        s.seed, False)
     out = {"temperature": round(fit["temperature"], 6), "ci": [round(fit["lo"], 6), round(fit["hi"], 6)],
            "interval": "profile likelihood on the validation split; T held fixed afterwards",
            "fitted_on": "val", "n_fit": int(len(val)), "nll_before": round(fit["nll_before"], 6),

@@ -22,13 +22,14 @@ from faceaudit.errors import FaceauditError
 from faceaudit.files import atomic_write
 from faceaudit.taxonomy import UTKFACE, LabelSchema
 
-#: Major.minor: a new major means readers must change; a new minor only adds keys (2.1: ``label_schema``).
-SCHEMA_VERSION = "2.1"
+#: Major.minor: a new major means readers must change; a new minor only adds keys (2.1: ``label_schema``; 2.2:
+#: ``settings.engine``, ``data.streamed``, ``files.predictions_sample``).
+SCHEMA_VERSION = "2.2"
 AUDIT_FILE = "audit.json"
 #: Joins the values of an intersection's group key (``Black × Female``).
 GROUP_SEPARATOR = " × "
 #: Fields of :class:`AuditResult` that live beside audit.json (CSV tables, predictions.csv), not in it.
-_NOT_IN_JSON = ("tables", "predictions", "folder")
+_NOT_IN_JSON = ("tables", "predictions", "predictions_sampled", "folder")
 
 
 def grouping_name(attributes: tuple[str, ...] | list[str]) -> str:
@@ -82,6 +83,8 @@ class AuditResult:
     tables: dict = field(default_factory=dict, repr=False, compare=False)
     #: The audited predictions table (``PredictionsTable``), when computed in this process.
     predictions: Any = field(default=None, repr=False, compare=False)
+    #: Whether ``predictions`` is a sample of the audited rows (a streamed audit), not all of them.
+    predictions_sampled: bool = field(default=False, repr=False, compare=False)
     #: The audit folder this result was read from or written to, if any.
     folder: Path | None = field(default=None, repr=False, compare=False)
 

@@ -22,6 +22,7 @@ TABLE_FILES = {
     "embedding_groups": "embedding_groups.csv",
 }
 PREDICTIONS_FILE = "predictions.csv"
+PREDICTIONS_SAMPLE_FILE = "predictions_sample.csv"
 JUNIT_FILE = "gates.xml"
 
 
@@ -38,14 +39,18 @@ def write_audit(result: AuditResult, out_dir: Path) -> list[Path]:
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = [result.predictions.write(out_dir / PREDICTIONS_FILE)]
-    files = {"predictions": PREDICTIONS_FILE}
+    # A streamed audit keeps a sample of its rows (for the error gallery): written under its own name, so nothing
+    # that needs every row (a paired comparison) mistakes it for the audited table.
+    key, filename = (("predictions_sample", PREDICTIONS_SAMPLE_FILE) if result.predictions_sampled
+                     else ("predictions", PREDICTIONS_FILE))
+    written = [result.predictions.write(out_dir / filename)]
+    files = {key: filename}
     for name, frame in result.tables.items():
         filename = TABLE_FILES[name]
         _write_csv(frame, out_dir / filename)
         files[name] = filename
         written.append(out_dir / filename)
-    stale = set(TABLE_FILES.values()) - set(files.values())
+    stale = ({*TABLE_FILES.values(), PREDICTIONS_FILE, PREDICTIONS_SAMPLE_FILE}) - set(files.values())
     if result.gates is not None:
         atomic_write(out_dir / JUNIT_FILE, junit_xml(result.gates))
         files["gates_junit"] = JUNIT_FILE

@@ -7,12 +7,17 @@ each other; ``faceaudit.audit`` (auditing a predictions table) needs none of the
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from faceaudit.config import DEFAULT_SEED, data_from_env
 from faceaudit.errors import FaceauditError
 from faceaudit.taxonomy import LabelSchema, get_schema
+
+if TYPE_CHECKING:
+    from faceaudit.seams.run import RunRecord
+    from faceaudit.training.runtimes import Runtime
 
 
 def load_dataset(source: str | Path, *, schema: LabelSchema | str | None = None, **options: Any):
@@ -41,6 +46,19 @@ def train(data: str | Path, out: str | Path, *, backbone: str = "cnn", schema: L
                                     **options))
 
 
+def predict(model: str | Path, data: Any = None, out: str | Path | None = None, **options: Any) -> Path:
+    """Run a model on the test and validation splits of ``data`` into a folder of Parquet shards (what
+    ``faceaudit predict`` writes and ``faceaudit.audit(folder)`` streams); ``engine="ray"`` runs it on Ray workers,
+    one model per worker. Options as :func:`faceaudit.training.batch.predict_shards`; needs ``faceaudit[train]``
+    (and ``faceaudit[distributed]`` for Ray)."""
+    from faceaudit.extras import require
+
+    require("tensorflow", "train", "running a model on images")
+    from faceaudit.training.batch import predict_shards
+
+    return predict_shards(model, data, out, **options)
+
+
 def audit_model(model: str | Path, data: Any = None, *, schema: LabelSchema | str | None = None,
                 batch_size: int = 64, temperature: bool = True, seed: int = DEFAULT_SEED,
                 dataset_options: dict | None = None, progress: bool = False,
@@ -58,42 +76,17 @@ def audit_model(model: str | Path, data: Any = None, *, schema: LabelSchema | st
     ``dataset_options`` go to :func:`load_dataset` (``age_bands``, ``exclude``, ``columns``); ``audit_options`` to
     :func:`faceaudit.audit`. The schema is the run's (``run.json``) unless given. Needs ``faceaudit[train]``
     (and ``faceaudit[onnx]`` for ONNX models)."""
-    from faceaudit.extras import require
-    from faceaudit.seams.run import resolve_model
-
-    source = Path(model)
-    model_file, run = resolve_model(source)
-    require("tensorflow", "train", "running a model on images")  # images are read by tf.data for every format
+    groups = audit_options.get("groups")
+    opened = open_model(model, schema=schema, target=audit_options.get("target"),
+                        groups=tuple(groups.split(",")) if isinstance(groups, str) else groups,
+                        age_bands=(dataset_options or {}).get("age_bands"), classes=classes,
+                        output_layer=output_layer, embedding_layer=embedding_layer, input_size=input_size,
+                        preprocess=preprocess, bgr=bgr, gates=audit_options.get("gates"))
+    source, schema, run, runtime = opened.source, opened.schema, opened.run, opened.runtime
     from faceaudit.audit import audit
     from faceaudit.datasets.manifest import Dataset, describe_image_problems
-    from faceaudit.training.export import read_manifest
     from faceaudit.training.inference import predict_table
-    from faceaudit.training.runtimes import load_runtime, source_sha256
 
-    exported = read_manifest(model_file)
-    if schema is None and run is not None and run.label_schema:
-        schema = LabelSchema.from_dict(run.label_schema)
-    if schema is None and exported is not None and exported.get("label_schema"):
-        schema = LabelSchema.from_dict(exported["label_schema"])
-    schema = get_schema(schema)
-    groups = audit_options.get("groups")
-    # The target, groups and age bands asked for shape the classes the model is run for and the predictions' bands.
-    schema = schema.with_options(target=audit_options.get("target"),
-                                 groups=tuple(groups.split(",")) if isinstance(groups, str) else groups,
-                                 age_bands=(dataset_options or {}).get("age_bands"))
-    names = _class_list(classes)
-    if audit_options.get("gates") is not None:  # a gate the audit could not judge is refused before the model runs
-        from faceaudit.audit.api import load_gates
-        from faceaudit.audit.gates import check_gates
-
-        found, _, source_name = load_gates(audit_options["gates"])
-        check_gates(found, schema, source_name or "gates")
-    if names is not None and set(names) != set(schema.classes):
-        schema = schema.with_classes(names)
-    dlib = run is not None and run.backbone == "dlib-resnet"
-    runtime = None if dlib else load_runtime(
-        model_file, classes=names or schema.classes, output_layer=output_layer, embedding_layer=embedding_layer,
-        input_size=input_size, preprocess=preprocess, bgr=bgr, target=schema.target)
     if data is None:
         data = data_from_env()
         if data is None:
@@ -112,23 +105,7 @@ def audit_model(model: str | Path, data: Any = None, *, schema: LabelSchema | st
     val_rows = dataset.split("val")
     if temperature and not val_rows.empty:
         val = predict_table(source, val_rows, batch_size, progress, schema=schema, run=run, runtime=runtime)[0]
-    is_run = source.is_dir() and model_file != source
-    fmt = runtime.format if runtime is not None else "keras"
-    name = run.name if run is not None else (model_file.stem or model_file.name)
-    if exported is not None:  # an export of a run: named after it, with the format and quantisation
-        source_run = (exported.get("source_model") or {}).get("run") or name
-        quantization = exported.get("quantization")
-        name = "-".join(p for p in (source_run, exported["format"], None if quantization == "none" else quantization)
-                        if p)
-    info = {"name": name,
-            "kind": "run" if is_run else fmt, "format": fmt,
-            "source": str(source.resolve()), "backbone": run.backbone if run is not None
-            else ((exported or {}).get("source_model") or {}).get("backbone"),
-            "run_hash": source_sha256(model_file), "synthetic": bool(dataset.synthetic),
-            "run": None if run is None else run.facts(),
-            "runtime": None if runtime is None else runtime.describe(),
-            "export": None if exported is None else {k: exported.get(k) for k in (
-                "format", "quantization", "quantization_detail", "total_bytes", "source_model", "exported_at")}}
+    info = opened.info(synthetic=bool(dataset.synthetic))
     if embeddings is None and runtime is not None:
         notes.append(f"no embeddings: {runtime.embedding_note or 'the model exposes no embedding layer'} "
                      "(pass --embedding-layer NAME where the model has one)")
@@ -138,6 +115,98 @@ def audit_model(model: str | Path, data: Any = None, *, schema: LabelSchema | st
                    data=data_info, seed=seed, temperature=temperature, progress=progress, **audit_options)
     result.warnings[:0] = notes
     return result
+
+
+@dataclass
+class OpenedModel:
+    """A model resolved and loaded the one way every command runs it: its files, label schema and runtime."""
+
+    source: Path
+    model_file: Path
+    run: RunRecord | None
+    exported: dict | None
+    schema: LabelSchema
+    #: The ``classes``/contract options :func:`faceaudit.training.runtimes.load_runtime` was given (to load again).
+    runtime_options: dict
+    #: None for dlib-resnet runs, whose head takes dlib descriptors rather than images.
+    runtime: Runtime | None
+
+    @property
+    def dlib(self) -> bool:
+        """Whether the model is a dlib-resnet run (descriptors first, then the Keras head)."""
+        return self.run is not None and self.run.backbone == "dlib-resnet"
+
+    def info(self, *, synthetic: bool) -> dict:
+        """What audit.json (and predict.json) record of the model; after predicting, so the runtime can tell how
+        its outputs were read."""
+        from faceaudit.training.runtimes import source_sha256
+
+        run, exported, runtime = self.run, self.exported, self.runtime
+        is_run = self.source.is_dir() and self.model_file != self.source
+        fmt = runtime.format if runtime is not None else "keras"
+        return {"name": self.name,
+                "kind": "run" if is_run else fmt, "format": fmt,
+                "source": str(self.source.resolve()), "backbone": run.backbone if run is not None
+                else ((exported or {}).get("source_model") or {}).get("backbone"),
+                "run_hash": source_sha256(self.model_file), "synthetic": synthetic,
+                "run": None if run is None else run.facts(),
+                "runtime": None if runtime is None else runtime.describe(),
+                "export": None if exported is None else {k: exported.get(k) for k in (
+                    "format", "quantization", "quantization_detail", "total_bytes", "source_model", "exported_at")}}
+
+    @property
+    def name(self) -> str:
+        """The run's name, else the file's; an export of a run adds its format and quantisation (output folders
+        are named after it)."""
+        name = self.run.name if self.run is not None else (self.model_file.stem or self.model_file.name)
+        if self.exported is not None:
+            source_run = (self.exported.get("source_model") or {}).get("run") or name
+            quantization = self.exported.get("quantization")
+            name = "-".join(p for p in (source_run, self.exported["format"],
+                                        None if quantization == "none" else quantization) if p)
+        return name
+
+
+def open_model(model: str | Path, *, schema: LabelSchema | str | None = None, target: str | None = None,
+               groups: Sequence[str] | None = None, age_bands: Any = None,
+               classes: str | Sequence[str] | None = None, output_layer: str | None = None,
+               embedding_layer: str | None = None, input_size: int | None = None, preprocess: str | None = None,
+               bgr: bool = False, gates: Any = None) -> OpenedModel:
+    """Resolve a run folder or model file, settle its label schema (given, else the run's or export's, shaped by
+    ``target``, ``groups``, ``age_bands`` and ``classes``) and load its runtime once, so that auditing and batch
+    prediction open a model the same way. ``gates`` are checked against the schema before the model loads."""
+    from faceaudit.extras import require
+    from faceaudit.seams.run import resolve_model
+
+    source = Path(model)
+    model_file, run = resolve_model(source)
+    require("tensorflow", "train", "running a model on images")  # images are read by tf.data for every format
+    from faceaudit.training.export import read_manifest
+    from faceaudit.training.runtimes import load_runtime
+
+    exported = read_manifest(model_file)
+    if schema is None and run is not None and run.label_schema:
+        schema = LabelSchema.from_dict(run.label_schema)
+    if schema is None and exported is not None and exported.get("label_schema"):
+        schema = LabelSchema.from_dict(exported["label_schema"])
+    schema = get_schema(schema)
+    # The target, groups and age bands asked for shape the classes the model is run for and the predictions' bands.
+    schema = schema.with_options(target=target, groups=None if groups is None else tuple(groups), age_bands=age_bands)
+    names = _class_list(classes)
+    if gates is not None:  # a gate the audit could not judge is refused before the model runs
+        from faceaudit.audit.api import load_gates
+        from faceaudit.audit.gates import check_gates
+
+        found, _, source_name = load_gates(gates)
+        check_gates(found, schema, source_name or "gates")
+    if names is not None and set(names) != set(schema.classes):
+        schema = schema.with_classes(names)
+    options = {"classes": names or schema.classes, "output_layer": output_layer, "embedding_layer": embedding_layer,
+               "input_size": input_size, "preprocess": preprocess, "bgr": bgr, "target": schema.target}
+    opened = OpenedModel(source, model_file, run, exported, schema, options, runtime=None)
+    if not opened.dlib:
+        opened.runtime = load_runtime(model_file, **options)
+    return opened
 
 
 def _class_list(classes: str | Sequence[str] | None) -> tuple[str, ...] | None:

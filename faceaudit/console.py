@@ -21,12 +21,19 @@ import warnings
 from contextlib import contextmanager
 
 #: Lines TensorFlow's C++ runtime writes while it starts: glog-style "I0000 00:00:..." records, absl's preamble
-#: and the second line of the cpu_feature_guard message.
+#: and the second line of the cpu_feature_guard message; and Ray's C++ records (``--engine ray``).
 _NOISE = re.compile(r"^(?:[IWE]\d{4} \d\d:\d\d:[\d.]+\s|WARNING: All log messages before absl::InitializeLog\(\)"
                     r"|To enable the following instructions:|INFO: Created TensorFlow Lite \S+ delegate"
-                    r"|fully_quantize: \d, inference_type: )")
+                    r"|fully_quantize: \d, inference_type: "
+                    r"|\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ [IWE] \d+ \d+\] )")  # Ray's C++ core-worker records
 #: Whether framework log lines are kept (``faceaudit --verbose``).
 _verbose = True
+
+
+def is_verbose() -> bool:
+    """Whether framework log lines and warnings are shown (``--verbose``, or a library caller's default)."""
+    return _verbose
+
 
 def configure(verbose: bool = False) -> None:
     """Silence framework logs and Python warnings (``verbose=False``), or leave them all on."""

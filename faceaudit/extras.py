@@ -17,7 +17,8 @@ EXTRAS = {
     "train": "training and model inference (TensorFlow, Keras)",
     "inspect": "data inspection and the dlib backbone (ImageHash, MTCNN, dlib, face-recognition-models)",
     "onnx": "auditing ONNX models (onnxruntime) and exporting to ONNX (tf2onnx)",
-    "all": "train, inspect and onnx",
+    "distributed": "--engine ray: batch inference and the audit's aggregation on Ray workers, locally or on a cluster (Ray Data)",
+    "all": "train, inspect, onnx and distributed",
 }
 #: How each optional module's package is named in messages, and the extra that installs it.
 MODULES = {
@@ -30,6 +31,7 @@ MODULES = {
     "onnxruntime": ("ONNX Runtime", "onnx"),
     "onnx": ("ONNX", "onnx"),
     "tf2onnx": ("tf2onnx", "onnx"),
+    "ray": ("Ray", "distributed"),
 }
 
 

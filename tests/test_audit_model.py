@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from tiny_models import tiny_contract_cnn
 
 from faceaudit.audit.result import AuditResult
 from faceaudit.cli import main
@@ -17,22 +18,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def tiny_run(utk_sample_dir, tmp_path_factory):
     """A run folder with a 32px CNN trained for two epochs on the real sample's train split."""
-    import keras
-
-    from faceaudit.datasets.manifest import load_dataset
-    from faceaudit.datasets.tfdata import image_dataset
-
-    keras.utils.set_random_seed(0)
-    dataset = load_dataset(utk_sample_dir, progress=False)
-    inputs = keras.Input((32, 32, 3))
-    x = keras.layers.Rescaling(1 / 255.0)(inputs)
-    x = keras.layers.Conv2D(8, 3, activation="relu")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    x = keras.layers.Dense(16, activation="relu", name="embedding")(x)
-    outputs = keras.layers.Dense(5, activation="softmax", name="race_probs")(x)
-    model = keras.Model(inputs, outputs)
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    model.fit(image_dataset(dataset.split("train"), 32, 32), epochs=2, verbose=0)
+    model, dataset = tiny_contract_cnn(utk_sample_dir, epochs=2)
     run = tmp_path_factory.mktemp("runs") / "tiny-cnn"
     run.mkdir()
     model.save(run / "model.keras")

@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+from tiny_models import tiny_contract_cnn
 
 from faceaudit.cli import main
 from faceaudit.errors import FaceauditError
@@ -43,20 +44,9 @@ def models(utk_sample_dir, tmp_path_factory):
     import tensorflow as tf
     import tf2onnx
 
-    from faceaudit.datasets.manifest import load_dataset
     from faceaudit.datasets.tfdata import image_dataset
 
-    keras.utils.set_random_seed(0)
-    dataset = load_dataset(utk_sample_dir, progress=False)
-    inputs = keras.Input((SIZE, SIZE, 3))
-    x = keras.layers.Rescaling(1 / 255.0)(inputs)
-    x = keras.layers.Conv2D(8, 3, activation="relu")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    x = keras.layers.Dense(16, activation="relu", name="embedding")(x)
-    outputs = keras.layers.Dense(5, activation="softmax", name="race_probs")(x)
-    model = keras.Model(inputs, outputs)
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    model.fit(image_dataset(dataset.split("train"), SIZE, 32), epochs=1, verbose=0)
+    model, dataset = tiny_contract_cnn(utk_sample_dir, size=SIZE)
 
     folder = tmp_path_factory.mktemp("formats")
     paths = {"keras": folder / "model.keras", "h5": folder / "contract.h5", "h5-plain": folder / "plain.h5",

@@ -90,7 +90,7 @@ def load_folder(path: Path) -> LoadedAudit:
     if not (folder / AUDIT_FILE).is_file() and not path.is_file():
         raise FaceauditError(f"{path} has no {AUDIT_FILE}")
     result = load_audit(path)
-    return LoadedAudit(str(result.model.get("name") or folder.name), folder, result, load_predictions(folder, result))
+    return LoadedAudit(str(result.model.get("name") or folder.name), folder, result, load_predictions(folder, result, sample=False))
 
 
 def _unique_names(audits: list[LoadedAudit]) -> None:
@@ -121,6 +121,9 @@ def _matched(a: LoadedAudit, b: LoadedAudit) -> tuple[pd.DataFrame, list[Slice]]
     """Both predictions tables joined image by image, and the family's slices on the joined rows."""
     if a.predictions is None or b.predictions is None:
         missing = a if a.predictions is None else b
+        if "predictions_sample" in (missing.result.files or {}):
+            raise FaceauditError(f"{missing.folder} is a streamed audit that kept a sample of its rows, not all of "
+                                 "them; paired tests need every image of both audits")
         raise FaceauditError(f"no predictions.csv next to {missing.folder / AUDIT_FILE}; paired tests need both")
     merged = match_predictions(a.predictions, b.predictions, (a.name, b.name), same_schema([a, b]))
     return merged, _slices(a.result, b.result, merged)

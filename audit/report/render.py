@@ -23,9 +23,12 @@ log = logging.getLogger(__name__)
 REPORT_HTML, REPORT_PDF, SUMMARY_MD = "report.html", "report.pdf", "summary.md"
 
 
-def load_predictions(audit_dir: Path, result: AuditResult | None = None) -> pd.DataFrame | None:
-    """The audit's predictions table (``files.predictions``, default predictions.csv), or None when absent."""
-    name = (result.files or {}).get("predictions", "predictions.csv") if result else "predictions.csv"
+def load_predictions(audit_dir: Path, result: AuditResult | None = None, *, sample: bool = True
+                     ) -> pd.DataFrame | None:
+    """The audit's predictions table (``files.predictions``, default predictions.csv), or None when absent; with
+    ``sample``, a streamed audit's sample of rows (``files.predictions_sample``) stands in for it."""
+    files = (result.files or {}) if result else {}
+    name = files.get("predictions") or (files.get("predictions_sample") if sample else None) or "predictions.csv"
     path = Path(audit_dir) / name
     if not path.is_file():
         return None

@@ -494,8 +494,10 @@ def gallery_section(result, predictions: pd.DataFrame | None, thumbnails: bool, 
     groups = None
     if predictions is not None:
         groups = error_gallery(predictions, schema=schema, thumbnails=thumbnails, base_dir=audit_dir)
+    streamed = result.data.get("streamed") or {}
     return Section("errors", "Error gallery", "report/gallery.html", {
-        "groups": groups, "thumbnails": thumbnails, "target": target_label(schema)})
+        "groups": groups, "thumbnails": thumbnails, "target": target_label(schema),
+        "sample": streamed if streamed and not streamed.get("exact") else None})
 
 
 def training_section(history: History | None, history_note: str) -> Section:
@@ -532,6 +534,21 @@ def _short_command(command) -> str | None:
     return shlex.join(file_name(w) if w.startswith("/") else w for w in words)
 
 
+def _engine_line(engine: dict | None, streamed: dict | None) -> str:
+    """``ray, 2 workers (local); 12 Parquet shards streamed, 100,000,000 rows`` — how the audit was computed."""
+    if not engine:
+        return "not recorded"
+    workers = engine.get("workers") or 1
+    line = f"{engine.get('engine')}, {workers} worker{'s' * (workers != 1)}"
+    if engine.get("cluster"):
+        line += f" ({engine['cluster']})"
+    if streamed:
+        line += (f"; {streamed['shards']:,} Parquet shard{'s' * (streamed['shards'] != 1)} streamed, "
+                 f"{streamed['rows']:,} rows audited" + ("" if streamed.get("exact") else
+                                                        f", {streamed['sample_rows']:,}-row sample kept"))
+    return line
+
+
 def reproducibility_section(result, audit_dir: Path) -> Section:
     settings = result.settings
     command = settings.get("command") or result.model.get("command") or (result.model.get("run") or {}).get("command")
@@ -542,6 +559,7 @@ def reproducibility_section(result, audit_dir: Path) -> Section:
             ("Age bands", str(result.data.get("age_bands"))), ("Seed", str(settings.get("seed"))),
             ("Intervals", f"{int(100 * settings.get('ci', 0.95))}%: Clopper–Pearson, MOVER; bootstrap "
                           f"({settings.get('n_boot')} resamples) for Brier, log loss, ECE change and embeddings"),
+            ("Engine", _engine_line(settings.get("engine"), result.data.get("streamed"))),
             ("Minimum group size", str(settings.get("min_group_size"))),
             ("Minimum test size", str(settings.get("min_test_size"))),
             ("Schema", f"audit.json {result.schema_version}")]

@@ -11,7 +11,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from faceaudit.commands.common import add_data_options
+from faceaudit.commands.common import add_data_options, add_model_contract_options
 from faceaudit.config import DEFAULT_CI, DEFAULT_INCONCLUSIVE, DEFAULT_MIN_GROUP_SIZE, DEFAULT_N_BOOT, data_from_env
 from faceaudit.errors import FaceauditError
 from faceaudit.files import carry_inside, replace_folder, replaceable_dir
@@ -33,7 +33,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--predictions", type=Path, metavar="FILE",
                         help="predictions CSV/Parquet (image_id, the true target label, gender, age or age_band, "
                         "prob_<class> columns or pred_<target>); "
-                        "rows with split=val, if any, fit temperature scaling and only split=test rows are audited")
+                        "rows with split=val, if any, fit temperature scaling and only split=test rows are audited. "
+                        "A folder or quoted glob of Parquet shards ('preds/*.parquet', as faceaudit predict writes) "
+                        "is streamed shard by shard in bounded memory")
+    parser.add_argument("--engine", default="local", metavar="{local,ray}",  # checked in one line, not argparse's
+                        help="with sharded --predictions: reduce the shards in this process (local) or on Ray "
+                        "workers (ray: a local Ray instance, or the cluster at $RAY_ADDRESS; needs "
+                        "faceaudit[distributed]) (default: local)")
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="with --engine ray: shards reduced at a time (default: this machine's CPUs)")
     parser.add_argument("--id-col", default="image_id", metavar="NAME",
                         help="with --predictions: the image id column, e.g. 'id' (default: image_id)")
     parser.add_argument("--prob-prefix", default="prob_", metavar="PREFIX",
@@ -47,7 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--groups", default=None, metavar="A,B,...",
                         help="attributes to group by, e.g. race,age_band (default: race, gender, age_band as present)")
     parser.add_argument("--embeddings", type=Path, metavar="NPY",
-                        help="with --predictions: embeddings .npy whose rows align with the predictions file")
+                        help="with one --predictions file: embeddings .npy whose rows align with it (shards carry "
+                        "theirs as part-*.embeddings.npy)")
     parser.add_argument("--data", type=Path, metavar="DATA",
                         help="with a model: UTKFace folder/archive or labelled CSV (default: $FACEAUDIT_DATA)")
     parser.add_argument("--gates", type=Path, metavar="TOML", help="thresholds to judge (see faceaudit/gates.toml)")
@@ -68,24 +77,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-thumbnails", action="store_true",
                         help="leave face thumbnails out of the report's error gallery")
     parser.add_argument("--batch-size", type=int, default=64, help="inference batch size (default: 64)")
-    model = parser.add_argument_group(
-        "model contract", "how to run a model that does not follow faceaudit's (float32 RGB [0, 255] input, layers "
-        "<target>_probs and embedding); the defaults are faceaudit's")
-    model.add_argument("--output-layer", default=None, metavar="NAME",
-                       help="the class-probability output (layer or output name; default: the one output with one "
-                       "value per class)")
-    model.add_argument("--embedding-layer", default=None, metavar="NAME",
-                       help="the layer (Keras) or output whose values are the embeddings (default: 'embedding', else "
-                       "the layer before a Keras model's classifier; other formats: none)")
-    model.add_argument("--input-size", type=int, default=None, metavar="N",
-                       help="image size in pixels for a model without a fixed input size (default: the model's)")
-    model.add_argument("--preprocess", choices=("raw", "0-1", "-1-1", "caffe", "torch"), default=None,
-                       help="what the model expects: raw [0, 255] RGB (faceaudit's models), 0-1, -1-1, caffe (BGR "
-                       "minus the ImageNet means) or torch ([0, 1] minus the ImageNet mean, over its std) "
-                       "(default: raw)")
-    model.add_argument("--bgr", action="store_true", help="the model takes BGR channels (default: RGB)")
-    model.add_argument("--classes", default=None, metavar="A,B,...",
-                       help="the class of each output unit, in order (default: the schema's classes in its order)")
+    add_model_contract_options(parser)
     add_data_options(parser, positional=False)
     parser.set_defaults(handler=run_audit)
 
@@ -94,6 +86,16 @@ def _check_args(args: argparse.Namespace) -> None:
     if (args.source is None) == (args.predictions is None):
         raise FaceauditError("give either a model (SOURCE: run folder, model file or SavedModel folder) or "
                              "--predictions FILE")
+    from faceaudit.audit.stream import is_sharded
+    from faceaudit.distributed import check_engine
+
+    check_engine(args.engine, args.workers)
+    if args.embeddings is not None and args.predictions is not None and is_sharded(args.predictions):
+        raise FaceauditError("--embeddings goes with one predictions file; shards carry theirs as "
+                             "part-*.embeddings.npy beside each shard")
+    if args.predictions is None and (args.engine != "local" or args.workers is not None):
+        raise FaceauditError("--engine and --workers go with --predictions shards; to run a model on Ray, use "
+                             "faceaudit predict MODEL --engine ray, then faceaudit audit --predictions")
     if args.predictions is None and (args.id_col != "image_id" or args.prob_prefix != "prob_"):
         raise FaceauditError("--id-col and --prob-prefix go with --predictions")
     if args.embeddings is not None and args.predictions is None:
@@ -131,7 +133,7 @@ def _compute(args: argparse.Namespace, min_group_size: int | None):
         from faceaudit.audit import audit
 
         return audit(args.predictions, embeddings=args.embeddings, id_col=args.id_col, prob_prefix=args.prob_prefix,
-                     age_bands=args.age_bands, **options)
+                     age_bands=args.age_bands, engine=args.engine, workers=args.workers, **options)
     from faceaudit.api import audit_model
 
     if not args.source.exists():
@@ -206,7 +208,7 @@ def print_summary(result, out_dir: Path) -> None:
     from faceaudit.audit.report.formatting import fmt_stat
 
     overall = result.overall["metrics"]["accuracy"]
-    print(f"{result.model['name']}: accuracy {fmt_stat(overall)} on {overall['n']} test images")
+    print(f"{result.model['name']}: accuracy {fmt_stat(overall)} on {overall['n']:,} test images")
     for line in headline(result):
         print(f"  {line}")
     target = result.taxonomy.target

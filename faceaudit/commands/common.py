@@ -43,6 +43,29 @@ def add_data_options(parser: argparse.ArgumentParser, *, positional: bool = True
                        help="age column of a labelled CSV: years, or age bands such as 20-29 (default: age)")
 
 
+def add_model_contract_options(parser: argparse.ArgumentParser) -> None:
+    """The "model contract" options (``--output-layer``, ``--embedding-layer``, ``--input-size``, ``--preprocess``,
+    ``--bgr``, ``--classes``): how to run a model that does not follow faceaudit's contract."""
+    model = parser.add_argument_group(
+        "model contract", "how to run a model that does not follow faceaudit's (float32 RGB [0, 255] input, layers "
+        "<target>_probs and embedding); the defaults are faceaudit's")
+    model.add_argument("--output-layer", default=None, metavar="NAME",
+                       help="the class-probability output (layer or output name; default: the one output with one "
+                       "value per class)")
+    model.add_argument("--embedding-layer", default=None, metavar="NAME",
+                       help="the layer (Keras) or output whose values are the embeddings (default: 'embedding', else "
+                       "the layer before a Keras model's classifier; other formats: none)")
+    model.add_argument("--input-size", type=int, default=None, metavar="N",
+                       help="image size in pixels for a model without a fixed input size (default: the model's)")
+    model.add_argument("--preprocess", choices=("raw", "0-1", "-1-1", "caffe", "torch"), default=None,
+                       help="what the model expects: raw [0, 255] RGB (faceaudit's models), 0-1, -1-1, caffe (BGR "
+                       "minus the ImageNet means) or torch ([0, 1] minus the ImageNet mean, over its std) "
+                       "(default: raw)")
+    model.add_argument("--bgr", action="store_true", help="the model takes BGR channels (default: RGB)")
+    model.add_argument("--classes", default=None, metavar="A,B,...",
+                       help="the class of each output unit, in order (default: the schema's classes in its order)")
+
+
 def dataset_from_args(args: argparse.Namespace, source: Path | None = None):
     """Load the dataset the data options describe (``source`` overrides ``args.data``)."""
     from faceaudit.datasets.labels import AgeBands
