@@ -66,6 +66,8 @@ def ray_session(workers: int, *, verbose: bool | None = None) -> Iterator[dict]:
     from ray.data import DataContext
 
     context = DataContext.get_current()
+    saved = (context.enable_progress_bars, context.execution_options.preserve_order,
+             getattr(context, "print_on_execution_start", None))  # a caller's own Ray session gets them back
     context.enable_progress_bars = verbose
     context.execution_options.preserve_order = True  # shards come out in input order, as the local engine writes them
     if hasattr(context, "print_on_execution_start"):
@@ -83,6 +85,9 @@ def ray_session(workers: int, *, verbose: bool | None = None) -> Iterator[dict]:
         finally:
             for name, logger in loggers.items():
                 logger.setLevel(levels[name])
+            context.enable_progress_bars, context.execution_options.preserve_order = saved[:2]
+            if saved[2] is not None:
+                context.print_on_execution_start = saved[2]
             if started:
                 ray.shutdown()
 
