@@ -7,12 +7,14 @@ predictions reduced to mergeable statistics, merged on the driver). Needs ``pip 
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
+import sys
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 
 from faceaudit.errors import FaceauditError
 
@@ -20,6 +22,8 @@ from faceaudit.errors import FaceauditError
 ENGINES: tuple[str, ...] = ("local", "ray")
 #: The environment variable that points Ray at a running cluster (Ray's own).
 ADDRESS_VARIABLE = "RAY_ADDRESS"
+#: A line Ray's driver relays from its other processes: ``(raylet) ...``, ``(MapWorker(...) pid=123) ...``.
+_RAY_RELAYED = re.compile(r"^(?:\x1b\[[\d;]*m)?\((?:raylet|\S+ pid=\d+)[^)]*\)")
 
 
 def check_engine(engine: str, workers: int | None) -> None:
@@ -74,7 +78,7 @@ def ray_session(workers: int, *, verbose: bool | None = None) -> Iterator[dict]:
         context.print_on_execution_start = verbose
     loggers = {name: logging.getLogger(name) for name in ("ray", "ray.data")}
     levels = {name: logger.level for name, logger in loggers.items()}
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _relays_dropped(verbose):
         if not verbose:  # Ray's own notices (deprecations, "progress bars disabled", run summaries) stay off
             warnings.simplefilter("ignore")
             for logger in loggers.values():
@@ -106,3 +110,22 @@ def worker_error(exc: BaseException, context: str) -> str:
         return found[-1].strip()[:500]
     first = next((line.strip() for line in text.splitlines() if line.strip()), "")
     return f"{context}: {type(exc).__name__}: {first}"[:400]
+
+
+@contextmanager
+def _relays_dropped(verbose: bool) -> Iterator[None]:
+    """Drop the lines Ray's driver relays to stdout from its processes ("(raylet) A worker died...") while Ray
+    runs, unless verbose; a lost worker (restarted, its work retried) becomes one warning line on stderr."""
+    if verbose:
+        yield
+        return
+    captured = io.StringIO()
+    try:
+        with redirect_stdout(captured):
+            yield
+    finally:
+        lines = captured.getvalue().splitlines(keepends=True)
+        sys.stdout.write("".join(line for line in lines if not _RAY_RELAYED.match(line)))
+        if any(_RAY_RELAYED.match(line) and "worker died or was killed" in line for line in lines):
+            print("faceaudit: warning: a Ray worker was lost during the run; Ray restarted it and retried its "
+                  "work", file=sys.stderr)

@@ -14,6 +14,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+from commands import FACEAUDIT, ray_workers
 from tiny_models import tiny_contract_cnn
 
 from faceaudit.cli import main
@@ -118,24 +119,9 @@ def test_ray_engine_through_the_cli_matches_local(local, model_file, utk_sample_
     assert streamed.embeddings["knn_purity"] == direct.embeddings["knn_purity"]
 
 
-def _map_workers(pid: int) -> list:
-    """The Ray map-worker actor processes under the command's process."""
-    import psutil
-
-    found = []
-    for child in psutil.Process(pid).children(recursive=True):
-        try:
-            if "MapWorker" in " ".join(child.cmdline()):
-                found.append(child)
-        except psutil.Error:
-            pass
-    return found
-
-
 def test_a_worker_lost_midway_is_recovered_or_nothing_is_written(model_file, utk_sample_dir, tmp_path):
-    import ray.data  # noqa: F401  (faceaudit[distributed], in the test extra; puts Ray's bundled psutil on the path)
     out = tmp_path / "killed"
-    command = [sys.executable, "-m", "faceaudit", "predict", str(model_file), "--data", str(utk_sample_dir),
+    command = [*FACEAUDIT, "predict", str(model_file), "--data", str(utk_sample_dir),
                "--out", str(out), "--engine", "ray", "--workers", "2", "--split", "all", "--shard-size", "50",
                "--batch-size", "2"]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -145,7 +131,7 @@ def test_a_worker_lost_midway_is_recovered_or_nothing_is_written(model_file, utk
         # Wait until the first shard is in the hidden folder being built: the workers are mid-run.
         while time.monotonic() < deadline and proc.poll() is None:
             if any(tmp_path.glob(".killed.partial-*/part-00000.parquet")):
-                workers = _map_workers(proc.pid)
+                workers = ray_workers(proc.pid, "MapWorker")
                 if workers:
                     killed = workers[0].pid
                     os.kill(killed, signal.SIGKILL)

@@ -8,12 +8,15 @@ the in-memory audit's own type-level bootstrap; Ray runs in local mode with two 
 from __future__ import annotations
 
 import json
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from audit_fixtures import real_predictions  # noqa: F401  (session fixture)
+from commands import FACEAUDIT, ray_workers
 from simulated import utkface
 
 import faceaudit
@@ -50,6 +53,8 @@ def _found(result) -> dict:
     for key in ("source", "predictions_sha256", "streamed"):
         data["data"].pop(key, None)
     data["settings"].pop("engine", None)
+    data["settings"].pop("command", None)
+    data.pop("files", None)
     if (data.get("embeddings") or {}).get("tsne"):
         data["embeddings"]["tsne"].pop("seconds")
     return data
@@ -282,3 +287,38 @@ def test_cell_statistics_refuse_other_schemas(real_predictions):  # noqa: F811
     gender = PredictionsTable.validate(table.frame, schema=table.schema.with_options(groups=("race",)))
     with pytest.raises(ValueError, match="different label schemas"):
         CellStatistics.of(table) + CellStatistics.of(gender)
+
+
+def test_a_ray_worker_lost_mid_audit_is_retried_or_nothing_is_written(tmp_path):
+    """A Ray worker killed while it reduces a shard: its task is retried (same audit.json as the local engine), or
+    the command fails in one line with no audit folder."""
+    frame = utkface(1_200_000, seed=9)
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    for i, rows in enumerate(np.array_split(np.arange(len(frame)), 6)):
+        frame.iloc[rows].to_parquet(folder / f"part-{i:05d}.parquet", index=False)
+    out = tmp_path / "ray"
+    command = [*FACEAUDIT, "audit", "--predictions", str(folder), "--out", str(out),
+               "--engine", "ray", "--workers", "2", "--no-report", "--n-boot", "50", "--no-tsne"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed = None
+    try:
+        deadline = time.monotonic() + 120
+        while killed is None and time.monotonic() < deadline and proc.poll() is None:
+            for worker in ray_workers(proc.pid, "reduce_batch")[:1]:
+                worker.kill()
+                killed = worker.pid
+            time.sleep(0.05)
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert killed is not None, f"no Ray worker was seen reducing a shard (exit {proc.returncode}): {stderr[-2000:]}"
+    if proc.returncode == 0:  # Ray retried the task: one warning says so, none of Ray's own lines show
+        assert "(raylet)" not in stdout and stdout.startswith("shards: accuracy"), stdout
+        assert all(line.startswith("faceaudit: warning: a Ray worker was lost") for line in stderr.splitlines())
+        local = faceaudit.audit(folder, n_boot=50, tsne=False)
+        assert _found(faceaudit.AuditResult.from_json(out / "audit.json")) == _found(local)
+    else:
+        assert not out.exists() and len(stderr.strip().splitlines()) == 1, stderr

@@ -9,14 +9,10 @@ is built aside and swapped in whole: a failure or Ctrl-C leaves the previous fol
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import re
-import sys
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +37,6 @@ MAX_TASK_RETRIES = 3
 #: Columns the ray workers add to a batch besides the probabilities: the row's position, how the output was read.
 _ROW, _SOFTMAX, _RENORMALISED, _EMBEDDING = "_faceaudit_row", "_faceaudit_softmax", "_faceaudit_renormalised", "_emb_"
 
-#: A line Ray's driver relays from its other processes: ``(raylet) ...``, ``(MapWorker(...) pid=123) ...``.
-_RAY_RELAYED = re.compile(r"^(?:\x1b\[[\d;]*m)?\((?:raylet|\S+ pid=\d+)[^)]*\)")
 
 Chunk = tuple[pd.DataFrame, np.ndarray, "np.ndarray | None"]
 
@@ -146,8 +140,7 @@ def _write_folder(opened, dataset, rows: pd.DataFrame, out: Path, keep: tuple, *
             # Ray's C++ records go to file descriptor 2, which is captured while Ray runs; the progress bar is
             # drawn on a copy of the terminal's descriptor so it stays live.
             with os.fdopen(os.dup(2), "w") as terminal:
-                with native_noise_dropped(), _ray_relays_dropped(verbose), \
-                        ray_session(workers, verbose=verbose) as engine_info:
+                with native_noise_dropped(), ray_session(workers, verbose=verbose) as engine_info:
                     engine_info = dict(engine_info)
                     shards = _write_shards(_ray_chunks(opened, rows, shard_size, batch_size, workers), work,
                                            opened.schema, len(rows), progress, bar_file=terminal)
@@ -267,22 +260,3 @@ def _ray_chunks(opened, rows: pd.DataFrame, shard_size: int, batch_size: int, wo
         raise FaceauditError(worker_error(exc, "the Ray workers failed")) from None
     if done != len(rows):
         raise FaceauditError(f"Ray returned {done} of {len(rows)} predictions; rerun, or use --engine local")
-
-
-@contextmanager
-def _ray_relays_dropped(verbose: bool) -> Iterator[None]:
-    """Drop the lines Ray's driver relays to stdout from its processes ("(raylet) A worker died...") while Ray
-    runs, unless verbose; a lost worker (restarted, its batches retried) becomes one warning line on stderr."""
-    if verbose:
-        yield
-        return
-    captured = io.StringIO()
-    try:
-        with redirect_stdout(captured):
-            yield
-    finally:
-        lines = captured.getvalue().splitlines(keepends=True)
-        sys.stdout.write("".join(line for line in lines if not _RAY_RELAYED.match(line)))
-        if any(_RAY_RELAYED.match(line) and "worker died or was killed" in line for line in lines):
-            print("faceaudit: warning: a Ray worker was lost during the run; Ray restarted it and retried its "
-                  "batches", file=sys.stderr)
