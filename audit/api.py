@@ -33,7 +33,7 @@ from faceaudit.seams.predictions import (
     read_table,
     recorded_schema,
 )
-from faceaudit.taxonomy import AgeBands, LabelSchema, get_schema
+from faceaudit.taxonomy import AgeBands, LabelSchema, get_schema, name_list
 
 from . import gates as gates_mod
 from . import stream
@@ -109,10 +109,8 @@ def prepare(predictions: PredictionsLike, *, schema: LabelSchema | str | None = 
         if schema is None:
             schema = recorded_schema(source_path)  # a table faceaudit wrote as Parquet carries its schema
         predictions = read_table(source_path)
-    if isinstance(groups, str):
-        groups = [g.strip() for g in groups.split(",") if g.strip()]
     options = {"schema": None if schema is None else get_schema(schema), "target": target,
-               "groups": None if groups is None else tuple(groups), "age_bands": age_bands}
+               "groups": name_list(groups), "age_bands": age_bands}
     if isinstance(predictions, PredictionsTable):
         test = predictions
         if any(v is not None for v in options.values()):
@@ -213,7 +211,7 @@ def audit(
                                  "validation rows (split=val); embeddings= and val= are for one table")
         streamed = stream.stream_inputs(
             predictions, schema=None if schema is None else get_schema(schema), target=target,
-            groups=[g.strip() for g in groups.split(",") if g.strip()] if isinstance(groups, str) else groups,
+            groups=name_list(groups),
             age_bands=age_bands, temperature=temperature, n_bins=settings.ece_bins, seed=settings.seed,
             ci=settings.ci, engine=engine, workers=workers, id_col=id_col, prob_prefix=prob_prefix,
             progress=progress)
@@ -233,7 +231,7 @@ def audit(
             digest = file_sha256(path)
             name, source = path.stem, str(path.resolve())
         else:
-            digest = stream.shards_fingerprint(stream.shard_paths(path))
+            digest = streamed.fingerprint
             name = (path if path.is_dir() else path.parent).resolve().name
             source = str(path.resolve()) if path.is_dir() else str(path.parent.resolve() / path.name)
         info.setdefault("name", name)

@@ -192,6 +192,7 @@ class StreamedInputs:
     notes: list[str]
     engine: dict  # how the shards were reduced (audit.json settings.engine)
     info: dict  # what was streamed (audit.json data.streamed)
+    fingerprint: str  # SHA-256 over the shards (audit.json data.predictions_sha256)
 
 
 #: Distinct values kept per column while surveying the shards (a column with more is no grouping attribute).
@@ -343,7 +344,7 @@ def stream_inputs(source: str | Path, *, schema: LabelSchema | None = None, targ
     info = {"shards": len(paths), "rows": int(total.statistics.n), "rows_read": int(total.rows_read),
             "sample_rows": int(len(frame)), "exact": bool(complete)}
     return StreamedInputs(total.statistics, total.scaled, PredictionsTable(frame, plan.schema), vectors, complete,
-                          val, notes, engine_info, info)
+                          val, notes, engine_info, info, shards_fingerprint(paths))
 
 
 def _reduce_here(paths: list[Path], plan: Plan, progress: bool) -> Reduction:

@@ -22,7 +22,7 @@ to its target. A figure fails when it misses its target by more than 2 standard 
    change (group change − whole-set change) of compare's "who pays for the change", a race at 100 % included.
 5. the ECE and MCE intervals for a calibrated and a miscalibrated model at 60, 200 and 1000 faces per group (and,
    end to end at 60 and 200, Brier and log loss), plug-in against debiased ECE, and how often an ``ece <= 0.05``
-   gate wrongly fails.
+   gate wrongly fails; 5c: the same end to end through a streamed audit's merged cell statistics.
 
 Targets (issue): coverage >= 0.93 everywhere; min-accuracy gate false passes <= 2.5 %; family-wise false
 "worse" <= 5 %; false gate failures when the truth is well inside the threshold <= 5 % (expected about 0).
@@ -50,6 +50,7 @@ from faceaudit.audit.engine import AuditSettings, compute_audit
 from faceaudit.audit.gates import evaluate_gates, parse_gates
 from faceaudit.audit.metrics import class_rates, mixed_metrics
 from faceaudit.audit.paired import Slice, excess_family, paired_family
+from faceaudit.audit.statistics import CellStatistics
 from faceaudit.config import DEFAULT_N_BOOT
 from faceaudit.seams.predictions import PredictionsTable
 from faceaudit.taxonomy import UTKFACE, AgeBands
@@ -260,7 +261,18 @@ def paired_slices(race, gender, band) -> list[Slice]:
     return slices + [Slice(grouping, key, mask, too_small=int(mask.sum()) < 30) for grouping, key, mask in masks]
 
 
-def task_ece(per_group: int, model: str, reps: int, seed) -> dict:
+def audited(frame: pd.DataFrame, source: str) -> dict:
+    """``compute_audit`` of the rows (``rows``), or of their cell statistics merged from three shards (``cells``:
+    what a streamed audit of a table too large to keep computes from)."""
+    table = PredictionsTable.validate(frame)
+    if source == "rows":
+        return compute_audit(table, settings=CALIBRATION_SETTINGS).to_dict()
+    shards = [table.subset(np.isin(np.arange(len(table)), rows)) for rows in np.array_split(np.arange(len(table)), 3)]
+    cells = CellStatistics.of(shards[0]) + CellStatistics.of(shards[1]) + CellStatistics.of(shards[2])
+    return compute_audit(cells, settings=CALIBRATION_SETTINGS).to_dict()
+
+
+def task_ece(per_group: int, model: str, reps: int, seed, source: str = "rows") -> dict:
     """Section 5, end to end: five races of ``per_group`` faces with probabilities; calibration intervals and gate."""
     rng = np.random.default_rng(seed)
     f = CALIBRATION_MODELS[model]
@@ -269,7 +281,7 @@ def task_ece(per_group: int, model: str, reps: int, seed) -> dict:
     out = {k: [] for k in ("ece", "mce", "brier", "log_loss", "ece_gap", "gate_fail_group", "gate_fail")}
     for _ in range(reps):
         frame, confidence, accuracy = probability_frame(np.full(K, per_group), f, rng)
-        audit = compute_audit(PredictionsTable.validate(frame), settings=CALIBRATION_SETTINGS).to_dict()
+        audit = audited(frame, source)
         race = np.repeat(np.arange(K), per_group)
         true_ece = binned_ece(confidence, accuracy, race, K)
         true_mce = binned_mce(confidence, accuracy, race, K)
@@ -289,7 +301,7 @@ def task_ece(per_group: int, model: str, reps: int, seed) -> dict:
 
 
 TASKS = {"race_grid": task_race_grid, "gap": task_gap, "min_gate": task_min_gate, "paired": task_paired,
-         "ece": task_ece}
+         "ece": task_ece, "ece_cells": lambda n, model, reps, seed: task_ece(n, model, reps, seed, "cells")}
 
 
 def run_task(name: str, args: tuple, reps: int, seed) -> dict:
@@ -509,6 +521,8 @@ def submit_all(pool: Pool, reps: int) -> dict:
         "4": {case: pool.submit("paired", case, 5 * reps) for case in PAIRED_CASES},
         "5b": {(n, model): pool.submit("ece", (n, model), 2 * reps) for n in ECE_E2E_SIZES
                for model in CALIBRATION_MODELS},
+        "5c": {(n, model): pool.submit("ece_cells", (n, model), 2 * reps) for n in ECE_E2E_SIZES
+               for model in CALIBRATION_MODELS},
     }
 
 
@@ -670,7 +684,7 @@ ECE_SIZES = (60, 200, 1000)
 ECE_E2E_SIZES = (60, 200)
 
 
-def section_5(pool: Pool, futures: dict, reps: int, draws: int, rng: np.random.Generator) -> None:
+def section_5(pool: Pool, futures: dict, cell_futures: dict, reps: int, draws: int, rng: np.random.Generator) -> None:
     print("\n5. Calibration: the top class is right with probability f(confidence); confidence 0.25 + 0.745 * "
           "Beta(4, 1.2); f(c) = c (calibrated) or c^1.5 (overconfident)")
     print(f"   5a. calibration_error called directly on {draws:,} groups per row; true ECE / MCE are binned "
@@ -711,19 +725,28 @@ def section_5(pool: Pool, futures: dict, reps: int, draws: int, rng: np.random.G
     print(f"\n   5b. end to end: compute_audit with probabilities, five races of n faces ({2 * reps} audits per row, "
           f"race figures pooled); Brier and log loss (percentile bootstrap, {DEFAULT_N_BOOT:,} resamples, the "
           "default) against population means")
+    calibration_rows(pool, futures, "5b")
+    print("\n   5c. the same through a streamed audit's statistics: per-cell counts and moments merged from three "
+          "shards (audit/statistics.py), resamples drawn over cell types with normal within-type sums")
+    calibration_rows(pool, cell_futures, "5c")
+
+
+def calibration_rows(pool: Pool, futures: dict, section: str) -> None:
+    """The rows of an end-to-end calibration section (5b, 5c)."""
     names = ("ECE", "MCE", "Brier", "log loss", "ECE gap")
     print(f"   {'n':>6s}  {'model':14s}" + "".join(f"{x:>13s}" for x in names)
           + f"{'gate FAILS: group':>19s}{'any race':>13s}   targets")
     for (n, model), f in futures.items():
         out = pool.result(f)
         columns = dict(zip(names, (out["ece"], out["mce"], out["brier"], out["log_loss"], out["ece_gap"])))
-        row = coverage_row(f"   {n:6d}  {model:14s}", f"5b n={n} {model}", columns)
+        row = coverage_row(f"   {n:6d}  {model:14s}", f"{section} n={n} {model}", columns)
         row, verdict = row[:-6], row[-4:]
         group_fail, any_fail = rate(out["gate_fail_group"]), rate(out["gate_fail"])
         targets, flag = "cov >= 0.93", ""
         if model == "calibrated":
             targets += ", group fails <= 0.05"
-            flag = mark(f"5b n={n} calibrated ece<=0.05 gate false fail (per group)", *group_fail[:2], 0.05, False)
+            flag = mark(f"{section} n={n} calibrated ece<=0.05 gate false fail (per group)", *group_fail[:2], 0.05,
+                        False)
             verdict = status([flag]) if verdict == "PASS" else verdict
         print(f"{row}{fmt(*group_fail[:2]) + (flag or ' '):>19s}{fmt(*any_fail[:2]):>13s}   {targets}  {verdict}")
 
@@ -752,7 +775,7 @@ def main() -> None:
     section_3(pool, futures["3"], reps, draws, rng)
     section_4(pool, futures["4"], 5 * reps, rng)
     section_4c(2 * reps, rng)
-    section_5(pool, futures["5b"], reps, max(draws // 5, 200), rng)
+    section_5(pool, futures["5b"], futures["5c"], reps, max(draws // 5, 200), rng)
     if pool.executor is not None:
         pool.executor.shutdown()
     wall = time.perf_counter() - start_wall

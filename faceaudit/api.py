@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from faceaudit.config import DEFAULT_SEED, data_from_env
 from faceaudit.errors import FaceauditError
-from faceaudit.taxonomy import LabelSchema, get_schema
+from faceaudit.taxonomy import LabelSchema, get_schema, name_list
 
 if TYPE_CHECKING:
     from faceaudit.seams.run import RunRecord
@@ -78,7 +78,7 @@ def audit_model(model: str | Path, data: Any = None, *, schema: LabelSchema | st
     (and ``faceaudit[onnx]`` for ONNX models)."""
     groups = audit_options.get("groups")
     opened = open_model(model, schema=schema, target=audit_options.get("target"),
-                        groups=tuple(groups.split(",")) if isinstance(groups, str) else groups,
+                        groups=name_list(groups),
                         age_bands=(dataset_options or {}).get("age_bands"), classes=classes,
                         output_layer=output_layer, embedding_layer=embedding_layer, input_size=input_size,
                         preprocess=preprocess, bgr=bgr, gates=audit_options.get("gates"))
@@ -211,9 +211,9 @@ def open_model(model: str | Path, *, schema: LabelSchema | str | None = None, ta
 
 def _class_list(classes: str | Sequence[str] | None) -> tuple[str, ...] | None:
     """``--classes A,B,C`` (or a list) as class names, checked."""
-    if classes is None:
+    names = name_list(classes)
+    if names is None:
         return None
-    names = tuple(c.strip() for c in (classes.split(",") if isinstance(classes, str) else classes) if str(c).strip())
     if len(names) < 2:
         raise FaceauditError("--classes needs at least two class names, e.g. White,Black,Asian,Indian,Others")
     if len(set(names)) != len(names):

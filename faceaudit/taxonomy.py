@@ -363,6 +363,13 @@ SCHEMAS: dict[str, LabelSchema] = {"utkface": UTKFACE, "fairface": FAIRFACE7, "f
                                    "fairface4": FAIRFACE4}
 
 
+def name_list(names: "str | Sequence[str] | None") -> "tuple[str, ...] | None":
+    """Names (attributes, classes) from ``"race, age_band"`` or a sequence, stripped; None stays None."""
+    if names is None:
+        return None
+    return tuple(str(n).strip() for n in (names.split(",") if isinstance(names, str) else names) if str(n).strip())
+
+
 def get_schema(schema: "LabelSchema | str | None" = None) -> LabelSchema:
     """A schema from a preset name or itself; None is UTKFace."""
     if schema is None:

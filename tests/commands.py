@@ -11,7 +11,7 @@ from pathlib import Path
 FACEAUDIT: list[str] = [str(Path(sys.executable).with_name("faceaudit"))]
 
 
-def ray_workers(pid: int, marker: str) -> list:
+def _ray_workers(pid: int, marker: str) -> list:
     """The processes under a started command whose command line holds ``marker``: Ray titles its workers after
     what they run (``ray::MapWorker(...)`` for an actor, ``ray::MapBatches(reduce_batch)`` for a task)."""
     import importlib
@@ -26,3 +26,29 @@ def ray_workers(pid: int, marker: str) -> list:
         except psutil.Error:
             pass
     return found
+
+
+def run_killing_a_ray_worker(argv: list[str], marker: str, ready=lambda: True, timeout: float = 300
+                             ) -> tuple[int | None, int, str, str]:
+    """Run ``faceaudit ARGV`` and SIGKILL the first Ray worker whose command line holds ``marker`` once
+    ``ready()`` says the run is under way: the killed pid (None when no worker was seen), exit code, stdout,
+    stderr."""
+    import subprocess
+    import time
+
+    proc = subprocess.Popen([*FACEAUDIT, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed = None
+    try:
+        deadline = time.monotonic() + 120
+        while killed is None and time.monotonic() < deadline and proc.poll() is None:
+            if ready():
+                for worker in _ray_workers(proc.pid, marker)[:1]:
+                    worker.kill()
+                    killed = worker.pid
+            time.sleep(0.05)
+        stdout, stderr = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return killed, proc.returncode, stdout, stderr

@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
 
 import numpy as np
 import pandas as pd
 import pytest
-from commands import FACEAUDIT, ray_workers
+from commands import run_killing_a_ray_worker
 from tiny_models import tiny_contract_cnn
 
 from faceaudit.cli import main
@@ -121,29 +118,13 @@ def test_ray_engine_through_the_cli_matches_local(local, model_file, utk_sample_
 
 def test_a_worker_lost_midway_is_recovered_or_nothing_is_written(model_file, utk_sample_dir, tmp_path):
     out = tmp_path / "killed"
-    command = [*FACEAUDIT, "predict", str(model_file), "--data", str(utk_sample_dir),
-               "--out", str(out), "--engine", "ray", "--workers", "2", "--split", "all", "--shard-size", "50",
-               "--batch-size", "2"]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    killed = None
-    try:
-        deadline = time.monotonic() + 120
-        # Wait until the first shard is in the hidden folder being built: the workers are mid-run.
-        while time.monotonic() < deadline and proc.poll() is None:
-            if any(tmp_path.glob(".killed.partial-*/part-00000.parquet")):
-                workers = ray_workers(proc.pid, "MapWorker")
-                if workers:
-                    killed = workers[0].pid
-                    os.kill(killed, signal.SIGKILL)
-                    break
-            time.sleep(0.05)
-        stdout, stderr = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert killed is not None, f"no Ray map worker was found mid-run (exit {proc.returncode}): {stderr[-2000:]}"
-    if proc.returncode == 0:  # Ray restarted the actor and retried its batches
+    # killed once the first shard is in the hidden folder being built: the workers are mid-run
+    killed, code, stdout, stderr = run_killing_a_ray_worker(
+        ["predict", str(model_file), "--data", str(utk_sample_dir), "--out", str(out), "--engine", "ray",
+         "--workers", "2", "--split", "all", "--shard-size", "50", "--batch-size", "2"], "MapWorker",
+        ready=lambda: any(tmp_path.glob(".killed.partial-*/part-00000.parquet")), timeout=180)
+    assert killed is not None, f"no Ray map worker was found mid-run (exit {code}): {stderr[-2000:]}"
+    if code == 0:  # Ray restarted the actor and retried its batches
         lines = stdout.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"wrote 400 predictions in 8 shards to {out} ("), stdout
         assert all(line.startswith("faceaudit: warning: a Ray worker was lost") for line in stderr.splitlines())

@@ -8,15 +8,13 @@ the in-memory audit's own type-level bootstrap; Ray runs in local mode with two 
 from __future__ import annotations
 
 import json
-import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from audit_fixtures import real_predictions  # noqa: F401  (session fixture)
-from commands import FACEAUDIT, ray_workers
+from commands import run_killing_a_ray_worker
 from simulated import utkface
 
 import faceaudit
@@ -298,24 +296,11 @@ def test_a_ray_worker_lost_mid_audit_is_retried_or_nothing_is_written(tmp_path):
     for i, rows in enumerate(np.array_split(np.arange(len(frame)), 6)):
         frame.iloc[rows].to_parquet(folder / f"part-{i:05d}.parquet", index=False)
     out = tmp_path / "ray"
-    command = [*FACEAUDIT, "audit", "--predictions", str(folder), "--out", str(out),
-               "--engine", "ray", "--workers", "2", "--no-report", "--n-boot", "50", "--no-tsne"]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    killed = None
-    try:
-        deadline = time.monotonic() + 120
-        while killed is None and time.monotonic() < deadline and proc.poll() is None:
-            for worker in ray_workers(proc.pid, "reduce_batch")[:1]:
-                worker.kill()
-                killed = worker.pid
-            time.sleep(0.05)
-        stdout, stderr = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert killed is not None, f"no Ray worker was seen reducing a shard (exit {proc.returncode}): {stderr[-2000:]}"
-    if proc.returncode == 0:  # Ray retried the task: one warning says so, none of Ray's own lines show
+    killed, code, stdout, stderr = run_killing_a_ray_worker(
+        ["audit", "--predictions", str(folder), "--out", str(out), "--engine", "ray", "--workers", "2",
+         "--no-report", "--n-boot", "50", "--no-tsne"], "reduce_batch")
+    assert killed is not None, f"no Ray worker was seen reducing a shard (exit {code}): {stderr[-2000:]}"
+    if code == 0:  # Ray retried the task: one warning says so, none of Ray's own lines show
         assert "(raylet)" not in stdout and stdout.startswith("shards: accuracy"), stdout
         assert all(line.startswith("faceaudit: warning: a Ray worker was lost") for line in stderr.splitlines())
         local = faceaudit.audit(folder, n_boot=50, tsne=False)
