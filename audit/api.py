@@ -30,6 +30,7 @@ from faceaudit.seams.predictions import (
     ignored_columns,
     load_embeddings,
     map_columns,
+    read_shards_record,
     read_table,
     recorded_schema,
 )
@@ -232,8 +233,15 @@ def audit(
             name, source = path.stem, str(path.resolve())
         else:
             digest = streamed.fingerprint
-            name = (path if path.is_dir() else path.parent).resolve().name
-            source = str(path.resolve()) if path.is_dir() else str(path.parent.resolve() / path.name)
+            folder = path if path.is_dir() else path.parent
+            name = folder.resolve().name
+            source = str(path.resolve()) if path.is_dir() else str(folder.resolve() / path.name)
+            record = read_shards_record(folder)
+            if record is not None:  # faceaudit predict's shards: the model and data it ran, as audit_model records
+                info = {**(record.get("model") or {}), **info}
+                recorded = record.get("data") or {}
+                data = {**{k: recorded[k] for k in ("source", "fingerprint", "synthetic") if k in recorded}, **data}
+                embedding_source = "model"
         info.setdefault("name", name)
         info.setdefault("source", source)
         info.setdefault("run_hash", digest)

@@ -111,6 +111,9 @@ def test_ray_engine_through_the_cli_matches_local(local, model_file, utk_sample_
     streamed = faceaudit.audit(out, n_boot=100, tsne=False)
     direct = faceaudit.audit_model(model_file, utk_sample_dir, n_boot=100, tsne=False)
     assert streamed.overall == direct.overall and streamed.groupings == direct.groupings
+    for key in ("name", "kind", "run_hash", "runtime"):  # the model card reads predict.json: the same model
+        assert streamed.model[key] == direct.model[key], key
+    assert streamed.data["fingerprint"] == direct.data["fingerprint"]
     assert streamed.calibration["temperature"]["temperature"] == pytest.approx(
         direct.calibration["temperature"]["temperature"], abs=1e-6)
     assert streamed.embeddings["knn_purity"] == direct.embeddings["knn_purity"]

@@ -9,7 +9,6 @@ is built aside and swapped in whole: a failure or Ctrl-C leaves the previous fol
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -21,10 +20,9 @@ import pandas as pd
 
 from faceaudit.config import DEFAULT_SEED, data_from_env
 from faceaudit.errors import FaceauditError
+from faceaudit.seams.predictions import SHARDS_RECORD
 from faceaudit.taxonomy import LabelSchema
 
-#: The folder's record of the run; its presence marks a folder this command may replace.
-PREDICT_FILE = "predict.json"
 #: Shard names, numbered from 0 in manifest order.
 SHARD_NAME = "part-{:05d}.parquet"
 EMBEDDINGS_NAME = "part-{:05d}.embeddings.npy"
@@ -67,7 +65,7 @@ def predict_shards(model: str | Path, data: Any = None, out: str | Path | None =
     splits = _check_splits(splits)
     keep = (Path(model), None if data is None or not isinstance(data, (str, Path)) else Path(data))
     if out is not None:  # refused before the model loads
-        replaceable_dir(Path(out), PREDICT_FILE, keep=keep)
+        replaceable_dir(Path(out), SHARDS_RECORD, keep=keep)
     if engine == "ray":
         from faceaudit.extras import require
 
@@ -80,7 +78,7 @@ def predict_shards(model: str | Path, data: Any = None, out: str | Path | None =
                              "process); use --engine local")
     dataset = _dataset(data, opened.schema, seed, dataset_options, load_dataset)
     rows = _rows(dataset, splits)
-    out = replaceable_dir(Path(out) if out is not None else Path("predictions") / opened.name, PREDICT_FILE,
+    out = replaceable_dir(Path(out) if out is not None else Path("predictions") / opened.name, SHARDS_RECORD,
                           keep=keep)
     workers = (workers or default_workers()) if engine == "ray" else 1
     return _write_folder(opened, dataset, rows, out, keep, engine=engine, workers=workers, shard_size=shard_size,
@@ -127,7 +125,8 @@ def _write_folder(opened, dataset, rows: pd.DataFrame, out: Path, keep: tuple, *
     """Build the folder aside (shards, then predict.json) and swap it in whole."""
     from faceaudit.console import native_noise_dropped
     from faceaudit.distributed import local_engine, ray_session
-    from faceaudit.files import atomic_write, carry_inside, replace_folder
+    from faceaudit.files import carry_inside, replace_folder
+    from faceaudit.seams.predictions import write_shards_record
 
     with replace_folder(out) as work:
         carry_inside(keep, out, work)
@@ -155,7 +154,7 @@ def _write_folder(opened, dataset, rows: pd.DataFrame, out: Path, keep: tuple, *
                   "embeddings": all("embeddings" in s for s in shards),
                   "predict_s": round(seconds, 3), "wall_s": round(time.perf_counter() - started, 3),
                   "images_per_s": round(len(rows) / seconds, 2) if seconds > 0 else None}
-        atomic_write(work / PREDICT_FILE, json.dumps(record, indent=2, default=str) + "\n")
+        write_shards_record(work, record)
     return out
 
 

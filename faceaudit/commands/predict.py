@@ -7,7 +7,6 @@ Exit codes: 0 when the folder is written, 2 on an input error (nothing is writte
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from faceaudit.commands.common import add_data_options, add_model_contract_options
@@ -61,7 +60,8 @@ def run_predict(args: argparse.Namespace) -> int:
     """Predict into the sharded table and print one summary line."""
     from faceaudit.datasets.manifest import ColumnMap
     from faceaudit.distributed import check_engine
-    from faceaudit.training.batch import PREDICT_FILE, predict_shards
+    from faceaudit.seams.predictions import read_shards_record
+    from faceaudit.training.batch import predict_shards
 
     check_engine(args.engine, args.workers)
     if not args.model.exists():
@@ -78,7 +78,7 @@ def run_predict(args: argparse.Namespace) -> int:
         verbose=getattr(args, "verbose", False), output_layer=args.output_layer,
         embedding_layer=args.embedding_layer, input_size=args.input_size, preprocess=args.preprocess, bgr=args.bgr,
         classes=args.classes)
-    record = json.loads((folder / PREDICT_FILE).read_text())
+    record = read_shards_record(folder)
     engine = record["engine"]
     workers = engine["workers"]
     on = "in this process" if engine["engine"] == "local" else f"on {workers} Ray worker{'s' if workers != 1 else ''}"

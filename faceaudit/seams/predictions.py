@@ -351,6 +351,35 @@ class PredictionsTable:
         return path
 
 
+#: The record ``faceaudit predict`` writes beside its Parquet shards: the model, the data, the engine, the shards.
+SHARDS_RECORD = "predict.json"
+
+
+def write_shards_record(folder: Path, record: dict) -> Path:
+    """Write a shards folder's record (atomically); it marks the folder as one ``faceaudit predict`` may replace."""
+    import json
+
+    from faceaudit.files import atomic_write
+
+    path = Path(folder) / SHARDS_RECORD
+    atomic_write(path, json.dumps(record, indent=2, default=str) + "\n")
+    return path
+
+
+def read_shards_record(folder: Path) -> dict | None:
+    """The record of a folder of shards ``faceaudit predict`` wrote, or None (another tool's shards)."""
+    import json
+
+    path = Path(folder) / SHARDS_RECORD
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise FaceauditError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
+    return record if isinstance(record, dict) else None
+
+
 def load_embeddings(path: Path, n_rows: int) -> np.ndarray:
     """An ``.npy`` (or ``.npz`` with one array) of embeddings whose rows align with the predictions."""
     path = Path(path)
