@@ -8,7 +8,8 @@ The common case is one call; the parts beneath it are importable on their own::
     result.report("reports/my-model")              # audit.json, CSV tables, report.html/pdf, summary.md
 
 ``faceaudit.audit_model(run_or_model, data)`` runs a Keras model first (``faceaudit[train]``);
-``faceaudit.train(...)`` trains one; ``faceaudit.predict(model, data, out, engine="ray")`` writes a model's
+``faceaudit.train(...)`` trains one, ``faceaudit.ensemble(runs, out)`` combines runs and
+``faceaudit.mitigate(run, out)`` shifts a run's per-class decisions; ``faceaudit.predict(model, data, out, engine="ray")`` writes a model's
 predictions as Parquet shards, which ``faceaudit.audit(out)`` streams; ``faceaudit.load_dataset(source)`` reads
 labelled images into a manifest.
 Heavy modules load on first use, so ``import faceaudit`` stays fast.
@@ -54,6 +55,8 @@ _PUBLIC = {
     "load_audit": "faceaudit.audit.result",
     "audit_model": "faceaudit.api",
     "train": "faceaudit.api",
+    "ensemble": "faceaudit.api",
+    "mitigate": "faceaudit.api",
     "predict": "faceaudit.api",
     "load_dataset": "faceaudit.api",
     "PredictionsTable": "faceaudit.seams.predictions",

@@ -46,6 +46,29 @@ def train(data: str | Path, out: str | Path, *, backbone: str = "cnn", schema: L
                                     **options))
 
 
+def ensemble(runs: Sequence[str | Path], out: str | Path, *, combine: str = "auto", **options: Any) -> Path:
+    """Combine finished runs of one data set and label schema into the ensemble run folder ``out`` (members copied,
+    combiner fitted on their validation split); options as :func:`faceaudit.training.ensemble.build_ensemble`."""
+    from faceaudit.extras import require
+
+    require("tensorflow", "train", "ensembles")
+    from faceaudit.training.ensemble import build_ensemble
+
+    return build_ensemble(runs, out, combine=combine, **options)
+
+
+def mitigate(run: str | Path, out: str | Path, *, method: str = "equal-recall", **options: Any) -> Path:
+    """Write the run folder ``out``: ``run``'s model with per-class biases fitted on its validation split
+    (``equal-recall`` within ``max_accuracy_drop``, or ``logit-adjust`` with ``tau``); options as
+    :func:`faceaudit.training.mitigation.mitigate`."""
+    from faceaudit.extras import require
+
+    require("tensorflow", "train", "mitigation")
+    from faceaudit.training.mitigation import mitigate as fit_and_write
+
+    return fit_and_write(run, out, method=method, **options)
+
+
 def predict(model: str | Path, data: Any = None, out: str | Path | None = None, **options: Any) -> Path:
     """Run a model on the test and validation splits of ``data`` into a folder of Parquet shards (what
     ``faceaudit predict`` writes and ``faceaudit.audit(folder)`` streams); ``engine="ray"`` runs it on Ray workers,
@@ -128,13 +151,14 @@ class OpenedModel:
     schema: LabelSchema
     #: The ``classes``/contract options :func:`faceaudit.training.runtimes.load_runtime` was given (to load again).
     runtime_options: dict
-    #: None for dlib-resnet runs, whose head takes dlib descriptors rather than images.
+    #: None for runs whose model does not take images (dlib-resnet heads, ensembles), run by
+    #: :func:`faceaudit.training.inference.predict` itself.
     runtime: Runtime | None
 
     @property
-    def dlib(self) -> bool:
-        """Whether the model is a dlib-resnet run (descriptors first, then the Keras head)."""
-        return self.run is not None and self.run.backbone == "dlib-resnet"
+    def image_model(self) -> bool:
+        """Whether a runtime runs the model on images (not a dlib-resnet head or an ensemble's combiner)."""
+        return self.run is None or self.run.image_model
 
     def info(self, *, synthetic: bool) -> dict:
         """What audit.json (and predict.json) record of the model; after predicting, so the runtime can tell how
@@ -204,7 +228,7 @@ def open_model(model: str | Path, *, schema: LabelSchema | str | None = None, ta
     options = {"classes": names or schema.classes, "output_layer": output_layer, "embedding_layer": embedding_layer,
                "input_size": input_size, "preprocess": preprocess, "bgr": bgr, "target": schema.target}
     opened = OpenedModel(source, model_file, run, exported, schema, options, runtime=None)
-    if not opened.dlib:
+    if opened.image_model:
         opened.runtime = load_runtime(model_file, **options)
     return opened
 

@@ -10,7 +10,7 @@ from faceaudit import __version__, console, interrupts
 from faceaudit.errors import FaceauditError
 
 #: Subcommand modules under faceaudit.commands; each defines ``register(subparsers)``.
-COMMAND_MODULES = ("demo", "data", "train", "audit", "predict", "report", "export")
+COMMAND_MODULES = ("demo", "data", "train", "mitigate", "audit", "predict", "report", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -142,6 +142,15 @@ def writable_parent(path: Path) -> Path:
     return path
 
 
+def new_output_dir(path: Path | str) -> Path:
+    """``path`` checked before any work for a command that never overwrites (a run folder): new, or empty."""
+    path = Path(path)
+    writable_parent(path)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise FaceauditError(f"{path} already exists and is not empty; choose a new --out")
+    return path
+
+
 def replaceable_dir(path: Path, marker: str, keep: tuple[Path | None, ...] = ()) -> Path:
     """Check that ``path`` may be replaced as a whole: new, empty, or an earlier output of the command (it holds
     ``marker``, e.g. audit.json). A folder of other files is refused rather than deleted; entries that are the

@@ -73,9 +73,9 @@ def predict_shards(model: str | Path, data: Any = None, out: str | Path | None =
     opened = open_model(model, schema=schema, target=target, age_bands=(dataset_options or {}).get("age_bands"),
                         classes=classes, output_layer=output_layer, embedding_layer=embedding_layer,
                         input_size=input_size, preprocess=preprocess, bgr=bgr)
-    if engine == "ray" and opened.dlib:
-        raise FaceauditError("--engine ray does not run dlib-resnet runs (dlib descriptors are computed in one "
-                             "process); use --engine local")
+    if engine == "ray" and not opened.image_model:
+        raise FaceauditError(f"--engine ray runs image models; {opened.run.backbone} runs (dlib descriptors, an "
+                             "ensemble's members) are predicted in one process: use --engine local")
     dataset = _dataset(data, opened.schema, seed, dataset_options, load_dataset)
     rows = _rows(dataset, splits)
     out = replaceable_dir(Path(out) if out is not None else Path("predictions") / opened.name, SHARDS_RECORD,

@@ -49,6 +49,9 @@ class TrainConfig:
     label_smoothing: float = 0.1
     #: Weight samples by inverse frequency of their target class (UTKFace is 42% White, 7% Others).
     class_weights: bool = False
+    #: Logit-adjusted loss (Menon et al. 2021): train on ``softmax(log p + tau * log prior)`` so rare classes get
+    #: a larger margin; 0 is plain cross-entropy, 1 targets balanced error. The model predicts with plain logits.
+    logit_adjust: float = 0.0
     #: Augmentation: horizontal flip, rotation up to ``rotation`` degrees, zoom within 1 +/- ``zoom``.
     augment: bool = True
     rotation: float = 10.0

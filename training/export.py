@@ -84,6 +84,9 @@ def export_model(run_dir: Path | str, fmt: str, quantize: str | None = None, out
     if not run_dir.is_dir():
         raise FaceauditError(f"{run_dir} is not a run folder")
     model_file, run = resolve_model(run_dir)
+    if run is not None and run.backbone == "ensemble":
+        raise FaceauditError(f"{run_dir} is an ensemble: its members are separate models combined by faceaudit; "
+                             "export each member's run folder (members/<name>) instead")
     purpose = f"faceaudit export --format {fmt}"
     require("tensorflow", "train", purpose)
     if fmt == "onnx":
@@ -274,20 +277,12 @@ def representative_set(run, input_shape, *, data: Path | str | None = None,
     were (source, split, n, how drawn, a hash of their ids) for the manifest."""
     import hashlib
 
-    from faceaudit.datasets.manifest import load_dataset
+    from faceaudit.training.inference import load_run_dataset
 
     if run is None:
         raise FaceauditError("int8 needs a run folder with run.json: its training split calibrates the quantisation")
-    source = data or (run.data or {}).get("source")
-    if not source:
-        raise FaceauditError("int8 needs the run's training images, but run.json names no data source; pass --data")
-    if not Path(source).exists():
-        raise FaceauditError(f"int8 needs the run's training images: {source} (from run.json) does not exist; "
-                             "pass --data")
-    exclude = (run.hyperparameters or {}).get("exclude")
-    schema = run.schema
-    dataset = load_dataset(Path(source), exclude=Path(exclude) if exclude and Path(exclude).exists() else None,
-                           age_bands=schema.age_bands, progress=False, schema=schema)
+    dataset = load_run_dataset(run, data, progress=False, purpose="int8")
+    source = dataset.source
     train = dataset.split("train")
     if train.empty:
         raise FaceauditError(f"the training split of {source} is empty: nothing to calibrate int8 on")

@@ -7,7 +7,7 @@ models, legacy ``.h5``, SavedModel, TFLite, ONNX). The contract: float32 RGB [0,
 schema (``race_probs``, 5 units for UTKFace; older models always say ``race_probs``) and a layer named
 ``embedding``. Run folders of the
 ``dlib-resnet`` backbone hold a head whose input is dlib's 128-d descriptors; those are computed (or read from
-the cache) first. The predictions table built from the probabilities is
+the cache) first; an ensemble's (:mod:`faceaudit.training.ensemble`) a combiner of its members' predictions. The predictions table built from the probabilities is
 :meth:`faceaudit.seams.predictions.PredictionsTable.from_probabilities`.
 """
 
@@ -90,6 +90,10 @@ def predict(
             schema = run.schema
     if len(manifest) == 0:
         raise FaceauditError("nothing to predict: the manifest is empty")
+    if runtime is None and run is not None and run.backbone == "ensemble":
+        from faceaudit.training.ensemble import predict_ensemble
+
+        return predict_ensemble(model_file, run, manifest, batch_size, progress, schema)
     if runtime is None and run is not None and run.backbone == "dlib-resnet":
         from faceaudit.training.dlib_features import descriptors
 
@@ -113,6 +117,23 @@ def predict(
             and set(runtime.classes) == set(schema.classes):
         probs = probs[:, [runtime.classes.index(c) for c in schema.classes]]
     return probs, None if embeddings is None else np.asarray(embeddings, dtype=np.float32)
+
+
+def load_run_dataset(run: RunRecord, data: Path | str | None = None, *, progress: bool = True, purpose: str):
+    """The dataset a run was trained on (``data``, else the source ``run.json`` names), with the run's label schema,
+    age bands and exclusion list, so its splits are the run's own; one line naming ``purpose`` when it is missing."""
+    from faceaudit.datasets.manifest import load_dataset
+
+    source = data or (run.data or {}).get("source")
+    if not source:
+        raise FaceauditError(f"{purpose} needs the run's images, but run.json names no data source; pass --data")
+    if not Path(source).exists():
+        raise FaceauditError(f"{purpose} needs the run's images: {source}"
+                             f"{'' if data else ' (from run.json)'} does not exist; pass --data")
+    exclude = (run.hyperparameters or {}).get("exclude")
+    schema = run.schema
+    return load_dataset(Path(source), exclude=Path(exclude) if exclude and Path(exclude).exists() else None,
+                        age_bands=schema.age_bands, progress=progress, schema=schema)
 
 
 def _progress(n: int, batch_size: int, progress: bool) -> list:

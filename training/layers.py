@@ -45,3 +45,47 @@ class Preprocess(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "mode": self.mode}
+
+
+@keras.saving.register_keras_serializable(package="faceaudit")
+class ClassBias(keras.layers.Layer):
+    """Adds a fixed bias to each class's log-probability and renormalises, ``softmax(log p + bias)``: a post-hoc
+    decision shift (logit adjustment, recall equalisation) saved inside the model, so a mitigated model runs
+    wherever the original does."""
+
+    def __init__(self, bias=(), **kwargs):
+        super().__init__(**kwargs)
+        self.bias = [float(b) for b in bias]
+
+    def call(self, probs):
+        log_p = ops.log(ops.clip(ops.cast(probs, "float32"), 1e-12, 1.0))
+        return ops.softmax(log_p + ops.convert_to_tensor(self.bias, dtype="float32"), axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "bias": self.bias}
+
+
+@keras.saving.register_keras_serializable(package="faceaudit")
+class LogitAdjustedLoss(keras.losses.Loss):
+    """Logit-adjusted cross-entropy (Menon et al., ICLR 2021, eq. 10) on a softmax output: the loss of
+    ``softmax(log p + tau * log prior)``, so training pays rare classes a larger margin while the model itself
+    predicts with its plain logits (``log p`` differs from the logits by a per-row constant)."""
+
+    def __init__(self, prior=(), tau: float = 1.0, label_smoothing: float = 0.0, name="logit_adjusted_loss",
+                 **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.prior = [float(p) for p in prior]
+        self.tau = float(tau)
+        self.label_smoothing = float(label_smoothing)
+
+    def call(self, y_true, y_pred):
+        log_p = ops.log(ops.clip(ops.cast(y_pred, "float32"), 1e-12, 1.0))
+        shift = self.tau * ops.log(ops.convert_to_tensor(self.prior, dtype="float32"))
+        return keras.losses.categorical_crossentropy(y_true, log_p + shift, from_logits=True,
+                                                     label_smoothing=self.label_smoothing)
+
+    def get_config(self):
+        return {**super().get_config(), "prior": self.prior, "tau": self.tau, "label_smoothing": self.label_smoothing}

@@ -202,6 +202,8 @@ def _validate(config: TrainConfig, backbone: Backbone) -> None:
         raise FaceauditError("epochs must be >= 0")
     if config.batch_size < 1:
         raise FaceauditError("batch size must be >= 1")
+    if not np.isfinite(config.logit_adjust) or config.logit_adjust < 0:
+        raise FaceauditError(f"--logit-adjust must be a number >= 0 (got {config.logit_adjust})")
     if backbone.name == "dlib-resnet" and config.weights not in ("none", "", None):
         raise FaceauditError("dlib-resnet always uses its own pretrained network; omit --weights")
     if config.strategy == "multiworker":
@@ -362,8 +364,10 @@ def _phases(config: TrainConfig, backbone: Backbone, pretrained: bool) -> list[d
     return phases
 
 
-def _compile(model, phase: dict, config: TrainConfig, steps_per_epoch: int) -> None:
+def _compile(model, phase: dict, config: TrainConfig, steps_per_epoch: int, prior: np.ndarray) -> None:
     import keras
+
+    from faceaudit.training.layers import LogitAdjustedLoss
 
     if config.schedule == "cosine":
         rate = keras.optimizers.schedules.CosineDecay(phase["lr"], decay_steps=max(1, phase["epochs"] * steps_per_epoch),
@@ -372,7 +376,8 @@ def _compile(model, phase: dict, config: TrainConfig, steps_per_epoch: int) -> N
         rate = phase["lr"]
     model.compile(
         optimizer=keras.optimizers.AdamW(learning_rate=rate, weight_decay=config.weight_decay),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+        loss=(LogitAdjustedLoss(prior.tolist(), config.logit_adjust, config.label_smoothing) if config.logit_adjust
+              else keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
     )
 
@@ -504,6 +509,7 @@ def train(config: TrainConfig) -> Path:
         x_val = tdata.load_images(val_m, size, config.progress, "loading val images")
         cache_stats = None
     weights = tdata.class_weight_vector(y_train, n_classes)[y_train] if config.class_weights else None
+    prior = (np.bincount(y_train, minlength=n_classes) + 1.0) / (len(y_train) + n_classes)
 
     pretrained = weights_file is not None
     phases = _phases(config, backbone, pretrained)
@@ -540,7 +546,7 @@ def train(config: TrainConfig) -> Path:
                      "wait": 0, "plateau_wait": 0, "backbone_layer": backbone_layer, "train_seconds": 0.0,
                      "train_images": 0, "resumed": 0}
             _set_trainable(model, backbone_layer, phases[0]["name"] != "freeze")
-            _compile(model, phases[0], config, steps)
+            _compile(model, phases[0], config, steps, prior)
         if config.resume:
             state["resumed"] = state.get("resumed", 0) + 1
 
@@ -602,7 +608,7 @@ def train(config: TrainConfig) -> Path:
                 state.update(phase_index=phase_index, epochs_done=0, stopped=False, best=None, best_file=None, wait=0,
                              plateau_wait=0)
                 _set_trainable(model, backbone_layer, phases[phase_index]["name"] != "freeze")
-                _compile(model, phases[phase_index], config, steps)
+                _compile(model, phases[phase_index], config, steps, prior)
 
     if not chief:
         # Every worker saves when the chief does (the standard multi-worker pattern: saving may read variables

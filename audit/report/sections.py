@@ -123,9 +123,28 @@ def model_card_section(result) -> Section:
              ("Weights", file_name(weights) if weights else "not recorded"),
              ("Run hash", model.get("run_hash") or "not recorded"),
              ("Evaluated on", f"{data.get('n')} {data.get('split', 'test')} images from {file_name(data.get('source'))}"),
-             ("Synthetic data", "yes — numbers say nothing about real faces" if model.get("synthetic") or data.get("synthetic") else "no")]
+             ("Synthetic data", "yes — numbers say nothing about real faces" if model.get("synthetic") or data.get("synthetic") else "no"),
+             *_composition_facts(run)]
     return Section("model-card", "Model card", "report/model_card.html", {
         "facts": facts, "training": training, "run_recorded": bool(run), **_taxonomy_context(result)})
+
+
+def _composition_facts(run: dict) -> list[tuple[str, str]]:
+    """Model-card rows for an ensemble's members and a mitigation's biases, as run.json records them."""
+    facts = []
+    ensemble, mitigation = run.get("ensemble"), run.get("mitigation")
+    if isinstance(ensemble, dict) and isinstance(ensemble.get("members"), list):
+        members = [m for m in ensemble["members"] if isinstance(m, dict)]
+        combiner = ensemble.get("combiner") if isinstance(ensemble.get("combiner"), dict) else {}
+        facts.append(("Ensemble", f"{combiner.get('chosen', 'combined')} of {len(members)} runs: " + ", ".join(
+            f"{m.get('name')} ({m.get('backbone')})" for m in members)))
+    if isinstance(mitigation, dict):
+        bias = mitigation.get("bias") if isinstance(mitigation.get("bias"), dict) else {}
+        source = mitigation.get("source_run") if isinstance(mitigation.get("source_run"), dict) else {}
+        shifts = ", ".join(f"{c} {b:+.2f}" for c, b in bias.items() if isinstance(b, (int, float)))
+        facts.append(("Mitigation", f"{mitigation.get('method')} of run {source.get('name')}, per-class biases "
+                                    f"fitted on its {mitigation.get('fitted_on', 'validation split')}: {shifts}"))
+    return facts
 
 
 #: How the model card names a preset schema's data set.

@@ -22,8 +22,9 @@ def register(subparsers) -> None:
         description="Train a classifier of the label schema's target (race by default) the seed's way (head on a frozen backbone, then the whole network) "
                     "into a run folder: model.keras, history.json, run.json and the test split's predictions.csv.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--data", type=Path, required=True,
-                        help="UTKFace folder or .tar.gz archive, or a labelled CSV (FairFace's with --schema fairface)")
+    parser.add_argument("--data", type=Path,
+                        help="UTKFace folder or .tar.gz archive, or a labelled CSV (FairFace's with --schema fairface); "
+                             "required, except with --ensemble (default: the members' data)")
     parser.add_argument("--out", type=Path, required=True, help="run folder to create (e.g. runs/cnn64)")
     from faceaudit.commands.common import add_schema_option
 
@@ -46,7 +47,18 @@ def register(subparsers) -> None:
     parser.add_argument("--schedule", choices=("cosine", "plateau"), default=d.schedule)
     parser.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
     parser.add_argument("--class-weights", action="store_true",
-                        help="weight samples by inverse frequency of their target class")
+                        help="re-weighted loss: weight samples by inverse frequency of their target class")
+    parser.add_argument("--logit-adjust", type=float, default=d.logit_adjust, metavar="TAU",
+                        help="logit-adjusted loss (Menon et al. 2021): train on softmax(log p + TAU log prior), a "
+                             "larger margin for rare classes; 0: plain cross-entropy, 1: aims at balanced error")
+    ensemble = parser.add_argument_group(
+        "ensembles", "combine finished runs instead of training a backbone: the members are copied into the new run "
+                     "folder and their probabilities combined, fitted on their shared validation split")
+    ensemble.add_argument("--ensemble", nargs="+", type=Path, metavar="RUN",
+                          help="two or more run folders trained on the same data for the same classes")
+    ensemble.add_argument("--combine", choices=("auto", "mean", "stack"), default="auto",
+                          help="mean: average the members' log-probabilities; stack: multinomial logistic regression "
+                               "on them; auto: the lower cross-validated log loss on validation")
     parser.add_argument("--no-augment", dest="augment", action="store_false", default=argparse.SUPPRESS,
                         help="train without flip/rotation/zoom augmentation (default: augment)")
     parser.add_argument("--rotation", type=float, default=d.rotation, help="max rotation, degrees")
@@ -110,6 +122,12 @@ def run(args: argparse.Namespace) -> int:
     from faceaudit.training.config import TrainConfig
     from faceaudit.training.trainer import cluster_role, train, worker_file
 
+    if args.ensemble:
+        return _ensemble(args)
+    if args.data is None:
+        from faceaudit.errors import FaceauditError
+
+        raise FaceauditError("--data is required (a UTKFace folder or archive), except with --ensemble")
     fields = TrainConfig.__dataclass_fields__
     config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
     config.label_schema()  # an unknown --target fails here, before anything is written
@@ -128,4 +146,19 @@ def run(args: argparse.Namespace) -> int:
         return 0
     acc = RunRecord.read(out).test_accuracy
     print(f"run written to {out}" + (f" (test accuracy {acc:.4f})" if acc is not None else ""))
+    return 0
+
+
+def _ensemble(args: argparse.Namespace) -> int:
+    """``--ensemble RUN RUN ...``: the ensemble run folder, and its test accuracy beside its members'."""
+    from faceaudit.seams.run import RunRecord
+    from faceaudit.training.ensemble import build_ensemble
+
+    out = build_ensemble(args.ensemble, args.out, combine=args.combine, data=args.data,
+                         batch_size=args.batch_size, progress=getattr(args, "progress", True))
+    record = RunRecord.read(out)
+    members = ", ".join(f"{m['name']} {m['test_accuracy']:.4f}" for m in record.ensemble["members"]
+                        if m.get("test_accuracy") is not None)
+    print(f"ensemble written to {out} (test accuracy {record.test_accuracy:.4f}, "
+          f"{record.ensemble['combiner']['chosen']}; members: {members})")
     return 0

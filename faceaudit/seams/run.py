@@ -26,7 +26,8 @@ HISTORY_FILE = "history.json"
 #: What the model card and reproducibility sections show of a run: how the model was built and trained, on which
 #: data and split (:meth:`RunRecord.facts`).
 FACT_KEYS = ("backbone", "weights", "weights_file", "input", "image_size", "alpha", "dlib_framing", "batchnorm",
-             "params", "seed", "phases", "data", "strategy", "workers", "test_accuracy", "wall_time_s", "finished_at")
+             "params", "seed", "phases", "data", "strategy", "workers", "ensemble", "mitigation", "test_accuracy",
+             "wall_time_s", "finished_at")
 
 
 @dataclass
@@ -35,7 +36,7 @@ class RunRecord:
     measured (test accuracy, speed, wall time). Every field may be None in a record read from an older run."""
 
     #: Version of the record's layout; written as ``run_version``.
-    VERSION: ClassVar[str] = "1.0"
+    VERSION: ClassVar[str] = "1.1"
 
     status: str | None = None
     backbone: str | None = None
@@ -66,6 +67,11 @@ class RunRecord:
     workers: int | None = None
     resumed: int | None = None
     descriptor_cache: dict | None = None
+    #: An ensemble run (backbone ``ensemble``, 1.1): its members (``members/<name>/`` run folders), how their
+    #: probabilities are combined and what each scored.
+    ensemble: dict | None = None
+    #: A mitigated run (1.1): the per-class biases inside its model, fitted on the source run's validation split.
+    mitigation: dict | None = None
     test_accuracy: float | None = None
     train_images_per_s: float | None = None
     inference_images_per_s: float | None = None
@@ -93,6 +99,12 @@ class RunRecord:
     def schema(self) -> LabelSchema:
         """The label schema the model predicts (UTKFace's races for runs recorded before schemas)."""
         return LabelSchema.from_dict(self.label_schema) if self.label_schema else UTKFACE
+
+    @property
+    def image_model(self) -> bool:
+        """Whether ``model.keras`` takes images: not for a dlib-resnet head (descriptors) or an ensemble's combiner
+        (its members' log-probabilities), which :mod:`faceaudit.training.inference` feeds itself."""
+        return self.backbone not in ("dlib-resnet", "ensemble")
 
     @property
     def complete(self) -> bool:
@@ -143,6 +155,22 @@ class RunRecord:
         """Write ``run.json`` into ``run_dir`` atomically and return its path."""
         self.run_dir = Path(run_dir)
         return atomic_write(self.run_dir / RUN_FILE, json.dumps(self.to_dict(), indent=1, default=str))
+
+
+#: What a run folder is made of: the model, its record, the test predictions, the histories and an ensemble's
+#: members (anything else in it, such as exports, belongs to other commands).
+RUN_PARTS = (MODEL_FILE, RUN_FILE, PREDICTIONS_FILE, "history*.json", "members")
+
+
+def copy_run_parts(source: Path | str, dest: Path | str, parts: tuple[str, ...] = RUN_PARTS) -> None:
+    """Copy the ``parts`` (file names or glob patterns of :data:`RUN_PARTS`) of run folder ``source`` into ``dest``."""
+    import shutil
+
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    for pattern in parts:
+        for entry in sorted(Path(source).glob(pattern)):
+            (shutil.copytree if entry.is_dir() else shutil.copy2)(entry, dest / entry.name)
 
 
 #: File suffixes of the model formats :mod:`faceaudit.training.runtimes` runs (a SavedModel is a folder).
