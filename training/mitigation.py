@@ -75,7 +75,7 @@ def equal_recall(probs: np.ndarray, y: np.ndarray, *, max_accuracy_drop: float =
     :data:`BIAS_GRID`, one class at a time, until a sweep changes nothing."""
     logp = np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1.0))
     y = np.asarray(y, dtype=np.int64)
-    n, k = logp.shape
+    k = logp.shape[1]
     if not 0 <= max_accuracy_drop < 1:
         raise FaceauditError(f"max accuracy drop must be in [0, 1) (got {max_accuracy_drop})")
     bias = np.zeros(k)
@@ -90,7 +90,7 @@ def equal_recall(probs: np.ndarray, y: np.ndarray, *, max_accuracy_drop: float =
             for value in BIAS_GRID:
                 pred = np.where(logp[:, c] + value > other_best, c, other_class)
                 score = _score(y, pred, k)
-                if score[2] >= floor and _key(score) > best + 1e-12:
+                if score[2] >= floor and _key(score) > best:
                     best, bias[c], changed = _key(score), value, True
         if not changed:
             break
@@ -100,10 +100,11 @@ def equal_recall(probs: np.ndarray, y: np.ndarray, *, max_accuracy_drop: float =
                                                        "fitted_min_recall": final[0]})
 
 
-def _key(score: tuple[float, float, float]) -> float:
-    """Lexicographic (min recall, -gap, accuracy) as one number: recall steps are >= 1/n, far above the rest."""
+def _key(score: tuple[float, float, float]) -> tuple[float, float, float]:
+    """What the search maximises, compared in order: the lowest recall, the negated gap, accuracy (rounded, so that
+    floating-point noise never counts as a gain)."""
     minimum, gap, accuracy = score
-    return minimum * 1e6 - gap * 1e3 + accuracy
+    return round(minimum, 12), round(-gap, 12), round(accuracy, 12)
 
 
 def wrap_model(model, bias: np.ndarray, schema):
