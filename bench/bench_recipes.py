@@ -38,6 +38,8 @@ class Recipe:
     what: str
     base: str | None = None
     target: str = "race"
+    #: Environment variable naming the archive it trains on (every ensemble's members share UTKFace-64px).
+    data_env: str = "FACEAUDIT_UTK64"
 
 
 RECIPES = [
@@ -49,6 +51,9 @@ RECIPES = [
     Recipe("mobilenetv2-0.5", ("train", "--backbone", "mobilenetv2", "--alpha", "0.5", "--weights", "imagenet",
                                "--head-epochs", "2", "--epochs", "8"),
            "ImageNet MobileNetV2 alpha 0.5, 96 px (from 64 px faces), 2 head + 8 fine-tuning epochs"),
+    Recipe("cnn96-200px", ("train", "--backbone", "cnn", "--image-size", "96", "--epochs", "12"),
+           "the CNN at 96 px from the full 200 px set (its own split); needs $FACEAUDIT_UTKFULL200",
+           data_env="FACEAUDIT_UTKFULL200"),
     Recipe("ensemble", ("train", "--ensemble", "{runs}/cnn64", "{runs}/cnn64-seed2", "{runs}/dlib-align+mirror"),
            "ensemble: two cnn64 seeds + dlib-align+mirror, combiner fitted on val"),
     Recipe("ensemble4", ("train", "--ensemble", "{runs}/cnn64", "{runs}/cnn64-seed2", "{runs}/cnn64+logit-adjust",
@@ -85,7 +90,10 @@ def _command(recipe: Recipe, runs: Path, data: Path) -> list[str]:
     out = ["--out", str(runs / recipe.name)]
     if argv[0] == "mitigate" or "--ensemble" in argv:
         return [*argv, *out, "--quiet"]
-    return [*argv, "--data", str(data), *out, "--quiet"]
+    source = os.environ.get(recipe.data_env) if recipe.data_env != "FACEAUDIT_UTK64" else str(data)
+    if not source:
+        raise SystemExit(f"recipe {recipe.name} trains on ${recipe.data_env}; set it to that archive")
+    return [*argv, "--data", source, *out, "--quiet"]
 
 
 def _fill_descriptor_cache(data: Path) -> str:
