@@ -32,6 +32,11 @@ def load_images(manifest: pd.DataFrame, size: int, progress: bool = True, desc: 
     return out
 
 
+def class_prior(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Each class's share of the training labels, add-one smoothed so that no class has prior 0 (its log is used)."""
+    return (np.bincount(labels, minlength=n_classes) + 1.0) / (len(labels) + n_classes)
+
+
 def class_weight_vector(labels: np.ndarray, n_classes: int) -> np.ndarray:
     """Inverse-frequency weights per target class, normalised to mean 1 over the training samples."""
     counts = np.bincount(labels, minlength=n_classes).astype(float)

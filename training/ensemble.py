@@ -216,7 +216,7 @@ def build_ensemble(sources: Sequence[Path | str], out: Path | str, *, combine: s
     n_classes = len(schema.classes)
     kernel, bias, chosen = fit_combiner(np.concatenate(features, axis=1), y_val, len(members), n_classes, combine)
     with replace_folder(out) as work:
-        for (name, folder, _), entry in zip(members, described):
+        for (_, folder, _), entry in zip(members, described):
             copy_run_parts(folder, work / entry["path"])
         combiner_model(kernel, bias, schema).save(work / MODEL_FILE)
         record = RunRecord(status="predicting", backbone=BACKBONE, label_schema=schema.to_dict(),

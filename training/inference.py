@@ -5,9 +5,9 @@ A model source is a run folder (``model.keras`` + ``run.json``, see :mod:`faceau
 models, legacy ``.h5``, SavedModel, TFLite, ONNX). The contract: float32 RGB [0, 255] input of size
 ``model.input_shape[1:3]``, a final softmax layer named ``<target>_probs`` with one unit per class of the label
 schema (``race_probs``, 5 units for UTKFace; older models always say ``race_probs``) and a layer named
-``embedding``. Run folders of the
-``dlib-resnet`` backbone hold a head whose input is dlib's 128-d descriptors; those are computed (or read from
-the cache) first; an ensemble's (:mod:`faceaudit.training.ensemble`) a combiner of its members' predictions. The predictions table built from the probabilities is
+``embedding``. Run folders of the ``dlib-resnet`` backbone hold a head whose input is dlib's 128-d descriptors;
+those are computed (or read from the cache) first. An ensemble's (:mod:`faceaudit.training.ensemble`) holds a
+combiner of its members' predictions. The predictions table built from the probabilities is
 :meth:`faceaudit.seams.predictions.PredictionsTable.from_probabilities`.
 """
 

@@ -134,6 +134,7 @@ def mitigate(source: Path | str, out: Path | str, *, method: str = "equal-recall
     from faceaudit.datasets.tfdata import label_codes
     from faceaudit.files import new_output_dir, replace_folder
     from faceaudit.seams.run import resolve_model
+    from faceaudit.training.data import class_prior
     from faceaudit.training.inference import load_model, load_run_dataset, predict, predict_table
 
     started = time.perf_counter()
@@ -157,8 +158,7 @@ def mitigate(source: Path | str, out: Path | str, *, method: str = "equal-recall
     n_classes = len(schema.classes)
     probs_val, _ = predict(source, val, batch_size, progress, schema=schema, run=run)
     if method == "logit-adjust":
-        counts = np.bincount(label_codes(train, schema), minlength=n_classes).astype(float)
-        fit = logit_adjustment((counts + 1) / (counts.sum() + n_classes), tau)
+        fit = logit_adjustment(class_prior(label_codes(train, schema), n_classes), tau)
     else:
         fit = equal_recall(probs_val, y_val, max_accuracy_drop=max_accuracy_drop)
     before, after = probs_val.argmax(axis=1), apply_bias(probs_val, fit.bias).argmax(axis=1)

@@ -509,7 +509,7 @@ def train(config: TrainConfig) -> Path:
         x_val = tdata.load_images(val_m, size, config.progress, "loading val images")
         cache_stats = None
     weights = tdata.class_weight_vector(y_train, n_classes)[y_train] if config.class_weights else None
-    prior = (np.bincount(y_train, minlength=n_classes) + 1.0) / (len(y_train) + n_classes)
+    prior = tdata.class_prior(y_train, n_classes)
 
     pretrained = weights_file is not None
     phases = _phases(config, backbone, pretrained)
