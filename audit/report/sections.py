@@ -116,7 +116,9 @@ def _training_value(key: str, value: str) -> str:
 def model_card_section(result) -> Section:
     model, data, run = result.model, result.data, result.model.get("run") or {}
     weights = run.get("weights") or run.get("pretrained") or run.get("init")
-    training = [(_training_label(k), _training_value(k, v)) for k, v in _scalar_items(run)
+    # An ensemble's members and a mitigation's biases have rows of their own (_composition_facts), not these.
+    plain = {k: v for k, v in run.items() if k not in ("ensemble", "mitigation")}
+    training = [(_training_label(k), _training_value(k, v)) for k, v in _scalar_items(plain)
                 if any(w in k.lower() for w in ("data", "split", "fingerprint", "n_train", "n_val", "seed", "epoch", "image_size"))]
     facts = [("Model", model.get("name", "")), ("Kind", model.get("kind", "")),
              ("Backbone", model.get("backbone") or "not recorded"),
