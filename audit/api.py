@@ -34,7 +34,7 @@ from faceaudit.seams.predictions import (
     read_table,
     recorded_schema,
 )
-from faceaudit.taxonomy import AgeBands, LabelSchema, get_schema, name_list
+from faceaudit.taxonomy import AGE_TARGET, AgeBands, LabelSchema, get_schema, name_list
 
 from . import gates as gates_mod
 from . import stream
@@ -179,6 +179,9 @@ def audit(
 ) -> AuditResult:
     """Audit a classifier's predictions by every group of its label schema, with intervals that cover.
 
+    ``target="age"`` audits an age regressor instead: ``age`` (true, years) and ``pred_age`` (predicted, years)
+    columns, scored by mean absolute error, bias and the share within ±5 years (:mod:`.regression`).
+
     ``predictions`` has one row per test image: ``image_id``, the true ``target`` label (default ``race``), the
     attributes to group by (default: those of UTKFace's schema that the table has: race, gender, age or
     age_band), and ``prob_<class>`` columns or ``pred_<target>``. Without ``schema`` the classes are read from the
@@ -202,6 +205,13 @@ def audit(
 
     check_engine(engine, workers)
     sharded = isinstance(predictions, (str, Path)) and stream.is_sharded(predictions)
+    if _is_age_audit(predictions, target, schema):
+        if sharded or engine != "local":
+            raise FaceauditError("age audits read one predictions table (CSV or Parquet), not Parquet shards or "
+                                 "engine='ray'; concatenate the shards into one file")
+        return _audit_regression(predictions, target=target, groups=groups, schema=schema, age_bands=age_bands,
+                                 gate_list=gate_list, gates_source=gates_source, val=val, embeddings=embeddings,
+                                 settings=settings, model=model, data=data, id_col=id_col, local=local_engine())
     if engine != "local" and not sharded:
         raise FaceauditError("engine='ray' audits Parquet shards (a folder or glob, as faceaudit predict writes); "
                              "one table is audited in this process")
@@ -269,5 +279,66 @@ def audit(
     result.warnings.extend(notes)
     if gate_list:
         result.gates = gates_mod.evaluate_gates(gate_list, result.to_dict(), inconclusive=inconclusive,
+                                                source=gates_source)
+    return result
+
+
+def _is_age_audit(predictions: PredictionsLike, target: str | None, schema: LabelSchema | str | None) -> bool:
+    """Whether the call audits an age regressor: ``target="age"``, a schema with that target, or a table
+    (:class:`PredictionsTable` or a Parquet file faceaudit wrote) that follows one."""
+    if target is not None:
+        return str(target) == AGE_TARGET
+    if schema is not None:
+        return get_schema(schema).regression
+    if isinstance(predictions, PredictionsTable):
+        return predictions.schema.regression
+    if isinstance(predictions, (str, Path)) and Path(predictions).is_file():
+        recorded = recorded_schema(Path(predictions))
+        return bool(recorded is not None and recorded.regression)
+    return False
+
+
+def _audit_regression(predictions: PredictionsLike, *, target, groups, schema, age_bands, gate_list, gates_source,
+                      val, embeddings, settings: AuditSettings, model, data, id_col: str, local: dict
+                      ) -> AuditResult:
+    """The age regressor's audit: validate the one table, compute (:mod:`.regression`), judge the gates."""
+    from .regression import compute_regression_audit
+
+    if val is not None:
+        raise FaceauditError("val= holds validation rows for temperature scaling, which an age audit does not do")
+    if schema is not None and not get_schema(schema).regression:
+        schema = get_schema(schema).with_options(target=AGE_TARGET)
+    test, _, _, notes = prepare(predictions, schema=schema, target=target or AGE_TARGET, groups=groups,
+                                age_bands=age_bands, temperature=False, id_col=id_col)
+    if embeddings is not None:
+        notes.append("embeddings were given but an age audit does not use them (no embedding clusters)")
+    gate_list = gates_mod.check_gates(gate_list, test.schema, gates_source or "gates")
+    info = {"name": model} if isinstance(model, str) else dict(model or {})
+    data = dict(data or {})
+    if isinstance(predictions, (str, Path)):
+        from faceaudit.datasets.sources import file_sha256
+
+        path = Path(predictions)
+        digest = file_sha256(path)
+        info.setdefault("name", path.stem)
+        info.setdefault("source", str(path.resolve()))
+        info.setdefault("run_hash", digest)
+        data.setdefault("source", str(path.resolve()))
+        data.setdefault("predictions_sha256", digest)
+    info.setdefault("name", "model")
+    info.setdefault("kind", "predictions")
+    info.setdefault("backbone", None)
+    info.setdefault("synthetic", False)
+    info.setdefault("run", None)
+    data.setdefault("split", "test")
+    data.setdefault("n", len(test))
+    data["notes"] = [*data.get("notes", []), *notes]
+    data.setdefault("n_val", None)
+    data.setdefault("synthetic", False)
+    data.setdefault("age_bands", str(test.schema.age_bands))
+    result = compute_regression_audit(test, settings=settings, model=info, data=data, notes=notes)
+    result.settings["engine"] = local
+    if gate_list:
+        result.gates = gates_mod.evaluate_gates(gate_list, result.to_dict(), inconclusive=settings.inconclusive,
                                                 source=gates_source)
     return result

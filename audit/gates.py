@@ -19,7 +19,11 @@ from .metrics import ALL_METRICS, CLASS_METRICS, DISPARITY_METRICS, MIXED_METRIC
 from .result import grouping_name
 
 RULES = ("min", "max", "max_gap", "min_ratio")
-METRICS = (*ALL_METRICS, *CALIBRATION_METRICS, "knn_purity", "n")
+#: An age regressor's metrics (:mod:`.regression`) and the rules each takes: a two-sided bound on bias is a ``max``
+#: and a ``min`` gate (e.g. -3 <= bias <= 3 years).
+REGRESSION_RULES = {"mae": ("max", "max_gap"), "within5": ("min", "max_gap"), "bias": ("max", "min", "max_gap"),
+                    "n": ("min", "max")}
+METRICS = (*ALL_METRICS, *CALIBRATION_METRICS, "knn_purity", *(m for m in REGRESSION_RULES if m != "n"), "n")
 #: Metrics whose gap and ratio across groups the audit computes, by kind of grouping.
 GAP_METRICS = {**DISPARITY_METRICS, "calibration": ("ece",)}
 PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
@@ -28,6 +32,21 @@ PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
 def _kind(by: str, target: str) -> str:
     """``class`` for groupings of single-class groups (they contain the target), else ``mixed`` (overall too)."""
     return "class" if target in by.split("×") else "mixed"
+
+
+def _check_task(metric: str, rule: str, where: str, schema: LabelSchema) -> None:
+    """Refuse a classifier's metric on an age audit and an age metric on a classifier's (one line, naming what
+    works)."""
+    if schema.regression:
+        if metric not in REGRESSION_RULES:
+            raise FaceauditError(f"{where}: {metric} is a classifier's metric; an age audit gates "
+                                 + ", ".join(f"{m} ({'/'.join(r)})" for m, r in REGRESSION_RULES.items()))
+        if rule not in REGRESSION_RULES[metric]:
+            raise FaceauditError(f"{where}: {metric} takes {' or '.join(REGRESSION_RULES[metric])}, not {rule}")
+    elif metric in REGRESSION_RULES and metric != "n":
+        raise FaceauditError(f"{where}: {metric} is an age regressor's metric (--target age); a {schema.target} "
+                             f"classifier's audit gates {', '.join(METRICS[:len(ALL_METRICS)])}, "
+                             f"{', '.join(CALIBRATION_METRICS)}, knn_purity or n")
 
 
 def _check_defined(metric: str, by: str, rule: str, where: str, schema: LabelSchema) -> None:
@@ -81,7 +100,8 @@ def check_gates(gates: list[Gate], schema: LabelSchema, source: str = "gates fil
             by = next((name for name, attrs in known.items() if set(attrs) == set(by.split("×"))), None)
             if by is None:
                 raise FaceauditError(f"{where}: unknown grouping {gate.by!r}; use overall or one of {', '.join(known)}")
-        if gate.metric not in ("n", "knn_purity"):
+        _check_task(gate.metric, gate.rule, where, schema)
+        if gate.metric not in ("n", "knn_purity") and not schema.regression:
             _check_defined(gate.metric, by, gate.rule, where, schema)
         checked.append(replace(gate, by=by))
     return checked
@@ -140,7 +160,7 @@ def _records(audit: dict, metric: str, by: str) -> list[dict]:
 
     For ``n``, groups with no test image at all (a class missing from the test set) are included with n = 0.
     """
-    if metric in ALL_METRICS or metric == "n":
+    if metric in ALL_METRICS or metric in REGRESSION_RULES:
         if by == "overall":
             group = audit["overall"]
             return [{"key": "all", "too_small": False, "stat": _stat_of(group, metric)}]
@@ -185,7 +205,7 @@ def judge(stat: dict | None, threshold: float, upper: bool) -> str:
 
 
 def _disparity(audit: dict, metric: str, by: str) -> dict | None:
-    if metric in ALL_METRICS:
+    if metric in ALL_METRICS or metric in REGRESSION_RULES:
         return audit["groupings"][by]["disparities"].get(metric)
     if metric in CALIBRATION_METRICS:
         if not audit.get("calibration"):

@@ -23,8 +23,11 @@ from faceaudit.files import atomic_write
 from faceaudit.taxonomy import UTKFACE, LabelSchema
 
 #: Major.minor: a new major means readers must change; a new minor only adds keys (2.1: ``label_schema``; 2.2:
-#: ``settings.engine``, ``data.streamed``, ``files.predictions_sample``).
-SCHEMA_VERSION = "2.2"
+#: ``settings.engine``, ``data.streamed``, ``files.predictions_sample``; 2.3: ``task``, age regression audits).
+SCHEMA_VERSION = "2.3"
+#: What an audit audited (``task`` in audit.json): a classifier (the default, and every audit before 2.3) or an
+#: age regressor (``target="age"``).
+CLASSIFICATION, REGRESSION = "classification", "regression"
 AUDIT_FILE = "audit.json"
 #: Joins the values of an intersection's group key (``Black × Female``).
 GROUP_SEPARATOR = " × "
@@ -71,6 +74,8 @@ class AuditResult:
     overall: dict
     groupings: dict
     label_schema: dict | None = None
+    #: ``classification`` or ``regression`` (an age regressor: metrics mae, bias, within5; no classes).
+    task: str = CLASSIFICATION
     calibration: dict | None = None
     embeddings: dict | None = None
     gates: dict | None = None
@@ -161,12 +166,16 @@ class AuditResult:
         ``value``, ``lo``, ``hi`` (the interval at the audit's level) and ``too_small`` (not ranked, not judged).
 
         ``metric`` is a classification metric of the grouping (see ``metrics()``), a calibration metric
-        (``ece``, ``mce``, ``brier``, ``log_loss``) or ``n``."""
+        (``ece``, ``mce``, ``brier``, ``log_loss``) or ``n``; for an age regressor ``mae``, ``bias``, ``within5``
+        or ``n``."""
         import pandas as pd
 
         key = self.grouping_key(grouping)
         calibration_metrics = ("ece", "mce", "brier", "log_loss")
         if metric in calibration_metrics:
+            if self.is_regression:
+                raise FaceauditError(f"{metric} is a classifier's calibration metric; an age audit has mae, bias, "
+                                     "within5 and n")
             if not self.calibration:
                 raise FaceauditError(f"{metric} needs class probabilities; the predictions had labels only")
             records = ([{"key": "all", "values": {}, "too_small": False, **self.calibration["overall"]}]
@@ -177,8 +186,9 @@ class AuditResult:
                        if key == "overall" else self.groupings[key]["groups"])
             available = sorted({m for r in records for m in r["metrics"]})
             if metric != "n" and metric not in available:
+                extra = [] if self.is_regression else list(calibration_metrics)
                 raise FaceauditError(f"{metric} is not computed for {key} groups; they have: "
-                                     f"{', '.join([*available, *calibration_metrics, 'n'])}")
+                                     f"{', '.join([*available, *extra, 'n'])}")
             stats = [{"value": r["n"], "ci": None, "n": r["n"]} if metric == "n" else r["metrics"][metric]
                      for r in records]
         rows = []
@@ -189,7 +199,8 @@ class AuditResult:
         return pd.DataFrame(rows)
 
     def metrics(self, grouping: str | Sequence[str] = "overall") -> list[str]:
-        """The classification metrics the audit computed for a grouping's groups (they differ by kind of group)."""
+        """The metrics the audit computed for a grouping's groups (a classifier's differ by kind of group; an age
+        regressor's are mae, bias and within5)."""
         key = self.grouping_key(grouping)
         records = [self.overall] if key == "overall" else self.groupings[key]["groups"]
         return sorted({m for r in records for m in r["metrics"]})
@@ -247,6 +258,11 @@ class AuditResult:
             if record["key"] == key:
                 return record
         raise KeyError(f"no group {key!r} in grouping {grouping!r}")
+
+    @property
+    def is_regression(self) -> bool:
+        """Whether this is the audit of an age regressor (``task == "regression"``)."""
+        return self.task == REGRESSION
 
     @property
     def status(self) -> str:

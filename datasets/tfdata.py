@@ -44,10 +44,12 @@ def label_codes(manifest: pd.DataFrame, schema: LabelSchema = UTKFACE, attribute
     return pd.Categorical(column.astype(str), categories=list(values)).codes.astype("int32")
 
 
-def decode_and_resize(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
-    """Decode JPEG/PNG/BMP/GIF bytes to float32 RGB (grey and RGBA converted) resized to a square."""
+def decode_and_resize(encoded: tf.Tensor, image_size: int, method: str = "bilinear",
+                      antialias: bool = True) -> tf.Tensor:
+    """Decode JPEG/PNG/BMP/GIF bytes to float32 RGB (grey and RGBA converted) resized to a square (``method`` one
+    of ``tf.image.resize``'s; a model contract names the one its model was trained with)."""
     image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
-    image = tf.image.resize(image, (image_size, image_size), antialias=True)
+    image = tf.image.resize(image, (image_size, image_size), method=method, antialias=antialias)
     return tf.clip_by_value(image, 0.0, 255.0)
 
 
@@ -77,8 +79,11 @@ def image_dataset(
     shuffle: bool = False,
     seed: int | None = None,
     schema: LabelSchema = UTKFACE,
+    resize: str = "bilinear",
+    antialias: bool = True,
 ) -> tf.data.Dataset:
-    """Batches of ``image`` (and the schema's target index) read from the manifest's ``path`` column, prefetched."""
+    """Batches of ``image`` (and the schema's target index) read from the manifest's ``path`` column, prefetched;
+    ``resize`` and ``antialias`` as for :func:`decode_and_resize`."""
     paths = manifest["path"].astype(str).to_numpy()
     if with_labels:
         data = tf.data.Dataset.from_tensor_slices((paths, label_codes(manifest, schema)))
@@ -88,7 +93,7 @@ def image_dataset(
         data = data.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
 
     def load(path, *label):
-        image = decode_and_resize(tf.io.read_file(path), image_size)
+        image = decode_and_resize(tf.io.read_file(path), image_size, resize, antialias)
         return (image, *label) if label else image
 
     return prefetched(data.map(load, num_parallel_calls=usable_cpus(), deterministic=True).batch(batch_size))

@@ -16,8 +16,12 @@ from faceaudit.errors import FaceauditError
 from faceaudit.taxonomy import LabelSchema, get_schema, name_list
 
 if TYPE_CHECKING:
+    from faceaudit.audit.result import AuditResult
+    from faceaudit.seams.contract import ModelContract
     from faceaudit.seams.run import RunRecord
     from faceaudit.training.runtimes import Runtime
+
+ContractLike = "str | Path | ModelContract | None"
 
 
 def load_dataset(source: str | Path, *, schema: LabelSchema | str | None = None, **options: Any):
@@ -87,7 +91,7 @@ def audit_model(model: str | Path, data: Any = None, *, schema: LabelSchema | st
                 dataset_options: dict | None = None, progress: bool = False,
                 output_layer: str | None = None, embedding_layer: str | None = None, input_size: int | None = None,
                 preprocess: str | None = None, bgr: bool = False, classes: str | Sequence[str] | None = None,
-                **audit_options: Any):
+                contract: ContractLike = None, **audit_options: Any):
     """Run a model on the test split of ``data`` (a path or a loaded dataset; default ``$FACEAUDIT_DATA``) and audit
     its predictions; the validation split fits temperature scaling. The model is a run folder, a ``.keras`` file, a
     legacy Keras ``.h5`` file, a TensorFlow SavedModel folder, a ``.tflite`` or an ``.onnx`` file (see
@@ -98,7 +102,24 @@ def audit_model(model: str | Path, data: Any = None, *, schema: LabelSchema | st
     ``classes`` (``"A,B,C"`` or a list) the class of each output unit in order (default: the schema's).
     ``dataset_options`` go to :func:`load_dataset` (``age_bands``, ``exclude``, ``columns``); ``audit_options`` to
     :func:`faceaudit.audit`. The schema is the run's (``run.json``) unless given. Needs ``faceaudit[train]``
-    (and ``faceaudit[onnx]`` for ONNX models)."""
+    (and ``faceaudit[onnx]`` for ONNX models).
+
+    ``contract`` (a ``model.toml`` path or a :class:`~faceaudit.seams.contract.ModelContract`) states how to run a
+    model faceaudit did not train: input, outputs and what they predict, provenance. A contract with several outputs
+    needs ``target``; :func:`audit_heads` audits them all from one inference pass."""
+    if contract is not None:
+        if any(v is not None for v in (output_layer, input_size, preprocess, classes)) or bgr:
+            raise FaceauditError("a contract states the input and outputs: leave output_layer, input_size, "
+                                 "preprocess, bgr and classes unset (or edit the contract)")
+        contract = as_contract(contract)
+        target = audit_options.pop("target", None)
+        if target is None and len(contract.outputs) > 1:
+            raise FaceauditError(f"the contract has outputs for {', '.join(contract.targets)}: pass target=, or "
+                                 "use faceaudit.audit_heads to audit every one")
+        targets = [target] if target is not None else None
+        return audit_heads(model, data, contract=contract, targets=targets, schema=schema, batch_size=batch_size,
+                           temperature=temperature, seed=seed, dataset_options=dataset_options, progress=progress,
+                           embedding_layer=embedding_layer, **audit_options)[target or contract.targets[0]]
     groups = audit_options.get("groups")
     opened = open_model(model, schema=schema, target=audit_options.get("target"),
                         groups=name_list(groups),
@@ -138,6 +159,151 @@ def audit_model(model: str | Path, data: Any = None, *, schema: LabelSchema | st
                    data=data_info, seed=seed, temperature=temperature, progress=progress, **audit_options)
     result.warnings[:0] = notes
     return result
+
+
+def as_contract(contract: ContractLike) -> ModelContract:
+    """A contract from a ``model.toml`` path, or itself."""
+    from faceaudit.seams.contract import ModelContract, load_contract
+
+    if isinstance(contract, ModelContract):
+        return contract
+    if isinstance(contract, (str, Path)):
+        return load_contract(Path(contract))
+    raise FaceauditError(f"contract must be a model.toml path or a ModelContract, got {type(contract).__name__}")
+
+
+def _load_test_data(data: Any, schema: LabelSchema, seed: int, dataset_options: dict | None):
+    """The dataset to audit on (a path, a loaded dataset, or ``$FACEAUDIT_DATA``), its test rows and notes."""
+    from faceaudit.datasets.manifest import Dataset, describe_image_problems
+
+    if data is None:
+        data = data_from_env()
+        if data is None:
+            raise FaceauditError("no data: pass data (a UTKFace folder or archive) or set $FACEAUDIT_DATA")
+    if isinstance(data, Dataset):
+        dataset = data
+    else:
+        dataset = load_dataset(data, schema=schema, **{"seed": seed, **(dataset_options or {})})
+    notes = [note] if (note := describe_image_problems(dataset)) else []
+    test = dataset.split("test")
+    if test.empty:
+        raise FaceauditError(f"the test split of {dataset.source} is empty: nothing to audit")
+    return dataset, test, notes
+
+
+def audit_heads(model: str | Path, data: Any = None, *, contract: ContractLike, targets: Sequence[str] | None = None,
+                schema: LabelSchema | str | None = None, batch_size: int = 64, temperature: bool = True,
+                seed: int = DEFAULT_SEED, dataset_options: dict | None = None, progress: bool = False,
+                embedding_layer: str | None = None, **audit_options: Any) -> dict[str, AuditResult]:
+    """Audit every output a model contract names (or those of ``targets``) from one inference pass over the test
+    split of ``data``: ``{target: AuditResult}``, in the contract's order. Class outputs are audited as classifiers
+    of their target (classes mapped to the label schema's as the contract states), an age output as a regressor
+    (mean absolute error, bias, share within 5 years). Each result's model block records the contract, what was done
+    to the outputs (``steps``), the contract sanity checks (``sanity``) and any training-data overlap. Other
+    options as for :func:`audit_model`."""
+    from faceaudit.audit import audit
+    from faceaudit.audit import overlap as overlap_mod
+    from faceaudit.audit import sanity
+    from faceaudit.training.inference import predict_heads, read_head
+
+    contract = as_contract(contract)
+    heads = list(contract.outputs)
+    if targets is not None:
+        heads = [contract.head(t) for t in targets]
+    groups = name_list(audit_options.pop("groups", None))
+    audit_options.pop("target", None)
+    opened = open_model(model, schema=schema, age_bands=(dataset_options or {}).get("age_bands"),
+                        contract=contract, embedding_layer=embedding_layer)
+    base = opened.schema
+    head_schemas = {h.target: base.with_options(target=h.target, groups=groups) for h in heads}
+    if audit_options.get("gates") is not None:
+        from faceaudit.audit.api import load_gates
+        from faceaudit.audit.gates import check_gates
+
+        found, _, source_name = load_gates(audit_options["gates"])
+        for head_schema in head_schemas.values():
+            check_gates(found, head_schema, source_name or "gates")
+    dataset, test, notes = _load_test_data(data, base, seed, dataset_options)
+    runtime = opened.runtime
+    raws, embeddings = predict_heads(runtime, test, batch_size, progress)
+    val_rows = dataset.split("val")
+    classifiers = [h for h in heads if not h.regression]
+    val_raws = (predict_heads(runtime, val_rows, batch_size, progress)[0]
+                if temperature and classifiers and not val_rows.empty else None)
+    overlap = overlap_mod.training_overlap(contract, test, str(dataset.source))
+    if embeddings is None:
+        notes.append(f"no embeddings: {runtime.embedding_note or 'the model exposes no embedding layer'} "
+                     "(set embedding_layer in the contract's [model] where the model has one)")
+    results = {}
+    tolerance = runtime._sum_tolerance()
+    for head in heads:
+        position = contract.targets.index(head.target)
+        head_schema = head_schemas[head.target]
+        table, steps, checks = read_head(head, raws[position], test, head_schema, sum_tolerance=tolerance)
+        val = None
+        if val_raws is not None and not head.regression:
+            val = read_head(head, val_raws[position], val_rows, head_schema, sum_tolerance=tolerance)[0]
+        checks += _sanity_checks(head, table, head_schema)
+        info = opened.info(synthetic=bool(dataset.synthetic))
+        info.update({"name": opened.name if len(contract.outputs) == 1 else f"{opened.name}-{head.target}",
+                     "contract": contract.to_dict(), "head": head.target, "steps": steps,
+                     "sanity": sanity.summarise(checks, len(table)), "overlap": overlap})
+        data_info = {"source": str(dataset.source), "fingerprint": dataset.fingerprint, "split": "test",
+                     "n": len(table), "synthetic": dataset.synthetic, "predictions_sha256": None,
+                     "notes": list(notes)}
+        result = audit(table, val=val, embeddings=embeddings, embedding_source="model", model=info, data=data_info,
+                       seed=seed, temperature=temperature and not head.regression, progress=progress,
+                       **audit_options)
+        result.warnings[:0] = list(notes)
+        results[head.target] = result
+    return results
+
+
+def _sanity_checks(head, table, schema: LabelSchema) -> list[dict]:
+    """The contract sanity checks of one head's predictions (:mod:`faceaudit.audit.sanity`)."""
+    from faceaudit.audit import sanity
+
+    if head.regression:
+        return sanity.check_regressor(table.frame["age"].to_numpy(dtype=float),
+                                      table.frame["pred_age"].to_numpy(dtype=float))
+    return sanity.check_classifier(table.y_true, table.y_pred, table.probabilities, list(schema.classes))
+
+
+def check_model(model: str | Path, data: Any = None, *, contract: ContractLike, n: int = 200,
+                schema: LabelSchema | str | None = None, seed: int = DEFAULT_SEED,
+                dataset_options: dict | None = None, batch_size: int = 64) -> dict[str, dict]:
+    """Run a model on ``n`` test images (a seeded sample) and say, per contract output, whether the contract looks
+    right: ``{target: {"n", "summary", "steps", "sanity"}}``; seconds, not minutes, before a full audit."""
+    import numpy as np
+
+    from faceaudit.audit import sanity
+    from faceaudit.training.inference import predict_heads, read_head
+
+    if isinstance(n, bool) or not isinstance(n, int) or n < 20:
+        raise FaceauditError(f"the check needs at least 20 images (got {n!r})")
+    contract = as_contract(contract)
+    opened = open_model(model, schema=schema, age_bands=(dataset_options or {}).get("age_bands"), contract=contract)
+    _, test, _ = _load_test_data(data, opened.schema, seed, dataset_options)
+    rows = test.sample(n=min(n, len(test)), random_state=seed).sort_values("image_id").reset_index(drop=True)
+    raws, _ = predict_heads(opened.runtime, rows, batch_size, progress=False)
+    out = {}
+    for position, head in enumerate(contract.outputs):
+        head_schema = opened.schema.with_options(target=head.target)
+        table, steps, checks = read_head(head, raws[position], rows, head_schema,
+                                         sum_tolerance=opened.runtime._sum_tolerance())
+        checks += _sanity_checks(head, table, head_schema)
+        if head.regression:
+            true, pred = table.frame["age"].to_numpy(dtype=float), table.frame["pred_age"].to_numpy(dtype=float)
+            summary = (f"mean absolute error {abs(pred - true).mean():.1f} years, mean error "
+                       f"{(pred - true).mean():+.1f}, predicted ages {pred.min():.0f}-{pred.max():.0f} "
+                       f"(true {true.min():.0f}-{true.max():.0f})")
+        else:
+            shares = np.bincount(table.y_pred, minlength=len(head_schema.classes)) / len(table)
+            summary = (f"accuracy {(table.y_true == table.y_pred).mean():.1%}; predicted "
+                       + ", ".join(f"{c} {s:.0%}" for c, s in zip(head_schema.classes, shares)))
+        out[head.target] = {"n": len(table), "summary": summary, "steps": steps,
+                            "sanity": sanity.summarise(checks, len(table))}
+    return out
 
 
 @dataclass
@@ -182,7 +348,10 @@ class OpenedModel:
     def name(self) -> str:
         """The run's name, else the file's; an export of a run adds its format and quantisation (output folders
         are named after it)."""
+        contract = self.runtime_options.get("contract")
         name = self.run.name if self.run is not None else (self.model_file.stem or self.model_file.name)
+        if contract is not None and contract.name and self.run is None:
+            name = contract.name
         if self.exported is not None:
             source_run = (self.exported.get("source_model") or {}).get("run") or name
             quantization = self.exported.get("quantization")
@@ -195,10 +364,11 @@ def open_model(model: str | Path, *, schema: LabelSchema | str | None = None, ta
                groups: Sequence[str] | None = None, age_bands: Any = None,
                classes: str | Sequence[str] | None = None, output_layer: str | None = None,
                embedding_layer: str | None = None, input_size: int | None = None, preprocess: str | None = None,
-               bgr: bool = False, gates: Any = None) -> OpenedModel:
+               bgr: bool = False, gates: Any = None, contract: ModelContract | None = None) -> OpenedModel:
     """Resolve a run folder or model file, settle its label schema (given, else the run's or export's, shaped by
     ``target``, ``groups``, ``age_bands`` and ``classes``) and load its runtime once, so that auditing and batch
-    prediction open a model the same way. ``gates`` are checked against the schema before the model loads."""
+    prediction open a model the same way. ``gates`` are checked against the schema before the model loads. With a
+    ``contract`` the runtime reads every output it names (and the model file must match its ``sha256``)."""
     from faceaudit.extras import require
     from faceaudit.seams.run import resolve_model
 
@@ -227,6 +397,14 @@ def open_model(model: str | Path, *, schema: LabelSchema | str | None = None, ta
         schema = schema.with_classes(names)
     options = {"classes": names or schema.classes, "output_layer": output_layer, "embedding_layer": embedding_layer,
                "input_size": input_size, "preprocess": preprocess, "bgr": bgr, "target": schema.target}
+    if contract is not None:
+        from faceaudit.training.runtimes import source_sha256
+
+        if contract.sha256 is not None and source_sha256(model_file) != contract.sha256:
+            raise FaceauditError(f"{model_file.name} is not the model the contract describes: its SHA-256 differs "
+                                 f"from [model] sha256 = {contract.sha256[:12]}...")
+        options = {"classes": None, "output_layer": None, "embedding_layer": embedding_layer,
+                   "input_size": input_size, "preprocess": None, "bgr": False, "target": None, "contract": contract}
     opened = OpenedModel(source, model_file, run, exported, schema, options, runtime=None)
     if opened.image_model:
         opened.runtime = load_runtime(model_file, **options)

@@ -10,7 +10,22 @@ from faceaudit import __version__, console, interrupts
 from faceaudit.errors import FaceauditError
 
 #: Subcommand modules under faceaudit.commands; each defines ``register(subparsers)``.
-COMMAND_MODULES = ("demo", "data", "train", "mitigate", "audit", "predict", "report", "export")
+COMMAND_MODULES = ("demo", "data", "train", "mitigate", "audit", "predict", "report", "export", "contract")
+#: Options whose values may begin with "-" (``--preprocess -1-1``), which argparse would read as an option.
+_DASHED_VALUES = ("--preprocess",)
+
+
+def _join_dashed_values(argv: list[str]) -> list[str]:
+    """``--preprocess -1-1`` as ``--preprocess=-1-1``, so a value that starts with a dash is read as written."""
+    out: list[str] = []
+    it = iter(argv)
+    for arg in it:
+        if arg in _DASHED_VALUES:
+            value = next(it, None)
+            out.append(arg if value is None else f"{arg}={value}")
+        else:
+            out.append(arg)
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     with interrupts.trapped():
         code, args = 130, None
         try:
-            args = build_parser().parse_args(argv)
+            args = build_parser().parse_args(_join_dashed_values(sys.argv[1:] if argv is None else list(argv)))
             console.configure(verbose=getattr(args, "verbose", False))  # before any command imports TensorFlow
             code = int(args.handler(args) or 0)
         except FaceauditError as exc:

@@ -29,6 +29,8 @@ DECADE_AGE_BANDS = "0-9,10-19,20-29,30-39,40-49,50-59,60-69,70-79,80-89,90-99,10
 AGE_BAND_PRESETS = {"default": DEFAULT_AGE_BANDS, "decades": DECADE_AGE_BANDS}
 #: The derived attribute that age bands define.
 AGE_BAND = "age_band"
+#: The regression target: age in years (``--target age``); its model predicts a number, not a class.
+AGE_TARGET = "age"
 
 
 def _number(text: str) -> float | None:
@@ -180,7 +182,8 @@ _GENDER = Attribute("gender", ("Male", "Female"),
 class LabelSchema:
     """A face-attribute taxonomy: the attribute a classifier predicts (``target``), the labelled attributes with
     their values, the age bands, and the attributes an audit groups by (``groups``; ``age_band`` is derived from
-    age). Every grouping is a non-empty combination of ``groups``, single attributes first."""
+    age). Every grouping is a non-empty combination of ``groups``, single attributes first. ``target="age"`` is a
+    regression (a model predicting age in years): it has no classes (:attr:`regression`)."""
 
     name: str
     target: str
@@ -195,12 +198,14 @@ class LabelSchema:
         groups = tuple(self.groups) or (*names, AGE_BAND)
         object.__setattr__(self, "groups", groups)
         known = (*names, AGE_BAND)
-        for name in (self.target, *groups):
+        for name in (*(() if self.regression else (self.target,)), *groups):
             if name not in known:
-                raise FaceauditError(f"label schema {self.name!r} has no attribute {name!r}; it has {', '.join(known)}")
+                targets = "" if name in groups else f" (or {AGE_TARGET}, a regression in years)"
+                raise FaceauditError(f"label schema {self.name!r} has no attribute {name!r}; it has "
+                                     f"{', '.join(known)}{targets}")
         if len(set(groups)) != len(groups):
             raise FaceauditError(f"groups {list(groups)} name an attribute twice")
-        if len(self.classes) < 2:
+        if not self.regression and len(self.classes) < 2:
             raise FaceauditError(f"the target {self.target!r} needs at least two classes, got {list(self.classes)}")
 
     # -- what the audit reads -------------------------------------------------------------------------------
@@ -215,9 +220,15 @@ class LabelSchema:
         raise FaceauditError(f"label schema {self.name!r} has no attribute {name!r}")
 
     @property
+    def regression(self) -> bool:
+        """Whether the target is age in years (a regression: no classes, errors in years instead of accuracy)."""
+        return self.target == AGE_TARGET
+
+    @property
     def classes(self) -> tuple[str, ...]:
-        """The target's classes, in the order of a model's output units and of the probability columns."""
-        return self.attribute(self.target).values
+        """The target's classes, in the order of a model's output units and of the probability columns (none for
+        a regression target)."""
+        return () if self.regression else self.attribute(self.target).values
 
     @property
     def labelled(self) -> tuple[str, ...]:
@@ -248,7 +259,8 @@ class LabelSchema:
 
     def with_options(self, *, target: str | None = None, groups: Sequence[str] | None = None,
                      age_bands: AgeBands | str | None = None) -> "LabelSchema":
-        """The same taxonomy auditing another target, grouping by other attributes, or with other age bands."""
+        """The same taxonomy auditing another target (``"age"``: a regression), grouping by other attributes, or
+        with other age bands."""
         bands = self.age_bands if age_bands is None else AgeBands.parse(age_bands)
         return replace(self, target=target or self.target, age_bands=bands,
                        groups=tuple(groups) if groups is not None else self.groups)
@@ -257,6 +269,8 @@ class LabelSchema:
         """The schema with the target's classes replaced (a model trained on another set of classes)."""
         if self.target == AGE_BAND:
             raise FaceauditError("an age-band target takes its classes from --age-bands")
+        if self.regression:
+            raise FaceauditError("an age target is a regression in years: it has no classes")
         attributes = tuple(Attribute(a.name, tuple(classes)) if a.name == self.target else a for a in self.attributes)
         return replace(self, name=f"{self.name} (classes from the predictions)", attributes=attributes)
 
@@ -286,7 +300,7 @@ class LabelSchema:
         wanted = list(groups) if groups is not None else None
         inferred = set()
         for name in dict.fromkeys([target, *(wanted or [])]):
-            if name != AGE_BAND and name not in names and name in frame.columns:
+            if name not in (AGE_BAND, AGE_TARGET) and name not in names and name in frame.columns:
                 attributes.append(Attribute(name, _observed(frame[name])))
                 names.append(name)
                 inferred.add(name)

@@ -108,15 +108,31 @@ def predict(
 
         runtime = load_runtime(model_file, classes=schema.classes if schema is not None else None,
                                target=schema.target if schema is not None else None)
-    from faceaudit.datasets.tfdata import image_dataset
-
-    data = image_dataset(manifest, runtime.input_size, batch_size, with_labels=False)
+    data = runtime_dataset(runtime, manifest, batch_size)
     probs, embeddings = runtime.predict_dataset(data, len(manifest), progress)
     probs = np.asarray(probs, dtype=np.float64)
     if schema is not None and runtime.classes is not None and tuple(runtime.classes) != tuple(schema.classes) \
             and set(runtime.classes) == set(schema.classes):
         probs = probs[:, [runtime.classes.index(c) for c in schema.classes]]
     return probs, None if embeddings is None else np.asarray(embeddings, dtype=np.float32)
+
+
+def runtime_dataset(runtime, manifest: pd.DataFrame, batch_size: int = 64):
+    """The manifest's images as a runtime takes them: its input size, resized the way its contract says."""
+    from faceaudit.datasets.tfdata import image_dataset
+
+    spec = runtime.input_spec
+    return image_dataset(manifest, runtime.input_size, batch_size, with_labels=False, resize=spec.resize,
+                         antialias=spec.antialias)
+
+
+def predict_heads(runtime, manifest: pd.DataFrame, batch_size: int = 64, progress: bool = True
+                  ) -> tuple[list[np.ndarray], np.ndarray | None]:
+    """Every contract head's raw output on the manifest's images (one inference pass), and the embeddings."""
+    if len(manifest) == 0:
+        raise FaceauditError("nothing to predict: the manifest is empty")
+    raws, embeddings = runtime.predict_heads(runtime_dataset(runtime, manifest, batch_size), len(manifest), progress)
+    return raws, None if embeddings is None else np.asarray(embeddings, dtype=np.float32)
 
 
 def load_run_dataset(run: RunRecord, data: Path | str | None = None, *, progress: bool = True, purpose: str):
@@ -168,3 +184,51 @@ def predict_table(
         schema = recorded.schema if recorded is not None else UTKFACE
     probs, embeddings = predict(model_source, manifest, batch_size, progress, schema=schema, run=run, runtime=runtime)
     return PredictionsTable.from_probabilities(manifest, probs, schema), embeddings
+
+
+def read_head(head, raw: np.ndarray, rows: pd.DataFrame, schema: LabelSchema, *, sum_tolerance: float = 5e-3):
+    """One contract head's raw output on manifest ``rows`` as its predictions table (classes mapped to the schema's,
+    or ages in years), with what was done to the output (``steps``) and any output that contradicts the contract
+    (``checks``, for :mod:`faceaudit.audit.sanity`)."""
+    from faceaudit.seams.predictions import PredictionsTable
+
+    raw = np.asarray(raw, dtype=np.float64).reshape(len(raw), -1)
+    checks: list[dict] = []
+    if not np.isfinite(raw).all():
+        raise FaceauditError(f"the model's {head.target} output has NaN or infinite values for "
+                             f"{int((~np.isfinite(raw)).any(axis=1).sum())} of {len(raw)} images")
+    if head.regression:
+        return PredictionsTable.from_age_predictions(rows, head.read(raw), schema), head.steps(), checks
+    labels = head.labels(schema.classes, schema.attribute(schema.target).normalise)
+    steps = head.steps(labels)
+    if head.kind == "softmax":
+        sums = raw.sum(axis=1)
+        off = np.abs(sums - 1) > sum_tolerance
+        if off.any():
+            fix = "softmax applied" if (raw < 0).any() else "rows rescaled to sum to 1"
+            checks.append({"check": "not_probabilities",
+                           "message": f"the {head.target} output was declared softmax but its rows sum to "
+                                      f"{sums.min():.3g}-{sums.max():.3g}, not 1, for {off.mean():.0%} of faces ({fix})",
+                           "likely_cause": "the output is logits (kind = 'logits') or the contract names the wrong "
+                                           "output"})
+            raw = _softmax_rows(raw) if (raw < 0).any() else raw / np.where(sums > 0, sums, 1)[:, None]
+            steps.append(f"{head.target}: {fix} (declared softmax did not sum to 1)")
+        elif (np.abs(sums - 1) > 1e-6).any():
+            raw = raw / sums[:, None]
+    if head.kind == "sigmoid" and ((raw < 0) | (raw > 1)).any():
+        checks.append({"check": "not_probabilities",
+                       "message": f"the {head.target} output was declared sigmoid but has values from "
+                                  f"{raw.min():.3g} to {raw.max():.3g} (sigmoid applied)",
+                       "likely_cause": "the output is a logit: the model's last layer has no sigmoid"})
+        raw = 1 / (1 + np.exp(-raw))
+        steps.append(f"{head.target}: sigmoid applied (declared sigmoid was outside 0-1)")
+    probs = head.read(raw, schema.classes, labels)
+    unmapped = [c for c in schema.classes if c not in labels]
+    if unmapped:
+        steps.append(f"{head.target}: no output for {', '.join(unmapped)} (probability 0)")
+    return PredictionsTable.from_probabilities(rows, probs, schema), steps, checks
+
+
+def _softmax_rows(x: np.ndarray) -> np.ndarray:
+    z = np.exp(x - x.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)

@@ -5,14 +5,17 @@
 Keras 2 or 3, loaded in safe mode), a TensorFlow SavedModel folder (its serving signature, e.g. what
 ``model.export()`` writes), a TFLite flatbuffer (int8/uint8 quantised inputs and outputs converted with the
 tensors' quantisation parameters) or an ONNX file (ONNX Runtime, CPU). Every :class:`Runtime` takes float32 RGB
-images in [0, 255] at :attr:`Runtime.input_size`, applies the stated preprocessing (``raw``: as given, the
-contract's; ``0-1``; ``-1-1``; ``caffe``: BGR minus the ImageNet means; ``torch``: [0, 1] minus the ImageNet mean
-over its std; ``bgr`` swaps the channels) and returns class probabilities in the model's output order (a softmax
-applied when the outputs are logits, which :meth:`Runtime.describe` says) and embeddings where the graph exposes a
-layer before the output (Keras models, or a named output), else None.
+images in [0, 255] at :attr:`Runtime.input_size`, applies the stated preprocessing (grayscale models get ITU-R
+BT.601 luma; ``raw``: as given, the contract's; ``0-1``; ``-1-1``; ``caffe``: BGR minus the ImageNet means;
+``torch``: [0, 1] minus the ImageNet mean over its std; ``mean-std``; ``bgr`` swaps the channels; NCHW inputs are
+transposed) and returns class probabilities in the model's output order (a softmax applied when the outputs are
+logits, which :meth:`Runtime.describe` says) and embeddings where the graph exposes a layer before the output (Keras
+models, or a named output), else None.
 
 Without faceaudit's layer names the class-probability output is the one output whose width equals the number of
-classes; a model with several such outputs needs ``output_layer``.
+classes; a model with several such outputs needs ``output_layer``. A model contract
+(:class:`faceaudit.seams.contract.ModelContract`) states all of this instead, for several outputs at once:
+:meth:`Runtime.predict_heads` returns each contract head's raw output from one inference pass.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import numpy as np
 
 from faceaudit.console import native_noise_dropped
 from faceaudit.errors import FaceauditError
+from faceaudit.seams.contract import InputSpec, ModelContract, OutputHead
 
 #: Model formats by the name recorded in audit.json's model block.
 FORMATS = {
@@ -98,9 +102,28 @@ def source_sha256(source: Path | str) -> str:
     return digest.hexdigest()
 
 
-def preprocess_images(images: np.ndarray, mode: str = "raw", bgr: bool = False) -> np.ndarray:
-    """float32 RGB [0, 255] images as the model wants them (``mode`` one of :data:`PREPROCESS`)."""
+#: ITU-R BT.601 luma weights: PIL's ``convert("L")`` and OpenCV's ``COLOR_RGB2GRAY``.
+_BT601 = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def to_grayscale(images: np.ndarray, method: str = "bt601") -> np.ndarray:
+    """float32 RGB ``[n, H, W, 3]`` as one channel ``[n, H, W, 1]``: BT.601 luma rounded to whole levels (as PIL and
+    OpenCV store an 8-bit gray image), or the channels' mean."""
     x = np.asarray(images, dtype=np.float32)
+    gray = np.rint(x @ _BT601) if method == "bt601" else x.mean(axis=-1)
+    return np.clip(gray, 0, 255)[..., None].astype(np.float32)
+
+
+def preprocess_images(images: np.ndarray, mode: str = "raw", bgr: bool = False, *, channels: int = 3,
+                      grayscale: str = "bt601", mean=None, std=None) -> np.ndarray:
+    """float32 RGB [0, 255] images as the model wants them (``mode`` one of :data:`PREPROCESS` or ``mean-std``
+    with ``mean``/``std`` in 0-255 pixel units; ``channels`` 1 converts to gray first)."""
+    x = np.asarray(images, dtype=np.float32)
+    if channels == 1:
+        x = to_grayscale(x, grayscale)
+        bgr = False
+    if mode == "mean-std":
+        return (x - np.asarray(mean, dtype=np.float32)[:x.shape[-1]]) / np.asarray(std, dtype=np.float32)[:x.shape[-1]]
     if mode == "caffe":
         return x[..., ::-1] - _CAFFE_MEAN_BGR
     if bgr:
@@ -130,16 +153,26 @@ class Runtime:
 
     format: str = "model"
 
-    def __init__(self, path: Path, *, classes: Sequence[str] | None, preprocess: str | None, bgr: bool):
+    def __init__(self, path: Path, *, classes: Sequence[str] | None, preprocess: str | None, bgr: bool,
+                 contract: ModelContract | None = None):
         self.path = Path(path)
         self.classes = tuple(classes) if classes is not None else None
-        self.preprocess = preprocess or "raw"
-        if self.preprocess not in PREPROCESS:
+        self.contract_spec = contract
+        spec = contract.input if contract is not None else InputSpec()
+        self.input_spec = spec
+        self.preprocess = spec.scaling if contract is not None else (preprocess or "raw")
+        if self.preprocess not in (*PREPROCESS, "mean-std"):
             raise FaceauditError(f"unknown preprocessing {self.preprocess!r}; expected one of {', '.join(PREPROCESS)}")
-        self.bgr = bool(bgr)
+        self.bgr = (spec.channels == "bgr") if contract is not None else bool(bgr)
         self.input_size: int | None = None
+        #: Input channels the model takes: 3 (RGB/BGR) or 1 (grayscale, converted from RGB).
+        self.channels = 3
+        self.nchw = False
+        self.mean_std = _mean_std(spec)
         self.output_name: str | None = None
         self.output_width: int | None = None
+        #: The outputs :meth:`predict_heads` reads, one per contract head (else ``[output_name]``).
+        self.output_names: list[str] = []
         self.embedding_name: str | None = None
         self.embedding_dim: int | None = None
         self.embedding_note: str | None = None
@@ -151,8 +184,8 @@ class Runtime:
 
     # -- what each format implements ------------------------------------------------------------------------
 
-    def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """The raw output (and embeddings) of one preprocessed batch."""
+    def _run(self, batch: np.ndarray) -> tuple[list[np.ndarray], np.ndarray | None]:
+        """The raw outputs named by :attr:`output_names` (and embeddings) of one preprocessed batch."""
         raise NotImplementedError
 
     def _sum_tolerance(self) -> float:
@@ -160,19 +193,54 @@ class Runtime:
 
     # -- the interface ------------------------------------------------------------------------------------
 
-    def predict(self, images: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray | None]:
-        """Class probabilities ``[n, K]`` (float64) and embeddings ``[n, d]`` (float32) or None."""
+    def prepare(self, images: np.ndarray) -> np.ndarray:
+        """float32 RGB [0, 255] images ``[n, H, W, 3]`` as this model's input (channels, scaling, layout)."""
+        x = preprocess_images(images, self.preprocess, self.bgr, channels=self.channels,
+                              grayscale=self.input_spec.grayscale, mean=self.mean_std[0], std=self.mean_std[1])
+        return np.ascontiguousarray(np.transpose(x, (0, 3, 1, 2))) if self.nchw else x
+
+    def predict_raw(self, images: np.ndarray, batch_size: int = 64) -> tuple[list[np.ndarray], np.ndarray | None]:
+        """Each output of :attr:`output_names` as given by the model (float64, ``[n, width]``) and embeddings."""
         images = np.asarray(images, dtype=np.float32)
         if images.ndim != 4 or images.shape[-1] != 3:
             raise FaceauditError(f"images must be [n, H, W, 3], got shape {images.shape}")
-        outs, embs = [], []
+        outs: list[list[np.ndarray]] = [[] for _ in self.output_names]
+        embs = []
         for start in range(0, len(images), max(1, batch_size)):
-            out, emb = self._run(preprocess_images(images[start:start + batch_size], self.preprocess, self.bgr))
-            outs.append(np.asarray(out, dtype=np.float64))
+            batch_outs, emb = self._run(self.prepare(images[start:start + batch_size]))
+            for store, out in zip(outs, batch_outs):
+                store.append(np.asarray(out, dtype=np.float64).reshape(len(out), -1))
             if emb is not None:
-                embs.append(np.asarray(emb, dtype=np.float32).reshape(len(out), -1))
-        raw = np.concatenate(outs) if outs else np.zeros((0, self.output_width or 0))
-        return self._probabilities(raw), (np.concatenate(embs) if embs and len(embs) == len(outs) else None)
+                embs.append(np.asarray(emb, dtype=np.float32).reshape(len(batch_outs[0]), -1))
+        raws = [np.concatenate(o) if o else np.zeros((0, 1)) for o in outs]
+        n_batches = len(outs[0]) if outs else 0
+        return raws, (np.concatenate(embs) if embs and len(embs) == n_batches else None)
+
+    def predict(self, images: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray | None]:
+        """Class probabilities ``[n, K]`` (float64) and embeddings ``[n, d]`` (float32) or None."""
+        raws, embeddings = self.predict_raw(images, batch_size)
+        raw = raws[0] if len(raws[0]) else np.zeros((0, self.output_width or 0))
+        return self._probabilities(raw), embeddings
+
+    def predict_heads(self, data, n: int, progress: bool = False) -> tuple[list[np.ndarray], np.ndarray | None]:
+        """Every contract head's raw output ``[n, width]`` (in :attr:`output_names` order) and the embeddings, from
+        one pass over a batched ``tf.data`` dataset of float32 RGB [0, 255] images."""
+        from tqdm.auto import tqdm
+
+        outs: list[list[np.ndarray]] = [[] for _ in self.output_names]
+        embs = []
+        with tqdm(total=n, desc=f"predicting {n:,} images", unit="image", disable=None if progress else True,
+                  leave=False) as bar:
+            for batch in data:
+                images = np.asarray(batch[0] if isinstance(batch, tuple) else batch)
+                raws, emb = self.predict_raw(images, batch_size=len(images))
+                for store, raw in zip(outs, raws):
+                    store.append(raw)
+                embs.append(emb)
+                bar.update(len(images))
+        raws = [np.concatenate(o) if o else np.zeros((0, 1)) for o in outs]
+        embeddings = np.concatenate(embs) if embs and all(e is not None for e in embs) else None
+        return raws, embeddings
 
     def predict_dataset(self, data, n: int, progress: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         """:meth:`predict` over a batched ``tf.data`` dataset of images (as :func:`image_dataset` yields them)."""
@@ -221,8 +289,13 @@ class Runtime:
             "contract": self.contract,
             "input_size": self.input_size,
             "preprocess": self.preprocess,
-            "channels": "BGR" if (self.bgr or self.preprocess == "caffe") else "RGB",
+            "channels": ("grayscale (ITU-R BT.601 luma)" if self.input_spec.grayscale == "bt601"
+                         else "grayscale (mean of R, G, B)") if self.channels == 1
+            else ("BGR" if (self.bgr or self.preprocess == "caffe") else "RGB"),
+            "layout": "NCHW" if self.nchw else "NHWC",
+            "resize": f"{self.input_spec.resize}{' (antialiased)' if self.input_spec.antialias else ''}",
             "output": self.output_name,
+            "outputs": list(self.output_names),
             "output_width": self.output_width,
             "classes": list(self.classes) if self.classes is not None else None,
             "output_kind": output_kind,
@@ -236,6 +309,40 @@ class Runtime:
 
     # -- shared checks ------------------------------------------------------------------------------------
 
+    def _set_input(self, shape: Sequence, input_size: int | None, what: str, *, nchw_possible: bool = True) -> int:
+        """Read a 4-D image input shape (NHWC, or NCHW where the format allows): layout, channels and size checked
+        against the contract; returns the fixed batch size (0 when free)."""
+        shape = [None if d is None or (isinstance(d, (int, np.integer)) and d < 1) or not isinstance(
+            d, (int, np.integer)) else int(d) for d in shape]
+        if len(shape) != 4:
+            raise FaceauditError(f"{what}: input shape {shape} is not an image batch [n, H, W, C]")
+        spec = self.input_spec
+        layout = spec.layout
+        if layout is None:
+            layout = "NHWC" if shape[3] in (1, 3) else ("NCHW" if nchw_possible and shape[1] in (1, 3) else None)
+        if layout is None or (layout == "NCHW" and not nchw_possible):
+            raise FaceauditError(f"{what}: input shape {shape} is not [n, H, W, 3], [n, H, W, 1]"
+                                 + (", [n, 3, H, W] or [n, 1, H, W]" if nchw_possible else ""))
+        self.nchw = layout == "NCHW"
+        channels = shape[1] if self.nchw else shape[3]
+        if channels not in (1, 3):
+            raise FaceauditError(f"{what}: input shape {shape} has {channels} channels in the {layout} layout; "
+                                 "faceaudit feeds 1 (grayscale) or 3 (RGB/BGR)")
+        if spec.channels is not None and (spec.channels == "grayscale") != (channels == 1):
+            raise FaceauditError(f"{what}: the contract says channels = {spec.channels!r} but the model's input "
+                                 f"has {channels} channel{'s' if channels != 1 else ''} ({shape})")
+        if channels == 1 and self.preprocess in ("caffe", "torch"):
+            raise FaceauditError(f"{what}: preprocessing {self.preprocess!r} needs 3 channels; the model takes "
+                                 "grayscale")
+        self.channels = channels
+        height, width = (shape[2], shape[3]) if self.nchw else (shape[1], shape[2])
+        if spec.size is not None:
+            if input_size is not None and input_size != spec.size:
+                raise FaceauditError(f"--input-size {input_size} contradicts the contract's size {spec.size}")
+            input_size = spec.size
+        self._set_input_size(height, width, input_size, what)
+        return shape[0] or 0
+
     def _set_input_size(self, height, width, input_size: int | None, what: str) -> None:
         height = None if height is None or int(height) < 1 else int(height)
         width = None if width is None or int(width) < 1 else int(width)
@@ -243,7 +350,8 @@ class Runtime:
             if height != width:
                 raise FaceauditError(f"model input {height}x{width} is not square")
             if input_size is not None and input_size != height:
-                raise FaceauditError(f"--input-size {input_size} does not match the model's fixed input size "
+                said = "the contract's size" if self.input_spec.size is not None else "--input-size"
+                raise FaceauditError(f"{said} {input_size} does not match the model's fixed input size "
                                      f"{height}x{width}")
             self.input_size = height
         elif input_size is not None:
@@ -255,8 +363,9 @@ class Runtime:
                         embedding_layer: str | None, what: str, absent: str) -> None:
         """The probability output (``--output-layer``, else by its width) and the embedding output
         (``--embedding-layer``, else one named ``embedding`` as faceaudit's exports name it, else none: ``absent``)."""
-        self.output_name = self._choose_output(widths, output_layer, what)
-        self.output_width = widths[self.output_name]
+        self._choose_outputs(widths, output_layer, what)
+        if embedding_layer is None and self.contract_spec is not None:
+            embedding_layer = self.contract_spec.embedding_layer
         if embedding_layer is None and EMBEDDING_OUTPUT in widths:
             embedding_layer = EMBEDDING_OUTPUT
         if embedding_layer is None:
@@ -267,6 +376,39 @@ class Runtime:
                                  f"{_names(widths)}")
         self.embedding_name = embedding_layer
         self.embedding_dim = dims[embedding_layer]
+
+    def _choose_outputs(self, widths: dict[str, int | None], output_layer: str | None, what: str) -> None:
+        """Set :attr:`output_names` (each contract head's output, else the class-probability output) and
+        :attr:`output_name` / :attr:`output_width` (the first)."""
+        heads = self.contract_spec.outputs if self.contract_spec is not None else ()
+        if heads:
+            self.output_names = [self._head_output(widths, head, what) for head in heads]
+        else:
+            self.output_names = [self._choose_output(widths, output_layer, what)]
+        self.output_name = self.output_names[0]
+        self.output_width = widths[self.output_name]
+
+    def _head_output(self, widths: dict[str, int | None], head: OutputHead, what: str) -> str:
+        """The model output a contract head reads: its ``name``, else the one output of the head's width."""
+        if head.name is not None:
+            if head.name not in widths:
+                raise FaceauditError(f"{what} has no output {head.name!r} (contract output for {head.target}); it "
+                                     f"has {_names(widths)}")
+            name = head.name
+        else:
+            fits = [n for n, w in widths.items() if w == head.width]
+            if len(widths) == 1:
+                fits = list(widths)
+            if len(fits) != 1:
+                raise FaceauditError(f"{what}: {'several' if fits else 'no'} outputs of width {head.width} for the "
+                                     f"contract's {head.target} output; its outputs are {_names(widths)}; set name "
+                                     "in [[outputs]]")
+            name = fits[0]
+        if widths[name] is not None and widths[name] != head.width:
+            raise FaceauditError(f"{what}: output {name!r} has {widths[name]} values per image, but the contract's "
+                                 f"{head.kind} output for {head.target} needs {head.width}"
+                                 + (f" (classes: {', '.join(head.classes)})" if head.classes else ""))
+        return name
 
     def _choose_output(self, widths: dict[str, int | None], output_layer: str | None, what: str) -> str:
         """The name of the class-probability output among ``{name: width}``."""
@@ -300,6 +442,16 @@ class Runtime:
                 "pass --classes or --schema")
 
 
+def _mean_std(spec: InputSpec) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """A ``mean-std`` contract's mean and std in 0-255 pixel units (given in 0-1 units when every value is <= 1)."""
+    if spec.mean is None or spec.std is None:
+        return None, None
+    mean, std = np.asarray(spec.mean, dtype=np.float32), np.asarray(spec.std, dtype=np.float32)
+    if max(mean.max(), std.max()) <= 1.0:
+        mean, std = mean * 255.0, std * 255.0
+    return mean, std
+
+
 def _names(widths: dict) -> str:
     return ", ".join(f"{name} ({'width ' + str(w) if w is not None else 'not [n, K]'})" for name, w in widths.items())
 
@@ -312,35 +464,42 @@ class KerasRuntime(Runtime):
     classes and the input of the classifier layer before it as the embedding."""
 
     def __init__(self, path: Path, model, *, classes, output_layer, embedding_layer, input_size, preprocess, bgr,
-                 fmt: str, schema_target: str | None = None):
-        super().__init__(path, classes=classes, preprocess=preprocess, bgr=bgr)
+                 fmt: str, schema_target: str | None = None, contract: ModelContract | None = None):
+        super().__init__(path, classes=classes, preprocess=preprocess, bgr=bgr, contract=contract)
         import keras
 
         self.format = fmt
         self.model = model
         shape = tuple(model.input_shape) if not isinstance(model.input_shape, list) else None
-        if shape is None or len(shape) != 4 or shape[-1] != 3:
-            raise FaceauditError(f"model input shape {model.input_shape} is not one image input (None, H, W, 3)")
-        self._set_input_size(shape[1], shape[2], input_size, f"model {path.name}")
+        if shape is None or len(shape) != 4 or shape[-1] not in (1, 3):
+            raise FaceauditError(f"model input shape {model.input_shape} is not one image input (None, H, W, 3) or "
+                                 "(None, H, W, 1)")
+        self._set_input(shape, input_size, f"model {path.name}", nchw_possible=False)
         names = [layer.name for layer in model.layers]
         probs_name = contract_probs(names, schema_target)
-        if output_layer is None and embedding_layer is None and probs_name and "embedding" in names:
+        if contract is not None:
+            embedding_layer = embedding_layer or contract.embedding_layer
+        elif output_layer is None and embedding_layer is None and probs_name and "embedding" in names:
             self.contract = "faceaudit"
             output_layer, embedding_layer = probs_name, "embedding"
         outputs = {}
-        if output_layer is not None:
-            if output_layer not in names:
-                raise FaceauditError(f"model has no layer {output_layer!r}; its last layers are "
-                                     f"{', '.join(names[-6:])}")
-            outputs[output_layer] = model.get_layer(output_layer).output
-        else:
-            for i, tensor in enumerate(model.outputs):
-                outputs[_keras_name(tensor, i)] = tensor
+        named = [h.name for h in contract.outputs if h.name] if contract is not None else []
+        wanted = named if named else ([output_layer] if output_layer is not None else [])
+        model_outputs = {_keras_name(tensor, i): tensor for i, tensor in enumerate(model.outputs)}
+        for name in wanted:
+            if name in model_outputs:
+                outputs[name] = model_outputs[name]
+            elif name in names:
+                outputs[name] = model.get_layer(name).output
+            else:
+                raise FaceauditError(f"model has no layer {name!r}; its outputs are {', '.join(model_outputs)} and "
+                                     f"its last layers {', '.join(names[-6:])}")
+        if not wanted:
+            outputs = model_outputs
         widths = {name: (int(t.shape[-1]) if len(t.shape) == 2 and t.shape[-1] is not None else None)
                   for name, t in outputs.items()}
-        self.output_name = self._choose_output(widths, output_layer, f"model {path.name}")
+        self._choose_outputs(widths, output_layer, f"model {path.name}")
         probs = outputs[self.output_name]
-        self.output_width = widths[self.output_name]
         embedding = None
         if embedding_layer is not None:
             if embedding_layer not in names:
@@ -355,35 +514,43 @@ class KerasRuntime(Runtime):
                 self.embedding_note = "the input of the classifier layer (the layer before the output)"
         if embedding is not None:
             self.embedding_dim = int(np.prod([d for d in embedding.shape[1:] if d is not None]))
-        self.both = keras.Model(model.inputs, [probs, embedding] if embedding is not None else [probs])
+        heads = [outputs[name] for name in self.output_names]
+        self.both = keras.Model(model.inputs, [*heads, embedding] if embedding is not None else heads)
         self._details = {"runtime": f"keras {keras.__version__}", "input_name": model.inputs[0].name}
 
-    def _run(self, batch):
-        outs = self.both.predict_on_batch(batch)
-        if isinstance(outs, (list, tuple)):
-            return np.asarray(outs[0]), (np.asarray(outs[1]) if len(outs) > 1 else None)
-        return np.asarray(outs), None
+    def _split(self, outs) -> tuple[list[np.ndarray], np.ndarray | None]:
+        outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
+        k = len(self.output_names)
+        return [np.asarray(o) for o in outs[:k]], (np.asarray(outs[k]) if len(outs) > k else None)
 
-    def predict_dataset(self, data, n: int, progress: bool = False):
+    def _run(self, batch):
+        return self._split(self.both.predict_on_batch(batch))
+
+    def _keras_predict(self, data, n: int, progress: bool):
         """Keras's own predict over the whole dataset (as faceaudit always ran its models)."""
-        if self.preprocess != "raw" or self.bgr:
+        if self.preprocess != "raw" or self.bgr or self.channels == 1:
             import tensorflow as tf
 
-            mode, bgr = self.preprocess, self.bgr
-            data = data.map(lambda x: tf.numpy_function(lambda a: preprocess_images(a, mode, bgr), [x], tf.float32))
+            channels = self.channels
+            data = data.map(lambda x: tf.ensure_shape(tf.numpy_function(self.prepare, [x], tf.float32),
+                                                      [None, None, None, channels]))
         callbacks = []
         if progress:
             from faceaudit.console import keras_bar
 
             batches = int(data.cardinality())
             callbacks = [keras_bar(batches if batches >= 0 else None, f"predicting {n:,} images")]
-        outs = self.both.predict(data, verbose=0, callbacks=callbacks)
-        if isinstance(outs, (list, tuple)):
-            probs, emb = np.asarray(outs[0]), (np.asarray(outs[1]) if len(outs) > 1 else None)
-        else:
-            probs, emb = np.asarray(outs), None
-        return self._probabilities(np.asarray(probs, dtype=np.float64)), (
-            None if emb is None else np.asarray(emb, dtype=np.float32).reshape(len(probs), -1))
+        heads, emb = self._split(self.both.predict(data, verbose=0, callbacks=callbacks))
+        rows = len(heads[0])
+        return ([np.asarray(h, dtype=np.float64).reshape(rows, -1) for h in heads],
+                None if emb is None else np.asarray(emb, dtype=np.float32).reshape(rows, -1))
+
+    def predict_dataset(self, data, n: int, progress: bool = False):
+        heads, emb = self._keras_predict(data, n, progress)
+        return self._probabilities(heads[0]), emb
+
+    def predict_heads(self, data, n: int, progress: bool = False):
+        return self._keras_predict(data, n, progress)
 
 
 #: The probability layer of faceaudit models trained before label schemas (UTKFace races).
@@ -459,8 +626,9 @@ class SavedModelRuntime(Runtime):
 
     format = "savedmodel"
 
-    def __init__(self, path: Path, *, classes, output_layer, embedding_layer, input_size, preprocess, bgr):
-        super().__init__(path, classes=classes, preprocess=preprocess, bgr=bgr)
+    def __init__(self, path: Path, *, classes, output_layer, embedding_layer, input_size, preprocess, bgr,
+                 contract: ModelContract | None = None):
+        super().__init__(path, classes=classes, preprocess=preprocess, bgr=bgr, contract=contract)
         from faceaudit.extras import require
 
         tf = require("tensorflow", "train", "running a TensorFlow SavedModel")
@@ -485,10 +653,9 @@ class SavedModelRuntime(Runtime):
                                  "faceaudit runs models with one image input")
         self.input_key, spec = next(iter(specs.items()))
         shape = spec.shape.as_list() if spec.shape.rank is not None else None
-        if shape is None or len(shape) != 4 or shape[-1] != 3:
+        if shape is None or len(shape) != 4:
             raise FaceauditError(f"SavedModel {path}: input {self.input_key!r} has shape {shape}, not [n, H, W, 3]")
-        self._set_input_size(shape[1], shape[2], input_size, f"SavedModel {path.name}")
-        self.batch = shape[0]
+        self.batch = self._set_input(shape, input_size, f"SavedModel {path.name}") or None
         self.dtype = spec.dtype
         outputs = self.fn.structured_outputs
         widths = {key: (int(t.shape[-1]) if t.shape.rank == 2 and t.shape[-1] is not None else None)
@@ -505,10 +672,10 @@ class SavedModelRuntime(Runtime):
         tf = self._tf
         x = tf.convert_to_tensor(_cast(batch, self.dtype.as_numpy_dtype))
         outs = _fixed_batches(lambda b: self.fn(**{self.input_key: tf.convert_to_tensor(b)}), x.numpy(), self.batch)
-        probs = np.concatenate([np.asarray(o[self.output_name]) for o in outs])
+        heads = [np.concatenate([np.asarray(o[name]) for o in outs])[:len(batch)] for name in self.output_names]
         emb = (np.concatenate([np.asarray(o[self.embedding_name]) for o in outs])
                if self.embedding_name is not None else None)
-        return probs[:len(batch)], (None if emb is None else emb[:len(batch)])
+        return heads, (None if emb is None else emb[:len(batch)])
 
 
 def _cast(x: np.ndarray, dtype) -> np.ndarray:
@@ -540,8 +707,9 @@ class TFLiteRuntime(Runtime):
 
     format = "tflite"
 
-    def __init__(self, path: Path, *, classes, output_layer, embedding_layer, input_size, preprocess, bgr):
-        super().__init__(path, classes=classes, preprocess=preprocess, bgr=bgr)
+    def __init__(self, path: Path, *, classes, output_layer, embedding_layer, input_size, preprocess, bgr,
+                 contract: ModelContract | None = None):
+        super().__init__(path, classes=classes, preprocess=preprocess, bgr=bgr, contract=contract)
         interpreter_class, runtime = _tflite_interpreter()
         from faceaudit.config import usable_cpus
 
@@ -557,10 +725,7 @@ class TFLiteRuntime(Runtime):
                                  "one image input")
         self.input = inputs[0]
         shape = [int(d) for d in self.input.get("shape_signature", self.input["shape"])]
-        if len(shape) != 4 or shape[-1] != 3:
-            raise FaceauditError(f"TFLite model {path.name}: input shape {shape} is not [n, H, W, 3]")
-        self._set_input_size(shape[1], shape[2], input_size, f"TFLite model {path.name}")
-        self.batch = shape[0] if shape[0] > 0 else None
+        self.batch = self._set_input(shape, input_size, f"TFLite model {path.name}") or None
         self._allocated = None
         outputs = {d["name"]: d for d in self.interpreter.get_output_details()}
         signatures = self.interpreter.get_signature_list()
@@ -591,9 +756,9 @@ class TFLiteRuntime(Runtime):
             x = x / scale + zero
         x = _cast(x, dtype)
         outs = _fixed_batches(self._invoke, x, self.batch)
-        probs = np.concatenate([o[0] for o in outs])[:len(batch)]
+        heads = [np.concatenate([o[0][i] for o in outs])[:len(batch)] for i in range(len(self.output_names))]
         emb = np.concatenate([o[1] for o in outs])[:len(batch)] if self.embedding_name is not None else None
-        return probs, emb
+        return heads, emb
 
     def _invoke(self, x: np.ndarray):
         index = self.input["index"]
@@ -605,13 +770,13 @@ class TFLiteRuntime(Runtime):
             self._allocated = x.shape
         self.interpreter.set_tensor(index, x)
         self.interpreter.invoke()
-        probs = _dequantize(self.interpreter.get_tensor(self.outputs[self.output_name]["index"]),
-                            self.outputs[self.output_name])
+        heads = [_dequantize(self.interpreter.get_tensor(self.outputs[name]["index"]), self.outputs[name]).reshape(
+            len(x), -1) for name in self.output_names]
         emb = None
         if self.embedding_name is not None:
             detail = self.outputs[self.embedding_name]
             emb = _dequantize(self.interpreter.get_tensor(detail["index"]), detail).reshape(len(x), -1)
-        return probs, emb
+        return heads, emb
 
 
 def _quant(detail: dict):
@@ -648,8 +813,9 @@ class OnnxRuntime(Runtime):
 
     format = "onnx"
 
-    def __init__(self, path: Path, *, classes, output_layer, embedding_layer, input_size, preprocess, bgr):
-        super().__init__(path, classes=classes, preprocess=preprocess, bgr=bgr)
+    def __init__(self, path: Path, *, classes, output_layer, embedding_layer, input_size, preprocess, bgr,
+                 contract: ModelContract | None = None):
+        super().__init__(path, classes=classes, preprocess=preprocess, bgr=bgr, contract=contract)
         from faceaudit.extras import require
 
         ort = require("onnxruntime", "onnx", "auditing an ONNX model")
@@ -665,13 +831,7 @@ class OnnxRuntime(Runtime):
                                  "one image input")
         self.input = inputs[0]
         shape = [d if isinstance(d, int) else None for d in self.input.shape]
-        if len(shape) != 4 or (shape[-1] != 3 and shape[1] != 3):
-            raise FaceauditError(f"ONNX model {path.name}: input shape {self.input.shape} is not [n, H, W, 3] or "
-                                 "[n, 3, H, W]")
-        self.nchw = shape[-1] != 3
-        height, width = (shape[2], shape[3]) if self.nchw else (shape[1], shape[2])
-        self._set_input_size(height, width, input_size, f"ONNX model {path.name}")
-        self.batch = shape[0]
+        self.batch = self._set_input(shape, input_size, f"ONNX model {path.name}") or None
         self.dtype = _ONNX_TYPES.get(self.input.type)
         if self.dtype is None:
             raise FaceauditError(f"ONNX model {path.name}: input type {self.input.type} is not supported")
@@ -683,17 +843,16 @@ class OnnxRuntime(Runtime):
         self._select_outputs(widths, dims, output_layer, embedding_layer, f"ONNX model {path.name}",
                              "the ONNX graph exposes no embedding output")
         self._details = {"runtime": f"onnxruntime {ort.__version__} (CPUExecutionProvider)",
-                         "input_name": self.input.name, "input_dtype": self.input.type,
-                         "layout": "NCHW" if self.nchw else "NHWC"}
+                         "input_name": self.input.name, "input_dtype": self.input.type}
 
     def _run(self, batch):
-        x = np.transpose(batch, (0, 3, 1, 2)) if self.nchw else batch
-        x = _cast(np.ascontiguousarray(x), self.dtype)
-        names = [self.output_name] + ([self.embedding_name] if self.embedding_name is not None else [])
+        x = _cast(np.ascontiguousarray(batch), self.dtype)
+        names = [*self.output_names] + ([self.embedding_name] if self.embedding_name is not None else [])
         outs = _fixed_batches(lambda b: self.session.run(names, {self.input.name: b}), x, self.batch)
-        probs = np.concatenate([o[0] for o in outs])[:len(batch)]
-        emb = np.concatenate([o[1] for o in outs])[:len(batch)] if self.embedding_name is not None else None
-        return probs, emb
+        k = len(self.output_names)
+        heads = [np.concatenate([o[i] for o in outs])[:len(batch)] for i in range(k)]
+        emb = np.concatenate([o[k] for o in outs])[:len(batch)] if self.embedding_name is not None else None
+        return heads, emb
 
 
 _ONNX_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
@@ -714,6 +873,7 @@ def load_runtime(
     preprocess: str | None = None,
     bgr: bool = False,
     target: str | None = None,
+    contract: ModelContract | None = None,
 ) -> Runtime:
     """Open a model file or folder (a run folder's ``model.keras``, ``.keras``, ``.h5``, SavedModel folder,
     ``.tflite``, ``.onnx``) as a :class:`Runtime`, or fail with one line.
@@ -723,7 +883,8 @@ def load_runtime(
     ``embedding_layer`` names the embedding layer (Keras) or output (other formats); ``input_size`` is needed when
     the model does not fix it; ``preprocess`` (one of :data:`PREPROCESS`, default ``raw``) and ``bgr`` say what
     the model wants from float32 RGB [0, 255] images. ``target`` picks the faceaudit contract layer
-    ``<target>_probs`` of a ``.keras`` model."""
+    ``<target>_probs`` of a ``.keras`` model. A ``contract`` (:mod:`faceaudit.seams.contract`) states the input and
+    the outputs instead (``preprocess`` and ``bgr`` are then the contract's)."""
     path = Path(source)
     if path.is_dir() and (path / "model.keras").exists():
         path = path / "model.keras"
@@ -735,7 +896,8 @@ def load_runtime(
     if input_size is not None and int(input_size) < 1:
         raise FaceauditError("--input-size must be a positive number of pixels")
     options = {"classes": classes, "output_layer": output_layer, "embedding_layer": embedding_layer,
-               "input_size": None if input_size is None else int(input_size), "preprocess": preprocess, "bgr": bgr}
+               "input_size": None if input_size is None else int(input_size), "preprocess": preprocess, "bgr": bgr,
+               "contract": contract}
     if fmt in ("keras", "h5"):
         model = load_keras(path, fmt)
         return KerasRuntime(path, model, fmt=fmt, schema_target=target, **options)
@@ -744,3 +906,92 @@ def load_runtime(
     if fmt == "tflite":
         return TFLiteRuntime(path, **options)
     return OnnxRuntime(path, **options)
+
+
+# -- what a model file reveals (for ``faceaudit contract init``) -----------------------------------------------
+
+
+def inspect_model(source: Path | str) -> dict:
+    """What a model file says about itself, without a contract: ``format``, ``input`` (``shape``, ``dtype``) and
+    ``outputs`` (``name``, ``shape``, ``activation`` where the graph names one: softmax, sigmoid, linear)."""
+    path = Path(source)
+    if path.is_dir() and (path / "model.keras").exists():
+        path = path / "model.keras"
+    fmt = detect_format(path)
+    if fmt in ("keras", "h5"):
+        model = load_keras(path, fmt)
+        outputs = []
+        for i, tensor in enumerate(model.outputs):
+            history = getattr(tensor, "_keras_history", None)
+            layer = history[0] if history is not None else None
+            outputs.append({"name": _keras_name(tensor, i), "shape": list(tensor.shape),
+                            "activation": _keras_activation(layer)})
+        shape = model.input_shape if not isinstance(model.input_shape, list) else model.input_shape[0]
+        return {"format": fmt, "input": {"shape": list(shape), "dtype": "float32"}, "outputs": outputs,
+                "layers": len(model.layers)}
+    if fmt == "tflite":
+        interpreter_class, _ = _tflite_interpreter()
+        with warnings.catch_warnings(), native_noise_dropped():
+            warnings.simplefilter("ignore")
+            try:
+                interpreter = interpreter_class(model_path=str(path))
+            except Exception as exc:
+                raise FaceauditError(f"cannot load TFLite model {path}: {_first_line(exc)}") from None
+        detail = interpreter.get_input_details()[0]
+        return {"format": fmt, "input": {"shape": [int(d) for d in detail.get("shape_signature", detail["shape"])],
+                                         "dtype": np.dtype(detail["dtype"]).name},
+                "outputs": [{"name": d["name"], "shape": [int(x) for x in d["shape"]], "activation": None}
+                            for d in interpreter.get_output_details()]}
+    if fmt == "onnx":
+        from faceaudit.extras import require
+
+        ort = require("onnxruntime", "onnx", "reading an ONNX model")
+        try:
+            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise FaceauditError(f"cannot load ONNX model {path}: {_first_line(exc)}") from None
+        ops = _onnx_output_ops(path)
+        first = session.get_inputs()[0]
+        return {"format": fmt, "input": {"shape": [d if isinstance(d, int) else None for d in first.shape],
+                                         "dtype": first.type},
+                "outputs": [{"name": o.name, "shape": [d if isinstance(d, int) else None for d in o.shape],
+                             "activation": ops.get(o.name)} for o in session.get_outputs()]}
+    from faceaudit.extras import require
+
+    tf = require("tensorflow", "train", "reading a TensorFlow SavedModel")
+    try:
+        loaded = tf.saved_model.load(str(path))
+    except Exception as exc:
+        raise FaceauditError(f"cannot load SavedModel {path}: {_first_line(exc)}") from None
+    fn = next(iter(dict(loaded.signatures).values()))
+    spec = next(iter(dict(fn.structured_input_signature[1]).values()))
+    return {"format": fmt, "input": {"shape": spec.shape.as_list(), "dtype": spec.dtype.name},
+            "outputs": [{"name": k, "shape": t.shape.as_list(), "activation": None}
+                        for k, t in fn.structured_outputs.items()]}
+
+
+def _keras_activation(layer) -> str | None:
+    """softmax / sigmoid / linear when the output layer says so, else None."""
+    if layer is None:
+        return None
+    kind = type(layer).__name__
+    if kind == "Softmax":
+        return "softmax"
+    activation = getattr(layer, "activation", None)
+    name = getattr(activation, "__name__", None)
+    return {"softmax": "softmax", "sigmoid": "sigmoid", "linear": "linear", "relu": "relu"}.get(name or "")
+
+
+def _onnx_output_ops(path: Path) -> dict[str, str]:
+    """The activation op (softmax, sigmoid) producing each graph output, where the ``onnx`` package can say."""
+    try:
+        import onnx
+    except ImportError:
+        return {}
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception:
+        return {}
+    producers = {out: node.op_type for node in graph.node for out in node.output}
+    return {o.name: {"Softmax": "softmax", "Sigmoid": "sigmoid"}.get(producers.get(o.name, ""), None)
+            for o in graph.output if producers.get(o.name) in ("Softmax", "Sigmoid")}

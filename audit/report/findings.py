@@ -246,13 +246,22 @@ def _small_groups_finding(result) -> Finding | None:
 
 
 def headline(result) -> list[str]:
-    """What the verdict must lead with, before any finding: a too-small test set, classes absent from it."""
-    return [text for text in (too_small_sentence(result), missing_sentence(result)) if text]
+    """What the verdict must lead with, before any finding: a model contract that looks wrong, a model trained on
+    these faces, a too-small test set, classes absent from it."""
+    from faceaudit.audit import overlap, sanity
+
+    model = result.model or {}
+    return [text for text in (sanity.sentence(model.get("sanity")), overlap.sentence(model.get("overlap")),
+                              too_small_sentence(result), missing_sentence(result)) if text]
 
 
 def findings(result, limit: int = 3) -> list[Finding]:
     """The ``limit`` most severe findings, most severe first; none when the test set is too small to judge
-    (:func:`headline` then says so)."""
+    (:func:`headline` then says so). An age regressor's come from :mod:`.age_findings`."""
+    if getattr(result, "is_regression", False):
+        from .age_findings import regression_findings
+
+        return regression_findings(result, limit)
     if too_small_to_judge(result):
         return []
     schema = schema_of(result)

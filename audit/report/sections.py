@@ -126,7 +126,7 @@ def model_card_section(result) -> Section:
              ("Run hash", model.get("run_hash") or "not recorded"),
              ("Evaluated on", f"{data.get('n')} {data.get('split', 'test')} images from {file_name(data.get('source'))}"),
              ("Synthetic data", "yes — numbers say nothing about real faces" if model.get("synthetic") or data.get("synthetic") else "no"),
-             *_composition_facts(run)]
+             *_composition_facts(run), *_contract_facts(model)]
     return Section("model-card", "Model card", "report/model_card.html", {
         "facts": facts, "training": training, "run_recorded": bool(run), **_taxonomy_context(result)})
 
@@ -146,6 +146,30 @@ def _composition_facts(run: dict) -> list[tuple[str, str]]:
         shifts = ", ".join(f"{c} {b:+.2f}" for c, b in bias.items() if isinstance(b, (int, float)))
         facts.append(("Mitigation", f"{mitigation.get('method')} of run {source.get('name')}, per-class biases "
                                     f"fitted on its {mitigation.get('fitted_on', 'validation split')}: {shifts}"))
+    return facts
+
+
+def _contract_facts(model: dict) -> list[tuple[str, str]]:
+    """Model-card rows for a model run through a contract (model.toml): how its input was made, what was done to its
+    outputs, where it comes from and what it was trained on."""
+    contract = model.get("contract")
+    if not isinstance(contract, dict):
+        return []
+    runtime = model.get("runtime") or {}
+    spec = contract.get("input") or {}
+    facts = [("Contract", file_name(contract.get("path")) if contract.get("path") else "given in Python"),
+             ("Input", f"{runtime.get('input_size')} px, {runtime.get('channels')}, scaling {spec.get('scaling')}, "
+                       f"{runtime.get('layout', 'NHWC')}, resized {runtime.get('resize')}")]
+    steps = model.get("steps") or []
+    facts.append(("Output read", "; ".join(steps) if steps else "as declared (no conversion)"))
+    provenance = contract.get("provenance") or {}
+    for key, label in (("source", "Source"), ("licence", "Licence"), ("trained_on", "Trained on")):
+        if provenance.get(key):
+            facts.append((label, str(provenance[key])))
+    sanity = model.get("sanity") or {}
+    if sanity:
+        facts.append(("Contract checks", "ok: no check fired" if sanity.get("status") == "ok" else
+                      "SUSPECT: " + "; ".join(c.get("message", "") for c in sanity.get("checks") or [])))
     return facts
 
 

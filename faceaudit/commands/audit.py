@@ -7,6 +7,7 @@ Exit codes: 0 when every gate passes (or there are no gates), 1 when a gate fail
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -77,6 +78,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-thumbnails", action="store_true",
                         help="leave face thumbnails out of the report's error gallery")
     parser.add_argument("--batch-size", type=int, default=64, help="inference batch size (default: 64)")
+    parser.add_argument("--check", action="store_true",
+                        help="with a model: run it on a sample of test images (--check-size) and say whether its "
+                        "contract looks right (outputs collapsed or constant, no better than the majority class, ages "
+                        "out of range); writes nothing; exit 0 when it looks right, 1 when not")
+    parser.add_argument("--check-size", type=int, default=200, metavar="N",
+                        help="test images the --check runs on (default: 200)")
     add_model_contract_options(parser)
     add_data_options(parser, positional=False)
     parser.set_defaults(handler=run_audit)
@@ -101,9 +108,17 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.embeddings is not None and args.predictions is None:
         raise FaceauditError("--embeddings goes with --predictions (a model's embeddings are computed)")
     contract = (args.output_layer, args.embedding_layer, args.input_size, args.preprocess, args.classes)
-    if args.predictions is not None and (any(v is not None for v in contract) or args.bgr):
-        raise FaceauditError("--output-layer, --embedding-layer, --input-size, --preprocess, --bgr and --classes go "
-                             "with a model (SOURCE), not --predictions")
+    if args.predictions is not None and (any(v is not None for v in contract) or args.bgr or args.contract):
+        raise FaceauditError("--output-layer, --embedding-layer, --input-size, --preprocess, --bgr, --classes and "
+                             "--contract go with a model (SOURCE), not --predictions")
+    if args.contract is not None and (any(v is not None for v in contract[:1] + contract[2:]) or args.bgr):
+        raise FaceauditError("--contract states the input and outputs: drop --output-layer, --input-size, "
+                             "--preprocess, --bgr and --classes (or edit the contract)")
+    if args.check and args.contract is None:
+        raise FaceauditError("--check tests a model contract: pass --contract model.toml (faceaudit contract init "
+                             "MODEL writes one)")
+    if args.check_size < 20:
+        raise FaceauditError("--check-size must be at least 20 images")
     if args.input_size is not None and args.input_size < 1:
         raise FaceauditError("--input-size must be a positive number of pixels")
     if args.n_boot < 0:
@@ -123,8 +138,9 @@ def _groups(args: argparse.Namespace) -> tuple[str, ...] | None:
     return groups
 
 
-def _compute(args: argparse.Namespace, min_group_size: int | None):
-    """The audit of a predictions file or of a model on data, through the public API."""
+def _compute(args: argparse.Namespace, min_group_size: int | None) -> dict:
+    """The audits of a predictions file or of a model on data, through the public API: ``{target: result}`` (one
+    entry, unless a contract names several outputs)."""
     options = {"target": args.target, "groups": _groups(args), "schema": args.schema, "gates": args.gates,
                "ci": args.ci, "n_boot": args.n_boot, "seed": args.seed, "min_group_size": min_group_size,
                "inconclusive": args.inconclusive, "tsne": not args.no_tsne, "temperature": not args.no_temperature,
@@ -132,35 +148,103 @@ def _compute(args: argparse.Namespace, min_group_size: int | None):
     if args.predictions is not None:
         from faceaudit.audit import audit
 
-        return audit(args.predictions, embeddings=args.embeddings, id_col=args.id_col, prob_prefix=args.prob_prefix,
-                     age_bands=args.age_bands, engine=args.engine, workers=args.workers, **options)
-    from faceaudit.api import audit_model
+        result = audit(args.predictions, embeddings=args.embeddings, id_col=args.id_col,
+                       prob_prefix=args.prob_prefix, age_bands=args.age_bands, engine=args.engine,
+                       workers=args.workers, **options)
+        return {result.taxonomy.target: result}
+    from faceaudit.api import audit_heads, audit_model
+
+    data, dataset_options = _model_data(args)
+    if args.contract is not None:
+        targets = None if args.target is None else [args.target]
+        options.pop("target")
+        return audit_heads(args.source, data, contract=args.contract, targets=targets, batch_size=args.batch_size,
+                           embedding_layer=args.embedding_layer, dataset_options=dataset_options, **options)
+    result = audit_model(args.source, data, batch_size=args.batch_size, output_layer=args.output_layer,
+                         embedding_layer=args.embedding_layer, input_size=args.input_size,
+                         preprocess=args.preprocess, bgr=args.bgr, classes=args.classes,
+                         dataset_options=dataset_options, **options)
+    return {result.taxonomy.target: result}
+
+
+def _model_data(args: argparse.Namespace):
+    """The data a model is audited on, and how to read it."""
+    from faceaudit.datasets.manifest import ColumnMap
 
     if not args.source.exists():
         raise FaceauditError(f"model not found: {args.source}")
     data = args.data or data_from_env()
     if data is None:
         raise FaceauditError("no data: pass --data (a UTKFace folder or archive) or set $FACEAUDIT_DATA")
-    from faceaudit.datasets.manifest import ColumnMap
-
     columns = ColumnMap(args.path_col, args.race_col, args.gender_col, args.age_col)
-    return audit_model(args.source, data, batch_size=args.batch_size, output_layer=args.output_layer,
-                       embedding_layer=args.embedding_layer, input_size=args.input_size, preprocess=args.preprocess,
-                       bgr=args.bgr, classes=args.classes,
-                       dataset_options={"age_bands": args.age_bands, "exclude": args.exclude, "columns": columns},
-                       **options)
+    return data, {"age_bands": args.age_bands, "exclude": args.exclude, "columns": columns}
+
+
+def _run_check(args: argparse.Namespace) -> int:
+    """``--check``: the contract sanity checks on a sample of test images, printed; nothing written."""
+    import time
+
+    from faceaudit.api import check_model
+    from faceaudit.audit import sanity
+
+    started = time.monotonic()
+    data, dataset_options = _model_data(args)
+    checked = check_model(args.source, data, contract=args.contract, n=args.check_size, seed=args.seed,
+                          dataset_options=dataset_options, batch_size=args.batch_size)
+    suspect = False
+    for target, report in checked.items():
+        print(f"{target}: {report['n']:,} test images: {report['summary']}")
+        for step in report["steps"]:
+            print(f"  {step}")
+        line = sanity.sentence(report["sanity"])
+        suspect = suspect or line is not None
+        print(f"  {line}" if line else "  contract looks right: no check fired")
+    print(f"checked in {time.monotonic() - started:.1f} s; nothing written")
+    return 1 if suspect else 0
+
+
+def _slug(name: str) -> str:
+    """A folder name for a model name (``oarriaga gender_mini_XCEPTION`` -> ``oarriaga-gender_mini_XCEPTION``)."""
+    return re.sub(r"[^A-Za-z0-9._+-]+", "-", name).strip("-.") or "model"
 
 
 def run_audit(args: argparse.Namespace) -> int:
-    """Compute the audit, write it, judge the gates, render the report; the exit code is the gates' verdict."""
+    """Compute the audit, write it, judge the gates, render the report; the exit code is the gates' verdict (the
+    worst over a contract's outputs, each audited into its own folder ``OUT/<target>``)."""
     _check_args(args)
-    inputs = (args.source, args.predictions, args.embeddings, args.gates, args.data)
-    if args.out is not None:
+    if args.check:
+        return _run_check(args)
+    inputs = (args.source, args.predictions, args.embeddings, args.gates, args.data, args.contract)
+    several = args.contract is not None and args.target is None and _outputs(args.contract) > 1
+    if args.out is not None and not several:
         replaceable_dir(args.out, "audit.json", keep=inputs)
-    result = _compute(args, args.min_group_size)
-    for note in result.data.get("notes", []):
+    results = _compute(args, args.min_group_size)
+    first = next(iter(results.values()))
+    for note in first.data.get("notes", []):
         print(f"faceaudit: warning: {note}", file=sys.stderr)
-    out_dir = replaceable_dir(args.out or Path("reports") / result.model["name"], "audit.json", keep=inputs)
+    for result in results.values():
+        for step in result.model.get("steps") or []:
+            print(f"faceaudit: note: {step}", file=sys.stderr)
+    code = 0
+    for target, result in results.items():
+        name = result.model["name"]
+        if several:
+            base = args.out or Path("reports") / _slug(name[:-len(target) - 1] if name.endswith(f"-{target}") else name)
+            out_dir = base / target
+        else:
+            out_dir = args.out or Path("reports") / _slug(name)
+        code = max(code, _write(args, result, replaceable_dir(out_dir, "audit.json", keep=inputs), inputs))
+    return code
+
+
+def _outputs(contract: Path) -> int:
+    from faceaudit.seams.contract import load_contract
+
+    return len(load_contract(contract).outputs)
+
+
+def _write(args: argparse.Namespace, result, out_dir: Path, inputs: tuple) -> int:
+    """Write one audit folder (swapped in whole), print its summary, render its report; the gates' exit code."""
     result.settings["command"] = shlex.join(["faceaudit", *sys.argv[1:]])
 
     from faceaudit.audit import gates as gates_mod

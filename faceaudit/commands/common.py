@@ -64,6 +64,10 @@ def add_model_contract_options(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--bgr", action="store_true", help="the model takes BGR channels (default: RGB)")
     model.add_argument("--classes", default=None, metavar="A,B,...",
                        help="the class of each output unit, in order (default: the schema's classes in its order)")
+    model.add_argument("--contract", type=Path, default=None, metavar="TOML",
+                       help="a model contract (model.toml) stating the input (size, channels, scaling, resize, "
+                       "layout), each output (target, kind: softmax, logits, sigmoid or regression; classes mapped "
+                       "to the schema's) and provenance; replaces the options above (see 'faceaudit contract init')")
 
 
 def dataset_from_args(args: argparse.Namespace, source: Path | None = None):

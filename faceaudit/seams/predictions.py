@@ -5,6 +5,9 @@ audit groups by (``gender``; ``age`` or ``age_band``); then either one probabili
 ... in class order) or the predicted label ``pred_<target>``. Optional: ``path`` and ``sha256`` (thumbnails,
 paired comparisons) and ``split``. :class:`PredictionsTable` is the one definition: inference builds it, the audit
 validates a file into it, and both write it the same way.
+
+An age regressor's table (``target="age"``) has the true ``age`` in years and the predicted ``pred_age`` in years
+instead of a class and its probabilities; the written table adds ``error`` (predicted − true) and ``abs_error``.
 """
 
 from __future__ import annotations
@@ -18,14 +21,18 @@ import pandas as pd
 
 from faceaudit.errors import FaceauditError
 from faceaudit.files import atomic_path
-from faceaudit.taxonomy import AGE_BAND, AGE_MAX, AGE_MIN, UTKFACE, AgeBands, LabelSchema
+from faceaudit.taxonomy import AGE_BAND, AGE_MAX, AGE_MIN, AGE_TARGET, UTKFACE, AgeBands, LabelSchema
 
 #: How far a row of probabilities may sum from 1 (float32 softmax outputs written as text drift ~1e-6).
 PROB_SUM_TOLERANCE = 1e-3
+#: An age regressor's predicted age in years.
+PRED_AGE = "pred_age"
 #: Columns kept when present, besides the labels and predictions.
 OPTIONAL_COLUMNS: tuple[str, ...] = ("path", "sha256", "split")
 #: Columns the written table adds: the top-label confidence and whether the prediction is right.
 DERIVED_COLUMNS: tuple[str, ...] = ("confidence", "correct")
+#: Columns a regression table adds when written: predicted − true age (positive: made older) and its size.
+REGRESSION_DERIVED_COLUMNS: tuple[str, ...] = ("error", "abs_error")
 
 
 def read_table(path: Path, what: str = "predictions file") -> pd.DataFrame:
@@ -84,7 +91,7 @@ def map_columns(frame: pd.DataFrame, *, id_col: str = "image_id", prob_prefix: s
 def ignored_columns(frame: pd.DataFrame, schema: LabelSchema) -> list[str]:
     """Input columns a table following ``schema`` does not read (sorted), for a warning."""
     used = {"image_id", "age", AGE_BAND, *schema.labelled, *schema.prob_columns, schema.pred_column,
-            *OPTIONAL_COLUMNS, *DERIVED_COLUMNS}
+            *OPTIONAL_COLUMNS, *DERIVED_COLUMNS, *(REGRESSION_DERIVED_COLUMNS if schema.regression else ())}
     return sorted(str(c) for c in frame.columns if c not in used)
 
 
@@ -96,8 +103,8 @@ def missing_id_hint(frame: pd.DataFrame, schema: LabelSchema = UTKFACE) -> str:
         ids = [c for c in ("id", "image", "filename", "file", "path", "image_path") if c in columns]
         if ids:
             hints.append(f"--id-col {ids[0]}")
-    first = schema.classes[0]
-    if not any(c.startswith("prob_") for c in columns):
+    first = schema.classes[0] if schema.classes else None
+    if first is not None and not any(c.startswith("prob_") for c in columns):
         for column in columns:
             if column.endswith(first) and all(f"{column[:-len(first)]}{k}" in columns for k in schema.classes):
                 hints.append(f"--prob-prefix {column[:-len(first)]}")
@@ -166,6 +173,55 @@ def _age_columns(frame: pd.DataFrame, bands: AgeBands, required: bool) -> tuple[
     return ages, assigned
 
 
+def _numeric_column(frame: pd.DataFrame, column: str, what: str) -> np.ndarray:
+    """A column of finite numbers, or one FaceauditError naming the first bad row (as a file's line: row + 2)."""
+    from faceaudit.console import shown
+
+    series = frame[column]
+    values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float)
+    missing = series.isna().to_numpy()
+    problems = [(missing, "has a missing value"),
+                (np.isnan(values) & ~missing, "has a non-numeric value"),
+                (np.isinf(values), "has an infinite value")]
+    for mask, text in problems:
+        if mask.any():
+            row = int(np.flatnonzero(mask)[0])
+            value = "" if text.endswith("missing value") else f" {shown(series.iloc[row])}"
+            raise FaceauditError(f"{what}: column {column!r} {text}{value} (row {row + 2} of the file; "
+                                 f"{int(mask.sum())} row(s) affected)")
+    return values
+
+
+def _regression_frame(frame: pd.DataFrame, schema: LabelSchema, what: str) -> pd.DataFrame:
+    """The canonical frame of an age regressor's table: ``image_id``, the grouping attributes as categoricals,
+    ``age`` (years), ``age_band``, ``pred_age`` (years), then ``path``, ``sha256``, ``split`` when given."""
+    columns = set(map(str, frame.columns))
+    needed = ["image_id", "age", PRED_AGE, *(g for g in schema.groups if g != AGE_BAND)]
+    missing = [c for c in dict.fromkeys(needed) if c not in columns]
+    if missing:
+        hint = " (an age audit needs the true age in years and the predicted age in years)" if (
+            "age" in missing or PRED_AGE in missing) else ""
+        raise FaceauditError(f"{what} lacks column(s): {'; '.join(missing)}{hint}{missing_id_hint(frame, schema)}")
+    out = pd.DataFrame({"image_id": frame["image_id"].astype(str).to_numpy()})
+    if out["image_id"].duplicated().any():
+        dup = out["image_id"][out["image_id"].duplicated()].iloc[0]
+        raise FaceauditError(f"{what} lists image_id {dup!r} more than once")
+    for attribute in schema.attributes:
+        if attribute.name in columns:
+            out[attribute.name] = attribute.categorical(frame[attribute.name])
+    if pd.to_numeric(frame["age"], errors="coerce").isna().all() and frame["age"].notna().any():
+        raise FaceauditError(f"{what}: column 'age' holds no ages in years (e.g. {frame['age'].iloc[0]!r}); an age "
+                             "audit compares predicted with true ages in years")
+    true_age = _numeric_column(frame, "age", what)
+    out["age"], bands = _age_columns(pd.DataFrame({"age": true_age}), schema.age_bands, True)
+    out[AGE_BAND] = bands
+    out[PRED_AGE] = _numeric_column(frame, PRED_AGE, what)
+    for column in OPTIONAL_COLUMNS:
+        if column in columns:
+            out[column] = frame[column].to_numpy()
+    return out
+
+
 @dataclass(frozen=True)
 class PredictionsTable:
     """A validated predictions table and the label schema it follows.
@@ -202,6 +258,8 @@ class PredictionsTable:
                 raise FaceauditError(f"{what} {exc}" if str(exc).startswith("lacks") else f"{what}: {exc}") from None
         elif target is not None or groups is not None or age_bands is not None:
             schema = schema.with_options(target=target, groups=groups, age_bands=age_bands)
+        if schema.regression:
+            return cls(_regression_frame(frame, schema, what), schema)
         columns = set(map(str, frame.columns))
         needed = ["image_id", *(a for a in dict.fromkeys([schema.target, *schema.groups]) if a != AGE_BAND)]
         missing = [c for c in needed if c not in columns]
@@ -278,6 +336,35 @@ class PredictionsTable:
         return cls.validate(frame, schema=schema, what="model output")
 
     @classmethod
+    def from_age_predictions(cls, rows: pd.DataFrame, ages: np.ndarray, schema: LabelSchema = UTKFACE
+                             ) -> "PredictionsTable":
+        """The table of an age regressor's predicted ages in years on labelled rows (a manifest's, same order);
+        ``schema`` is taken with ``target="age"``. A predicted age that is NaN or infinite is one FaceauditError."""
+        if not isinstance(rows, pd.DataFrame):
+            raise FaceauditError(f"rows must be a pandas DataFrame, got {type(rows).__name__}")
+        try:
+            ages = np.asarray(ages, dtype=float).reshape(-1) if np.ndim(ages) <= 1 or np.shape(ages)[-1] == 1 \
+                else np.asarray(ages, dtype=float)
+        except (TypeError, ValueError):
+            raise FaceauditError("model output: predicted ages must be numbers") from None
+        if ages.ndim != 1:
+            raise FaceauditError(f"model output: expected one predicted age per image, got shape {ages.shape}")
+        if len(ages) != len(rows):
+            raise FaceauditError(f"the model returned {len(ages)} predicted ages for {len(rows)} images")
+        bad = ~np.isfinite(ages)
+        if bad.any():
+            first = int(np.flatnonzero(bad)[0])
+            name = rows["image_id"].iloc[first] if "image_id" in rows.columns else f"row {first}"
+            raise FaceauditError(f"model output: predicted age {ages[first]} for image {name!r} is not a finite "
+                                 f"number ({int(bad.sum())} image(s) affected): check the output's scale and the "
+                                 "input preprocessing")
+        schema = schema if schema.regression else schema.with_options(target=AGE_TARGET)
+        keep = [c for c in ("image_id", *schema.labelled, "age", *OPTIONAL_COLUMNS) if c in rows.columns]
+        frame = rows[keep].reset_index(drop=True).copy()
+        frame[PRED_AGE] = ages
+        return cls.validate(frame, schema=schema, what="model output")
+
+    @classmethod
     def read(cls, path: Path | str, **options) -> "PredictionsTable":
         """Read and validate a predictions CSV or Parquet file (options as for :meth:`validate`)."""
         path = Path(path)
@@ -292,7 +379,24 @@ class PredictionsTable:
 
     @property
     def has_probabilities(self) -> bool:
-        return all(c in self.frame.columns for c in self.schema.prob_columns)
+        return not self.schema.regression and all(c in self.frame.columns for c in self.schema.prob_columns)
+
+    @property
+    def true_age(self) -> np.ndarray:
+        """The true ages in years (float; NaN where only an age band was given)."""
+        return self.frame["age"].to_numpy(dtype=float)
+
+    @property
+    def pred_age(self) -> np.ndarray:
+        """An age regressor's predicted ages in years."""
+        if not self.schema.regression:
+            raise FaceauditError(f"a {self.schema.target} classifier's table has no predicted ages")
+        return self.frame[PRED_AGE].to_numpy(dtype=float)
+
+    @property
+    def age_error(self) -> np.ndarray:
+        """Predicted − true age in years (positive: the model makes the face older)."""
+        return self.pred_age - self.true_age
 
     @property
     def probabilities(self) -> np.ndarray | None:
@@ -316,10 +420,19 @@ class PredictionsTable:
     # -- writing ------------------------------------------------------------------------------------------
 
     def output_frame(self) -> pd.DataFrame:
-        """The table as written: labels, ages, probabilities, prediction, then confidence and correctness."""
+        """The table as written: labels, ages, probabilities, prediction, then confidence and correctness (for an
+        age regressor: labels, ``age``, ``pred_age``, then ``error`` and ``abs_error``)."""
         f, s = self.frame, self.schema
         labels = ("image_id", *(a.name for a in s.attributes), "age", AGE_BAND)
         out = f[[c for c in labels if c in f.columns]].copy()
+        if s.regression:
+            out[PRED_AGE] = f[PRED_AGE]
+            out["error"] = self.age_error
+            out["abs_error"] = np.abs(out["error"])
+            for column in OPTIONAL_COLUMNS:
+                if column in f.columns:
+                    out[column] = f[column]
+            return out
         probs = self.probabilities
         for i, column in enumerate(s.prob_columns):
             out[column] = np.nan if probs is None else probs[:, i]
