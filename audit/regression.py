@@ -23,7 +23,7 @@ from .disparities import disparity, disparity_row, versus_rest
 from .engine import AuditSettings, _codes, _layouts
 from .intervals import mover_difference, pairwise_extremes, proportion, simultaneous_level
 from .means import MeanReplicates, group_replicates, welch_p
-from .result import GROUP_SEPARATOR, AuditResult, grouping_name, stat
+from .result import GROUP_SEPARATOR, AuditResult, stat
 from .significance import holm
 
 #: The metrics of an age audit, in report order.

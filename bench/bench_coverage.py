@@ -1,6 +1,6 @@
 """Benchmark the audit's uncertainty: empirical coverage of every interval it reports, on simulated known truths.
 
-    python bench/bench_coverage.py [--reps 100] [--quick] [--seed 0] [--workers 2]
+    python bench/bench_coverage.py [--reps 100] [--quick] [--seed 0] [--workers 2] [--section all|regression]
 
 Each section simulates test sets whose true accuracies, rates and calibration are known, runs the product code
 on them and counts how often the reported interval contains the truth (coverage) or a gate reaches the wrong
@@ -23,6 +23,12 @@ to its target. A figure fails when it misses its target by more than 2 standard 
 5. the ECE and MCE intervals for a calibrated and a miscalibrated model at 60, 200 and 1000 faces per group (and,
    end to end at 60 and 200, Brier and log loss), plug-in against debiased ECE, and how often an ``ece <= 0.05``
    gate wrongly fails; 5c: the same end to end through a streamed audit's merged cell statistics.
+
+6. age regressors (``--target age``): five race groups of n = 20, 60, 200, 1000 faces with UTKFace-like true ages,
+   Laplace errors whose scale grows with age, 5 % gross errors at four times that scale and a bias per race;
+   coverage and mean width of the MAE, bias and within-±5-years intervals, and of the MAE gap; a ``mae max_gap 1``
+   gate's false failures at a true gap of 0 and its power (failures) at a true gap of 2 years. ``--section
+   regression`` runs this section alone (about 2 minutes on 2 cores).
 
 Targets (issue): coverage >= 0.93 everywhere; min-accuracy gate false passes <= 2.5 %; family-wise false
 "worse" <= 5 %; false gate failures when the truth is well inside the threshold <= 5 % (expected about 0).
@@ -300,8 +306,107 @@ def task_ece(per_group: int, model: str, reps: int, seed, source: str = "rows") 
     return {k: np.array(v) for k, v in out.items()}
 
 
+# -- age regressors (section 6) -------------------------------------------------------------------------------
+
+#: UTKFace-like true ages: children, young adults (most), middle-aged, old.
+AGE_SPANS = ((0, 17), (18, 39), (40, 64), (65, 100))
+AGE_SHARES = np.array([0.15, 0.45, 0.30, 0.10])
+#: Share of gross errors and how much larger their scale is (heavy tails).
+GROSS_SHARE, GROSS_SCALE = 0.05, 4.0
+#: Each race's bias in years in the coverage cells (White, Black, Asian, Indian, Others): Black made older, Others
+#: younger.
+AGE_BIASES = np.array([0.0, 3.0, -1.0, 0.0, -2.0])
+AGE_SIZES = (20, 60, 200, 1000)
+AGE_GATE = {"metric": "mae", "by": "race", "max_gap": 1.0}
+
+
+def draw_ages(n: int, rng: np.random.Generator) -> np.ndarray:
+    span = rng.choice(len(AGE_SPANS), size=n, p=AGE_SHARES)
+    low, high = np.array([s[0] for s in AGE_SPANS]), np.array([s[1] for s in AGE_SPANS])
+    return rng.integers(low[span], high[span] + 1)
+
+
+def draw_age_errors(ages: np.ndarray, bias, scale, rng: np.random.Generator) -> np.ndarray:
+    """Predicted − true age: ``bias`` + Laplace noise of sd ``scale * (2 + 0.1 * age)`` years, 5 % of it four
+    times larger."""
+    z = rng.laplace(0, 1 / np.sqrt(2), len(ages)) * np.where(rng.random(len(ages)) < GROSS_SHARE, GROSS_SCALE, 1.0)
+    return bias + scale * (2 + 0.1 * ages) * z
+
+
+_AGE_TRUTHS: dict = {}
+
+
+def age_truths(biases, scales) -> dict[str, np.ndarray]:
+    """Each race's population MAE, bias and share within ±5 years (Monte Carlo, 2M faces each: SE < 0.005 years)."""
+    key = (tuple(biases), tuple(scales))
+    if key not in _AGE_TRUTHS:
+        rng = np.random.default_rng(12345)
+        out = {"mae": [], "bias": [], "within5": []}
+        for bias, scale in zip(biases, scales):
+            e = draw_age_errors(draw_ages(2_000_000, rng), bias, scale, rng)
+            out["mae"].append(np.abs(e).mean())
+            out["bias"].append(bias)
+            out["within5"].append((np.abs(e) <= 5).mean())
+        _AGE_TRUTHS[key] = {k: np.array(v) for k, v in out.items()}
+    return _AGE_TRUTHS[key]
+
+
+def age_audit(n: int, biases, scales, rng: np.random.Generator) -> dict:
+    from faceaudit.audit.regression import compute_regression_audit
+
+    ages = draw_ages(K * n, rng)
+    race = np.repeat(np.arange(K), n)
+    pred = ages + draw_age_errors(ages, np.asarray(biases)[race], np.asarray(scales)[race], rng)
+    frame = pd.DataFrame({"image_id": np.arange(K * n).astype(str), "race": RACE_NAMES[race], "gender": "Male",
+                          "age": ages, "pred_age": pred})
+    table = PredictionsTable.validate(frame, target="age", groups=("race",))
+    return compute_regression_audit(table, settings=AGE_SETTINGS).to_dict()
+
+
+#: Section 6 judges the bootstrap-t part of the MAE interval, so it uses the audit's default number of resamples;
+#: groups of 20 are ranked and 100 faces judged (defaults 30 and 150) so that the gap and the gate are measured at
+#: the smallest size too.
+AGE_SETTINGS = AuditSettings(tsne=False, n_boot=DEFAULT_N_BOOT, min_group_size=20, min_test_size=0)
+
+
+def task_age(n: int, reps: int, seed) -> dict:
+    """Section 6: coverage and width of each race's MAE, bias and within-5 intervals (biases AGE_BIASES)."""
+    rng = np.random.default_rng(seed)
+    truth = age_truths(AGE_BIASES, np.ones(K))
+    out = {f"{m}_{k}": [] for m in ("mae", "bias", "within5") for k in ("hit", "width")}
+    for _ in range(reps):
+        groups = race_groups(age_audit(n, AGE_BIASES, np.ones(K), rng))
+        for k, race in enumerate(RACES):
+            for metric in ("mae", "bias", "within5"):
+                lo, hi = ci(groups[race]["metrics"][metric])
+                out[f"{metric}_hit"].append(covered(lo, hi, truth[metric][k]))
+                out[f"{metric}_width"].append(hi - lo)
+    return {k: np.array(v) for k, v in out.items()}
+
+
+def task_age_gap(n: int, gap: float, reps: int, seed) -> dict:
+    """Section 6: every race unbiased, Others' errors scaled so its MAE is ``gap`` years above the others'; the
+    MAE gap interval and the ``mae max_gap 1`` gate."""
+    rng = np.random.default_rng(seed)
+    base = age_truths(np.zeros(K), np.ones(K))["mae"][0]
+    scales = np.ones(K)
+    scales[-1] = 1 + gap / base
+    truth = age_truths(np.zeros(K), scales)["mae"]
+    gates, _ = parse_gates({"gates": [AGE_GATE]})
+    out = {"gap_hit": [], "gap_width": [], "fail": []}
+    for _ in range(reps):
+        audit = age_audit(n, np.zeros(K), scales, rng)
+        gap_stat = audit["groupings"]["race"]["disparities"]["mae"]["gap"]
+        lo, hi = ci(gap_stat)
+        out["gap_hit"].append(covered(lo, hi, truth.max() - truth.min()))
+        out["gap_width"].append(hi - lo)
+        out["fail"].append(evaluate_gates(gates, audit)["results"][0]["status"] == "fail")
+    return {k: np.array(v) for k, v in out.items()}
+
+
 TASKS = {"race_grid": task_race_grid, "gap": task_gap, "min_gate": task_min_gate, "paired": task_paired,
-         "ece": task_ece, "ece_cells": lambda n, model, reps, seed: task_ece(n, model, reps, seed, "cells")}
+         "ece": task_ece, "ece_cells": lambda n, model, reps, seed: task_ece(n, model, reps, seed, "cells"),
+         "age": task_age, "age_gap": task_age_gap}
 
 
 def run_task(name: str, args: tuple, reps: int, seed) -> dict:
@@ -751,12 +856,62 @@ def calibration_rows(pool: Pool, futures: dict, section: str) -> None:
         print(f"{row}{fmt(*group_fail[:2]) + (flag or ' '):>19s}{fmt(*any_fail[:2]):>13s}   {targets}  {verdict}")
 
 
+def age_reps(n: int, reps: int) -> int:
+    """Audits per row of section 6: ``reps`` (twice the other sections'), halved at 1,000 faces per group, where
+    an audit costs four times as much and the intervals are nearly normal."""
+    return reps // 2 if n >= 1000 else reps
+
+
+def submit_age(pool: Pool, reps: int) -> dict:
+    """Section 6's cells: coverage at each size, and the gap gate at true gaps of 0 and 2 years."""
+    return {"cover": {n: pool.submit("age", (n,), age_reps(n, reps)) for n in AGE_SIZES},
+            "gap": {(n, gap): pool.submit("age_gap", (n, gap), age_reps(n, reps)) for n in AGE_SIZES
+                    for gap in (0.0, 2.0)}}
+
+
+def section_6(pool: Pool, futures: dict, reps: int) -> None:
+    truth = age_truths(AGE_BIASES, np.ones(K))
+    print(f"\n6. Age regressors: five races of n faces, UTKFace-like true ages, Laplace errors of sd 2 + 0.1 x age years "
+          f"with {GROSS_SHARE:.0%} gross errors at {GROSS_SCALE:g}x, biases {'/'.join(f'{b:+g}' for b in AGE_BIASES)} "
+          f"years (White/Black/Asian/Indian/Others); true MAE {'/'.join(f'{m:.2f}' for m in truth['mae'])}, within "
+          f"±5 {'/'.join(f'{w:.3f}' for w in truth['within5'])}; compute_regression_audit end to end with "
+          f"{DEFAULT_N_BOOT:,} resamples, groups ranked from 20 faces ({reps} audits per row, {age_reps(1000, reps)} at "
+          "n=1000; race figures pooled)")
+    print("   6a. per-group intervals: coverage (and mean width: years; within5: share)")
+    names = ("MAE", "bias", "within5")
+    print(header("       n", names) + f"{'MAE width':>12s}{'bias width':>12s}{'w5 width':>10s}")
+    for n, f in futures["cover"].items():
+        out = pool.result(f)
+        row = coverage_row(f"    {n:4d}", f"6a n={n}", dict(zip(names, (out["mae_hit"], out["bias_hit"],
+                                                                            out["within5_hit"]))))
+        row, verdict = row[:-6], row[-4:]
+        print(f"{row}{np.nanmean(out['mae_width']):12.2f}{np.nanmean(out['bias_width']):12.2f}"
+              f"{np.nanmean(out['within5_width']):10.3f}  {verdict}")
+    print(f"\n   6b. MAE gap across the five races (simultaneous over 10 pairs) and a mae max_gap "
+          f"{AGE_GATE['max_gap']:g} gate: unbiased races, Others' errors scaled to a true MAE gap of 0 or 2 years")
+    print(f"   {'n':>6s}{'true gap':>9s}{'gap cov':>13s}{'gap width':>11s}{'gate FAILS':>13s}   target")
+    for (n, gap), f in futures["gap"].items():
+        out = pool.result(f)
+        cov, fails = rate(out["gap_hit"]), rate(out["fail"])
+        marks = [mark(f"6b n={n} gap={gap} MAE gap coverage", *cov[:2], COVERAGE_TARGET, True)]
+        target = "cov >= 0.93"
+        if gap == 0:
+            marks.append(mark(f"6b n={n} gap=0 mae max_gap gate false fail", *fails[:2], 0.025, False))
+            target += ", fails <= 0.025"
+        else:
+            target += ", fails = power (info)"
+        print(f"   {n:6d}{gap:9.1f}{fmt(*cov[:2]) + (marks[0] or ' '):>13s}{np.nanmean(out['gap_width']):11.2f}"
+              f"{fmt(*fails[:2]) + (marks[1] if len(marks) > 1 and marks[1] else ' '):>13s}   {target}  {status(marks)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=100, help="end-to-end audits per cell (default 100)")
     parser.add_argument("--quick", action="store_true", help="a fast look: 30 end-to-end audits per cell")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 2))
+    parser.add_argument("--section", choices=("all", "regression"), default="all",
+                        help="run every section (default) or only section 6, age regressors")
     args = parser.parse_args()
     reps = 30 if args.quick else args.reps
     draws = 100 * reps
@@ -768,14 +923,19 @@ def main() -> None:
     print("coverage = share of simulations whose interval contains the truth; ± = Monte Carlo standard error (SE)")
     print(f"a figure fails (!) when it misses its target by more than {MC_ALLOWANCE:g} SE; ~ marks a miss within "
           f"{MC_ALLOWANCE:g} SE (Monte Carlo noise, not a failure)")
-    futures = submit_all(pool, reps)
-    section_1a(draws, rng)
-    section_1b(pool, futures["1b"], reps)
-    section_2(pool, futures["2"], reps)
-    section_3(pool, futures["3"], reps, draws, rng)
-    section_4(pool, futures["4"], 5 * reps, rng)
-    section_4c(2 * reps, rng)
-    section_5(pool, futures["5b"], futures["5c"], reps, max(draws // 5, 200), rng)
+    if args.section == "regression":
+        section_6(pool, submit_age(pool, 2 * reps), 2 * reps)
+    else:
+        futures = submit_all(pool, reps)
+        age_futures = submit_age(pool, 2 * reps)
+        section_1a(draws, rng)
+        section_1b(pool, futures["1b"], reps)
+        section_2(pool, futures["2"], reps)
+        section_3(pool, futures["3"], reps, draws, rng)
+        section_4(pool, futures["4"], 5 * reps, rng)
+        section_4c(2 * reps, rng)
+        section_5(pool, futures["5b"], futures["5c"], reps, max(draws // 5, 200), rng)
+        section_6(pool, age_futures, 2 * reps)
     if pool.executor is not None:
         pool.executor.shutdown()
     wall = time.perf_counter() - start_wall

@@ -231,7 +231,7 @@ def audit_heads(model: str | Path, data: Any = None, *, contract: ContractLike, 
     val_raws = (predict_heads(runtime, val_rows, batch_size, progress)[0]
                 if temperature and classifiers and not val_rows.empty else None)
     overlap = overlap_mod.training_overlap(contract, test, str(dataset.source))
-    if embeddings is None:
+    if embeddings is None and classifiers:
         notes.append(f"no embeddings: {runtime.embedding_note or 'the model exposes no embedding layer'} "
                      "(set embedding_layer in the contract's [model] where the model has one)")
     results = {}
@@ -251,7 +251,8 @@ def audit_heads(model: str | Path, data: Any = None, *, contract: ContractLike, 
         data_info = {"source": str(dataset.source), "fingerprint": dataset.fingerprint, "split": "test",
                      "n": len(table), "synthetic": dataset.synthetic, "predictions_sha256": None,
                      "notes": list(notes)}
-        result = audit(table, val=val, embeddings=embeddings, embedding_source="model", model=info, data=data_info,
+        result = audit(table, val=val, embeddings=None if head.regression else embeddings, embedding_source="model",
+                       model=info, data=data_info,
                        seed=seed, temperature=temperature and not head.regression, progress=progress,
                        **audit_options)
         result.warnings[:0] = list(notes)

@@ -16,6 +16,7 @@ import pytest
 UTK64_ENV = "FACEAUDIT_UTK64"
 UTK200_ENV = "FACEAUDIT_UTK200"
 WEIGHTS_ENV = "FACEAUDIT_WEIGHTS_DIR"
+MODELS_ENV = "FACEAUDIT_MODELS_DIR"
 
 
 def _required_path(env: str) -> Path:
@@ -57,6 +58,12 @@ def utk200_archive() -> Path:
 def weights_dir() -> Path:
     """The folder of genuine Keras ImageNet weight files (MobileNet, MobileNetV2)."""
     return _required_path(WEIGHTS_ENV)
+
+
+@pytest.fixture(scope="session")
+def published_models() -> Path:
+    """The folder of five face-attribute models other people published (../shared/models, MIT)."""
+    return _required_path(MODELS_ENV)
 
 
 @pytest.fixture(scope="session")

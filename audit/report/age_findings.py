@@ -144,17 +144,19 @@ def _intersection_finding(result) -> Finding | None:
     return Finding(text, float(diff["value"]), "intersection")
 
 
-def regression_findings(result, limit: int = 3) -> list[Finding]:
-    """The ``limit`` most severe findings of an age audit, most severe first; none when too small to judge."""
+def regression_findings(result, limit: int = 4) -> list[Finding]:
+    """An age audit's findings: the lead grouping's worst MAE and largest bias always (the questions a reviewer of
+    an age estimator asks first), then the most severe of the rest, up to ``limit``; none when too small to judge."""
     if too_small_to_judge(result):
         return []
     schema = schema_of(result)
     lead = main_grouping(schema)
-    candidates = [_mae_finding(result, lead), _bias_finding(result, lead), _within_finding(result, lead),
-                  _intersection_finding(result),
+    first = [f for f in (_mae_finding(result, lead), _bias_finding(result, lead)) if f is not None]
+    candidates = [_within_finding(result, lead), _intersection_finding(result),
                   *(f(result, g) for g in other_groups(schema) for f in (_mae_finding, _bias_finding)),
                   _small_groups_finding(result)]
-    return sorted((c for c in candidates if c is not None), key=lambda c: -c.severity)[:limit]
+    rest = sorted((c for c in candidates if c is not None), key=lambda c: -c.severity)
+    return (first + rest)[:limit]
 
 
 def overall_line(result) -> str:

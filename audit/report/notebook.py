@@ -16,6 +16,8 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 
 def result_html(result) -> str:
     """A summary of an :class:`~faceaudit.audit.result.AuditResult` for Jupyter."""
+    if getattr(result, "is_regression", False):
+        return _regression_html(result)
     schema = result.taxonomy
     overall = result.overall["metrics"]["accuracy"]
     level = f"{result.settings.get('ci', 0.95):.0%}"
@@ -40,4 +42,37 @@ def result_html(result) -> str:
         parts.append(f"<p style='color:#a33'>&#9888; {escape(warning)}</p>")
     parts.append("<p><code>.by_group(grouping, metric)</code> for any grouping; <code>.report(out)</code> for "
                  "the full report.</p></div>")
+    return "".join(parts)
+
+
+def _gates_html(result) -> str:
+    if not result.gates:
+        return ""
+    counts = result.gates["counts"]
+    return (f"; gates <strong>{escape(result.gates['status'].upper())}</strong> ({counts.get('pass', 0)} passed, "
+            f"{counts.get('fail', 0)} failed, {counts.get('inconclusive', 0)} inconclusive)")
+
+
+def _regression_html(result) -> str:
+    """An age regressor's summary: overall MAE, bias and share within ±5 years, then each lead group's."""
+    from .age_findings import metric_text, overall_line
+    from .formatting import main_grouping
+
+    schema = result.taxonomy
+    level = f"{result.settings.get('ci', 0.95):.0%}"
+    parts = [f"<div class='faceaudit-result'><strong>faceaudit audit of {escape(str(result.model.get('name')))}"
+             f"</strong> &mdash; age regressor, {result.overall['n']:,} test images",
+             f"<p>{escape(overall_line(result))} ({level} intervals){_gates_html(result)}</p>"]
+    grouping = main_grouping(schema)
+    if grouping in result.groupings:
+        rows = [[record["key"], f"{record['n']:,}",
+                 *(metric_text(m, record["metrics"].get(m)) for m in ("mae", "bias", "within5")),
+                 "too small to rank" if record["too_small"] else ""]
+                for record in result.grouping(grouping)["groups"]]
+        parts.append(_table(rows, [schema.label(grouping), "n", f"MAE [{level}]", f"bias [{level}]",
+                                   f"within ±5 years [{level}]", ""]))
+    for warning in result.warnings:
+        parts.append(f"<p style='color:#a33'>&#9888; {escape(warning)}</p>")
+    parts.append("<p><code>.by_group(grouping, 'mae')</code> (or <code>'bias'</code>, <code>'within5'</code>) for any "
+                 "grouping; <code>.report(out)</code> for the full report.</p></div>")
     return "".join(parts)

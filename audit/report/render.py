@@ -12,7 +12,7 @@ from faceaudit.audit.result import AuditResult, load_audit
 from faceaudit.files import atomic_write
 from faceaudit.templates.layout import render_document, write_pdf
 
-from . import sections
+from . import age_sections, sections
 from .findings import TOO_SMALL, too_small_to_judge
 from .formatting import schema_of, series_label, target_label
 from .history import History, load_history
@@ -37,7 +37,7 @@ def load_predictions(audit_dir: Path, result: AuditResult | None = None, *, samp
         order = [r["key"] for r in result.groupings["age_band"]["groups"]]
         frame["age_band"] = pd.Categorical(frame["age_band"].astype(str), categories=order)
     target = schema_of(result).target if result is not None else None
-    if target is not None and target in frame:
+    if target is not None and target in frame and not result.is_regression:
         frame[target] = pd.Categorical(frame[target].astype(str), categories=list(result.classes))
     return frame
 
@@ -68,6 +68,16 @@ def _subtitle(result: AuditResult) -> str:
             f"{result.data.get('split', 'test')} faces, broken down by {series_label(schema.label(g) for g in schema.groups)}")
 
 
+def _regression_parts(result: AuditResult, predictions, thumbnails: bool, audit_dir: Path, history, history_note: str,
+                      home: Path | None) -> list:
+    """An age regressor's sections: no confusion matrices, calibration or embedding clusters."""
+    return [age_sections.verdict_section(result), age_sections.model_card_section(result),
+            sections.data_section(result), age_sections.metrics_section(result, predictions),
+            age_sections.gallery_section(result, predictions, thumbnails, audit_dir),
+            sections.training_section(history, history_note),
+            age_sections.reproducibility_section(result, Path(home) if home else audit_dir)]
+
+
 def render_report(audit_dir: Path, *, thumbnails: bool = True, pdf: bool = True,
                   out_dir: Path | None = None, timings: dict | None = None, home: Path | None = None) -> list[Path]:
     """Write report.html, report.pdf and summary.md for the audit in ``audit_dir``; returns the paths written.
@@ -82,7 +92,8 @@ def render_report(audit_dir: Path, *, thumbnails: bool = True, pdf: bool = True,
     out_dir.mkdir(parents=True, exist_ok=True)
     predictions = load_predictions(audit_dir, result)
     history, history_note = find_history(result, audit_dir)
-    parts = [
+    parts = _regression_parts(result, predictions, thumbnails, audit_dir, history, history_note, home) \
+        if result.is_regression else [
         sections.verdict_section(result), sections.model_card_section(result), sections.data_section(result),
         sections.metrics_section(result), sections.confusion_section(result), sections.calibration_section(result),
         sections.embeddings_section(result, audit_dir),
@@ -99,7 +110,7 @@ def render_report(audit_dir: Path, *, thumbnails: bool = True, pdf: bool = True,
         f"Fairness audit: {name}", parts,
         running_header=f"faceaudit · {name} · {date}" + (f" · gates {status}" if status else "")
                        + (f" · {TOO_SMALL.lower()}" if too_small else ""),
-        subtitle=_subtitle(result),
+        subtitle=age_sections.age_subtitle(result) if result.is_regression else _subtitle(result),
         meta=[("Backbone", str(result.model.get("backbone") or "not recorded")),
               ("Audited", result.created_utc or "unknown"),
               *([("Verdict", TOO_SMALL)] if too_small else []),

@@ -105,6 +105,8 @@ def _calibration_line(result) -> list[str]:
 
 def summary_markdown(result) -> str:
     """The summary's text, trimmed to :data:`MAX_LINES` lines."""
+    if getattr(result, "is_regression", False):
+        return _trimmed(_regression_lines(result))
     lines = [f"## faceaudit: {_md(result.model.get('name'))} — {_status(result)}", "", _method_line(result), ""]
     lines += [line for text in headline(result) for line in (f"**{_md(text)}**", "")]
     if result.model.get("synthetic") or result.data.get("synthetic"):
@@ -120,6 +122,47 @@ def summary_markdown(result) -> str:
         lines += [f"{len(small)} {compound_label(schema, finest_grouping(schema))} groups have fewer than "
                   f"{result.settings.get('min_group_size', 30)} images and are not ranked.", ""]
     lines += ["Full report: `report.html` / `report.pdf`; numbers: `audit.json`, `group_metrics.csv`."]
+    return _trimmed(lines)
+
+
+def _trimmed(lines: list[str]) -> str:
     if len(lines) > MAX_LINES:
         lines = lines[:MAX_LINES - 1] + ["(truncated: see report.html)"]
     return "\n".join(lines) + "\n"
+
+
+def _regression_lines(result) -> list[str]:
+    """An age regressor's summary: overall errors, gates, findings, the groups with the largest MAE."""
+    from .age_findings import difference_text, metric_text, overall_line
+
+    ci = int(100 * result.settings.get("ci", 0.95))
+    lines = [f"## faceaudit: {_md(result.model.get('name'))} (age estimation) — {_status(result)}", "",
+             f"{overall_line(result)} on {result.overall['n']} {_md(result.data.get('split', 'test'))} images. {ci}% "
+             "intervals: t for bias, t widened by a studentized bootstrap for MAE, Clopper–Pearson for the share within "
+             "±5 years; vs-rest and worst-vs-best intervals Bonferroni-adjusted for the groups compared, p-values "
+             f"Holm-adjusted. Backbone: {_md(result.model.get('backbone') or 'not recorded')}.", ""]
+    lines += [line for text in headline(result) for line in (f"**{_md(text)}**", "")]
+    if result.model.get("synthetic") or result.data.get("synthetic"):
+        lines += ["**Synthetic data: these numbers say nothing about real faces.**", ""]
+    lines += _gate_lines(result)
+    found = findings(result)
+    if found:
+        lines += ["### Findings", ""] + [f"{i}. {_md(f.text)}" for i, f in enumerate(found, 1)] + [""]
+    lines += ["### Largest errors (MAE; ranked groups)", ""]
+    if too_small_to_judge(result):
+        lines += ["Not listed: the test set is too small to judge.", ""]
+    else:
+        lines += ["| grouping | group | n | MAE [CI] | bias [CI] | within ±5 y [CI] | MAE vs rest [adj. CI] | p (Holm) |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for grouping, take in worst_rows(schema_of(result)).items():
+            records = [r for r in result.groupings.get(grouping, {}).get("groups", []) if not r["too_small"]
+                       and r["metrics"]["mae"].get("value") is not None]
+            records.sort(key=lambda r: -r["metrics"]["mae"]["value"])
+            for record in records[:take]:
+                m, diff = record["metrics"], (record.get("vs_rest") or {}).get("mae")
+                lines.append(f"| {group_label(grouping)} | {_md(record['key'])} | {record['n']} | "
+                             + " | ".join(metric_text(k, m[k]) for k in ("mae", "bias", "within5"))
+                             + f" | {difference_text('mae', diff)} | {fmt_p((diff or {}).get('p_holm'), short=True)} |")
+        lines.append("")
+    lines += ["Full report: `report.html` / `report.pdf`; numbers: `audit.json`, `group_metrics.csv`."]
+    return lines

@@ -291,13 +291,18 @@ def print_summary(result, out_dir: Path) -> None:
     from faceaudit.audit.report.findings import headline, too_small_to_judge
     from faceaudit.audit.report.formatting import fmt_stat
 
-    overall = result.overall["metrics"]["accuracy"]
-    print(f"{result.model['name']}: accuracy {fmt_stat(overall)} on {overall['n']:,} test images")
-    for line in headline(result):
-        print(f"  {line}")
-    target = result.taxonomy.target
-    if not too_small_to_judge(result) and target in result.groupings:
-        print(f"  {_target_line(target, result.grouping(target)['disparities']['accuracy'])}")
+    if result.taxonomy.regression:
+        from faceaudit.audit.report.age_findings import regression_console_lines
+
+        print("\n".join(regression_console_lines(result)))
+    else:
+        overall = result.overall["metrics"]["accuracy"]
+        print(f"{result.model['name']}: accuracy {fmt_stat(overall)} on {overall['n']:,} test images")
+        for line in headline(result):
+            print(f"  {line}")
+        target = result.taxonomy.target
+        if not too_small_to_judge(result) and target in result.groupings:
+            print(f"  {_target_line(target, result.grouping(target)['disparities']['accuracy'])}")
     if result.gates:
         for gate in result.gates["results"]:
             print(f"  gate {gate['status'].upper():12s} {gate['name']}: {gate['message']}")
