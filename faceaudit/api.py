@@ -235,7 +235,7 @@ def audit_heads(model: str | Path, data: Any = None, *, contract: ContractLike, 
         notes.append(f"no embeddings: {runtime.embedding_note or 'the model exposes no embedding layer'} "
                      "(set embedding_layer in the contract's [model] where the model has one)")
     results = {}
-    tolerance = runtime._sum_tolerance()
+    tolerance = runtime.sum_tolerance
     for head in heads:
         position = contract.targets.index(head.target)
         head_schema = head_schemas[head.target]
@@ -291,7 +291,7 @@ def check_model(model: str | Path, data: Any = None, *, contract: ContractLike, 
     for position, head in enumerate(contract.outputs):
         head_schema = opened.schema.with_options(target=head.target)
         table, steps, checks = read_head(head, raws[position], rows, head_schema,
-                                         sum_tolerance=opened.runtime._sum_tolerance())
+                                         sum_tolerance=opened.runtime.sum_tolerance)
         checks += _sanity_checks(head, table, head_schema)
         if head.regression:
             true, pred = table.frame["age"].to_numpy(dtype=float), table.frame["pred_age"].to_numpy(dtype=float)

@@ -183,7 +183,8 @@ def test_a_two_headed_model_is_audited_per_head_from_one_command(published_model
     gender = load_keras(_model(published_models, "jovanovic-gender"), "h5")
     age = load_keras(_model(published_models, "jovanovic-age"), "h5")
     image = keras.Input((48, 48, 1), name="face")
-    both = keras.Model(image, {"gender": gender(image), "age": age(image)})
+    both = keras.Model(image, [keras.layers.Identity(name="gender")(gender(image)),
+                               keras.layers.Identity(name="age")(age(image))])
     model_file = tmp_path / "two_heads.keras"
     both.save(model_file)
     contract = tmp_path / "two_heads.toml"
@@ -241,6 +242,31 @@ def test_an_nchw_onnx_export_runs_as_a_pytorch_export_would(published_models, ut
     a = pd.read_csv(out / "predictions.csv")["prob_Female"].to_numpy()
     b = pd.read_csv(keras_out / "predictions.csv")["prob_Female"].to_numpy()
     assert np.abs(a - b).max() < 1e-4
+
+
+def test_a_tflite_file_with_its_batch_fixed_to_one(published_models, utk64_archive, tmp_path):
+    """Mobile apps ship TFLite files whose batch dimension is fixed to 1: run image by image, same predictions."""
+    import keras
+    import tensorflow as tf
+
+    from faceaudit.console import native_noise_dropped
+    from faceaudit.training.runtimes import load_keras, load_runtime
+
+    model = load_keras(_model(published_models, "jovanovic-gender"), "h5")
+    face = keras.Input((48, 48, 1), batch_size=1)
+    tflite = tmp_path / "gender_batch1.tflite"
+    with native_noise_dropped():
+        tflite.write_bytes(tf.lite.TFLiteConverter.from_keras_model(keras.Model(face, model(face))).convert())
+    from faceaudit.seams.contract import load_contract
+
+    contract = load_contract(_write_contract(tmp_path / "b1.toml", "jovanovic-gender_model",
+                                             model__sha256='"' + _sha(tflite) + '"'))
+    runtime = load_runtime(tflite, contract=contract)
+    assert runtime.batch == 1
+    images = np.random.default_rng(0).uniform(0, 255, (5, 48, 48, 3)).astype(np.float32)
+    expected = load_runtime(_model(published_models, "jovanovic-gender"), contract=load_contract(
+        CONTRACTS / "jovanovic-gender_model.toml")).predict_raw(images)[0][0]
+    assert np.abs(runtime.predict_raw(images)[0][0] - expected).max() < 1e-5
 
 
 BAD_CONTRACTS = [

@@ -191,6 +191,11 @@ class Runtime:
     def _sum_tolerance(self) -> float:
         return _SUM_TOLERANCE
 
+    @property
+    def sum_tolerance(self) -> float:
+        """How far a row of the probability output may sum from 1 (wider for quantised outputs)."""
+        return self._sum_tolerance()
+
     # -- the interface ------------------------------------------------------------------------------------
 
     def prepare(self, images: np.ndarray) -> np.ndarray:
