@@ -128,21 +128,9 @@ def audit_model(model: str | Path, data: Any = None, *, schema: LabelSchema | st
                         preprocess=preprocess, bgr=bgr, gates=audit_options.get("gates"))
     source, schema, run, runtime = opened.source, opened.schema, opened.run, opened.runtime
     from faceaudit.audit import audit
-    from faceaudit.datasets.manifest import Dataset, describe_image_problems
     from faceaudit.training.inference import predict_table
 
-    if data is None:
-        data = data_from_env()
-        if data is None:
-            raise FaceauditError("no data: pass data (a UTKFace folder or archive) or set $FACEAUDIT_DATA")
-    if isinstance(data, Dataset):
-        dataset = data
-    else:
-        dataset = load_dataset(data, schema=schema, **{"seed": seed, **(dataset_options or {})})
-    notes = [note] if (note := describe_image_problems(dataset)) else []
-    test = dataset.split("test")
-    if test.empty:
-        raise FaceauditError(f"the test split of {dataset.source} is empty: nothing to audit")
+    dataset, test, notes = _load_test_data(data, schema, seed, dataset_options)
     predictions, embeddings = predict_table(source, test, batch_size, progress, schema=schema, run=run,
                                             runtime=runtime)
     val = None
@@ -265,8 +253,7 @@ def _sanity_checks(head, table, schema: LabelSchema) -> list[dict]:
     from faceaudit.audit import sanity
 
     if head.regression:
-        return sanity.check_regressor(table.frame["age"].to_numpy(dtype=float),
-                                      table.frame["pred_age"].to_numpy(dtype=float))
+        return sanity.check_regressor(table.true_age, table.pred_age)
     return sanity.check_classifier(table.y_true, table.y_pred, table.probabilities, list(schema.classes))
 
 
@@ -294,7 +281,7 @@ def check_model(model: str | Path, data: Any = None, *, contract: ContractLike, 
                                          sum_tolerance=opened.runtime.sum_tolerance)
         checks += _sanity_checks(head, table, head_schema)
         if head.regression:
-            true, pred = table.frame["age"].to_numpy(dtype=float), table.frame["pred_age"].to_numpy(dtype=float)
+            true, pred = table.true_age, table.pred_age
             summary = (f"mean absolute error {abs(pred - true).mean():.1f} years, mean error "
                        f"{(pred - true).mean():+.1f}, predicted ages {pred.min():.0f}-{pred.max():.0f} "
                        f"(true {true.min():.0f}-{true.max():.0f})")

@@ -319,3 +319,37 @@ def test_contract_init_writes_a_starting_contract_from_the_file(published_models
     assert data["outputs"][0]["kind"] == "sigmoid" and "CHECK" in text
     proc = _run("contract", "init", _model(published_models, "jovanovic-gender"), "--out", out)
     assert proc.returncode == 2 and "--force" in proc.stderr
+
+
+def test_output_heads_read_logits_sigmoids_other_class_names_and_scaled_ages():
+    """How each kind of output becomes probabilities over the schema's classes (or years), as the contract says."""
+    from faceaudit.seams.contract import ModelContract
+    from faceaudit.taxonomy import UTKFACE
+
+    race = UTKFACE.attribute("race")
+    contract = ModelContract.parse({"outputs": [
+        {"name": "race", "target": "race", "kind": "logits",
+         "classes": ["Caucasian", "African", "East Asian", "Indian", "Latino", "Middle Eastern"],
+         "map": {"Caucasian": "White", "African": "Black", "East Asian": "Asian", "Latino": "Others",
+                 "Middle Eastern": "Others"}},
+        {"name": "gender", "target": "gender", "kind": "sigmoid", "classes": ["man", "woman"], "positive": "woman",
+         "threshold": 0.7},
+        {"name": "age", "target": "age", "kind": "regression", "scale": 116.0}]})
+    head = contract.head("race")
+    labels = head.labels(race.values, race.normalise)
+    assert labels == ("White", "Black", "Asian", "Indian", "Others", "Others")
+    logits = np.array([[2.0, 0.0, 0.0, 0.0, 1.0, 1.0]])
+    probs = head.read(logits, race.values, labels)
+    e = np.exp(logits[0] - 2.0)
+    assert np.allclose(probs[0], [e[0], e[1], e[2], e[3], e[4] + e[5]] / e.sum())  # Latino + Middle Eastern added
+    assert "probabilities added for Others" in " ".join(head.steps(labels))
+
+    gender = contract.head("gender")
+    gender_attr = UTKFACE.attribute("gender")
+    glabels = gender.labels(gender_attr.values, gender_attr.normalise)  # woman -> Female by the schema's aliases
+    assert glabels == ("Female", "Male")
+    p = gender.read(np.array([[0.7], [0.9], [0.5]]), gender_attr.values, glabels)
+    assert np.allclose(p[0], [0.5, 0.5]) and p[1, 1] > 0.5 and p[2, 0] > 0.5  # P(woman) at the threshold: even
+    assert any("threshold 0.7" in step for step in gender.steps(glabels))
+
+    assert np.allclose(contract.head("age").read(np.array([[0.25], [0.5]])), [29.0, 58.0])

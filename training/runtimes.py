@@ -317,8 +317,7 @@ class Runtime:
     def _set_input(self, shape: Sequence, input_size: int | None, what: str, *, nchw_possible: bool = True) -> int:
         """Read a 4-D image input shape (NHWC, or NCHW where the format allows): layout, channels and size checked
         against the contract; returns the fixed batch size (0 when free)."""
-        shape = [None if d is None or (isinstance(d, (int, np.integer)) and d < 1) or not isinstance(
-            d, (int, np.integer)) else int(d) for d in shape]
+        shape = [int(d) if isinstance(d, (int, np.integer)) and d >= 1 else None for d in shape]  # -1/None: free
         if len(shape) != 4:
             raise FaceauditError(f"{what}: input shape {shape} is not an image batch [n, H, W, C]")
         spec = self.input_spec

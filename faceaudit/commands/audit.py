@@ -26,7 +26,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--schema, or read from the predictions' prob_* columns) on a labelled test set: per-group accuracy, "
         "balanced accuracy, F1 and confusion matrices by race, gender, age band and their intersections, with exact "
         "confidence intervals adjusted for the number of groups compared; "
-        "calibration; embedding clusters; and pass/fail gates. Writes audit.json, CSV tables and gates.xml.",
+        "calibration; embedding clusters; and pass/fail gates. An age regressor (--target age, or a contract output "
+        "of kind regression) gets mean absolute error, bias and the share within 5 years instead. A model someone "
+        "else published runs through its contract (--contract model.toml). Writes audit.json, CSV tables and "
+        "gates.xml.",
     )
     parser.add_argument("source", nargs="?", type=Path, metavar="SOURCE",
                         help="run folder (runs/<name>/), model file (.keras, .h5, .tflite, .onnx) or TensorFlow "
