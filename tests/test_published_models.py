@@ -353,3 +353,19 @@ def test_output_heads_read_logits_sigmoids_other_class_names_and_scaled_ages():
     assert any("threshold 0.7" in step for step in gender.steps(glabels))
 
     assert np.allclose(contract.head("age").read(np.array([[0.25], [0.5]])), [29.0, 58.0])
+
+
+def test_the_python_api_audits_and_checks_through_a_contract(published_models, utk_sample_dir):
+    """faceaudit.audit_model(..., contract=), check_model and load_contract, as a notebook user calls them."""
+    import faceaudit
+
+    model = _model(published_models, "jovanovic-age")
+    contract = faceaudit.load_contract(CONTRACTS / "jovanovic-age_model.toml")
+    result = faceaudit.audit_model(model, utk_sample_dir, contract=contract, n_boot=50, tsne=False)
+    assert result.taxonomy.target == "age" and result.model["contract"]["outputs"][0]["kind"] == "regression"
+    table = result.by_group("race", "mae")
+    assert set(table["group"]) == set(faceaudit.UTKFACE.classes) and (table["lo"] < table["hi"]).all()
+    checked = faceaudit.check_model(model, utk_sample_dir, contract=contract, n=20)
+    assert checked["age"]["sanity"]["status"] == "ok" and "mean absolute error" in checked["age"]["summary"]
+    with pytest.raises(faceaudit.FaceauditError, match="contract states the input"):
+        faceaudit.audit_model(model, utk_sample_dir, contract=contract, preprocess="0-1")

@@ -43,9 +43,10 @@ def add_data_options(parser: argparse.ArgumentParser, *, positional: bool = True
                        help="age column of a labelled CSV: years, or age bands such as 20-29 (default: age)")
 
 
-def add_model_contract_options(parser: argparse.ArgumentParser) -> None:
+def add_model_contract_options(parser: argparse.ArgumentParser, *, contract: bool = True) -> None:
     """The "model contract" options (``--output-layer``, ``--embedding-layer``, ``--input-size``, ``--preprocess``,
-    ``--bgr``, ``--classes``): how to run a model that does not follow faceaudit's contract."""
+    ``--bgr``, ``--classes``, and ``--contract`` where the command reads model.toml): how to run a model that does
+    not follow faceaudit's contract."""
     model = parser.add_argument_group(
         "model contract", "how to run a model that does not follow faceaudit's (float32 RGB [0, 255] input, layers "
         "<target>_probs and embedding); the defaults are faceaudit's")
@@ -64,6 +65,8 @@ def add_model_contract_options(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--bgr", action="store_true", help="the model takes BGR channels (default: RGB)")
     model.add_argument("--classes", default=None, metavar="A,B,...",
                        help="the class of each output unit, in order (default: the schema's classes in its order)")
+    if not contract:
+        return
     model.add_argument("--contract", type=Path, default=None, metavar="TOML",
                        help="a model contract (model.toml) stating the input (size, channels, scaling, resize, "
                        "layout), each output (target, kind: softmax, logits, sigmoid or regression; classes mapped "

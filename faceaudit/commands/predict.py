@@ -51,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="label schema preset (default: the run's or export's, else utkface)")
     parser.add_argument("--target", default=None, metavar="ATTR",
                         help="the attribute the classifier predicts, e.g. gender (default: the schema's, race)")
-    add_model_contract_options(parser)
+    add_model_contract_options(parser, contract=False)  # predict writes class probabilities only
     add_data_options(parser, positional=False)
     parser.set_defaults(handler=run_predict)
 
