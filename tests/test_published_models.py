@@ -369,3 +369,21 @@ def test_the_python_api_audits_and_checks_through_a_contract(published_models, u
     assert checked["age"]["sanity"]["status"] == "ok" and "mean absolute error" in checked["age"]["summary"]
     with pytest.raises(faceaudit.FaceauditError, match="contract states the input"):
         faceaudit.audit_model(model, utk_sample_dir, contract=contract, preprocess="0-1")
+
+
+def test_training_overlap_is_counted_from_the_training_images_hashes(utk64_dataset, tmp_path):
+    """A contract that lists its training images' SHA-256: the verdict counts the test images among them."""
+    from faceaudit.audit.overlap import sentence, training_overlap
+    from faceaudit.seams.contract import load_contract
+
+    test = utk64_dataset.split("test")
+    train = utk64_dataset.split("train")
+    (tmp_path / "train-sha256.txt").write_text("\n".join([*train["sha256"], *test["sha256"][:25]]) + "\n")
+    contract = tmp_path / "model.toml"
+    contract.write_text('[[outputs]]\ntarget = "age"\nkind = "regression"\n'
+                        '[provenance]\ntraining_hashes = "train-sha256.txt"\n')
+    overlap = training_overlap(load_contract(contract), test, "UTKFace-64px.tar.gz")
+    assert overlap["overlapping_images"] == 25 and overlap["test_dataset"] == "UTKFace"
+    assert sentence(overlap).startswith("TRAINED ON THESE FACES: 25 of the")
+    (tmp_path / "train-sha256.txt").write_text("\n".join(train["sha256"]) + "\n")
+    assert sentence(training_overlap(load_contract(contract), test, "x")) is None  # hashes say: none of these
