@@ -80,10 +80,11 @@ def load_gates(gates: GatesLike) -> tuple[list[gates_mod.Gate], int | None, str 
     return found, None, "gates"
 
 
-def split_rows(frame: pd.DataFrame, *, temperature: bool = True) -> tuple[pd.DataFrame, pd.DataFrame | None,
-                                                                          np.ndarray | None, list[str]]:
+def split_rows(frame: pd.DataFrame, *, temperature: bool = True, allow_overlap: bool = False
+               ) -> tuple[pd.DataFrame, pd.DataFrame | None, np.ndarray | None, list[str]]:
     """Test rows, validation rows (for temperature scaling) and the test-row mask of a table with a ``split``
-    column; a ``split`` column without test rows audits every row, with a note saying so."""
+    column; a ``split`` column without test rows audits every row, with a note saying so. A test image that is
+    also a val or train row is refused (see :func:`split_overlap`) unless ``allow_overlap``, which notes it."""
     if "split" not in frame.columns:
         return frame, None, None, []
     split = frame["split"].astype(str).to_numpy()
@@ -91,14 +92,45 @@ def split_rows(frame: pd.DataFrame, *, temperature: bool = True) -> tuple[pd.Dat
         found = ", ".join(sorted(set(split)))
         return frame, None, None, [f"a split column but no split=test rows (splits: {found}): auditing all "
                                    f"{len(frame):,} rows as the test set"]
-    val = frame[split == "val"].reset_index(drop=True) if temperature and (split == "val").any() else None
-    return frame[split == "test"].reset_index(drop=True), val, split == "test", []
+    notes = split_overlap(frame, split, allow_overlap)
+    val = _subset(frame, split == "val") if temperature and (split == "val").any() else None
+    return _subset(frame, split == "test"), val, split == "test", notes
+
+
+def _subset(frame: pd.DataFrame, mask: np.ndarray) -> pd.DataFrame:
+    """The rows of ``mask``, renumbered, remembering their positions in the whole table (``attrs["rows"]``) so
+    that an error names the line of the file, not of the subset."""
+    from faceaudit.seams.predictions import FileRows
+
+    rows = frame[mask].reset_index(drop=True)
+    rows.attrs["rows"] = FileRows(np.flatnonzero(mask))
+    return rows
+
+
+def split_overlap(frame: pd.DataFrame, split: np.ndarray, allow: bool) -> list[str]:
+    """The test image ids that also appear under another split (val, train): a leak (temperature scaling fitted
+    on test images, a model judged on what it saw). One FaceauditError naming the count and an example, or, when
+    ``allow`` (``--allow-overlap``), a note that becomes a warning on the console, in the report and audit.json."""
+    if "image_id" not in frame.columns:
+        return []
+    ids = frame["image_id"].astype(str).to_numpy()
+    test = split == "test"
+    others = pd.Series(split[~test], index=ids[~test])
+    shared = pd.unique(ids[test][np.isin(ids[test], ids[~test])])
+    if not len(shared):
+        return []
+    where = "/".join(sorted(set(others.loc[list(shared)].astype(str))))
+    text = (f"{len(shared):,} test image id(s) also under split={where} (e.g. {shared[0]!r}): the same image is "
+            f"in two splits")
+    if not allow:
+        raise FaceauditError(f"{text}; remove the duplicates, or pass --allow-overlap to audit anyway with a warning")
+    return [f"{text}, audited anyway (--allow-overlap)"]
 
 
 def prepare(predictions: PredictionsLike, *, schema: LabelSchema | str | None = None, target: str | None = None,
             groups: Sequence[str] | None = None, age_bands: AgeBands | str | None = None,
             val: pd.DataFrame | PredictionsTable | None = None, embeddings: Any = None, temperature: bool = True,
-            id_col: str = "image_id", prob_prefix: str = "prob_"
+            id_col: str = "image_id", prob_prefix: str = "prob_", allow_overlap: bool = False
             ) -> tuple[PredictionsTable, PredictionsTable | None, np.ndarray | None, list[str]]:
     """The validated test table, validation table and embeddings of any accepted input, and notes about it."""
     what = "the predictions table"
@@ -121,7 +153,8 @@ def prepare(predictions: PredictionsLike, *, schema: LabelSchema | str | None = 
         mask = None
     elif isinstance(predictions, pd.DataFrame):
         frame, shadowed = map_columns(predictions, id_col=id_col, prob_prefix=prob_prefix, what=what)
-        rows, val_rows, mask, split_notes = split_rows(frame, temperature=temperature and val is None)
+        rows, val_rows, mask, split_notes = split_rows(frame, temperature=temperature and val is None,
+                                                       allow_overlap=allow_overlap)
         test = PredictionsTable.validate(rows, **options, what=what)
         if val is None and val_rows is not None:
             val = PredictionsTable.validate(val_rows, schema=test.schema, what=f"{what} (val rows)")
@@ -176,6 +209,7 @@ def audit(
     engine: str = "local",
     workers: int | None = None,
     progress: bool = False,
+    allow_overlap: bool = False,
 ) -> AuditResult:
     """Audit a classifier's predictions by every group of its label schema, with intervals that cover.
 
@@ -230,7 +264,8 @@ def audit(
     else:
         test, val_table, vectors, notes = prepare(
             predictions, schema=schema, target=target, groups=groups, age_bands=age_bands, val=val,
-            embeddings=embeddings, temperature=temperature, id_col=id_col, prob_prefix=prob_prefix)
+            embeddings=embeddings, temperature=temperature, id_col=id_col, prob_prefix=prob_prefix,
+            allow_overlap=allow_overlap)
     gate_list = gates_mod.check_gates(gate_list, test.schema, gates_source or "gates")
     info = {"name": model} if isinstance(model, str) else dict(model or {})
     data = dict(data or {})

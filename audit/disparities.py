@@ -4,7 +4,9 @@
   Clopper–Pearson parts) interval at the Bonferroni level over the groups compared, a two-proportion test, and
   Holm-adjusted p-values over the same family.
 - Worst against best, gap (max − min) and ratio (min / max): from the intervals of every pair of ranked groups at
-  the Bonferroni level over all pairs, so a pair picked after looking (the worst and the best) is still covered;
+  the max-type level over all pairs (:func:`.intervals.max_type_level`: the simulated studentized range of the
+  groups' spreads, narrower than Bonferroni over the pairs at the same simultaneous coverage), so a pair picked
+  after looking (the worst and the best) is still covered;
   and an omnibus test that all groups are equal.
 """
 
@@ -13,8 +15,9 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
+from scipy import stats
 
-from .intervals import mover_difference, pairwise_extremes, proportion, simultaneous_level
+from .intervals import max_type_level, mover_difference, pairwise_extremes, proportion, simultaneous_level
 from .result import stat
 from .significance import holm, homogeneity, two_proportions
 
@@ -22,14 +25,19 @@ from .significance import holm, homogeneity, two_proportions
 EstimateAt = Callable[[float], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
-def versus_rest(correct: np.ndarray, sizes: np.ndarray, ranked: np.ndarray, level: float) -> list[dict]:
+def versus_rest(correct: np.ndarray, sizes: np.ndarray, ranked: np.ndarray, level: float,
+                family: int | None = None) -> list[dict]:
     """Per group: its accuracy minus that of every other test image, judged as one family over the ranked groups.
 
-    The interval is at the Bonferroni level over the ranked groups; p-values are Holm-adjusted over them. Groups
-    too small to rank get the interval (at the same level) but no test.
+    The interval is at the Bonferroni level over ``family`` comparisons (default: this grouping's ranked groups;
+    the engine passes the ranked groups of every grouping of the same tier, so race, gender and age band are one
+    family). P-values are Holm-adjusted within the grouping at its Bonferroni share of the family's error rate
+    (``holm(p) · family / ranked``), which keeps the family-wise error across groupings. Groups too small to rank get
+    the interval (at the same level) but no test.
     """
     correct, sizes = np.asarray(correct, dtype=float), np.asarray(sizes, dtype=float)
-    family = max(int(ranked.sum()), 1)
+    own = max(int(ranked.sum()), 1)
+    family = max(int(family or own), own)
     adjusted = simultaneous_level(level, family)
     total_correct, total = correct.sum(), sizes.sum()
     rest_correct, rest = total_correct - correct, total - sizes
@@ -37,7 +45,7 @@ def versus_rest(correct: np.ndarray, sizes: np.ndarray, ranked: np.ndarray, leve
     tests = [two_proportions(int(c), int(n), int(rc), int(r)) if rank else (np.nan, "not tested (too small)")
              for c, n, rc, r, rank in zip(correct, sizes, rest_correct, rest, ranked)]
     p = np.array([t[0] for t in tests])
-    p_holm = holm(p)
+    p_holm = np.minimum(holm(p) * family / own, 1.0)
     return [stat(d[i], (lo[i], hi[i]), sizes[i], p_value=_clean(p[i]), p_holm=_clean(p_holm[i]), test=tests[i][1],
                  level=round(adjusted, 6), family=family)
             for i in range(len(sizes))]
@@ -73,12 +81,15 @@ def disparity(estimate_at: EstimateAt, keys: list[str], ranked: np.ndarray, *, l
     out["worst"], out["best"] = keys[worst], keys[best]
     if m < 2:
         return out
-    adjusted = simultaneous_level(level, pairs)
+    z = stats.norm.ppf(1 - (1 - level) / 2)
+    _, lo0, hi0 = estimate_at(level)
+    adjusted = max_type_level(level, (hi0[index] - lo0[index]) / (2 * z), seed=seed)
     estimate, lo, hi = estimate_at(adjusted)
+    kind = "max-type" if adjusted < simultaneous_level(level, pairs) - 1e-12 else "Bonferroni" 
     n_total = None if sizes is None else int(np.asarray(sizes)[index].sum())
     d, d_lo, d_hi = mover_difference((estimate[worst], lo[worst], hi[worst]), (estimate[best], lo[best], hi[best]))
     extremes = pairwise_extremes(estimate[index], lo[index], hi[index])
-    out.update(level=round(adjusted, 6), adjustment=f"Bonferroni over {pairs} pair{'s' if pairs > 1 else ''} of {m} groups",
+    out.update(level=round(adjusted, 6), adjustment=f"{kind} over {pairs} pair{'s' if pairs > 1 else ''} of {m} groups",
                difference=stat(d, (d_lo, d_hi), n_total),
                gap=stat(extremes["gap"][0], extremes["gap"][1:], n_total),
                ratio=stat(extremes["ratio"][0], extremes["ratio"][1:], n_total))

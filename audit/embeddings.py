@@ -79,8 +79,12 @@ def silhouette_values(embeddings: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def mean_interval(values: np.ndarray, groups: np.ndarray, n_groups: int, *, n_boot: int, ci: float,
-                  seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per-group mean of per-image values with a within-group bootstrap interval: ``(mean, lo, hi, n)``."""
+                  seed: int, bounds: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-group mean of per-image values with a within-group bootstrap interval: ``(mean, lo, hi, n)``.
+
+    With ``bounds`` (the values' range), a group whose values are all equal (kNN purity 1 everywhere) gets the
+    distribution-free interval of :func:`.intervals.widen_degenerate` instead of a zero-width one.
+    """
     values = np.asarray(values, dtype=float)
     groups = np.asarray(groups, dtype=np.int64)
     n = np.bincount(groups, minlength=n_groups)
@@ -96,4 +100,8 @@ def mean_interval(values: np.ndarray, groups: np.ndarray, n_groups: int, *, n_bo
             draws = v[rng.integers(0, len(v), size=(n_boot, len(v)))].mean(axis=1) if len(v) * n_boot <= 5e7 else \
                 rng.normal(v.mean(), v.std() / np.sqrt(len(v)), size=n_boot)
             lo[g], hi[g] = np.quantile(draws, [tail, 1 - tail])
+    if bounds is not None:
+        from .intervals import widen_degenerate
+
+        lo, hi = widen_degenerate(mean, lo, hi, n, bounds, ci)
     return mean, lo, hi, n

@@ -31,7 +31,7 @@ from . import calibration as cal
 from . import embeddings as emb
 from .bootstrap import Replicates, expanded_level, percentile_interval, stratified_replicates
 from .disparities import disparity, disparity_row, versus_rest
-from .intervals import widen_degenerate
+from .intervals import mover_difference, widen_degenerate
 from .metrics import (
     CLASS_GROUP_METRICS,
     CLASS_METRICS,
@@ -58,15 +58,24 @@ INTERVAL_METHODS = {
                     "the means of the per-class bounds (MOVER with perfectly correlated parts, the worst case: the class "
                     "F1s are dependent, so an independent MOVER sum would be too narrow)",
     "vs_rest": "difference from the rest of the test set: Newcombe/MOVER with Clopper–Pearson parts at the Bonferroni "
-               "level over the ranked groups of the grouping; two-proportion score test (Fisher's exact below 5 expected), "
-               "Holm-adjusted over the same groups",
+               "level over one family per tier (the ranked groups of race, gender and age band together; those of all "
+               "intersections together); two-proportion score test (Fisher's exact below 5 expected), Holm-adjusted "
+               "within each grouping at its Bonferroni share of the family's error rate",
     "disparities": "worst − best, gap (max − min) and ratio (min / max) from MOVER intervals of every pair of ranked "
-                   "groups at the Bonferroni level over all pairs; omnibus chi-square (or permutation) test of equality",
-    "ece, mce": "debiased ECE (Kumar et al. 2019, closed-form normal debiasing); interval bounding the true binned error "
-                "by Clopper–Pearson intervals of every bin's accuracy at the Bonferroni level over the group's bins",
+                   "groups at the max-type level over all pairs (simulated studentized range of the groups' spreads; "
+                   "Bonferroni where that is lower); omnibus chi-square (or permutation) test of equality",
+    "ece": "debiased ECE (Kumar et al. 2019, closed-form normal debiasing) less its bootstrap bias; normal bootstrap "
+           "interval D ± z·sd(D*), lower bound 0 unless D exceeds the (1 + level) / 2 quantile of a perfectly "
+           "calibrated model's D (parametric draws); where resamples do not vary, the bin-interval bound below",
+    "mce": "largest bin gap; interval bounding the true binned error by Clopper–Pearson intervals of every bin's "
+           "accuracy at the Bonferroni level over the group's bins",
     "brier, log_loss": "expanded percentile bootstrap (Hesterberg 2015; see bootstrap); where every face scores the "
                        "same, the distribution-free interval over the metric's range",
-    "ece change": "percentile bootstrap of the debiased ECE after − before temperature scaling, on the same resamples",
+    "ece change": "percentile bootstrap of the debiased ECE after − before temperature scaling: the same resampled "
+                  "images up to 50,000 rows, above that resamples paired by seed only; where no resample changes, "
+                  "MOVER from the before and after ECE intervals",
+    "silhouette, knn_purity": "percentile bootstrap of the per-image values within each group; where every face "
+                              "scores the same, the distribution-free interval over the value's range",
     "temperature": "profile-likelihood interval of T on the validation split; T is then held fixed (its uncertainty is "
                    "stated, not propagated)",
 }
@@ -257,10 +266,15 @@ def compute_audit(
     confusions = _confusions(layouts, y_true, y_pred, n_classes, weights)
     overall = _classification_block(_Grouping("all", (), layouts, confusions, schema), s, tables)[0][0]
     groupings_out = {}
+    built = {grouping_name(a): _Grouping(grouping_name(a), a, layouts, confusions, schema) for a in schema.groupings}
+    # One vs-rest family per tier: the single attributes together, the intersections together.
+    tier = {name: min(len(g.attributes), 2) for name, g in built.items()}
+    families = {t: sum(int((g.n >= s.min_group_size).sum()) for name, g in built.items() if tier[name] == t)
+                for t in set(tier.values())}
     for attributes in schema.groupings:
         name = grouping_name(attributes)
-        grouping = _Grouping(name, attributes, layouts, confusions, schema)
-        records, disparities = _classification_block(grouping, s, tables)
+        grouping = built[name]
+        records, disparities = _classification_block(grouping, s, tables, families[tier[name]])
         missing = [grouping.keys[g] for g in np.flatnonzero(grouping.n == 0)]
         groupings_out[name] = {"attributes": list(attributes), "kind": grouping.kind, "groups": records,
                                "missing": missing, "disparities": disparities,
@@ -326,7 +340,8 @@ def _ci_columns(prefix: str, st: dict) -> dict:
     return {prefix: st.get("value"), f"{prefix}_lo": ci[0], f"{prefix}_hi": ci[1]}
 
 
-def _classification_block(grouping: _Grouping, s: AuditSettings, tables: dict) -> tuple[list[dict], dict]:
+def _classification_block(grouping: _Grouping, s: AuditSettings, tables: dict,
+                          family: int | None = None) -> tuple[list[dict], dict]:
     """Group records (metrics, per-class rates, confusion, difference from the rest) and disparities of a grouping."""
     name, n_g = grouping.name, grouping.n
     estimates, trials = grouping.estimates(s.ci), grouping.trials()
@@ -338,7 +353,7 @@ def _classification_block(grouping: _Grouping, s: AuditSettings, tables: dict) -
     vs_rest = None
     if name != "all":
         correct = np.diagonal(grouping.counts, axis1=1, axis2=2).sum(axis=1)
-        vs_rest = dict(zip(present, versus_rest(correct[present], n_g[present], ranked[present], s.ci)))
+        vs_rest = dict(zip(present, versus_rest(correct[present], n_g[present], ranked[present], s.ci, family)))
     records = []
     for g in present:
         key = grouping.keys[g]
@@ -412,8 +427,9 @@ def _loss_intervals(values: dict[str, np.ndarray], n_g: np.ndarray, level: float
 def _group_calibration(c0: dict, values: dict, level: float) -> tuple[dict, dict]:
     """Every group's ECE / MCE bounds and Brier / log-loss intervals of one grouping, computed once."""
     n_g = c0["count"][0].sum(axis=1)
-    return (cal.calibration_error(c0["count"][0], c0["confidence"][0], c0["correct"][0], level),
-            _loss_intervals(values, n_g, level))
+    bounds = cal.calibration_error(c0["count"][0], c0["confidence"][0], c0["correct"][0], level)
+    bounds.update(cal.ece_interval(c0["count"], c0["confidence"], c0["correct"], level))
+    return bounds, _loss_intervals(values, n_g, level)
 
 
 def _calibration_stats(c0: dict, values: dict, g: int, computed: tuple[dict, dict]) -> dict:
@@ -433,7 +449,7 @@ def _calibration_stats(c0: dict, values: dict, g: int, computed: tuple[dict, dic
 
 def _calibration_block(reps, layouts, s: AuditSettings, tables) -> dict:
     out = {"n_bins": s.ece_bins, "binning": "equal-width bins of top-label confidence, (lo, hi]",
-           "ece_estimator": "debiased (Kumar et al. 2019)", "groupings": {}, "disparities": {}, "temperature": None}
+           "ece_estimator": "debiased (Kumar et al. 2019), bootstrap bias-corrected", "groupings": {}, "disparities": {}, "temperature": None}
     for name, (code, size, labels) in layouts.items():
         values = _calibration_values(reps, name)
         c0 = reps.calibration[name]
@@ -463,8 +479,8 @@ def _calibration_block(reps, layouts, s: AuditSettings, tables) -> dict:
         ranked = n_g[present] >= s.min_group_size
 
         def ece_at(level: float, present=present, c0=c0):
-            bounds = cal.calibration_error(c0["count"][0, present], c0["confidence"][0, present],
-                                           c0["correct"][0, present], level)
+            bounds = cal.ece_interval(c0["count"][:, present], c0["confidence"][:, present],
+                                      c0["correct"][:, present], level)
             return bounds["ece"], bounds["ece_lo"], bounds["ece_hi"]
 
         out["disparities"][name] = {"ece": disparity(ece_at, keys, ranked, level=s.ci, lower_is_better=True,
@@ -498,6 +514,13 @@ def _temperature_block(val: PredictionsTable, probs, reps, layouts, s: AuditSett
         change = (cal.debiased_ece(post_c["count"], post_c["confidence"], post_c["correct"])
                   - cal.debiased_ece(pre_c["count"], pre_c["confidence"], pre_c["correct"]))
         change_lo, change_hi = percentile_interval(change, s.ci)
+        # Where scaling changes nothing in any resample (one-hot probabilities), MOVER from the two ECE intervals.
+        flat = ~(change_hi - change_lo >= 1e-6)
+        if flat.any():
+            _, m_lo, m_hi = mover_difference(
+                (post_computed[0]["ece"], post_computed[0]["ece_lo"], post_computed[0]["ece_hi"]),
+                (pre_computed[0]["ece"], pre_computed[0]["ece_lo"], pre_computed[0]["ece_hi"]))
+            change_lo, change_hi = np.where(flat, np.minimum(m_lo, change[0]), change_lo), np.where(flat, np.maximum(m_hi, change[0]), change_hi)
         records = []
         for g in np.flatnonzero(n_g):
             records.append({"key": GROUP_SEPARATOR.join(labels[g].values()) if name != "all" else "all",
@@ -530,9 +553,11 @@ def _embeddings_block(vectors: np.ndarray, frame: pd.DataFrame, codes, layouts, 
                                        **{a: frame[a].to_numpy()[rows] for a in codes}})
     sil = emb.silhouette_values(x, true_class)
     class_names = codes[target][1]
-    mean, lo, hi, n = emb.mean_interval(sil, np.zeros(len(sil), dtype=np.int64), 1, n_boot=s.n_boot, ci=s.ci, seed=s.seed)
+    mean, lo, hi, n = emb.mean_interval(sil, np.zeros(len(sil), dtype=np.int64), 1, n_boot=s.n_boot, ci=s.ci, seed=s.seed,
+                                        bounds=(-1.0, 1.0))
     out["silhouette"] = {"label": target, "overall": stat(mean[0], (lo[0], hi[0]), n[0]), "by_group": []}
-    mean, lo, hi, n = emb.mean_interval(sil, true_class, len(class_names), n_boot=s.n_boot, ci=s.ci, seed=s.seed)
+    mean, lo, hi, n = emb.mean_interval(sil, true_class, len(class_names), n_boot=s.n_boot, ci=s.ci, seed=s.seed,
+                                        bounds=(-1.0, 1.0))
     rows_out = []
     for g in np.flatnonzero(n):
         out["silhouette"]["by_group"].append({"key": class_names[g], "n": int(n[g]),
@@ -542,7 +567,8 @@ def _embeddings_block(vectors: np.ndarray, frame: pd.DataFrame, codes, layouts, 
     purity = emb.knn_purity(x, true_class, s.knn_k)
     out["knn_purity"] = {"k": s.knn_k, "label": target, "groupings": {}}
     for name, (code, size, labels) in layouts.items():
-        mean, lo, hi, n = emb.mean_interval(purity, code[rows], size, n_boot=s.n_boot, ci=s.ci, seed=s.seed)
+        mean, lo, hi, n = emb.mean_interval(purity, code[rows], size, n_boot=s.n_boot, ci=s.ci, seed=s.seed,
+                                            bounds=(0.0, 1.0))
         records = []
         for g in np.flatnonzero(n):
             key = GROUP_SEPARATOR.join(labels[g].values()) if name != "all" else "all"

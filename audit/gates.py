@@ -6,6 +6,7 @@ on the wrong side, and is inconclusive when the interval straddles it or a group
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -107,6 +108,28 @@ def check_gates(gates: list[Gate], schema: LabelSchema, source: str = "gates fil
     return checked
 
 
+#: Metrics whose values are proportions (0 to 1), so a min, max or gap outside [0, 1] is a mistake.
+PROPORTION_METRICS = frozenset((*ALL_METRICS, "ece", "mce", "knn_purity", "within5"))
+
+
+def _check_range(where: str, metric: str, rule: str, value: float) -> None:
+    """Refuse a threshold no audit could meet or miss: not finite (nan, inf), a proportion's bound outside [0, 1], a
+    ratio outside (0, 1], a negative gap, error or count. Such a gate always fails (``min = 7.0``) or always passes
+    (``min_ratio = -3``) and says nothing about the model."""
+    if not math.isfinite(value):
+        raise FaceauditError(f"{where}: {rule} must be a finite number (got {value})")
+    if rule == "min_ratio" and not 0 < value <= 1:
+        raise FaceauditError(f"{where}: min_ratio is the worst group's share of the best's, above 0 and at most 1 "
+                             f"(got {value:g})")
+    if rule == "max_gap" and value < 0:
+        raise FaceauditError(f"{where}: max_gap is a difference between groups, 0 or more (got {value:g})")
+    if metric in PROPORTION_METRICS and rule in ("min", "max", "max_gap") and not 0 <= value <= 1:
+        raise FaceauditError(f"{where}: {metric} is a proportion, so {rule} must be between 0 and 1 (got {value:g}; "
+                             f"write 0.7, not 70)")
+    if metric in ("brier", "log_loss", "mae", "n") and value < 0:
+        raise FaceauditError(f"{where}: {metric} is never negative, so {rule} must be 0 or more (got {value:g})")
+
+
 def parse_gates(data: dict, source: str = "gates file") -> tuple[list[Gate], int | None]:
     """Gates and the optional ``min_group_size`` from parsed TOML."""
     entries = data.get("gates", data.get("gate", []))
@@ -118,6 +141,8 @@ def parse_gates(data: dict, source: str = "gates file") -> tuple[list[Gate], int
     gates = []
     for i, entry in enumerate(entries, 1):
         where = f"{source}, gate {i}"
+        if not isinstance(entry, dict):
+            raise FaceauditError(f"{where}: each gate is a [[gates]] table of keys (metric, by, min ...)")
         metric = entry.get("metric")
         if metric not in METRICS:
             raise FaceauditError(f"{where}: metric {metric!r} is not one of {', '.join(METRICS)}")
@@ -128,6 +153,7 @@ def parse_gates(data: dict, source: str = "gates file") -> tuple[list[Gate], int
         threshold = entry[rule]
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
             raise FaceauditError(f"{where}: {rule} must be a number")
+        _check_range(where, metric, rule, float(threshold))
         by = _grouping_key(str(entry.get("by", entry.get("grouping", "overall"))))
         if by == "overall" and rule in ("max_gap", "min_ratio"):
             raise FaceauditError(f"{where}: {rule} needs groups; set by = \"race\" or another grouping")
@@ -149,6 +175,8 @@ def load_gates(path: Path) -> tuple[list[Gate], int | None]:
         raise FaceauditError(f"cannot read gates file {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise FaceauditError(f"gates file {path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise FaceauditError(f"gates file {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8 TOML") from None
     return parse_gates(data, source=f"gates file {Path(path).name}")
 
 
@@ -204,6 +232,35 @@ def judge(stat: dict | None, threshold: float, upper: bool) -> str:
     return PASS if lo >= threshold else FAIL if hi < threshold else INCONCLUSIVE
 
 
+#: Metrics that are binomial proportions of a group's images: a fail bound is recomputed exactly (Clopper–Pearson).
+_GROUP_PROPORTIONS = ("accuracy", "recall", "fnr", "within5")
+
+
+def adjusted_far_bound(stat: dict, metric: str, upper: bool, level: float, family: int) -> float | None:
+    """The interval bound a ``fail`` verdict must clear when ``family`` groups are judged at once.
+
+    A min/max gate fails when any group's interval lies wholly on the wrong side, so over ``family`` groups it
+    is a union of tests: each group's far bound is taken at the Bonferroni level ``1 − (1 − level) / family``
+    (Clopper–Pearson from the counts for a group proportion, otherwise the half-width scaled by the ratio of normal
+    quantiles). A pass needs every group to pass (an intersection–union test), so passes need no adjustment.
+    """
+    from scipy import stats as st
+
+    from .intervals import clopper_pearson, simultaneous_level
+
+    ci, value, n = stat.get("ci"), stat.get("value"), stat.get("n")
+    if not ci or value is None:
+        return None
+    adjusted = simultaneous_level(level, family)
+    if metric in _GROUP_PROPORTIONS and n:
+        hits = value * n
+        if abs(hits - round(hits)) <= max(1e-3, 1e-6 * n):
+            lo, hi = clopper_pearson(round(hits), n, adjusted)
+            return float(hi) if upper is False else float(lo)
+    scale = st.norm.ppf(1 - (1 - adjusted) / 2) / st.norm.ppf(1 - (1 - level) / 2)
+    return value + (ci[1] - value) * scale if upper is False else value - (value - ci[0]) * scale
+
+
 def _disparity(audit: dict, metric: str, by: str) -> dict | None:
     if metric in ALL_METRICS or metric in REGRESSION_RULES:
         return audit["groupings"][by]["disparities"].get(metric)
@@ -223,8 +280,13 @@ def _fmt(stat: dict | None) -> str:
     return f"{stat['value']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
 
 
-def evaluate_gate(gate: Gate, audit: dict) -> dict:
-    """One gate's verdict with the values it rests on."""
+def evaluate_gate(gate: Gate, audit: dict, family: int | None = None) -> dict:
+    """One gate's verdict with the values it rests on.
+
+    ``family`` is how many groups the gates judge together with ``min``/``max`` rules (default: this gate's
+    judged groups); a group fails only when its far bound at the family's Bonferroni level is on the wrong side
+    (:func:`adjusted_far_bound`), and is otherwise inconclusive.
+    """
     out = {"name": gate.name, "metric": gate.metric, "grouping": gate.by, "rule": gate.rule,
            "threshold": gate.threshold, "value": None, "groups": []}
     if gate.rule in ("max_gap", "min_ratio"):
@@ -241,11 +303,18 @@ def evaluate_gate(gate: Gate, audit: dict) -> dict:
             out["message"] = (f"{word} {_fmt(stat)} must be {sign} {gate.threshold:g}: {out['status']} "
                               f"(worst {disparity['worst']}, best {disparity['best']}, of {disparity['n_ranked']} "
                               f"groups; interval simultaneous over {disparity['pairs']} pairs)")
+        if out["status"] == INCONCLUSIVE:
+            _add_needs(out, gate, audit, family or 1)
         return out
     upper = gate.rule == "max"
     verdicts = []
     for record in _records(audit, gate.metric, gate.by):
         status = INCONCLUSIVE if record["too_small"] and gate.metric != "n" else judge(record["stat"], gate.threshold, upper)
+        if status == FAIL and gate.metric != "n":
+            size = family or max(sum(not r["too_small"] for r in _records(audit, gate.metric, gate.by)), 1)
+            far = adjusted_far_bound(record["stat"], gate.metric, upper, _level(audit), size)
+            if far is not None and not (far > gate.threshold if upper else far < gate.threshold):
+                status = INCONCLUSIVE
         verdicts.append(status)
         out["groups"].append({"key": record["key"], "status": status, "value": record["stat"],
                               **({"too_small": True} if record["too_small"] else {})})
@@ -261,7 +330,24 @@ def evaluate_gate(gate: Gate, audit: dict) -> dict:
                           for g in bad[:5])
         more = f"; and {len(bad) - 5} more" if len(bad) > 5 else ""
         out["message"] = f"{gate.metric} must be {sign} {gate.threshold:g}: {shown}{more}"
+    if out["status"] == INCONCLUSIVE and gate.metric != "n":
+        size = family or max(sum(not r["too_small"] for r in _records(audit, gate.metric, gate.by)), 1)
+        _add_needs(out, gate, audit, size, only={g["key"] for g in out["groups"] if g["status"] == INCONCLUSIVE})
     return out
+
+
+def _add_needs(out: dict, gate: Gate, audit: dict, family: int, only: set | None = None) -> None:
+    """An inconclusive gate's ``needs`` (per group: images for a decisive verdict with 80 % power, :mod:`.planner`)
+    and its message's "needs about N faces of G (has M)"."""
+    from .planner import gate_needs, needs_line
+
+    try:
+        needs = gate_needs(gate, audit, family=family, only=only)
+    except (FaceauditError, KeyError, ValueError, TypeError, ZeroDivisionError):
+        return
+    if needs:
+        out["needs"] = needs
+        out["message"] += f"; {needs_line(needs)} for a decisive verdict with 80 % power"
 
 
 def evaluate_gates(gates: list[Gate], audit: dict, *, inconclusive: str = FAIL, source: str | None = None) -> dict:
@@ -271,7 +357,9 @@ def evaluate_gates(gates: list[Gate], audit: dict, *, inconclusive: str = FAIL, 
     coverage gate on ``n`` can still fail).
     """
     schema = LabelSchema.from_dict(audit["label_schema"]) if audit.get("label_schema") else UTKFACE
-    results = [evaluate_gate(g, audit) for g in check_gates(gates, schema, source or "gates")]
+    checked = check_gates(gates, schema, source or "gates")
+    family = max(sum(_judged_groups(g, audit) for g in checked), 1)
+    results = [evaluate_gate(g, audit, family) for g in checked]
     if audit.get("data", {}).get("too_small_to_judge"):
         minimum = audit.get("settings", {}).get("min_test_size")
         for result in results:
@@ -283,6 +371,21 @@ def evaluate_gates(gates: list[Gate], audit: dict, *, inconclusive: str = FAIL, 
     status = FAIL if counts[FAIL] else INCONCLUSIVE if counts[INCONCLUSIVE] else PASS
     return {"file": source, "status": status, "inconclusive_policy": inconclusive, "counts": counts,
             "junit": None, "results": results}
+
+
+def _level(audit: dict) -> float:
+    return float(audit.get("settings", {}).get("ci") or 0.95)
+
+
+def _judged_groups(gate: Gate, audit: dict) -> int:
+    """How many groups a ``min``/``max`` gate judges (0 for gap and ratio rules and for ``n``): one family over every
+    grouping the gates file shows, so a failing group anywhere is a finding at the audit's level."""
+    if gate.rule not in ("min", "max") or gate.metric == "n":
+        return 0
+    try:
+        return sum(not r["too_small"] for r in _records(audit, gate.metric, gate.by))
+    except (FaceauditError, KeyError):
+        return 0
 
 
 def exit_code(gates_block: dict | None) -> int:

@@ -15,7 +15,7 @@ import pandas as pd
 from faceaudit.seams.contract import ModelContract, training_hashes
 
 #: UTKFace's file names: ``[age]_[gender]_[race]_[date&time].jpg(.chip.jpg)``.
-_UTKFACE_NAME = re.compile(r"(^|/)\d{1,3}_[01]_[0-4]_\d+\.jpg", re.IGNORECASE)
+_UTKFACE_NAME = re.compile(r"(?:^|/)\d{1,3}_[01]_[0-4]_\d+\.jpg", re.IGNORECASE)
 
 
 def test_dataset_name(rows: pd.DataFrame, source: str | None) -> str:

@@ -130,13 +130,24 @@ class AuditResult:
                 source = path.read_text(encoding="utf-8")
             except OSError as exc:
                 raise FaceauditError(f"cannot read {path}: {exc.strerror or exc}") from None
+            except UnicodeDecodeError:
+                raise FaceauditError(f"{path} is not an audit.json: it is not UTF-8 text (a binary file?)") from None
             folder = path.parent
+        name = path if folder is not None else "audit.json"  # the file the user gave, in every error
         try:
-            result = cls.from_dict(json.loads(source))
-            result.folder = folder
-            return result
+            data = json.loads(source)
         except json.JSONDecodeError as exc:
-            raise FaceauditError(f"audit.json is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+            raise FaceauditError(f"{name} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        if not isinstance(data, dict):
+            raise FaceauditError(f"{name} is not an audit.json: it holds a JSON {type(data).__name__}, not the object "
+                                 f"faceaudit audit writes")
+        try:
+            result = cls.from_dict(data)
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise FaceauditError(f"{name} is not an audit.json faceaudit can read ({type(exc).__name__}: "
+                                 f"{str(exc)[:100]})") from None
+        result.folder = folder
+        return result
 
     # -- typed access -------------------------------------------------------------------------------------
 

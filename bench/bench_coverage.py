@@ -1,6 +1,7 @@
 """Benchmark the audit's uncertainty: empirical coverage of every interval it reports, on simulated known truths.
 
-    python bench/bench_coverage.py [--reps 100] [--quick] [--seed 0] [--workers 2] [--section all|regression]
+    python bench/bench_coverage.py [--reps 100] [--quick] [--seed 0] [--workers 2] [--section all|regression|decisive]
+                                   [--cells abcdef]
 
 Each section simulates test sets whose true accuracies, rates and calibration are known, runs the product code
 on them and counts how often the reported interval contains the truth (coverage) or a gate reaches the wrong
@@ -29,6 +30,10 @@ to its target. A figure fails when it misses its target by more than 2 standard 
    coverage and mean width of the MAE, bias and within-±5-years intervals, and of the MAE gap; a ``mae max_gap 1``
    gate's false failures at a true gap of 0 and its power (failures) at a true gap of 2 years. ``--section
    regression`` runs this section alone (about 2 minutes on 2 cores).
+7. Decisive verdicts (issue 22; ``--section decisive``, ``--cells`` picks among 7a-7f): 7a ECE estimate, width,
+   coverage, exclusion of 0.02; 7b power of ``max_gap 0.05`` at a true 10-point gap; 7c global null over race, gender
+   and age band; 7d min gate with every group at the threshold; 7e the shipped gates file at UTKFace's size; 7f the
+   planner (``faceaudit plan``): audits at the planned sizes, decisive >= 75 %.
 
 Targets (issue): coverage >= 0.93 everywhere; min-accuracy gate false passes <= 2.5 %; family-wise false
 "worse" <= 5 %; false gate failures when the truth is well inside the threshold <= 5 % (expected about 0).
@@ -44,6 +49,7 @@ import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -404,9 +410,145 @@ def task_age_gap(n: int, gap: float, reps: int, seed) -> dict:
     return {k: np.array(v) for k, v in out.items()}
 
 
+# -- decisive verdicts (section 7, issue 22) ---------------------------------------------------------------------
+
+#: UTKFace-sized test set (about 2,100 images) in UTKFace's race mix.
+UTK_TEST = 2100
+#: The power cell of section 7b: group sizes, and a 10-point gap carried by the smallest group (Others).
+POWER_SIZES = (1000, 450, 340, 390, 160)
+POWER_ACCURACIES = {0.0: (0.90,) * 5, 0.10: (0.90, 0.90, 0.90, 0.90, 0.80)}
+
+
+def mixed_frame(n: int, accuracy, rng: np.random.Generator, shares=SHARES, f=None) -> pd.DataFrame:
+    """A predictions table with races in ``shares``, random genders and UTKFace-like ages; with ``f`` (true accuracy
+    at confidence, per race), class probabilities too, else each race right with probability ``accuracy[race]``."""
+    true = rng.choice(K, size=n, p=np.asarray(shares) / np.sum(shares))
+    frame = pd.DataFrame({"image_id": np.arange(n).astype(str), "race": RACE_NAMES[true],
+                          "gender": np.array(GENDERS)[rng.integers(0, 2, n)], "age": draw_ages(n, rng)})
+    if f is None:
+        right = rng.random(n) < np.asarray(accuracy)[true]
+        wrong = (true + rng.integers(1, K, size=n)) % K
+        frame["pred_race"] = RACE_NAMES[np.where(right, true, wrong)]
+        return frame
+    confidence = draw_confidence(n, rng)
+    right = rng.random(n) < np.clip([f[k](c) for k, c in zip(true, confidence)], 0, 1)
+    top = np.where(right, true, (true + rng.integers(1, K, size=n)) % K)
+    probs = np.repeat(((1 - confidence) / (K - 1))[:, None], K, axis=1)
+    probs[np.arange(n), top] = confidence
+    for i, column in enumerate(PROB_COLUMNS):
+        frame[column] = probs[:, i]
+    return frame
+
+
+def _flagged(audit: dict) -> bool:
+    """Whether any race, gender or age-band group is flagged against the rest (Holm and the interval agree)."""
+    from faceaudit.audit.report.formatting import significant
+
+    return any(significant((g.get("vs_rest") or {}).get("accuracy"))
+               for name in ("race", "gender", "age_band") for g in audit["groupings"][name]["groups"]
+               if not g["too_small"])
+
+
+def task_global_null(n: int, reps: int, seed) -> dict:
+    """7c: every group equally accurate; is any race, gender or age-band group flagged?"""
+    rng = np.random.default_rng(seed)
+    return {"flagged": np.array([_flagged(audit_dict(mixed_frame(n, np.full(K, 0.85), rng))) for _ in range(reps)])}
+
+
+def task_min_at_threshold(n: int, threshold: float, by: str, reps: int, seed) -> dict:
+    """7d: every group exactly at the threshold of a min-accuracy gate; how often does the gate fail?"""
+    rng = np.random.default_rng(seed)
+    gates, _ = parse_gates({"gates": [{"metric": "accuracy", "by": by, "min": threshold}]})
+    fails = []
+    for _ in range(reps):
+        frame = mixed_frame(n, np.full(K, threshold), rng, shares=np.ones(K))
+        fails.append(evaluate_gates(gates, audit_dict(frame))["results"][0]["status"] == "fail")
+    return {"fail": np.array(fails)}
+
+
+def task_ece_sharp(per_group: int, model: str, reps: int, seed) -> dict:
+    """7a: each race's ECE estimate, interval width, coverage and whether it excludes 0.02."""
+    rng = np.random.default_rng(seed)
+    f = CALIBRATION_MODELS[model]
+    out = {k: [] for k in ("estimate", "width", "covered", "excludes")}
+    for _ in range(reps):
+        frame, confidence, accuracy = probability_frame(np.full(K, per_group), f, rng)
+        audit = audited(frame, "rows")
+        truth = binned_ece(confidence, accuracy, np.repeat(np.arange(K), per_group), K)
+        records = {g["key"]: g for g in audit["calibration"]["groupings"]["race"]}
+        for k, name in enumerate(RACES):
+            e = records[name]["ece"]
+            lo, hi = ci(e)
+            out["estimate"].append(e["value"])
+            out["width"].append(hi - lo)
+            out["covered"].append(covered(lo, hi, truth[k]))
+            out["excludes"].append(lo > 0.02)
+    return {k: np.array(v, dtype=float) for k, v in out.items()}
+
+
+def task_default_gates(gap: float, reps: int, seed) -> dict:
+    """7e: the shipped gates file on UTKFace-sized audits of a fair calibrated model (``gap`` 0) or one whose Black
+    faces are ``gap`` less often right at every confidence."""
+    from faceaudit.audit.gates import load_gates
+
+    rng = np.random.default_rng(seed)
+    gates, _ = load_gates(Path(__file__).resolve().parent.parent / "faceaudit" / "gates.toml")
+    fair = CALIBRATION_MODELS["calibrated"]
+    f = [fair, lambda c: c - gap, fair, fair, fair]
+    status, inconclusive = [], []
+    for _ in range(reps):
+        block = evaluate_gates(gates, audited(mixed_frame(UTK_TEST, None, rng, f=f), "rows"), inconclusive="pass")
+        status.append(block["status"])
+        inconclusive.append([r["name"] for r in block["results"] if r["status"] == "inconclusive"])
+    return {"pass": np.array([x == "pass" for x in status]), "fail": np.array([x == "fail" for x in status]),
+            "inconclusive_names": np.array(["; ".join(x) for x in inconclusive], dtype=object)}
+
+
+#: 7f planner cells: the gate, and the rates the planner is given (the truth of the simulated audits).
+PLANNER_CELLS = {
+    "accuracy min 0.80 by race, every race 0.85": ({"metric": "accuracy", "by": "race", "min": 0.80}, "min"),
+    "max_gap 0.05 by race, 10-point gap, 1,000/450/340/390/160 mix": (
+        {"metric": "accuracy", "by": "race", "max_gap": 0.05}, "gap_fail"),
+    "max_gap 0.10 by race, no gap, equal sizes": ({"metric": "accuracy", "by": "race", "max_gap": 0.10}, "gap_pass"),
+    "ece max 0.05 by race, calibrated": ({"metric": "ece", "by": "race", "max": 0.05}, "ece"),
+}
+
+
+def planned_sizes(kind: str, gate: dict) -> np.ndarray:
+    """The per-race sizes :mod:`faceaudit.audit.planner` asks for (what ``faceaudit plan`` prints)."""
+    from faceaudit.audit.planner import plan, plan_gap
+
+    gates, _ = parse_gates({"gates": [gate]})
+    if kind == "gap_fail":  # planned at the observed rates and mix (plan --from): the smallest group's size
+        k = plan_gap(POWER_ACCURACIES[0.10], POWER_SIZES, 0.05, "max_gap")
+        return np.ceil(k * np.asarray(POWER_SIZES) / min(POWER_SIZES)).astype(int)
+    rates = {"accuracy": 0.85} if kind in ("min", "gap_pass") else {"ece": 0.0, "accuracy": 0.823}  # mean confidence of section 5
+    needs = plan(gates, None, rates=rates)[0]["needs"]
+    return np.full(K, max(row["needs"] for row in needs))
+
+
+def task_planner(label: str, reps: int, seed) -> dict:
+    """7f: audits at the planned sizes; how often is the gate decisive (pass or fail)?"""
+    gate, kind = PLANNER_CELLS[label]
+    rng = np.random.default_rng(seed)
+    gates, _ = parse_gates({"gates": [gate]})
+    sizes = planned_sizes(kind, gate)
+    decisive = []
+    for _ in range(reps):
+        if kind == "ece":
+            audit = audited(probability_frame(sizes, CALIBRATION_MODELS["calibrated"], rng)[0], "rows")
+        else:
+            accuracies = POWER_ACCURACIES[0.10] if kind == "gap_fail" else np.full(K, 0.85)
+            audit = audit_dict(race_frame(sizes, confusion_model(accuracies), rng))
+        decisive.append(evaluate_gates(gates, audit)["results"][0]["status"] != "inconclusive")
+    return {"decisive": np.array(decisive), "sizes": sizes}
+
+
 TASKS = {"race_grid": task_race_grid, "gap": task_gap, "min_gate": task_min_gate, "paired": task_paired,
          "ece": task_ece, "ece_cells": lambda n, model, reps, seed: task_ece(n, model, reps, seed, "cells"),
-         "age": task_age, "age_gap": task_age_gap}
+         "age": task_age, "age_gap": task_age_gap, "global_null": task_global_null,
+         "min_at_threshold": task_min_at_threshold, "ece_sharp": task_ece_sharp, "default_gates": task_default_gates,
+         "planner": task_planner}
 
 
 def run_task(name: str, args: tuple, reps: int, seed) -> dict:
@@ -904,13 +1046,90 @@ def section_6(pool: Pool, futures: dict, reps: int) -> None:
               f"{fmt(*fails[:2]) + (marks[1] if len(marks) > 1 and marks[1] else ' '):>13s}   {target}  {status(marks)}")
 
 
+def submit_decisive(pool: Pool, reps: int, cells: str = "abcdef") -> dict:
+    want = lambda cell, value: value() if cell in cells else {}  # noqa: E731
+    return {"ece": want("a", lambda: {(n, m): pool.submit("ece_sharp", (n, m), reps) for n, m in
+                                      ((60, "calibrated"), (500, "calibrated"), (500, "overconfident"))}),
+            "gap": want("b", lambda: {g: pool.submit("gap", (POWER_SIZES, POWER_ACCURACIES[g]), reps)
+                                      for g in POWER_ACCURACIES}),
+            "null": want("c", lambda: pool.submit("global_null", (2000,), 2 * reps)),
+            "min": want("d", lambda: {by: pool.submit("min_at_threshold", (2000, 0.85, by), 2 * reps)
+                                      for by in ("race", "race×gender")}),
+            "gates": want("e", lambda: {g: pool.submit("default_gates", (g,), reps) for g in (0.0, 0.25)}),
+            "planner": want("f", lambda: {label: pool.submit("planner", (label,), reps) for label in PLANNER_CELLS})}
+
+
+def section_7(pool: Pool, futures: dict, reps: int) -> None:
+    """Issue 22: sharp enough to decide, at the same coverage."""
+    print(f"\n7. Decisive verdicts ({reps} audits per cell; 7c, 7d {2 * reps})")
+    print("7a. ECE per race (5 races x n faces): bootstrap-corrected debiased estimate, interval, truth = binned ECE")
+    print(f"   {'n':>5s} {'model':14s}{'mean est.':>11s}{'mean width':>12s}{'coverage':>16s}{'excl. 0.02':>16s}")
+    targets = {(60, "calibrated"): ("estimate", 0.04), (500, "calibrated"): ("estimate", 0.02)}
+    for (n, model), f in futures["ece"].items():
+        out = pool.result(f)
+        cov = rate(out["covered"].astype(bool))
+        exc = rate(out["excludes"].astype(bool))
+        marks = [mark(f"7a n={n} {model} ECE coverage", *cov[:2], COVERAGE_TARGET, True)]
+        if model == "overconfident":
+            marks.append(mark(f"7a n={n} {model} excludes 0.02", *exc[:2], 0.80, True))
+        est, width = float(np.mean(out["estimate"])), float(np.mean(out["width"]))
+        if (n, model) in targets and est > targets[(n, model)][1]:
+            FAILURES.append(f"7a n={n} {model} mean ECE {est:.4f} > {targets[(n, model)][1]}")
+            marks.append("!")
+        if n == 500 and model == "calibrated" and width > 0.08:
+            FAILURES.append(f"7a n={n} {model} mean width {width:.4f} > 0.08")
+            marks.append("!")
+        print(f"   {n:5d} {model:14s}{est:11.4f}{width:12.4f}{fmt(*cov[:2]):>16s}{fmt(*exc[:2]):>16s}  {status(marks)}")
+    if futures["gap"]:
+        print("7b. race accuracy gap, groups 1,000/450/340/390/160 (Others carries the gap): max_gap 0.05 gate")
+    for gap, f in futures["gap"].items():
+        out = pool.result(f)
+        fail = rate(out["gate_fail"])
+        cov = rate(out["accuracy_gap"])
+        target, at_least = (0.40, True) if gap else (0.025, False)
+        m = [mark(f"7b gap={gap} gate fails", *fail[:2], target, at_least),
+             mark(f"7b gap={gap} gap coverage", *cov[:2], COVERAGE_TARGET, True)]
+        print(f"   true gap {gap:4.2f}: gate fails {fmt(*fail[:2])} (target {'>=' if at_least else '<='} {target}); "
+              f"gap coverage {fmt(*cov[:2])}  {status(m)}")
+    if futures["gap"]:
+        print("   oracle bound: a one-sided z-test of the known pair (Others vs White) at 2.5 % fails "
+          f"{stats.norm.sf((0.05 + 1.96 * np.sqrt(0.16 / 160 + 0.09 / 1000) - 0.10) / np.sqrt(0.16 / 160 + 0.09 / 1000)):.3f} "
+          "of audits: no valid simultaneous interval can reach 0.40 here")
+    if futures["null"]:
+        null = rate(pool.result(futures["null"])["flagged"])
+        print(f"7c. global null (2,000 faces, all 0.85): any race/gender/age-band group flagged {fmt(*null[:2])} "
+              f"(target <= 0.05)  {status([mark('7c any group flagged', *null[:2], 0.05, False)])}")
+    for by, f in futures["min"].items():
+        fail = rate(pool.result(f)["fail"])
+        print(f"7d. min accuracy 0.85 by {by}, every group at 0.85 (2,000 faces): false fail {fmt(*fail[:2])} "
+              f"(target <= 0.025)  {status([mark(f'7d {by} min gate false fail', *fail[:2], 0.025, False)])}")
+    for gap, f in futures["gates"].items():
+        out = pool.result(f)
+        key, target = ("pass", 0.80) if gap == 0 else ("fail", 0.80)
+        r = rate(out[key])
+        names = [x for row in out["inconclusive_names"] for x in str(row).split("; ") if x]
+        common = ", ".join(f"{k} {names.count(k)}" for k in sorted(set(names)))
+        print(f"7e. faceaudit/gates.toml, {UTK_TEST:,} images, {'fair calibrated' if gap == 0 else f'{gap:.2f} race gap'}: "
+              f"{'passes' if key == 'pass' else 'fails'} {fmt(*r[:2])} (target >= {target}); inconclusive: {common or 'none'}  "
+              f"{status([mark(f'7e gap={gap} default gates {key}', *r[:2], target, True)])}")
+    if futures["planner"]:
+        print("7f. planner (faceaudit plan, 80 % power): audits at the planned sizes per race; gate decisive (target >= 0.75)")
+    for label, f in futures["planner"].items():
+        out = pool.result(f)
+        r = rate(out["decisive"])
+        sizes = "/".join(f"{n:,}" for n in np.asarray(out["sizes"])[:K])
+        print(f"   {label}: planned {sizes}; decisive {fmt(*r[:2])}  "
+              f"{status([mark(f'7f {label} decisive', *r[:2], 0.75, True)])}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=100, help="end-to-end audits per cell (default 100)")
     parser.add_argument("--quick", action="store_true", help="a fast look: 30 end-to-end audits per cell")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 2))
-    parser.add_argument("--section", choices=("all", "regression"), default="all",
+    parser.add_argument("--cells", default="abcdef", help="with --section decisive: which of 7a-7f to run (e.g. cdef)")
+    parser.add_argument("--section", choices=("all", "regression", "decisive"), default="all",
                         help="run every section (default) or only section 6, age regressors")
     args = parser.parse_args()
     reps = 30 if args.quick else args.reps
@@ -925,6 +1144,8 @@ def main() -> None:
           f"{MC_ALLOWANCE:g} SE (Monte Carlo noise, not a failure)")
     if args.section == "regression":
         section_6(pool, submit_age(pool, 2 * reps), 2 * reps)
+    elif args.section == "decisive":
+        section_7(pool, submit_decisive(pool, reps, args.cells), reps)
     else:
         futures = submit_all(pool, reps)
         age_futures = submit_age(pool, 2 * reps)

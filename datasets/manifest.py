@@ -311,6 +311,8 @@ def read_labelled_csv(
     bands = schema.age_bands if age_bands is None else AgeBands.parse(age_bands)
     try:
         table = pd.read_parquet(csv_path) if csv_path.suffix.lower() == ".parquet" else pd.read_csv(csv_path)
+    except UnicodeDecodeError:
+        raise FaceauditError(f"cannot read labelled table {csv_path}: it is not UTF-8 text (a binary file?)") from None
     except (OSError, ValueError) as exc:
         raise FaceauditError(f"cannot read labelled table {csv_path}: {exc}") from None
     path_col = _path_column(table, columns)

@@ -57,7 +57,10 @@ def unpack_archive(archive_path: Path, cache: Path | None = None) -> Path:
     try:
         archive = tarfile.open(archive_path)
     except (tarfile.TarError, OSError) as exc:
-        raise FaceauditError(f"cannot read archive {archive_path}: {exc}") from None
+        # tarfile's ReadError lists every compression it tried, one per line: the user gets one line
+        reason = ("not a tar archive (plain, gzip, bzip2 or xz)" if isinstance(exc, tarfile.ReadError)
+                  else (str(exc).strip().splitlines() or [type(exc).__name__])[0])
+        raise FaceauditError(f"cannot read archive {archive_path}: {reason}") from None
     target.parent.mkdir(parents=True, exist_ok=True)
     with archive:
         members = check_archive_members(archive)

@@ -189,9 +189,8 @@ def audit_heads(model: str | Path, data: Any = None, *, contract: ContractLike, 
     (mean absolute error, bias, share within 5 years). Each result's model block records the contract, what was done
     to the outputs (``steps``), the contract sanity checks (``sanity``) and any training-data overlap. Other
     options as for :func:`audit_model`."""
-    from faceaudit.audit import audit
+    from faceaudit.audit import audit, sanity
     from faceaudit.audit import overlap as overlap_mod
-    from faceaudit.audit import sanity
     from faceaudit.training.inference import predict_heads, read_head
 
     contract = as_contract(contract)

@@ -6,11 +6,11 @@ import argparse
 import importlib
 import sys
 
-from faceaudit import __version__, console, interrupts
+from faceaudit import __version__, console, files, interrupts
 from faceaudit.errors import FaceauditError
 
 #: Subcommand modules under faceaudit.commands; each defines ``register(subparsers)``.
-COMMAND_MODULES = ("demo", "data", "train", "mitigate", "audit", "predict", "report", "export", "contract")
+COMMAND_MODULES = ("demo", "data", "train", "mitigate", "audit", "predict", "report", "export", "contract", "plan")
 #: Options whose values may begin with "-" (``--preprocess -1-1``), which argparse would read as an option.
 _DASHED_VALUES = ("--preprocess",)
 
@@ -38,11 +38,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"faceaudit {__version__}")
     parser.add_argument("--verbose", action="store_true",
                         help="keep TensorFlow's log lines and Python warnings (hidden by default)")
+    parser.add_argument("--force", action="store_true",
+                        help="replace an output folder that also holds files faceaudit did not write (they are kept "
+                        "in the new folder)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(f"faceaudit.commands.{name}").register(subparsers)
     for sub in subparsers.choices.values():  # also after the command: faceaudit demo --verbose
         sub.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        if "--force" not in sub._option_string_actions:  # contract init has its own --force (replace the file)
+            sub.add_argument("--force", action="store_true", default=argparse.SUPPRESS,
+                             help="replace an output folder that also holds files faceaudit did not write (they "
+                             "are kept)")
     return parser
 
 
@@ -53,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             args = build_parser().parse_args(_join_dashed_values(sys.argv[1:] if argv is None else list(argv)))
             console.configure(verbose=getattr(args, "verbose", False))  # before any command imports TensorFlow
+            files.allow_foreign(getattr(args, "force", False))
             code = int(args.handler(args) or 0)
         except FaceauditError as exc:
             if not interrupts.interrupted():
@@ -62,20 +70,45 @@ def main(argv: list[str] | None = None) -> int:
             from faceaudit.extras import missing_extra
 
             hint = missing_extra(exc, f"faceaudit {getattr(args, 'command', '')}".strip())
-            if hint is None or interrupts.interrupted():
-                raise
-            print(f"faceaudit: error: {hint}", file=sys.stderr)
-            code = 2
+            if interrupts.interrupted():
+                pass
+            elif hint is None:
+                code = _unexpected(exc, args, argv)
+            else:
+                print(f"faceaudit: error: {hint}", file=sys.stderr)
+                code = 2
         except KeyboardInterrupt:
             pass
-        except Exception:
+        except Exception as exc:
             if not interrupts.interrupted():  # an error that a Ctrl-C caused is reported as the interrupt
-                raise
-        # Ctrl-C ends in 130 even when a library swallowed the KeyboardInterrupt (see faceaudit.interrupts)
+                code = _unexpected(exc, args, argv)
+        finally:
+            files.allow_foreign(False)
+            files.release_all()  # output-folder locks a failed command still held (main may run again in-process)
+        # Ctrl-C ends in 130 (SIGTERM 143, SIGHUP 129) even when a library swallowed the KeyboardInterrupt
         if code == 130 or interrupts.interrupted():
-            print("faceaudit: interrupted", file=sys.stderr)
-            return 130
+            print(f"faceaudit: {interrupts.message()}", file=sys.stderr)
+            return interrupts.exit_code()
         return code
+
+
+def _unexpected(exc: BaseException, args, argv: list[str] | None) -> int:
+    """An error faceaudit did not foresee: one line naming its type and first line (the traceback too with
+    --verbose), and exit 2, never a traceback with exit 1 (the code CI reads as "a gate failed")."""
+    verbose = getattr(args, "verbose", None)
+    if verbose is None:  # the parser itself failed
+        verbose = "--verbose" in (sys.argv[1:] if argv is None else list(argv))
+    if verbose:
+        import traceback
+
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    if len(first) > 300:
+        first = first[:300] + " ..."
+    hint = "" if verbose else " (rerun with --verbose for the traceback)"
+    print(f"faceaudit: error: {type(exc).__name__}: {first}{hint}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

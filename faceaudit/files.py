@@ -4,6 +4,7 @@ folders are built beside their destination and swapped in (``replace_folder``), 
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 from collections.abc import Iterator
@@ -12,6 +13,18 @@ from glob import escape as glob_escape
 from pathlib import Path
 
 from faceaudit.errors import FaceauditError
+
+#: The hidden list, in every folder ``replace_folder`` swaps in, of the entries faceaudit wrote there; anything else
+#: in the folder is the user's (a reviewer's NOTES.txt) and is never deleted.
+OWNED_FILE = ".faceaudit-files"
+_force = False  # --force: replace a folder that holds the user's files (they are kept in the new one)
+_held: dict[Path, int] = {}  # output folder -> the open lock file this process holds on it
+
+
+def allow_foreign(force: bool) -> None:
+    """Set by ``--force``: a folder holding files faceaudit did not write may be replaced (they are kept)."""
+    global _force
+    _force = bool(force)
 
 
 @contextmanager
@@ -54,6 +67,8 @@ def replace_folder(path: Path | str, *, copy_existing: bool = False) -> Iterator
     work = path.with_name(f".{path.name}.partial-{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        lock_output(path)
+        _check_replaceable_tree(path)
         _remove_stale(path)
         if copy_existing and path.is_dir():
             shutil.copytree(path, work, symlinks=True)
@@ -62,6 +77,7 @@ def replace_folder(path: Path | str, *, copy_existing: bool = False) -> Iterator
     except BaseException as exc:  # a Ctrl-C during the copy too
         with interrupts.deferred():
             shutil.rmtree(work, ignore_errors=True)
+            release_output(path)
             _remove_empty(created)
         if isinstance(exc, OSError):
             raise FaceauditError(f"cannot write to {path}: {exc.strerror or exc}") from None
@@ -69,13 +85,114 @@ def replace_folder(path: Path | str, *, copy_existing: bool = False) -> Iterator
     try:
         yield work
         interrupts.check()  # a Ctrl-C that a library swallowed still stops the swap
+        foreign = foreign_entries(path)
+        _carry_foreign(path, work, foreign)  # copied, so a failure before the swap leaves them where they were
+        _write_owned(work, foreign)
         with interrupts.deferred():
             _swap(work, path)
+            release_output(path)
     except BaseException:
         with interrupts.deferred():
             shutil.rmtree(work, ignore_errors=True)
+            release_output(path)
             _remove_empty(created)
         raise
+
+
+def foreign_entries(path: Path) -> list[str]:
+    """The entries of the output folder ``path`` that faceaudit did not write: those missing from its list of
+    owned entries. A folder without the list (absent, or written before faceaudit kept one) has none."""
+    listed = Path(path) / OWNED_FILE
+    if not Path(path).is_dir() or not listed.is_file():
+        return []
+    try:
+        owned = set(listed.read_text(encoding="utf-8").splitlines()) | {OWNED_FILE}
+    except (OSError, UnicodeDecodeError):
+        return []
+    return sorted(entry.name for entry in Path(path).iterdir() if entry.name not in owned)
+
+
+def _carry_foreign(path: Path, work: Path, names: list[str]) -> None:
+    """Copy the user's entries of the old folder into the new one (those the command did not write itself)."""
+    for name in names:
+        source, target = path / name, work / name
+        if target.exists() or target.is_symlink():
+            continue
+        if source.is_dir() and not source.is_symlink():
+            shutil.copytree(source, target, symlinks=True)
+        else:
+            shutil.copy2(source, target, follow_symlinks=False)
+
+
+def _write_owned(work: Path, foreign: list[str]) -> None:
+    """List in ``work`` the entries faceaudit wrote (all but the user's), for the next run to tell them apart."""
+    names = sorted(entry.name for entry in work.iterdir() if entry.name not in foreign and entry.name != OWNED_FILE)
+    (work / OWNED_FILE).write_text("".join(f"{name}\n" for name in names), encoding="utf-8")
+
+
+def _check_replaceable_tree(path: Path) -> None:
+    """Refuse, before any work, to replace a folder with a read-only folder inside: its files could not be deleted
+    and the old folder would be left aside for good."""
+    if not path.is_dir():
+        return
+    for folder, _, _ in os.walk(path):
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise FaceauditError(f"cannot replace {path}: {folder} is read-only; make it writable (chmod -R u+w) or "
+                                 f"choose another --out")
+
+
+def lock_output(path: Path | str) -> None:
+    """Hold an exclusive lock on the output folder ``path`` (a ``.NAME.lock`` file beside it) until the folder is
+    swapped in or this process ends, so a second faceaudit writing the same folder fails at once in one line
+    rather than both printing "wrote" and one output being lost. Re-entrant within this process."""
+    import fcntl
+
+    path = Path(path).absolute()
+    if path in _held or not path.parent.is_dir():
+        return  # a parent that does not exist yet is created, and the lock taken, by replace_folder
+    lock = path.with_name(f".{path.name}.lock")
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            return  # an unwritable parent: reported in one line by the write that follows
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            owner = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            os.close(fd)
+            raise FaceauditError(f"{path} is being written by another faceaudit{f' (pid {owner})' if owner else ''}; "
+                                 f"wait for it to finish or choose another --out") from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino  # not a file its last holder unlinked meanwhile
+        except OSError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    _held[path] = fd
+
+
+def release_output(path: Path | str) -> None:
+    """Remove and release the lock ``lock_output`` took on ``path`` (nothing when this process holds none)."""
+    path = Path(path).absolute()
+    fd = _held.pop(path, None)
+    if fd is None:
+        return
+    try:
+        path.with_name(f".{path.name}.lock").unlink(missing_ok=True)
+    except OSError:
+        pass
+    os.close(fd)
+
+
+@atexit.register
+def release_all() -> None:
+    """Release every output-folder lock this process holds (at exit, and when a command ends in ``main``)."""
+    for path in list(_held):
+        release_output(path)
 
 
 def _swap(new: Path, path: Path) -> None:
@@ -156,12 +273,20 @@ def replaceable_dir(path: Path, marker: str, keep: tuple[Path | None, ...] = ())
     ``marker``, e.g. audit.json). A folder of other files is refused rather than deleted; entries that are the
     command's own inputs (``keep``, carried into the new folder) do not count."""
     writable_parent(path)
+    lock_output(path)
     if path.is_dir():
         kept = {Path(p).resolve() for p in keep if p is not None}
         others = [entry for entry in path.iterdir() if entry.resolve() not in kept]
         if others and not (path / marker).exists():
             raise FaceauditError(f"{path} holds other files and no {marker}: it is replaced as a whole, so choose "
                                  f"a new or empty folder")
+        foreign = [name for name in foreign_entries(path) if (path / name).resolve() not in kept]
+        if foreign and not _force:
+            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise FaceauditError(f"{path} holds {len(foreign)} file{'s' * (len(foreign) > 1)} faceaudit did not "
+                                 f"write ({shown}); move {'them' if len(foreign) > 1 else 'it'} out, or pass --force "
+                                 f"to replace the folder keeping {'them' if len(foreign) > 1 else 'it'}")
+        _check_replaceable_tree(path)
     return path
 
 

@@ -178,6 +178,18 @@ _GENDER = Attribute("gender", ("Male", "Female"),
                     (("f", "Female"), ("female", "Female"), ("m", "Male"), ("man", "Male"), ("woman", "Female")))
 
 
+def _refuse_case_twins(classes: Sequence[str]) -> None:
+    """Refuse probability columns whose classes differ only in case or surrounding spaces (``prob_White`` and
+    ``prob_WHITE``): labels match case-insensitively, so they would be one class counted twice."""
+    seen: dict[str, str] = {}
+    for name in classes:
+        key = str(name).strip().casefold()
+        if key in seen:
+            raise FaceauditError(f"columns prob_{seen[key]} and prob_{name} name the same class (labels match "
+                                 f"ignoring case); keep one of them")
+        seen[key] = str(name)
+
+
 @dataclass(frozen=True)
 class LabelSchema:
     """A face-attribute taxonomy: the attribute a classifier predicts (``target``), the labelled attributes with
@@ -306,6 +318,7 @@ class LabelSchema:
                 inferred.add(name)
         schema = replace(base, attributes=tuple(attributes))
         probs = [str(c)[len("prob_"):] for c in frame.columns if str(c).startswith("prob_")]
+        _refuse_case_twins(probs)
         if target != AGE_BAND and target in names:
             current = schema.attribute(target)
             if probs:

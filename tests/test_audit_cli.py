@@ -129,7 +129,7 @@ def _one_line_error(capsys, code):
     "corrupt, message",
     [
         (lambda f: f.assign(prob_White=-f["prob_White"]), "negative"),
-        (lambda f: f.assign(prob_Black=np.where(np.arange(len(f)) == 3, np.nan, f["prob_Black"])), "NaN"),
+        (lambda f: f.assign(prob_Black=np.where(np.arange(len(f)) == 3, np.nan, f["prob_Black"])), "missing or NaN value (line 5"),
         (lambda f: f.assign(prob_Asian=f["prob_Asian"] * 0.5 + f["prob_White"] * 0.1), "sum to"),
         (lambda f: f.assign(race=np.where(np.arange(len(f)) == 5, "Martian", f["race"])), "unknown race label"),
         (lambda f: f.drop(columns=["gender"]), "lacks column"),

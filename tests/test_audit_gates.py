@@ -105,7 +105,8 @@ def test_example_gates_file_parses():
     gates, min_size = load_gates(ROOT / "faceaudit" / "gates.toml")
     assert min_size == 30
     assert {g.rule for g in gates} >= {"max_gap", "min", "max"}
-    assert any(g.by == "race×gender" for g in gates)
+    # The shipped defaults are decidable at UTKFace's test-set size (issue 22): a per-race minimum, not race × gender.
+    assert any(g.by == "race" and g.rule == "min" for g in gates)
 
 
 @pytest.mark.parametrize(

@@ -155,7 +155,8 @@ def test_overall_and_disparities_match_fairlearn(audit, real_predictions):  # no
     assert disparity["difference"]["value"] == pytest.approx(-disparity["gap"]["value"], abs=1e-6)
     assert disparity["n_ranked"] == 5 and disparity["pairs"] == 10
     # The simultaneous interval over 10 pairs is wider than a single 95% comparison of the same two groups.
-    assert disparity["level"] == pytest.approx(0.995)
+    # Max-type (studentized range) level over the 10 pairs: below Bonferroni's 0.995, never above it (issue 22).
+    assert 0.99 < disparity["level"] < 0.995
     lo, hi = disparity["gap"]["ci"]
     assert 0 <= lo <= disparity["gap"]["value"] <= hi
     assert disparity["omnibus"]["p_value"] == pytest.approx(
@@ -165,7 +166,9 @@ def test_overall_and_disparities_match_fairlearn(audit, real_predictions):  # no
     in_group = (frame["race"] == "Black").to_numpy()
     vs_rest = black["vs_rest"]["accuracy"]
     assert vs_rest["value"] == pytest.approx(correct[in_group].mean() - correct[~in_group].mean(), abs=1e-6)
-    assert vs_rest["level"] == pytest.approx(0.99) and vs_rest["family"] == 5
+    # One family across the ranked groups of race, gender and age band (issue 22), not the 5 races alone.
+    ranked = sum(not g["too_small"] for name in ("race", "gender", "age_band") for g in audit.grouping(name)["groups"])
+    assert vs_rest["family"] == ranked > 5 and vs_rest["level"] == pytest.approx(1 - 0.05 / ranked)
     assert vs_rest["ci"][0] < vs_rest["value"] < vs_rest["ci"][1]
 
 
@@ -182,7 +185,10 @@ def test_multinomial_bootstrap_matches_exact_row_bootstrap(real_predictions, mon
         for a, b in zip(exact.calibration["groupings"][grouping], typed.calibration["groupings"][grouping]):
             if a["too_small"]:
                 continue
-            assert a["ece"] == b["ece"]
+            # The ECE is a bootstrap too (bias-corrected, normal-bootstrap interval, issue 22): close, not equal.
+            width = a["ece"]["ci"][1] - a["ece"]["ci"][0]
+            assert a["ece"]["value"] == pytest.approx(b["ece"]["value"], abs=max(0.005, 0.2 * width))
+            np.testing.assert_allclose(a["ece"]["ci"], b["ece"]["ci"], atol=max(0.01, 0.2 * width))
             for metric in ("brier", "log_loss"):
                 assert a[metric]["value"] == pytest.approx(b[metric]["value"], abs=1e-6)
                 width = a[metric]["ci"][1] - a[metric]["ci"][0]

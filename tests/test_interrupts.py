@@ -19,7 +19,7 @@ from commands import FACEAUDIT
 
 from faceaudit import interrupts
 from faceaudit.errors import FaceauditError
-from faceaudit.files import replace_folder
+from faceaudit.files import OWNED_FILE, replace_folder
 
 REPORT_FILES = ("audit.json", "report.html", "report.pdf", "summary.md", "predictions.csv")
 
@@ -170,6 +170,11 @@ def test_failing_reaudit_keeps_the_previous_folder(real_predictions, complete, t
 # --- the pieces, in process ---------------------------------------------------------------------------------------
 
 
+def _listed(out: Path) -> list[str]:
+    """The entries of an output folder, less faceaudit's hidden list of the entries it wrote."""
+    return sorted(p.name for p in out.iterdir() if p.name != OWNED_FILE)
+
+
 def test_replace_folder_swaps_and_cleans_up(tmp_path):
     out = tmp_path / "x" / "out"
     with pytest.raises(RuntimeError), replace_folder(out) as work:
@@ -182,13 +187,14 @@ def test_replace_folder_swaps_and_cleans_up(tmp_path):
     assert (out / "a.txt").read_text() == "one"
     with replace_folder(out) as work:
         (work / "b.txt").write_text("two")
-    assert sorted(p.name for p in out.iterdir()) == ["b.txt"]
+    assert _listed(out) == ["b.txt"]
     with replace_folder(out, copy_existing=True) as work:
         (work / "c.txt").write_text("three")
-    assert sorted(p.name for p in out.iterdir()) == ["b.txt", "c.txt"]
+    assert _listed(out) == ["b.txt", "c.txt"]
     with pytest.raises(KeyboardInterrupt), replace_folder(out) as work:
         raise KeyboardInterrupt
-    assert sorted(p.name for p in out.iterdir()) == ["b.txt", "c.txt"]
+    assert _listed(out) == ["b.txt", "c.txt"]
+    assert (out / OWNED_FILE).read_text().splitlines() == ["b.txt", "c.txt"]  # what faceaudit wrote there
     assert sorted(p.name for p in out.parent.iterdir()) == ["out"]
 
 

@@ -151,6 +151,25 @@ def test_logits_get_a_softmax_and_say_so(models):
     assert described["softmax_applied"] is True and described["output_kind"].startswith("logits")
 
 
+def test_a_softmax_faceaudit_applied_is_said_on_the_console_card_and_summary(models, tmp_path, capsys):
+    """Issue 23, item 7: a logits model's softmax is told once on stderr, in the model card and in summary.md."""
+    from faceaudit.audit.report.sections import model_card_section
+    from faceaudit.audit.report.summary import summary_markdown
+    from faceaudit.audit.result import AuditResult
+
+    out = tmp_path / "logits"
+    code = main(["audit", str(models["paths"]["logits"]), "--data", str(models["dataset"].source), "--out", str(out),
+                 "--n-boot", "0", "--no-tsne", "--no-report", "--min-group-size", "5"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    notes = [line for line in err.splitlines() if line.startswith("faceaudit: note: softmax applied")]
+    assert len(notes) == 1 and "logits" in notes[0], err
+    result = AuditResult.from_json(out)
+    assert "Outputs as read: softmax applied" in summary_markdown(result)
+    facts = dict(model_card_section(result).context["facts"])
+    assert facts["Output read"].startswith("softmax applied")
+
+
 def test_class_order_from_classes(models):
     """--classes names the output units in order; the probabilities come back in the schema's order."""
     from faceaudit.training.inference import predict

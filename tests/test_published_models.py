@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from commands import FACEAUDIT
 
 CONTRACTS = Path(__file__).resolve().parent.parent / "docs" / "contracts"
@@ -212,9 +211,8 @@ def test_an_nchw_onnx_export_runs_as_a_pytorch_export_would(published_models, ut
     import tensorflow as tf
     import tf2onnx
 
-    from faceaudit.training.runtimes import load_keras
-
     from faceaudit.training.export import ONNX_OPSET
+    from faceaudit.training.runtimes import load_keras
 
     model = load_keras(_model(published_models, "jovanovic-gender"), "h5")
     spec = tf.TensorSpec((None, 1, 48, 48), tf.float32, name="face")

@@ -135,7 +135,7 @@ def test_biased_race_is_found(result, table):
     assert disparities["bias"]["worst"] == "Black" and disparities["bias"]["n_ranked"] == 5
     assert disparities["bias"]["gap"]["ci"][0] > 0
     assert disparities["mae"]["worst"] == "Black" and disparities["mae"]["difference"]["ci"][0] > 0
-    assert disparities["mae"]["pairs"] == 10 and disparities["mae"]["level"] == pytest.approx(0.995)
+    assert disparities["mae"]["pairs"] == 10 and 0.99 < disparities["mae"]["level"] <= 0.995  # max-type level
     black = result.group("race", "Black")["vs_rest"]["bias"]
     assert black["p_holm"] < 0.001 and black["ci"][0] > 0 and black["family"] == 5
     assert black["value"] == pytest.approx(table.age_error[table.frame["race"] == "Black"].mean()
@@ -255,7 +255,7 @@ def test_cli_exit_codes_and_report(csv_path, tmp_path, capsys):
 @pytest.mark.parametrize("corrupt, message", [
     (lambda f: f.drop(columns=["pred_age"]), "lacks column(s): pred_age"),
     (lambda f: f.assign(pred_age=f["pred_age"].astype(object).where(f.index != 5, "old")),
-     "column 'pred_age' has a non-numeric value 'old' (row 7 of the file"),
+     "column 'pred_age' has a non-numeric value 'old' (line 7 of the file"),
     (lambda f: f.assign(age=f["age_band"]), "holds no ages in years"),
 ])
 def test_cli_bad_inputs_exit_2(csv_path, tmp_path, capsys, corrupt, message):

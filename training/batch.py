@@ -10,6 +10,7 @@ is built aside and swapped in whole: a failure or Ctrl-C leaves the previous fol
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -208,6 +209,7 @@ class RayPredictor:
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         from faceaudit.training.inference import predict
 
+        _injected_fault(int(batch[_ROW].iloc[0]) if len(batch) else 0)
         try:
             probs, embeddings = predict(self.model_file, batch, self.batch_size, False, schema=self.schema,
                                         runtime=self.runtime)
@@ -223,6 +225,24 @@ class RayPredictor:
         columns[_SOFTMAX] = np.full(len(batch), bool(self.runtime.softmax_applied))
         columns[_RENORMALISED] = np.full(len(batch), bool(self.runtime.renormalised))
         return pd.DataFrame(columns)
+
+
+#: Fault injection for the tests: a path in this variable makes the first worker that reaches a block past the
+#: first one create that file and kill itself (SIGKILL), once, so "a worker lost mid-run" happens at a known point
+#: whatever the machine's speed.
+FAULT_VARIABLE = "FACEAUDIT_TEST_KILL_RAY_WORKER"
+
+
+def _injected_fault(first_row: int) -> None:
+    """Kill this Ray worker (see ``FAULT_VARIABLE``) when asked to and no worker has been killed yet."""
+    marker = os.environ.get(FAULT_VARIABLE)
+    if not marker or first_row == 0:
+        return
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))  # exactly one worker, once
+    except FileExistsError:
+        return
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _ray_chunks(opened, rows: pd.DataFrame, shard_size: int, batch_size: int, workers: int) -> Iterator[Chunk]:

@@ -722,7 +722,7 @@ class TFLiteRuntime(Runtime):
                 warnings.simplefilter("ignore")
                 self.interpreter = interpreter_class(model_path=str(path), num_threads=usable_cpus())
         except Exception as exc:
-            raise FaceauditError(f"cannot load TFLite model {path}: {_first_line(exc)}") from None
+            raise _tflite_load_error(path, exc) from None
         inputs = self.interpreter.get_input_details()
         if len(inputs) != 1:
             raise FaceauditError(f"TFLite model {path.name} takes {len(inputs)} inputs; faceaudit runs models with "
@@ -793,6 +793,17 @@ def _dequantize(values: np.ndarray, detail: dict) -> np.ndarray:
     if np.issubdtype(values.dtype, np.integer) and scale:
         return (values.astype(np.float64) - zero) * scale
     return values.astype(np.float64)
+
+
+def _tflite_load_error(path: Path, exc: BaseException) -> FaceauditError:
+    """Why a TFLite file did not load: not a flatbuffer at all (random bytes, an empty file: the interpreter says
+    only "'utf-8' codec can't decode" or "Mmap ... failed"), or the interpreter's own first line."""
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    if head[4:8] != b"TFL3":  # every TFLite flatbuffer carries this file identifier
+        return FaceauditError(f"{path} is not a TFLite flatbuffer (no TFL3 identifier: the file is damaged or in "
+                              "another format)")
+    return FaceauditError(f"cannot load TFLite model {path}: {_first_line(exc)}")
 
 
 def _tflite_interpreter():
@@ -940,7 +951,7 @@ def inspect_model(source: Path | str) -> dict:
             try:
                 interpreter = interpreter_class(model_path=str(path))
             except Exception as exc:
-                raise FaceauditError(f"cannot load TFLite model {path}: {_first_line(exc)}") from None
+                raise _tflite_load_error(path, exc) from None
         detail = interpreter.get_input_details()[0]
         return {"format": fmt, "input": {"shape": [int(d) for d in detail.get("shape_signature", detail["shape"])],
                                          "dtype": np.dtype(detail["dtype"]).name},

@@ -561,14 +561,24 @@ def train(config: TrainConfig) -> Path:
                 callbacks = [timer, console.keras_bar(steps, label, fit=True)] if config.progress else [timer]
                 epoch_start = time.perf_counter()
                 _reseed(model, config.seed, phase_index, epoch)
-                train_data = distributed(tdata.train_dataset(
-                    x_train, y_train, n_classes=n_classes, batch_size=config.batch_size, seed=config.seed + 7919 * phase_index,
-                    epoch=epoch, sample_weights=weights, augment=config.augment and x_train.ndim == 4,
-                    rotation=config.rotation, zoom=config.zoom))
+                # tf.data's C++ runtime writes "E0000 ... node_def_util.cc ... use_unbounded_threadpool" (after
+                # absl's "WARNING: All log messages before absl::InitializeLog()") on fd 2 when the parallel map is
+                # built and while fitting: dropped unless --verbose, except while a progress bar is live on a
+                # terminal (it must not be held back)
+                from contextlib import nullcontext
+
+                with console.native_noise_dropped():
+                    train_data = distributed(tdata.train_dataset(
+                        x_train, y_train, n_classes=n_classes, batch_size=config.batch_size,
+                        seed=config.seed + 7919 * phase_index, epoch=epoch, sample_weights=weights,
+                        augment=config.augment and x_train.ndim == 4, rotation=config.rotation, zoom=config.zoom))
                 if role is not None:
                     _patch_for_multiworker(model, train_data.element_spec)
-                result = model.fit(train_data, validation_data=val_data, epochs=epoch + 1, initial_epoch=epoch,
-                                   verbose=0, callbacks=callbacks)
+
+                live_bar = config.progress and sys.stderr.isatty()
+                with nullcontext() if live_bar else console.native_noise_dropped():
+                    result = model.fit(train_data, validation_data=val_data, epochs=epoch + 1, initial_epoch=epoch,
+                                       verbose=0, callbacks=callbacks)
                 logs = {k: float(v[-1]) for k, v in result.history.items()}
                 if role is not None:
                     _average_batchnorm_statistics(strategy, model)
@@ -624,8 +634,14 @@ def train(config: TrainConfig) -> Path:
     # run.json is written last; until then inference reads what it needs from this stand-in.
     pending = RunRecord(status="predicting", backbone=backbone.name, label_schema=schema.to_dict(),
                         dlib_framing=config.dlib_framing if backbone.name == "dlib-resnet" else None)
-    table, _ = predict_table(out, test_m, batch_size=max(config.batch_size, 64), progress=config.progress,
-                             schema=schema, run=pending)
+    from contextlib import nullcontext
+
+    from faceaudit import console
+
+    # Keras' predict on arrays builds a parallel tf.data map: the same "E0000 ... use_unbounded_threadpool" line
+    with nullcontext() if config.progress and sys.stderr.isatty() else console.native_noise_dropped():
+        table, _ = predict_table(out, test_m, batch_size=max(config.batch_size, 64), progress=config.progress,
+                                 schema=schema, run=pending)
     infer_seconds = time.perf_counter() - infer_start
     table.write(out / PREDICTIONS_FILE)
     test_accuracy = float((table.y_true == table.y_pred).mean())

@@ -13,8 +13,7 @@ from faceaudit.templates.figures import PALETTE, Figure, jpeg_uri, new_figure, p
 from faceaudit.templates.layout import Cell, Section, Table
 
 from . import sections
-from .age_findings import difference_text, metric_text, overall_line, regression_findings, years
-from .findings import TOO_SMALL, headline, too_small_to_judge
+from .age_findings import difference_text, metric_text, years
 from .formatting import (
     direction_css,
     finest_grouping,
@@ -36,25 +35,6 @@ PER_GROUP = 6
 #: Most points drawn in the predicted-vs-true scatter (a random subset beyond; hexbin-like density otherwise).
 SCATTER_POINTS = 6_000
 METRIC_HEADS = {"mae": "MAE, years [CI]", "bias": "Bias, years [CI]", "within5": "Within ±5 y [CI]"}
-
-
-def _status_css(status: str) -> str:
-    return {"pass": "pass", "fail": "fail", "inconclusive": "inconclusive"}.get(status, "")
-
-
-def verdict_section(result) -> Section:
-    gates = result.gates
-    rows = Table(["Gate", "Rule", "Status", "Result"], caption="Release gates; a gate passes only when its whole "
-                 "confidence interval is on the right side of the threshold.")
-    for gate in (gates or {}).get("results", []):
-        rule = f"{gate.get('metric')} by {group_label(str(gate.get('grouping')))}: {gate.get('rule')} {gate.get('threshold')}"
-        rows.add(gate.get("name", ""), rule, Cell(gate["status"].upper(), _status_css(gate["status"])),
-                 gate.get("message", ""))
-    return Section("verdict", "Verdict", "report/age_verdict.html", {
-        "status": gates["status"] if gates else None, "counts": (gates or {}).get("counts", {}),
-        "too_small": TOO_SMALL if too_small_to_judge(result) else None, "headline": headline(result),
-        "gates": rows, "findings": [f.text for f in regression_findings(result)], "warnings": result.warnings,
-        "overall": overall_line(result), "n": result.overall["n"]})
 
 
 def model_card_section(result) -> Section:

@@ -58,6 +58,28 @@ def too_small_to_judge(result) -> bool:
     return bool(result.data.get("too_small_to_judge"))
 
 
+def inconclusive_sentence(result) -> str | None:
+    """Whether the gates' verdict rests on a lack of data rather than a failure: the inconclusive gates, what the
+    first needs, and whether any gate fails for cause. None when no gate is inconclusive."""
+    gates = result.gates or {}
+    open_gates = [g for g in gates.get("results", []) if g.get("status") == "inconclusive"]
+    if not open_gates or too_small_to_judge(result):
+        return None
+    failed = int((gates.get("counts") or {}).get("fail", 0))
+    need = next((g for g in open_gates if g.get("needs")), None)
+    example = ""
+    if need is not None:
+        from faceaudit.audit.planner import needs_line
+
+        example = f" ({need['name']} {needs_line(need['needs'][:1])})"
+    names = plural(len(open_gates), "gate")
+    if failed:
+        return (f"{plural(failed, 'gate')} fail{'s' if failed == 1 else ''} for cause; {names} "
+                f"{'is' if len(open_gates) == 1 else 'are'} also inconclusive for lack of data{example}.")
+    return (f"Inconclusive for lack of data, not a failure: no gate fails, but {names} cannot be decided with "
+            f"these test images{example}. `faceaudit plan --gates GATES --from audit.json` sizes the test set.")
+
+
 def too_small_sentence(result) -> str | None:
     """Why nothing is concluded from a too-small test set, or None when the test set is large enough."""
     if not too_small_to_judge(result):
@@ -151,7 +173,8 @@ def _worst_group_finding(result, grouping: str, metric: str = "accuracy", *, onl
 
 def _intersection_finding(result) -> Finding | None:
     """The intersectional group furthest below the rest of the test set, among those whose shortfall holds after
-    Holm's adjustment over the groups of its grouping; a plain statement when there is none."""
+    the audit's adjustment (one family over the ranked groups of every intersection: Bonferroni intervals, Holm
+    within each grouping at its share of the family's error rate); a plain statement when there is none."""
     worst, compared = None, 0
     for grouping in intersection_groupings(schema_of(result)):
         for record in result.groupings.get(grouping, {}).get("groups", []):
@@ -165,12 +188,12 @@ def _intersection_finding(result) -> Finding | None:
         return None
     if worst is None:
         return Finding(f"No intersectional group's accuracy differs from the rest of the test set beyond sampling "
-                       f"noise ({compared} ranked groups compared, Holm-adjusted within each intersection); "
+                       f"noise ({compared} ranked groups compared, adjusted as one family across the intersections); "
                        "differences within the intervals shown cannot be ruled out.", 0.0, "intersection")
     grouping, diff, record = worst
     text = (f"The worst-served intersectional group is {record['key']} ({group_label(grouping)}, n={record['n']}): "
             f"accuracy {fmt_stat(record['metrics']['accuracy'])}, {points(diff)} against the rest of the test set "
-            f"(one of {plural(diff.get('family') or 0, 'ranked group')} of {group_label(grouping)} compared; interval "
+            f"(one of {plural(diff.get('family') or 0, 'ranked group')} compared across the intersections; interval "
             f"adjusted for all of them, Holm-adjusted {fmt_p(diff.get('p_holm'))}).")
     return Finding(text, -float(diff["value"]), "intersection")
 
@@ -252,7 +275,8 @@ def headline(result) -> list[str]:
 
     model = result.model or {}
     return [text for text in (sanity.sentence(model.get("sanity")), overlap.sentence(model.get("overlap")),
-                              too_small_sentence(result), missing_sentence(result)) if text]
+                              too_small_sentence(result), missing_sentence(result), inconclusive_sentence(result))
+            if text]
 
 
 def findings(result, limit: int = 3) -> list[Finding]:

@@ -71,7 +71,7 @@ def _subtitle(result: AuditResult) -> str:
 def _regression_parts(result: AuditResult, predictions, thumbnails: bool, audit_dir: Path, history, history_note: str,
                       home: Path | None) -> list:
     """An age regressor's sections: no confusion matrices, calibration or embedding clusters."""
-    return [age_sections.verdict_section(result), age_sections.model_card_section(result),
+    return [sections.verdict_section(result), age_sections.model_card_section(result),
             sections.data_section(result), age_sections.metrics_section(result, predictions),
             age_sections.gallery_section(result, predictions, thumbnails, audit_dir),
             sections.training_section(history, history_note),

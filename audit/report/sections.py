@@ -55,11 +55,20 @@ def verdict_section(result) -> Section:
             rule = f"{gate.get('metric')} by {group_label(str(gate.get('grouping')))}: {gate.get('rule')} {gate.get('threshold')}"
             rows.add(gate.get("name", ""), rule, Cell(gate["status"].upper(), _status_css(gate["status"])),
                      gate.get("message", ""))
+    if result.taxonomy.regression:  # an age regressor: errors in years, its own findings
+        from .age_findings import overall_line, regression_findings
+
+        lead = ("Age estimation", overall_line(result), "An overall error hides whom the model misjudges",
+                " --target age", regression_findings(result))
+    else:
+        lead = ("Overall accuracy", fmt_stat(result.overall["metrics"]["accuracy"]),
+                "An overall number hides who the model fails", "", findings(result))
+    what, overall, hides, target_flag, found = lead
     return Section("verdict", "Verdict", "report/verdict.html", {
         "status": gates["status"] if gates else None, "counts": (gates or {}).get("counts", {}),
         "too_small": TOO_SMALL if too_small_to_judge(result) else None, "headline": headline(result),
-        "gates": rows, "findings": [f.text for f in findings(result)], "warnings": result.warnings,
-        "overall": fmt_stat(result.overall["metrics"]["accuracy"]), "n": result.overall["n"]})
+        "gates": rows, "findings": [f.text for f in found], "warnings": result.warnings,
+        "overall": overall, "n": result.overall["n"], "what": what, "hides": hides, "target_flag": target_flag})
 
 
 def _scalar_items(data: dict | None, prefix: str = "") -> list[tuple[str, str]]:
@@ -126,7 +135,7 @@ def model_card_section(result) -> Section:
              ("Run hash", model.get("run_hash") or "not recorded"),
              ("Evaluated on", f"{data.get('n')} {data.get('split', 'test')} images from {file_name(data.get('source'))}"),
              ("Synthetic data", "yes — numbers say nothing about real faces" if model.get("synthetic") or data.get("synthetic") else "no"),
-             *_composition_facts(run), *_contract_facts(model)]
+             *_composition_facts(run), *_contract_facts(model), *_output_facts(model)]
     return Section("model-card", "Model card", "report/model_card.html", {
         "facts": facts, "training": training, "run_recorded": bool(run), **_taxonomy_context(result)})
 
@@ -147,6 +156,30 @@ def _composition_facts(run: dict) -> list[tuple[str, str]]:
         facts.append(("Mitigation", f"{mitigation.get('method')} of run {source.get('name')}, per-class biases "
                                     f"fitted on its {mitigation.get('fitted_on', 'validation split')}: {shifts}"))
     return facts
+
+
+def output_steps(model: dict) -> list[str]:
+    """Everything faceaudit did to the model's outputs, one sentence each, for the console's ``note:`` lines, the
+    model card and summary.md: a contract's steps as recorded (``model.steps``), else what the runtime recorded of
+    a model run without one (softmax over logits, renormalised probabilities, output units mapped to classes)."""
+    if model.get("steps"):
+        return [str(step) for step in model["steps"]]
+    runtime = model.get("runtime") if isinstance(model.get("runtime"), dict) else {}
+    steps = []
+    if runtime.get("softmax_applied"):
+        steps.append(f"softmax applied to output {runtime.get('output') or ''}".rstrip() + ": its values were "
+                     "logits, not probabilities (they did not lie in [0, 1] summing to 1)")
+    if runtime.get("renormalised"):
+        steps.append("probabilities renormalised to sum to 1 (the model's rows drifted from 1)")
+    return steps
+
+
+def _output_facts(model: dict) -> list[tuple[str, str]]:
+    """The model card's row for what was done to a model's outputs when it ran without a contract."""
+    if isinstance(model.get("contract"), dict):
+        return []  # the contract's own rows say it
+    steps = output_steps(model)
+    return [("Output read", "; ".join(steps))] if steps else []
 
 
 def _contract_facts(model: dict) -> list[tuple[str, str]]:

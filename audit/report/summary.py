@@ -19,6 +19,7 @@ from .formatting import (
     target_label,
     temperature_text,
 )
+from .sections import output_steps
 
 #: The review-comment budget the issue sets.
 MAX_LINES = 60
@@ -47,6 +48,8 @@ def _status(result) -> str:
     """The title's verdict: too small to judge first, then the gates' status."""
     gates = (result.gates or {}).get("status")
     status = gates.upper() if gates else "NOT GATED"
+    if gates == "inconclusive" and not int(((result.gates or {}).get("counts") or {}).get("fail", 0)):
+        status += " (for lack of data: no gate fails)"
     return f"{TOO_SMALL} (gates {status})" if too_small_to_judge(result) else status
 
 
@@ -54,8 +57,11 @@ def _method_line(result) -> str:
     ci = int(100 * result.settings.get("ci", 0.95))
     return (f"Overall accuracy {fmt_stat(result.overall['metrics']['accuracy'])} on {result.overall['n']} "
             f"{_md(result.data.get('split', 'test'))} images. {ci}% intervals: Clopper–Pearson for proportions, built "
-            f"from per-{target_label(schema_of(result))} intervals for balanced accuracy and macro-F1; vs-rest and worst-vs-best intervals Bonferroni-adjusted for the groups "
-            f"compared, p-values Holm-adjusted. Backbone: {_md(result.model.get('backbone') or 'not recorded')}; "
+            f"from per-{target_label(schema_of(result))} intervals for balanced accuracy and macro-F1; vs-rest intervals Bonferroni-adjusted over one family "
+            f"per tier (race, gender and age band together), p-values Holm-adjusted; worst-vs-best, gap and ratio "
+            f"simultaneous over all pairs (max-type); ECE a normal bootstrap of the debiased ECE, MCE bin-wise "
+            f"Clopper–Pearson bounds, Brier, log loss and embedding figures percentile bootstrap "
+            f"(audit.json settings.intervals has each method). Backbone: {_md(result.model.get('backbone') or 'not recorded')}; "
             f"run {_md(str(result.model.get('run_hash') or '')[:12] or 'not recorded')}.")
 
 
@@ -111,6 +117,9 @@ def summary_markdown(result) -> str:
     lines += [line for text in headline(result) for line in (f"**{_md(text)}**", "")]
     if result.model.get("synthetic") or result.data.get("synthetic"):
         lines += ["**Synthetic data: these numbers say nothing about real faces.**", ""]
+    steps = output_steps(result.model)
+    if steps:  # what faceaudit did to the model's outputs: a reviewer must know the numbers are not raw
+        lines += [f"Outputs as read: {_md('; '.join(steps))}.", ""]
     lines += _gate_lines(result)
     found = findings(result)
     if found:

@@ -51,6 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--prob-prefix", default="prob_", metavar="PREFIX",
                         help="with --predictions: prefix of the probability columns, e.g. 'p_' for "
                         "p_White ... p_Others (default: prob_)")
+    parser.add_argument("--allow-overlap", action="store_true",
+                        help="with --predictions: audit although some test image ids are also val or train rows "
+                        "(refused by default: a leak between splits); the overlap is reported as a warning")
     parser.add_argument("--schema", choices=sorted(SCHEMAS), default=None,
                         help="label schema preset: classes, attributes and their spellings (default: the run's, else "
                         "UTKFace where the labels fit, else classes read from the prob_* columns)")
@@ -153,7 +156,7 @@ def _compute(args: argparse.Namespace, min_group_size: int | None) -> dict:
 
         result = audit(args.predictions, embeddings=args.embeddings, id_col=args.id_col,
                        prob_prefix=args.prob_prefix, age_bands=args.age_bands, engine=args.engine,
-                       workers=args.workers, **options)
+                       workers=args.workers, allow_overlap=args.allow_overlap, **options)
         return {result.taxonomy.target: result}
     from faceaudit.api import audit_heads, audit_model
 
@@ -225,8 +228,10 @@ def run_audit(args: argparse.Namespace) -> int:
     first = next(iter(results.values()))
     for note in first.data.get("notes", []):
         print(f"faceaudit: warning: {note}", file=sys.stderr)
+    from faceaudit.audit.report.sections import output_steps
+
     for result in results.values():
-        for step in result.model.get("steps") or []:
+        for step in output_steps(result.model):  # a contract's steps, or a softmax faceaudit applied
             print(f"faceaudit: note: {step}", file=sys.stderr)
     code = 0
     for target, result in results.items():

@@ -12,6 +12,7 @@ instead of a class and its probabilities; the written table adds ``error`` (pred
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -44,6 +45,9 @@ def read_table(path: Path, what: str = "predictions file") -> pd.DataFrame:
         if path.suffix.lower() in (".parquet", ".pq"):
             return pd.read_parquet(path)
         return pd.read_csv(path, dtype={"image_id": str, "sha256": str, "path": str})
+    except UnicodeDecodeError:
+        raise FaceauditError(f"cannot read {what} {path}: it is not UTF-8 text (a binary file? save it as a UTF-8 "
+                             "CSV or as Parquet)") from None
     except (ValueError, OSError, pd.errors.ParserError, ImportError) as exc:
         raise FaceauditError(f"cannot read {what} {path}: {str(exc).splitlines()[0]}") from None
 
@@ -85,6 +89,8 @@ def map_columns(frame: pd.DataFrame, *, id_col: str = "image_id", prob_prefix: s
     # A canonical column the mapping replaces (an old image_id beside --id-col) is ignored, not read twice.
     shadowed = [c for c in renames.values() if c in frame.columns and c not in renames]
     frame = frame.drop(columns=shadowed).rename(columns=renames)
+    if prob_prefix != "prob_":
+        frame.attrs["prob_prefix"] = prob_prefix  # so that an error names the user's columns, not prob_*
     return frame, shadowed
 
 
@@ -112,8 +118,10 @@ def missing_id_hint(frame: pd.DataFrame, schema: LabelSchema = UTKFACE) -> str:
     return f" (try {' '.join(hints)})" if hints else ""
 
 
-def check_probabilities(probs: np.ndarray, n_classes: int, *, what: str = "predictions") -> None:
-    """Raise one FaceauditError unless every row is a probability vector over ``n_classes`` classes."""
+def check_probabilities(probs: np.ndarray, n_classes: int, *, what: str = "predictions",
+                        frame: pd.DataFrame | None = None) -> None:
+    """Raise one FaceauditError unless every row is a probability vector over ``n_classes`` classes (``frame``,
+    the table the rows came from, lets the error name a file's line or a DataFrame's row)."""
     probs = np.asarray(probs, dtype=float)
     if probs.ndim != 2 or probs.shape[1] != n_classes:
         raise FaceauditError(f"{what}: expected {n_classes} class probabilities per image, got shape {probs.shape}")
@@ -125,12 +133,14 @@ def check_probabilities(probs: np.ndarray, n_classes: int, *, what: str = "predi
     for mask, text in problems:
         if mask.any():
             row = int(np.flatnonzero(mask)[0])
-            raise FaceauditError(f"{what}: a probability in row {row + 2} {text} ({mask.sum()} row(s) affected)")
+            where = f"row {row + 2}" if frame is None else _row_text(FileRows.line(frame, row), what)
+            raise FaceauditError(f"{what}: a probability in {where} {text} ({mask.sum()} row(s) affected)")
     sums = probs.sum(axis=1)
     off = np.abs(sums - 1) > PROB_SUM_TOLERANCE
     if off.any():
         row = int(np.flatnonzero(off)[0])
-        raise FaceauditError(f"{what}: probabilities in row {row + 2} sum to {sums[row]:.4f}, not 1 "
+        where = f"row {row + 2}" if frame is None else _row_text(FileRows.line(frame, row), what)
+        raise FaceauditError(f"{what}: probabilities in {where} sum to {sums[row]:.4f}, not 1 "
                              f"(tolerance {PROB_SUM_TOLERANCE}; {off.sum()} row(s) affected)")
 
 
@@ -180,16 +190,64 @@ def _numeric_column(frame: pd.DataFrame, column: str, what: str) -> np.ndarray:
     series = frame[column]
     values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float)
     missing = series.isna().to_numpy()
-    problems = [(missing, "has a missing value"),
+    problems = [(missing, "has a missing or NaN value"),
                 (np.isnan(values) & ~missing, "has a non-numeric value"),
                 (np.isinf(values), "has an infinite value")]
     for mask, text in problems:
         if mask.any():
             row = int(np.flatnonzero(mask)[0])
-            value = "" if text.endswith("missing value") else f" {shown(series.iloc[row])}"
-            raise FaceauditError(f"{what}: column {column!r} {text}{value} (row {row + 2} of the file; "
-                                 f"{int(mask.sum())} row(s) affected)")
+            value = "" if text.endswith("NaN value") else f" {shown(series.iloc[row])}"
+            line = FileRows.line(frame, row)  # its row in the whole table
+            raise FaceauditError(f"{what}: column {column!r} {text}{value} ({_row_text(line, what)}; "
+                                 f"{int(mask.sum())} row(s) affected){_number_hint(series.iloc[row], text, what)}")
     return values
+
+
+class FileRows:
+    """The positions, in the whole table, of a subset's rows (the test rows of a file with a ``split`` column),
+    kept in ``frame.attrs["rows"]`` so an error names the line of the file. Compared by identity and never deep
+    copied: pandas compares and copies ``attrs`` on every operation."""
+
+    __slots__ = ("positions",)
+
+    def __init__(self, positions: np.ndarray):
+        self.positions = positions
+
+    def __eq__(self, other) -> bool:
+        return self is other
+
+    __hash__ = object.__hash__
+
+    def __deepcopy__(self, memo) -> "FileRows":
+        return self
+
+    @staticmethod
+    def line(frame: pd.DataFrame, row: int) -> int:
+        """``row`` of ``frame`` as a row of the whole table (itself when the frame is not such a subset)."""
+        rows = frame.attrs.get("rows")
+        if isinstance(rows, FileRows) and len(rows.positions) == len(frame):
+            return int(rows.positions[row])
+        return row
+
+
+def _row_text(row: int, what: str) -> str:
+    """Where a bad value is: a CSV file's line (header on line 1, so row + 2), another file's (Parquet, a shard)
+    row counted from 1, or a DataFrame's row position (from 0)."""
+    if what.lower().endswith(".csv"):
+        return f"line {row + 2} of the file"
+    if what.startswith(("predictions file", "predictions shard")):
+        return f"row {row + 1} of the file"
+    return f"row {row} of the table"
+
+
+def _number_hint(value, problem: str, what: str) -> str:
+    """What a bad number probably is: a decimal comma (``0,93``), or, for a missing value in a CSV file, a short
+    row or an empty cell."""
+    if problem.endswith("NaN value"):
+        return "; a row shorter than the header, or an empty cell" if what.lower().endswith(".csv") else ""
+    if re.fullmatch(r"\s*[-+]?\d*,\d+\s*", str(value)):
+        return "; that is a decimal comma: write numbers with a decimal point (0.93, not 0,93)"
+    return ""
 
 
 def _regression_frame(frame: pd.DataFrame, schema: LabelSchema, what: str) -> pd.DataFrame:
@@ -285,8 +343,10 @@ class PredictionsTable:
                 except FaceauditError as exc:
                     if attribute.name != schema.target or not present_probs:
                         raise
-                    raise FaceauditError(f"{exc} (the classes are those of the {', '.join(present_probs)} columns; "
-                                         f"add the missing prob_ column or pass --schema)") from None
+                    prefix = str(frame.attrs.get("prob_prefix", "prob_"))  # the user's names (--prob-prefix)
+                    named = [prefix + c[len("prob_"):] for c in present_probs]
+                    raise FaceauditError(f"{exc} (the classes are those of the {', '.join(named)} columns; "
+                                         f"add the missing {prefix} column or pass --schema)") from None
         try:
             out["age"], bands = _age_columns(frame, schema.age_bands, needs_age)
         except FaceauditError as exc:
@@ -296,11 +356,8 @@ class PredictionsTable:
         classes = schema.classes
         target = schema.attribute(schema.target)
         if present_probs:
-            try:
-                probs = frame[list(schema.prob_columns)].apply(pd.to_numeric, errors="raise").to_numpy(dtype=float)
-            except (ValueError, TypeError):
-                raise FaceauditError(f"{what} has a non-numeric probability") from None
-            check_probabilities(probs, len(classes), what=what)
+            probs = np.column_stack([_numeric_column(frame, column, what) for column in schema.prob_columns])
+            check_probabilities(probs, len(classes), what=what, frame=frame)
             for column, values in zip(schema.prob_columns, probs.T):
                 out[column] = values
             pred = probs.argmax(axis=1)
@@ -312,7 +369,8 @@ class PredictionsTable:
                 disagree = (np.asarray(given.codes) != pred) & ~ties
                 if disagree.any():
                     row = int(np.flatnonzero(disagree)[0])
-                    raise FaceauditError(f"{schema.pred_column} {given[row]!r} (row {row + 2}) is not the most probable "
+                    raise FaceauditError(f"{schema.pred_column} {given[row]!r} "
+                                         f"({_row_text(FileRows.line(frame, row), what)}) is not the most probable "
                                          f"class ({classes[pred[row]]}); pass probabilities or labels that agree")
         else:
             out[schema.pred_column] = target.categorical(frame[schema.pred_column], schema.pred_column)
