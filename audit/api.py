@@ -292,17 +292,8 @@ def audit(
         info.setdefault("run_hash", digest)
         data.setdefault("source", source)
         data.setdefault("predictions_sha256", digest)
-    info.setdefault("name", "model")
-    info.setdefault("kind", "predictions")
-    info.setdefault("backbone", None)
-    info.setdefault("synthetic", False)
-    info.setdefault("run", None)
-    data.setdefault("split", "test")
-    data.setdefault("n", len(test) if streamed is None else streamed.statistics.n)
-    data["notes"] = [*data.get("notes", []), *notes]
-    data.setdefault("n_val", None if val_table is None else len(val_table))
-    data.setdefault("synthetic", False)
-    data.setdefault("age_bands", str(test.schema.age_bands))
+    _fill_defaults(info, data, test, notes, n=len(test) if streamed is None else streamed.statistics.n,
+                   n_val=None if val_table is None else len(val_table))
     if streamed is not None:
         data["streamed"] = streamed.info
     audited = test if streamed is None or streamed.complete else streamed.statistics
@@ -333,6 +324,18 @@ def _is_age_audit(predictions: PredictionsLike, target: str | None, schema: Labe
     return False
 
 
+def _fill_defaults(info: dict, data: dict, test: PredictionsTable, notes: list[str], *, n: int,
+                   n_val: int | None) -> None:
+    """What audit.json's model and data blocks say when the caller did not: a predictions table of unknown origin."""
+    for key, value in (("name", "model"), ("kind", "predictions"), ("backbone", None), ("synthetic", False),
+                       ("run", None)):
+        info.setdefault(key, value)
+    for key, value in (("split", "test"), ("n", n), ("n_val", n_val), ("synthetic", False),
+                       ("age_bands", str(test.schema.age_bands))):
+        data.setdefault(key, value)
+    data["notes"] = [*data.get("notes", []), *notes]
+
+
 def _audit_regression(predictions: PredictionsLike, *, target, groups, schema, age_bands, gate_list, gates_source,
                       val, embeddings, settings: AuditSettings, model, data, id_col: str, local: dict
                       ) -> AuditResult:
@@ -360,17 +363,7 @@ def _audit_regression(predictions: PredictionsLike, *, target, groups, schema, a
         info.setdefault("run_hash", digest)
         data.setdefault("source", str(path.resolve()))
         data.setdefault("predictions_sha256", digest)
-    info.setdefault("name", "model")
-    info.setdefault("kind", "predictions")
-    info.setdefault("backbone", None)
-    info.setdefault("synthetic", False)
-    info.setdefault("run", None)
-    data.setdefault("split", "test")
-    data.setdefault("n", len(test))
-    data["notes"] = [*data.get("notes", []), *notes]
-    data.setdefault("n_val", None)
-    data.setdefault("synthetic", False)
-    data.setdefault("age_bands", str(test.schema.age_bands))
+    _fill_defaults(info, data, test, notes, n=len(test), n_val=None)
     result = compute_regression_audit(test, settings=settings, model=info, data=data, notes=notes)
     result.settings["engine"] = local
     if gate_list:

@@ -221,7 +221,11 @@ def run_audit(args: argparse.Namespace) -> int:
     if args.check:
         return _run_check(args)
     inputs = (args.source, args.predictions, args.embeddings, args.gates, args.data, args.contract)
-    several = args.contract is not None and args.target is None and _outputs(args.contract) > 1
+    if args.contract is not None:  # read once: it decides the folders and runs the model
+        from faceaudit.seams.contract import load_contract
+
+        args.contract = load_contract(args.contract)
+    several = args.contract is not None and args.target is None and len(args.contract.outputs) > 1
     if args.out is not None and not several:
         replaceable_dir(args.out, "audit.json", keep=inputs)
     results = _compute(args, args.min_group_size)
@@ -243,12 +247,6 @@ def run_audit(args: argparse.Namespace) -> int:
             out_dir = args.out or Path("reports") / _slug(name)
         code = max(code, _write(args, result, replaceable_dir(out_dir, "audit.json", keep=inputs), inputs))
     return code
-
-
-def _outputs(contract: Path) -> int:
-    from faceaudit.seams.contract import load_contract
-
-    return len(load_contract(contract).outputs)
 
 
 def _write(args: argparse.Namespace, result, out_dir: Path, inputs: tuple) -> int:

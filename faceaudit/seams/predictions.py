@@ -250,6 +250,15 @@ def _number_hint(value, problem: str, what: str) -> str:
     return ""
 
 
+def _id_frame(frame: pd.DataFrame, what: str) -> pd.DataFrame:
+    """The table's ``image_id`` column as text, each id once (one line naming the first repeated one)."""
+    out = pd.DataFrame({"image_id": frame["image_id"].astype(str).to_numpy()})
+    if out["image_id"].duplicated().any():
+        dup = out["image_id"][out["image_id"].duplicated()].iloc[0]
+        raise FaceauditError(f"{what} lists image_id {dup!r} more than once")
+    return out
+
+
 def _regression_frame(frame: pd.DataFrame, schema: LabelSchema, what: str) -> pd.DataFrame:
     """The canonical frame of an age regressor's table: ``image_id``, the grouping attributes as categoricals,
     ``age`` (years), ``age_band``, ``pred_age`` (years), then ``path``, ``sha256``, ``split`` when given."""
@@ -260,10 +269,7 @@ def _regression_frame(frame: pd.DataFrame, schema: LabelSchema, what: str) -> pd
         hint = " (an age audit needs the true age in years and the predicted age in years)" if (
             "age" in missing or PRED_AGE in missing) else ""
         raise FaceauditError(f"{what} lacks column(s): {'; '.join(missing)}{hint}{missing_id_hint(frame, schema)}")
-    out = pd.DataFrame({"image_id": frame["image_id"].astype(str).to_numpy()})
-    if out["image_id"].duplicated().any():
-        dup = out["image_id"][out["image_id"].duplicated()].iloc[0]
-        raise FaceauditError(f"{what} lists image_id {dup!r} more than once")
+    out = _id_frame(frame, what)
     for attribute in schema.attributes:
         if attribute.name in columns:
             out[attribute.name] = attribute.categorical(frame[attribute.name])
@@ -332,10 +338,7 @@ class PredictionsTable:
         if missing:
             raise FaceauditError(f"{what} lacks column(s): {'; '.join(missing)}{missing_id_hint(frame, schema)}")
 
-        out = pd.DataFrame({"image_id": frame["image_id"].astype(str).to_numpy()})
-        if out["image_id"].duplicated().any():
-            dup = out["image_id"][out["image_id"].duplicated()].iloc[0]
-            raise FaceauditError(f"{what} lists image_id {dup!r} more than once")
+        out = _id_frame(frame, what)
         for attribute in schema.attributes:
             if attribute.name in columns:
                 try:
