@@ -7,7 +7,6 @@ intervals, and judges gates. Nothing is written until the result's ``.write(out)
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,10 +34,12 @@ from faceaudit.seams.predictions import (
     recorded_schema,
 )
 from faceaudit.taxonomy import AGE_TARGET, AgeBands, LabelSchema, get_schema, name_list
+from faceaudit.validation import validate_params
 
 from . import gates as gates_mod
 from . import stream
 from .engine import AuditSettings, compute_audit
+from .overlap import split_leak
 from .result import AuditResult
 
 PredictionsLike = pd.DataFrame | PredictionsTable | str | Path
@@ -47,17 +48,8 @@ GatesLike = str | Path | dict | Sequence[gates_mod.Gate] | None
 
 def _settings(*, n_boot: int, ci: float, seed: int, min_group_size: int, min_test_size: int, tsne: bool,
               inconclusive: str, progress: bool) -> AuditSettings:
-    """Settings checked the way a command line checks its options: one line per mistake."""
-    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 0:
-        raise FaceauditError(f"n_boot must be a whole number, 0 or more (got {n_boot!r})")
-    if isinstance(ci, bool) or not isinstance(ci, numbers.Real) or not 0 < ci < 1:
-        raise FaceauditError(f"ci must be between 0 and 1, e.g. 0.95 (got {ci!r})")
-    if isinstance(min_group_size, bool) or not isinstance(min_group_size, (int, np.integer)) or min_group_size < 1:
-        raise FaceauditError(f"min_group_size must be a whole number, at least 1 (got {min_group_size!r})")
-    if isinstance(min_test_size, bool) or not isinstance(min_test_size, (int, np.integer)) or min_test_size < 0:
-        raise FaceauditError(f"min_test_size must be a whole number, 0 or more (got {min_test_size!r})")
-    if inconclusive not in ("pass", "fail"):
-        raise FaceauditError(f"inconclusive must be 'pass' or 'fail' (got {inconclusive!r})")
+    """The engine's settings from :func:`audit`'s arguments (checked by :func:`validate_params`), as plain Python
+    numbers (a numpy integer or float32 level becomes an int or float)."""
     return AuditSettings(n_boot=int(n_boot), ci=float(ci), seed=int(seed), min_group_size=int(min_group_size),
                          min_test_size=int(min_test_size), tsne=bool(tsne), inconclusive=inconclusive,
                          progress=progress)
@@ -120,11 +112,7 @@ def split_overlap(frame: pd.DataFrame, split: np.ndarray, allow: bool) -> list[s
     if not len(shared):
         return []
     where = "/".join(sorted(set(others.loc[list(shared)].astype(str))))
-    text = (f"{len(shared):,} test image id(s) also under split={where} (e.g. {shared[0]!r}): the same image is "
-            f"in two splits")
-    if not allow:
-        raise FaceauditError(f"{text}; remove the duplicates, or pass --allow-overlap to audit anyway with a warning")
-    return [f"{text}, audited anyway (--allow-overlap)"]
+    return split_leak(len(shared), str(shared[0]), where, allow)
 
 
 def prepare(predictions: PredictionsLike, *, schema: LabelSchema | str | None = None, target: str | None = None,
@@ -183,16 +171,15 @@ def prepare(predictions: PredictionsLike, *, schema: LabelSchema | str | None = 
     return test, val, vectors, notes
 
 
+@validate_params
 def audit(
     predictions: PredictionsLike,
     *,
-    target: str | None = None,
-    groups: Sequence[str] | None = None,
     schema: LabelSchema | str | None = None,
+    target: str | None = None,
+    groups: str | Sequence[str] | None = None,
     age_bands: AgeBands | str | None = None,
     gates: GatesLike = None,
-    val: pd.DataFrame | PredictionsTable | None = None,
-    embeddings: Any = None,
     ci: float = DEFAULT_CI,
     n_boot: int = DEFAULT_N_BOOT,
     seed: int = DEFAULT_SEED,
@@ -201,15 +188,17 @@ def audit(
     inconclusive: str = DEFAULT_INCONCLUSIVE,
     tsne: bool = True,
     temperature: bool = True,
-    model: dict | str | None = None,
-    data: dict | None = None,
+    val: pd.DataFrame | PredictionsTable | None = None,
+    embeddings: Any = None,
+    embedding_source: str = "file",
     id_col: str = "image_id",
     prob_prefix: str = "prob_",
-    embedding_source: str = "file",
+    allow_overlap: bool = False,
     engine: str = "local",
     workers: int | None = None,
     progress: bool = False,
-    allow_overlap: bool = False,
+    model_info: dict | str | None = None,
+    data_info: dict | None = None,
 ) -> AuditResult:
     """Audit a classifier's predictions by every group of its label schema, with intervals that cover.
 
@@ -221,11 +210,18 @@ def audit(
     age_band), and ``prob_<class>`` columns or ``pred_<target>``. Without ``schema`` the classes are read from the
     ``prob_*`` columns. Rows with ``split == "val"`` (or ``val``) fit temperature scaling; only ``split == "test"``
     rows are audited when there are any. ``gates`` is a TOML file (see ``faceaudit/gates.toml``) or its parsed
-    dict; ``embeddings`` an array or ``.npy`` aligned with the rows.
+    dict; ``embeddings`` an array or ``.npy`` aligned with the rows. ``model_info`` and ``data_info`` are what
+    audit.json's ``model`` and ``data`` blocks record (a name or dict; default: read from a predictions file, else
+    "model"); :func:`faceaudit.audit_model` fills them from the model and dataset it ran.
+
+    Every argument is checked before any work (:mod:`faceaudit.validation`): ``ci`` in (0, 1), ``n_boot`` and
+    ``seed`` whole numbers (``seed=1.5`` is refused, not rounded), ``inconclusive`` "pass" or "fail", ``engine``
+    "local" or "ray"; a refusal is an :class:`~faceaudit.validation.InvalidParameterError` (a ValueError and a
+    TypeError).
 
     A folder or glob of Parquet shards (as ``faceaudit predict`` writes) is streamed: reduced shard by shard to
     mergeable statistics in bounded memory, here or on Ray workers (``engine="ray"``, ``workers``), with each
-    shard's embeddings read from ``part-*.embeddings.npy`` beside it (see :mod:`faceaudit.audit.stream`).
+    shard's embeddings read from ``part-*.embeddings.npy`` beside it (see :mod:`faceaudit.auditing.stream`).
 
     >>> result = faceaudit.audit(frame)                    # doctest: +SKIP
     >>> result.by_group("race", "accuracy")                # doctest: +SKIP
@@ -233,8 +229,8 @@ def audit(
     gate_list, gates_min_size, gates_source = load_gates(gates)
     if min_group_size is None:
         min_group_size = gates_min_size or DEFAULT_MIN_GROUP_SIZE
-    settings = _settings(n_boot=n_boot, ci=ci, seed=seed, min_group_size=min_group_size, min_test_size=min_test_size, tsne=tsne, inconclusive=inconclusive,
-                         progress=progress)
+    settings = _settings(n_boot=n_boot, ci=ci, seed=seed, min_group_size=min_group_size, min_test_size=min_test_size,
+                         tsne=tsne, inconclusive=inconclusive, progress=progress)
     from faceaudit.distributed import check_engine, local_engine
 
     check_engine(engine, workers)
@@ -245,7 +241,8 @@ def audit(
                                  "engine='ray'; concatenate the shards into one file")
         return _audit_regression(predictions, target=target, groups=groups, schema=schema, age_bands=age_bands,
                                  gate_list=gate_list, gates_source=gates_source, val=val, embeddings=embeddings,
-                                 settings=settings, model=model, data=data, id_col=id_col, local=local_engine())
+                                 settings=settings, model_info=model_info, data_info=data_info, id_col=id_col,
+                                 local=local_engine())
     if engine != "local" and not sharded:
         raise FaceauditError("engine='ray' audits Parquet shards (a folder or glob, as faceaudit predict writes); "
                              "one table is audited in this process")
@@ -259,7 +256,7 @@ def audit(
             groups=name_list(groups),
             age_bands=age_bands, temperature=temperature, n_bins=settings.ece_bins, seed=settings.seed,
             ci=settings.ci, engine=engine, workers=workers, id_col=id_col, prob_prefix=prob_prefix,
-            progress=progress)
+            progress=progress, allow_overlap=allow_overlap)
         test, val_table, vectors, notes = streamed.sample, streamed.val, streamed.sample_embeddings, streamed.notes
     else:
         test, val_table, vectors, notes = prepare(
@@ -267,8 +264,8 @@ def audit(
             embeddings=embeddings, temperature=temperature, id_col=id_col, prob_prefix=prob_prefix,
             allow_overlap=allow_overlap)
     gate_list = gates_mod.check_gates(gate_list, test.schema, gates_source or "gates")
-    info = {"name": model} if isinstance(model, str) else dict(model or {})
-    data = dict(data or {})
+    info = {"name": model_info} if isinstance(model_info, str) else dict(model_info or {})
+    data = dict(data_info or {})
     if isinstance(predictions, (str, Path)):
         path = Path(predictions)
         if streamed is None:
@@ -337,7 +334,7 @@ def _fill_defaults(info: dict, data: dict, test: PredictionsTable, notes: list[s
 
 
 def _audit_regression(predictions: PredictionsLike, *, target, groups, schema, age_bands, gate_list, gates_source,
-                      val, embeddings, settings: AuditSettings, model, data, id_col: str, local: dict
+                      val, embeddings, settings: AuditSettings, model_info, data_info, id_col: str, local: dict
                       ) -> AuditResult:
     """The age regressor's audit: validate the one table, compute (:mod:`.regression`), judge the gates."""
     from .regression import compute_regression_audit
@@ -351,8 +348,8 @@ def _audit_regression(predictions: PredictionsLike, *, target, groups, schema, a
     if embeddings is not None:
         notes.append("embeddings were given but an age audit does not use them (no embedding clusters)")
     gate_list = gates_mod.check_gates(gate_list, test.schema, gates_source or "gates")
-    info = {"name": model} if isinstance(model, str) else dict(model or {})
-    data = dict(data or {})
+    info = {"name": model_info} if isinstance(model_info, str) else dict(model_info or {})
+    data = dict(data_info or {})
     if isinstance(predictions, (str, Path)):
         from faceaudit.datasets.sources import file_sha256
 

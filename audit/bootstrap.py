@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import sparse
-from tqdm.auto import tqdm
+from tqdm.std import tqdm  # plain text bars: tqdm.auto warns "IProgress not found" in notebooks without ipywidgets
 
 #: Up to this many rows, resamples draw actual rows (exact for every statistic); above it, multinomial draws over
 #: types with normally drawn sums keep the cost independent of the number of rows.
@@ -93,7 +93,7 @@ def stratified_replicates(
 
     Every grouping must be coarser than ``strata`` (each stratum inside one group). Calibration sums are
     computed when ``confidence``, ``brier`` and ``log_loss`` are given. With ``weights`` each "row" is a cell of
-    that many images (:class:`faceaudit.audit.statistics.CellStatistics`): the values are the cells' means, ``m2``
+    that many images (:class:`faceaudit.auditing.statistics.CellStatistics`): the values are the cells' means, ``m2``
     their sums of squared deviations and ``bins`` their confidence bins; resamples are then drawn over types.
     """
     strata = np.asarray(strata, dtype=np.int64)

@@ -18,8 +18,8 @@ import numpy as np
 from scipy import stats
 
 from .intervals import max_type_level, mover_difference, pairwise_extremes, proportion, simultaneous_level
-from .result import stat
 from .significance import holm, homogeneity, two_proportions
+from .types import stat
 
 #: ``level -> (estimate, lower, upper)`` arrays over the groups of a grouping.
 EstimateAt = Callable[[float], tuple[np.ndarray, np.ndarray, np.ndarray]]

@@ -15,7 +15,6 @@ from datetime import datetime, timezone
 import numpy as np
 import pandas as pd
 
-from faceaudit import __version__
 from faceaudit.config import (
     DEFAULT_CI,
     DEFAULT_INCONCLUSIVE,
@@ -26,6 +25,7 @@ from faceaudit.config import (
 )
 from faceaudit.seams.predictions import PredictionsTable
 from faceaudit.taxonomy import LabelSchema
+from faceaudit.version import __version__
 
 from . import calibration as cal
 from . import embeddings as emb
@@ -43,8 +43,9 @@ from .metrics import (
     mixed_metrics,
     row_normalised,
 )
-from .result import GROUP_SEPARATOR, AuditResult, grouping_name, stat
+from .result import AuditResult, grouping_name, stat
 from .statistics import CELL_VALUES, CellStatistics, audited_attributes
+from .types import key_of
 
 BOOTSTRAP_METHOD = ("percentile bootstrap resampling images within each group of each grouping (group sizes fixed); "
                     "up to 50,000 images each resample draws actual images; above that, confusion counts are drawn "
@@ -156,7 +157,7 @@ class _Grouping:
         self.counts = confusions[name]
         self.n = self.counts.sum(axis=(1, 2))
         self.kind = "class" if self.target in attributes else "mixed"
-        self.keys = [GROUP_SEPARATOR.join(v.values()) if name != "all" else "all" for v in self.labels]
+        self.keys = [key_of(v) for v in self.labels]
         if self.kind == "class":
             context = tuple(a for a in attributes if a != self.target)
             self.context = grouping_name(context) if context else "all"
@@ -165,7 +166,7 @@ class _Grouping:
             self.context_index = np.array([position[tuple(v[a] for a in context)] for v in self.labels])
             self.class_index = np.array([classes.index(v[self.target]) for v in self.labels])
             self.context_counts = confusions[self.context]
-            self.context_keys = [GROUP_SEPARATOR.join(v.values()) if context else "all" for v in context_labels]
+            self.context_keys = [key_of(v) for v in context_labels]
         self.metric_names = CLASS_GROUP_METRICS if self.kind == "class" else MIXED_METRICS
 
     def estimates(self, level: float) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -214,7 +215,7 @@ def compute_audit(
     """Audit a validated predictions table (:class:`~faceaudit.seams.predictions.PredictionsTable`) by every
     grouping of its label schema.
 
-    A streamed audit passes the table's :class:`~faceaudit.audit.statistics.CellStatistics` instead (and
+    A streamed audit passes the table's :class:`~faceaudit.auditing.statistics.CellStatistics` instead (and
     ``scaled``, the same after temperature scaling with the temperature ``val_predictions`` fit), with ``sample``
     the rows kept for the error gallery and ``embeddings`` aligned with them."""
     if not isinstance(predictions, (PredictionsTable, CellStatistics)):
@@ -457,7 +458,7 @@ def _calibration_block(reps, layouts, s: AuditSettings, tables) -> dict:
         computed = _group_calibration(c0, values, s.ci)
         records = []
         for g in np.flatnonzero(n_g):
-            key = GROUP_SEPARATOR.join(labels[g].values()) if name != "all" else "all"
+            key = key_of(labels[g])
             too_small = bool(name != "all" and n_g[g] < s.min_group_size)
             record = {"key": key, "values": labels[g], "n": int(n_g[g]), "too_small": too_small,
                       **_calibration_stats(c0, values, g, computed)}
@@ -475,7 +476,7 @@ def _calibration_block(reps, layouts, s: AuditSettings, tables) -> dict:
             continue
         out["groupings"][name] = records
         present = np.flatnonzero(n_g)
-        keys = [GROUP_SEPARATOR.join(labels[g].values()) for g in present]
+        keys = [key_of(labels[g]) for g in present]
         ranked = n_g[present] >= s.min_group_size
 
         def ece_at(level: float, present=present, c0=c0):
@@ -523,7 +524,7 @@ def _temperature_block(val: PredictionsTable, probs, reps, layouts, s: AuditSett
             change_lo, change_hi = np.where(flat, np.minimum(m_lo, change[0]), change_lo), np.where(flat, np.maximum(m_hi, change[0]), change_hi)
         records = []
         for g in np.flatnonzero(n_g):
-            records.append({"key": GROUP_SEPARATOR.join(labels[g].values()) if name != "all" else "all",
+            records.append({"key": key_of(labels[g]),
                             "n": int(n_g[g]), "too_small": bool(name != "all" and n_g[g] < s.min_group_size),
                             "before": _calibration_stats(pre_c, pre, g, pre_computed),
                             "after": _calibration_stats(post_c, post, g, post_computed),
@@ -571,7 +572,7 @@ def _embeddings_block(vectors: np.ndarray, frame: pd.DataFrame, codes, layouts, 
                                             bounds=(0.0, 1.0))
         records = []
         for g in np.flatnonzero(n):
-            key = GROUP_SEPARATOR.join(labels[g].values()) if name != "all" else "all"
+            key = key_of(labels[g])
             too_small = bool(name != "all" and n[g] < s.min_group_size)
             records.append({"key": key, "values": labels[g], "n": int(n[g]), "too_small": too_small,
                             "purity": stat(mean[g], (lo[g], hi[g]), n[g])})

@@ -16,23 +16,25 @@ from faceaudit.errors import FaceauditError
 from faceaudit.taxonomy import UTKFACE, LabelSchema
 
 from .calibration import CALIBRATION_METRICS
+from .gate_records import REGRESSION_RULES
+from .gate_records import gate_disparity as _disparity
+from .gate_records import gate_records as _records
+from .gate_records import judged_groups as _judged_groups
 from .metrics import ALL_METRICS, CLASS_METRICS, DISPARITY_METRICS, MIXED_METRICS
-from .result import grouping_name
+from .types import GroupingKey, grouping_name
+from .verdict import Verdict, combine
+from .verdict import exit_code as verdict_exit_code
 
 RULES = ("min", "max", "max_gap", "min_ratio")
-#: An age regressor's metrics (:mod:`.regression`) and the rules each takes: a two-sided bound on bias is a ``max``
-#: and a ``min`` gate (e.g. -3 <= bias <= 3 years).
-REGRESSION_RULES = {"mae": ("max", "max_gap"), "within5": ("min", "max_gap"), "bias": ("max", "min", "max_gap"),
-                    "n": ("min", "max")}
 METRICS = (*ALL_METRICS, *CALIBRATION_METRICS, "knn_purity", *(m for m in REGRESSION_RULES if m != "n"), "n")
 #: Metrics whose gap and ratio across groups the audit computes, by kind of grouping.
 GAP_METRICS = {**DISPARITY_METRICS, "calibration": ("ece",)}
-PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
+PASS, FAIL, INCONCLUSIVE = Verdict.PASS, Verdict.FAIL, Verdict.INCONCLUSIVE
 
 
 def _kind(by: str, target: str) -> str:
     """``class`` for groupings of single-class groups (they contain the target), else ``mixed`` (overall too)."""
-    return "class" if target in by.split("×") else "mixed"
+    return "class" if by != "overall" and target in GroupingKey.parse(by).attributes else "mixed"
 
 
 def _check_task(metric: str, rule: str, where: str, schema: LabelSchema) -> None:
@@ -82,10 +84,10 @@ class Gate:
 def _grouping_key(text: str) -> str:
     if text.strip().lower() in ("overall", "all"):
         return "overall"
-    parts = [p.strip() for p in text.replace(" x ", "×").replace("*", "×").replace(",", "×").split("×")]
-    if not all(parts):
-        raise FaceauditError(f"gates: grouping {text!r} has an empty attribute")
-    return grouping_name(parts)
+    try:
+        return GroupingKey.parse(text).name
+    except FaceauditError:
+        raise FaceauditError(f"gates: grouping {text!r} has an empty attribute") from None
 
 
 def check_gates(gates: list[Gate], schema: LabelSchema, source: str = "gates file") -> list[Gate]:
@@ -98,7 +100,7 @@ def check_gates(gates: list[Gate], schema: LabelSchema, source: str = "gates fil
         where = f"{source}, gate {i}"
         by = gate.by
         if by != "overall" and by not in known:
-            by = next((name for name, attrs in known.items() if set(attrs) == set(by.split("×"))), None)
+            by = next((name for name, attrs in known.items() if GroupingKey.parse(by).same(attrs)), None)
             if by is None:
                 raise FaceauditError(f"{where}: unknown grouping {gate.by!r}; use overall or one of {', '.join(known)}")
         _check_task(gate.metric, gate.rule, where, schema)
@@ -183,43 +185,6 @@ def load_gates(path: Path) -> tuple[list[Gate], int | None]:
 # -- evaluation --------------------------------------------------------------------------------------------
 
 
-def _records(audit: dict, metric: str, by: str) -> list[dict]:
-    """``[{"key", "too_small", "stat"}]`` for the metric over the groups of ``by`` (or overall).
-
-    For ``n``, groups with no test image at all (a class missing from the test set) are included with n = 0.
-    """
-    if metric in ALL_METRICS or metric in REGRESSION_RULES:
-        if by == "overall":
-            group = audit["overall"]
-            return [{"key": "all", "too_small": False, "stat": _stat_of(group, metric)}]
-        grouping = audit["groupings"][by]
-        records = [{"key": g["key"], "too_small": g["too_small"], "stat": _stat_of(g, metric)}
-                   for g in grouping["groups"]]
-        if metric == "n":
-            records += [{"key": key, "too_small": True, "stat": {"value": 0, "ci": None, "n": 0}}
-                        for key in grouping.get("missing", [])]
-        return records
-    if metric in CALIBRATION_METRICS:
-        cal = audit.get("calibration")
-        if not cal:
-            raise FaceauditError(f"gate on {metric} needs class probabilities; the predictions have labels only")
-        if by == "overall":
-            return [{"key": "all", "too_small": False, "stat": cal["overall"][metric]}]
-        return [{"key": g["key"], "too_small": g["too_small"], "stat": g[metric]} for g in cal["groupings"][by]]
-    emb = audit.get("embeddings")
-    if not emb:
-        raise FaceauditError("gate on knn_purity needs embeddings (a model, or --embeddings)")
-    if by == "overall":
-        return [{"key": "all", "too_small": False, "stat": emb["knn_purity"]["overall"]}]
-    return [{"key": g["key"], "too_small": g["too_small"], "stat": g["purity"]} for g in emb["knn_purity"]["groupings"][by]]
-
-
-def _stat_of(group: dict, metric: str) -> dict:
-    if metric == "n":
-        return {"value": group["n"], "ci": None, "n": group["n"]}
-    return group["metrics"].get(metric) or {"value": None, "ci": None}
-
-
 def judge(stat: dict | None, threshold: float, upper: bool) -> str:
     """Verdict for one value: ``upper`` means the value must not exceed the threshold."""
     if stat is None or stat.get("value") is None:
@@ -261,23 +226,23 @@ def adjusted_far_bound(stat: dict, metric: str, upper: bool, level: float, famil
     return value + (ci[1] - value) * scale if upper is False else value - (value - ci[0]) * scale
 
 
-def _disparity(audit: dict, metric: str, by: str) -> dict | None:
-    if metric in ALL_METRICS or metric in REGRESSION_RULES:
-        return audit["groupings"][by]["disparities"].get(metric)
-    if metric in CALIBRATION_METRICS:
-        if not audit.get("calibration"):
-            raise FaceauditError(f"gate on {metric} needs class probabilities; the predictions have labels only")
-        return audit["calibration"]["disparities"][by].get(metric)
-    raise FaceauditError(f"gate rule max_gap/min_ratio is not available for metric {metric}")
-
-
-def _fmt(stat: dict | None) -> str:
+def _fmt(stat: dict | None, metric: str = "", unit: str = "") -> str:
+    """A gate's value as messages show it: a proportion in % (a gap in percentage points, ``unit=" pts"``), the
+    report's one convention; other numbers with three decimals."""
     if stat is None or stat.get("value") is None:
         return "undefined"
     if isinstance(stat["value"], int) and not stat.get("ci"):
         return f"{stat['value']:,}"
     ci = stat.get("ci")
+    if metric in PROPORTION_METRICS:
+        unit = unit or "%"
+        return f"{100 * stat['value']:.1f}{unit}" + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else "")
     return f"{stat['value']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+
+def _fmt_threshold(value: float, metric: str, unit: str = "%") -> str:
+    """A gate's threshold in the unit of its message (``25%``, ``25 pts``, ``0.8``)."""
+    return f"{100 * value:g}{unit}" if metric in PROPORTION_METRICS else f"{value:g}"
 
 
 def evaluate_gate(gate: Gate, audit: dict, family: int | None = None) -> dict:
@@ -300,7 +265,10 @@ def evaluate_gate(gate: Gate, audit: dict, family: int | None = None) -> dict:
             out["status"] = judge(stat, gate.threshold, upper=gate.rule == "max_gap")
             sign = "<=" if gate.rule == "max_gap" else ">="
             word = "gap" if gate.rule == "max_gap" else "ratio"
-            out["message"] = (f"{word} {_fmt(stat)} must be {sign} {gate.threshold:g}: {out['status']} "
+            gap_unit = " pts" if gate.rule == "max_gap" else ""
+            shown = (_fmt(stat, gate.metric, gap_unit), _fmt_threshold(gate.threshold, gate.metric, gap_unit)) \
+                if gap_unit else (_fmt(stat), f"{gate.threshold:g}")
+            out["message"] = (f"{word} {shown[0]} must be {sign} {shown[1]}: {out['status']} "
                               f"(worst {disparity['worst']}, best {disparity['best']}, of {disparity['n_ranked']} "
                               f"groups; interval simultaneous over {disparity['pairs']} pairs)")
         if out["status"] == INCONCLUSIVE:
@@ -324,12 +292,12 @@ def evaluate_gate(gate: Gate, audit: dict, family: int | None = None) -> dict:
     bad = sorted((g for g in out["groups"] if g["status"] != PASS), key=lambda g: g["status"] != FAIL)
     sign = "<=" if upper else ">="
     if not bad:
-        out["message"] = f"every {gate.by} group has {gate.metric} {sign} {gate.threshold:g}"
+        out["message"] = f"every {gate.by} group has {gate.metric} {sign} {_fmt_threshold(gate.threshold, gate.metric)}"
     else:
-        shown = "; ".join(f"{g['key']} {_fmt(g['value'])} {g['status']}" + (" (too small)" if g.get("too_small") else "")
-                          for g in bad[:5])
+        shown = "; ".join(f"{g['key']} {_fmt(g['value'], gate.metric)} {g['status']}"
+                          + (" (too small)" if g.get("too_small") else "") for g in bad[:5])
         more = f"; and {len(bad) - 5} more" if len(bad) > 5 else ""
-        out["message"] = f"{gate.metric} must be {sign} {gate.threshold:g}: {shown}{more}"
+        out["message"] = f"{gate.metric} must be {sign} {_fmt_threshold(gate.threshold, gate.metric)}: {shown}{more}"
     if out["status"] == INCONCLUSIVE and gate.metric != "n":
         size = family or max(sum(not r["too_small"] for r in _records(audit, gate.metric, gate.by)), 1)
         _add_needs(out, gate, audit, size, only={g["key"] for g in out["groups"] if g["status"] == INCONCLUSIVE})
@@ -367,36 +335,22 @@ def evaluate_gates(gates: list[Gate], audit: dict, *, inconclusive: str = FAIL, 
                 result["status"] = INCONCLUSIVE
                 result["message"] = (f"too small to judge: {audit['overall']['n']} test images, below the minimum "
                                      f"of {minimum}; " + result["message"])
-    counts = {s: sum(r["status"] == s for r in results) for s in (PASS, FAIL, INCONCLUSIVE)}
-    status = FAIL if counts[FAIL] else INCONCLUSIVE if counts[INCONCLUSIVE] else PASS
+    counts = {s.value: sum(r["status"] == s for r in results) for s in (PASS, FAIL, INCONCLUSIVE)}
+    status = combine(r["status"] for r in results)
     return {"file": source, "status": status, "inconclusive_policy": inconclusive, "counts": counts,
             "junit": None, "results": results}
 
 
 def _level(audit: dict) -> float:
-    return float(audit.get("settings", {}).get("ci") or 0.95)
-
-
-def _judged_groups(gate: Gate, audit: dict) -> int:
-    """How many groups a ``min``/``max`` gate judges (0 for gap and ratio rules and for ``n``): one family over every
-    grouping the gates file shows, so a failing group anywhere is a finding at the audit's level."""
-    if gate.rule not in ("min", "max") or gate.metric == "n":
-        return 0
-    try:
-        return sum(not r["too_small"] for r in _records(audit, gate.metric, gate.by))
-    except (FaceauditError, KeyError):
-        return 0
+    """The audit's confidence level (``settings.ci``, which every audit.json records)."""
+    return float(audit["settings"]["ci"])
 
 
 def exit_code(gates_block: dict | None) -> int:
-    """0 when every gate passes (inconclusive counts per the policy), 1 when any fails."""
+    """0 when every gate passes (inconclusive counts per the policy), 1 when any fails (:func:`.verdict.exit_code`)."""
     if not gates_block:
         return 0
-    if gates_block["counts"][FAIL]:
-        return 1
-    if gates_block["counts"][INCONCLUSIVE] and gates_block["inconclusive_policy"] == FAIL:
-        return 1
-    return 0
+    return verdict_exit_code([r["status"] for r in gates_block["results"]], gates_block["inconclusive_policy"])
 
 
 def junit_xml(gates_block: dict, suite: str = "faceaudit gates") -> str:

@@ -8,7 +8,7 @@ interval is the union of the t interval and a studentized (bootstrap-t) interval
 expanded level, resampling images within each group of the grouping; groups (and rests) of more than
 :data:`BOOTSTRAP_MAX_ROWS` images get the t interval alone, where the skew no longer matters. Where every value of
 a group is the same (a zero-width interval), the distribution-free bound of
-:func:`~faceaudit.audit.intervals.widen_degenerate` over the values' range replaces it.
+:func:`~faceaudit.auditing.intervals.widen_degenerate` over the values' range replaces it.
 """
 
 from __future__ import annotations

@@ -59,3 +59,19 @@ def sentence(overlap: dict | None) -> str | None:
                 "test images, so it has likely seen many of them. Its scores here are optimistic, and the gap between "
                 "groups may be too; audit it on faces from another source for numbers that generalise.")
     return None
+
+
+def split_leak(count: int, example: str, where: str, allow: bool) -> list[str]:
+    """What an audit says of ``count`` test image ids that also appear under split(s) ``where`` (val, train): a
+    leak (temperature scaling fitted on test images, a model judged on what it saw). One FaceauditError naming the
+    count and an example, or, when ``allow`` (``--allow-overlap``), a note that becomes a warning on the console,
+    in the report and audit.json; nothing when there is no overlap."""
+    from faceaudit.errors import FaceauditError
+
+    if not count:
+        return []
+    text = f"{count:,} test image id(s) also under split={where} (e.g. {example!r}): the same image is in two splits"
+    if not allow:
+        raise FaceauditError(f"{text}; remove the duplicates, or pass --allow-overlap to audit anyway with a warning")
+    return [f"{text}, audited anyway (--allow-overlap)"]
+

@@ -21,6 +21,8 @@ from .intervals import mover_difference, paired_difference, proportion, simultan
 from .significance import holm, mcnemar, two_proportions
 
 BETTER, WORSE, NO_CHANGE, TOO_SMALL = "better", "worse", "no clear change", "too small"
+#: A group only one of two audits has (diff of audits of different test sets): shown, not tested.
+NOT_COMPARABLE = "not comparable"
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,9 @@ def match_predictions(a: pd.DataFrame, b: pd.DataFrame, names: tuple[str, str],
     return merged.drop(columns=[c for c in ("sha256_b", f"{target}_b") if c in merged])
 
 
-def _verdict(diff: float, p_holm: float, too_small: bool, level: float) -> str:
+def _verdict(diff: float, p_holm: float, too_small: bool, level: float, comparable: bool = True) -> str:
+    if not comparable:
+        return NOT_COMPARABLE
     if too_small:
         return TOO_SMALL
     if np.isnan(p_holm) or p_holm >= 1 - level:
@@ -85,8 +89,9 @@ def _verdict(diff: float, p_holm: float, too_small: bool, level: float) -> str:
 def _finish(frame: pd.DataFrame, level: float, family: int, adjusted: float, method: str) -> pd.DataFrame:
     """Holm over the family, the verdicts, and the family's size and levels as columns (they survive concat)."""
     frame["p_holm"] = holm(frame["p_value"].to_numpy(dtype=float))
-    frame["verdict"] = [_verdict(d, p, small, level) for d, p, small in
-                        zip(frame["diff"], frame["p_holm"], frame["too_small"])]
+    comparable = frame["comparable"] if "comparable" in frame else [True] * len(frame)
+    frame["verdict"] = [_verdict(d, p, small, level, ok) for d, p, small, ok in
+                        zip(frame["diff"], frame["p_holm"], frame["too_small"], comparable)]
     frame["level"], frame["family"], frame["interval_level"] = level, family, round(adjusted, 6)
     frame.attrs["method"] = method
     return frame
@@ -113,16 +118,27 @@ def paired_family(correct_a: np.ndarray, correct_b: np.ndarray, slices: list[Sli
     return _finish(frame, level, family, adjusted, "paired: Newcombe method 10 interval, McNemar test, Holm over the family")
 
 
-def unpaired_family(old: list[tuple[int, int]], new: list[tuple[int, int]], slices: list[Slice], *,
+def unpaired_family(old: list[tuple[int, int] | None], new: list[tuple[int, int] | None], slices: list[Slice], *,
                     level: float = 0.95) -> pd.DataFrame:
-    """The same family when the two test sets differ: (correct, n) per slice for each model, independent samples."""
-    family = max(sum(not s.too_small for s in slices), 1)
+    """The same family when the two test sets differ: (correct, n) per slice for each model, independent samples.
+    A slice one audit lacks (None) is shown as not comparable and left out of the family."""
+    if not len(slices) == len(old) == len(new):
+        raise ValueError("unpaired_family needs one (correct, n) per slice for each audit")
+    comparable = [x is not None and y is not None for x, y in zip(old, new)]
+    family = max(sum(ok and not s.too_small for s, ok in zip(slices, comparable)), 1)
     adjusted = simultaneous_level(level, family)
     rows = []
-    for s, (x1, n1), (x2, n2) in zip(slices, old, new):
-        diff, lo, hi = (float(v) for v in mover_difference(proportion(x2, n2, adjusted), proportion(x1, n1, adjusted)))
-        p, test = two_proportions(x2, n2, x1, n1) if not s.too_small else (np.nan, "not tested (too small)")
-        rows.append({"grouping": s.grouping, "group": s.key, "n_a": n1, "n_b": n2, "too_small": s.too_small,
+    for s, first, second, ok in zip(slices, old, new, comparable):
+        (x1, n1), (x2, n2) = first or (0, 0), second or (0, 0)
+        if ok:
+            diff, lo, hi = (float(v) for v in mover_difference(proportion(x2, n2, adjusted),
+                                                               proportion(x1, n1, adjusted)))
+            p, test = two_proportions(x2, n2, x1, n1) if not s.too_small else (np.nan, "not tested (too small)")
+        else:
+            diff = lo = hi = p = np.nan
+            test = f"not tested (only in the {'first' if first is not None else 'second'} audit)"
+        rows.append({"grouping": s.grouping, "group": s.key, "n_a": n1 if first else 0, "n_b": n2 if second else 0,
+                     "too_small": s.too_small, "comparable": ok,
                      "accuracy_a": x1 / n1 if n1 else np.nan, "accuracy_b": x2 / n2 if n2 else np.nan,
                      "diff": diff, "diff_lo": lo, "diff_hi": hi, "p_value": p, "test": test})
     frame = pd.DataFrame(rows)

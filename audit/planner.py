@@ -11,8 +11,10 @@ any data are collected (``--rates``) — with the same intervals the audit draws
   sizes with stated rates); the smallest group's size is reported.
 - anything else (ECE, MCE, Brier, log loss, kNN purity, gaps of these): the observed interval's half-width scaled
   by ``sqrt(n_observed / n)`` (a normal approximation); with stated rates, an ECE's spread is taken as that of the
-  group's accuracy, ``sqrt(a (1 − a) / n)`` (the bound an ECE reaches when every bin errs on the same side), and a
-  pass is planned on the simulated law of a calibrated model's ECE upper bound (:data:`ECE_UPPER_MEAN`).
+  group's accuracy, ``sqrt(a (1 − a) / n)`` (the bound an ECE reaches when every bin errs on the same side). An
+  ``ece`` ceiling's pass, from an audit or stated rates, is planned on the simulated law of a calibrated model's ECE
+  upper bound (:data:`ECE_UPPER_MEAN`) shifted by the ECE (from an audit, the lower end of its interval), at the
+  group's accuracy.
 
 Sizes are "about": the binomial power saw-tooths in n, and a planned size is only as good as the rates it rests on.
 """
@@ -24,6 +26,7 @@ import math
 import numpy as np
 from scipy import stats
 
+from .gate_records import gate_disparity, gate_records, judged_groups
 from .intervals import clopper_pearson, max_type_level, mover_difference, mover_ratio, simultaneous_level
 
 POWER = 0.80
@@ -162,12 +165,6 @@ def needs_line(needs: list[dict]) -> str:
     return "; ".join(parts) + more
 
 
-def _records(audit: dict, metric: str, by: str) -> list[dict]:
-    from .gates import _records as records
-
-    return records(audit, metric, by)
-
-
 def gate_needs(gate, audit: dict | None = None, *, rates: dict | None = None, level: float | None = None,
                family: int = 1, only: set | None = None, min_group_size: int | None = None,
                groups: list[str] | None = None, power: float = POWER) -> list[dict]:
@@ -183,7 +180,7 @@ def gate_needs(gate, audit: dict | None = None, *, rates: dict | None = None, le
         min_group_size = int(((audit or {}).get("settings") or {}).get("min_group_size") or 30)
     upper = gate.rule in ("max", "max_gap")
     if audit is not None:
-        observed = [r for r in _records(audit, gate.metric, gate.by)]
+        observed = [r for r in gate_records(audit, gate.metric, gate.by)]
     else:
         observed = [{"key": g, "too_small": False, "stat": {"value": None, "ci": None, "n": 0}} for g in (groups or ["all"])]
 
@@ -239,6 +236,15 @@ def gate_needs(gate, audit: dict | None = None, *, rates: dict | None = None, le
         want = power ** (1 / max(on_pass, 1)) if passing else power
         if gate.metric in PROPORTIONS:
             k = plan_proportion(value, gate.threshold, upper, level, family, want)
+        elif audit is not None and gate.metric == "ece" and upper and _ece_pass_value(value, stat, gate.threshold) is not None:
+            # An ECE ceiling from an audit: the upper bound of a debiased ECE does not shrink around a fixed value
+            # as a normal estimate's does (its bias falls with n too), so plan on the same simulated law as from
+            # stated rates, at the group's observed accuracy and the smallest ECE its interval allows.
+            a = _group_accuracy(audit, gate.by, r["key"])
+            shift = gate.threshold - _ece_pass_value(value, stat, gate.threshold)
+            k = (ECE_UPPER_MEAN + ECE_UPPER_SPREAD * stats.norm.ppf(power ** (1 / max(on_pass, 1)))) * math.sqrt(
+                a * (1 - a)) / shift
+            k = None if k * k > CAP else max(int(math.ceil(k * k)), 2)
         elif audit is not None and stat.get("ci") and has:
             ci = stat["ci"]
             half = (ci[1] - value) if passing == upper else (value - ci[0])
@@ -265,17 +271,36 @@ def gate_needs(gate, audit: dict | None = None, *, rates: dict | None = None, le
     return sorted(out, key=lambda row: -(row["needs"] or CAP + 1))
 
 
+def _ece_pass_value(value: float, stat: dict, threshold: float) -> float | None:
+    """The ECE an ``ece max`` gate is planned to pass at from an audit: the lower end of the observed interval (the
+    smallest ECE the data allow; at pilot sizes the estimate is too noisy to plan on: a calibrated model's ranges
+    from 0 to above 0.05 on 200 faces), or None when even that is above the threshold (plan a fail)."""
+    ci = stat.get("ci")
+    low = ci[0] if ci else value
+    return max(low, 0.0) if low < threshold else None
+
+
+def _group_accuracy(audit: dict, by: str, key: str) -> float:
+    """A group's observed accuracy (the whole test set's for ``overall``); :data:`DEFAULT_ACCURACY` if absent."""
+    try:
+        if by == "overall":
+            value = audit["overall"]["metrics"]["accuracy"]["value"]
+        else:
+            value = next(g for g in audit["groupings"][by]["groups"] if g["key"] == key)["metrics"]["accuracy"]["value"]
+    except (KeyError, StopIteration, TypeError):
+        return DEFAULT_ACCURACY
+    return float(value) if value is not None and 0 < value < 1 else DEFAULT_ACCURACY
+
+
 def _disparity_stat(audit: dict, gate) -> tuple[dict, tuple[str, int]] | None:
     """The gap or ratio stat of a non-proportion gap gate and the smallest ranked group (key, n)."""
-    from .gates import _disparity
-
-    d = _disparity(audit, gate.metric, gate.by)
+    d = gate_disparity(audit, gate.metric, gate.by)
     if not d:
         return None
     stat = d.get("gap" if gate.rule == "max_gap" else "ratio")
     if not stat or stat.get("value") is None or not stat.get("ci"):
         return None
-    rows = [r for r in _records(audit, gate.metric, gate.by) if not r["too_small"] and r["stat"]]
+    rows = [r for r in gate_records(audit, gate.metric, gate.by) if not r["too_small"] and r["stat"]]
     sizes = [(("overall" if r["key"] == "all" else r["key"]), int(r["stat"].get("n") or 0)) for r in rows]
     sizes = [s for s in sizes if s[1]]
     return (stat, min(sizes, key=lambda s: s[1])) if sizes else None
@@ -284,9 +309,7 @@ def _disparity_stat(audit: dict, gate) -> tuple[dict, tuple[str, int]] | None:
 def plan(gates, audit: dict | None = None, rates: dict | None = None, level: float = 0.95,
          schema=None) -> list[dict]:
     """Per gate: its name, rule and the per-group sizes a decisive verdict needs (``faceaudit plan``)."""
-    from .gates import _judged_groups
-
-    family = max(sum(_judged_groups(g, audit) for g in gates), 1) if audit is not None else max(
+    family = max(sum(judged_groups(g, audit) for g in gates), 1) if audit is not None else max(
         sum(len(_group_keys(g, schema)) for g in gates if g.rule in ("min", "max") and g.metric != "n"), 1)
     out = []
     for gate in gates:
@@ -303,16 +326,17 @@ def _group_keys(gate, schema) -> list[str]:
     """The group keys of a gate's grouping under ``schema`` (for planning from stated rates)."""
     from faceaudit.taxonomy import UTKFACE
 
-    from .result import GROUP_SEPARATOR
+    from .types import GroupingKey
 
     schema = schema or UTKFACE
     if gate.by == "overall":
         return ["all"]
+    grouping = GroupingKey.parse(gate.by)
     keys = [[]]
-    for attribute in gate.by.split("×"):
+    for attribute in grouping.attributes:
         values = _values(schema, attribute)
         keys = [k + [v] for k in keys for v in values]
-    return [GROUP_SEPARATOR.join(k) for k in keys]
+    return [grouping.group_key(k) for k in keys]
 
 
 def _values(schema, attribute: str) -> list[str]:

@@ -15,16 +15,17 @@ from datetime import datetime, timezone
 import numpy as np
 import pandas as pd
 
-from faceaudit import __version__
 from faceaudit.seams.predictions import PredictionsTable
 from faceaudit.taxonomy import AGE_MAX
+from faceaudit.version import __version__
 
 from .disparities import disparity, disparity_row, versus_rest
 from .engine import AuditSettings, _codes, _layouts
 from .intervals import mover_difference, pairwise_extremes, proportion, simultaneous_level
 from .means import MeanReplicates, group_replicates, welch_p
-from .result import GROUP_SEPARATOR, AuditResult, stat
+from .result import AuditResult, stat
 from .significance import holm
+from .types import key_of
 
 #: The metrics of an age audit, in report order.
 REGRESSION_METRICS: tuple[str, ...] = ("mae", "bias", "within5")
@@ -134,7 +135,7 @@ def _grouping_block(name: str, errors: _Errors, labels: list[dict], s: AuditSett
     present = np.flatnonzero(n_g)
     ranked = n_g >= s.min_group_size
     estimates = errors.estimates(s.ci)
-    keys = [GROUP_SEPARATOR.join(v.values()) if name != "all" else "all" for v in labels]
+    keys = [key_of(v) for v in labels]
     vs_rest = {}
     if name != "all":
         vs_rest = {m: _vs_rest_means(errors, m, present, ranked, s.ci) for m in ("mae", "bias")}
@@ -200,7 +201,7 @@ def compute_regression_audit(predictions: PredictionsTable, *, settings: AuditSe
             overall = {k: v for k, v in records[0].items() if k not in ("key", "values", "too_small")}
             continue
         attrs = labels[0].keys() if labels else ()
-        missing = [GROUP_SEPARATOR.join(labels[g].values()) for g in np.flatnonzero(errors.n == 0)]
+        missing = [key_of(labels[g]) for g in np.flatnonzero(errors.n == 0)]
         groupings_out[name] = {"attributes": list(attrs), "kind": "regression", "groups": records,
                                "missing": missing, "disparities": disparities}
         small = sum(r["too_small"] for r in records)

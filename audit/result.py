@@ -1,66 +1,55 @@
-"""The audit result and its versioned ``audit.json`` form (schema: docs/audit-schema.md).
+"""The audit result and its versioned ``audit.json`` form (faceaudit/schemas/audit.schema.json, generated from the
+types in :mod:`.types`; prose in docs/audit-schema.md).
 
-The result is plain JSON-shaped data (dicts, lists, numbers, strings) so that the report, ``faceaudit compare``
-and any outside tool read the same thing; :class:`AuditResult` only adds typed access, versioning and I/O.
+Settings, the overall and per-group records, their metrics, the gates, calibration and embeddings are typed records
+(:mod:`.types`); the model and data blocks stay JSON objects. The result never renders itself: ``report()`` and
+the notebook view hand over to the presenter the API layer registers (:mod:`faceaudit.hooks`).
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
+from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
 
 if TYPE_CHECKING:
     import pandas as pd
 
+from faceaudit import hooks
 from faceaudit.errors import FaceauditError
 from faceaudit.files import atomic_write
+from faceaudit.seams.versions import check_version
 from faceaudit.taxonomy import UTKFACE, LabelSchema
 
-#: Major.minor: a new major means readers must change; a new minor only adds keys (2.1: ``label_schema``; 2.2:
-#: ``settings.engine``, ``data.streamed``, ``files.predictions_sample``; 2.3: ``task``, age regression audits).
-SCHEMA_VERSION = "2.3"
+from .types import (
+    AUDIT_FILE,
+    GROUP_SEPARATOR,
+    SCHEMA_VERSION,
+    Calibration,
+    Embeddings,
+    Gates,
+    Group,
+    Grouping,
+    GroupingKey,
+    Settings,
+    Stat,
+    grouping_name,
+    plain,
+    stat,
+)
+from .verdict import Verdict
+from .writer import write_audit
+
+__all__ = ["AUDIT_FILE", "CLASSIFICATION", "GROUP_SEPARATOR", "REGRESSION", "SCHEMA_VERSION", "AuditResult",
+           "grouping_name", "load_audit", "stat"]
 #: What an audit audited (``task`` in audit.json): a classifier (the default, and every audit before 2.3) or an
 #: age regressor (``target="age"``).
 CLASSIFICATION, REGRESSION = "classification", "regression"
-AUDIT_FILE = "audit.json"
-#: Joins the values of an intersection's group key (``Black × Female``).
-GROUP_SEPARATOR = " × "
 #: Fields of :class:`AuditResult` that live beside audit.json (CSV tables, predictions.csv), not in it.
 _NOT_IN_JSON = ("tables", "predictions", "predictions_sampled", "folder")
-
-
-def grouping_name(attributes: tuple[str, ...] | list[str]) -> str:
-    """``race``, ``race×gender``, ...: the key of a grouping in ``audit.json``."""
-    return "×".join(attributes)
-
-
-def stat(value: float | None, ci: tuple[float, float] | None = None, n: int | None = None, **extra: Any) -> dict:
-    """One number with its confidence interval and sample size: ``{"value", "ci", "n"}`` (NaN becomes null)."""
-    def clean(x):
-        if x is None:
-            return None
-        x = float(x)
-        return None if math.isnan(x) or math.isinf(x) else round(x, 6)
-
-    out = {"value": clean(value), "ci": None if ci is None else [clean(ci[0]), clean(ci[1])], "n": None if n is None else int(n)}
-    for key, val in extra.items():
-        if isinstance(val, (tuple, list)) and len(val) == 2:
-            out[key] = [clean(val[0]), clean(val[1])]
-        elif isinstance(val, (float, np.floating, np.ndarray)):
-            out[key] = clean(val)
-        elif isinstance(val, np.integer):
-            out[key] = int(val)
-        else:
-            out[key] = val
-    if out["ci"] is not None and None in out["ci"]:
-        out["ci"] = None
-    return out
 
 
 @dataclass
@@ -69,16 +58,16 @@ class AuditResult:
 
     model: dict
     data: dict
-    settings: dict
+    settings: Settings
     classes: list[str]
-    overall: dict
-    groupings: dict
+    overall: Group
+    groupings: dict[str, Grouping]
     label_schema: dict | None = None
     #: ``classification`` or ``regression`` (an age regressor: metrics mae, bias, within5; no classes).
     task: str = CLASSIFICATION
-    calibration: dict | None = None
-    embeddings: dict | None = None
-    gates: dict | None = None
+    calibration: Calibration | None = None
+    embeddings: Embeddings | None = None
+    gates: Gates | None = None
     files: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     schema_version: str = SCHEMA_VERSION
@@ -93,9 +82,15 @@ class AuditResult:
     #: The audit folder this result was read from or written to, if any.
     folder: Path | None = field(default=None, repr=False, compare=False)
 
+    def __setattr__(self, name: str, value) -> None:
+        # The typed blocks stay typed whoever assigns them (the engine builds JSON-shaped dicts).
+        if name in _TYPED and value is not None:
+            value = _TYPED[name](value)
+        object.__setattr__(self, name, value)
+
     def to_dict(self) -> dict:
-        """The JSON-ready dict, ``schema_version`` first."""
-        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _NOT_IN_JSON}
+        """The JSON-ready dict, ``schema_version`` first (typed records as plain JSON objects)."""
+        data = {f.name: plain(getattr(self, f.name)) for f in fields(self) if f.name not in _NOT_IN_JSON}
         return {"schema_version": data.pop("schema_version"), **data}
 
     def to_json(self, path: Path | None = None) -> str:
@@ -107,11 +102,8 @@ class AuditResult:
 
     @classmethod
     def from_dict(cls, data: dict) -> "AuditResult":
-        """Read a parsed ``audit.json``; refuses an unknown major schema version."""
-        version = str(data.get("schema_version", ""))
-        if version.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
-            raise FaceauditError(f"audit.json schema version {version or '(missing)'} is not supported "
-                                 f"(this faceaudit reads {SCHEMA_VERSION.split('.')[0]}.x)")
+        """Read a parsed ``audit.json``; refuses another major schema version in one line."""
+        _check_schema_version(data)
         names = {f.name for f in fields(cls)} - set(_NOT_IN_JSON)
         missing = {"model", "data", "settings", "classes", "overall", "groupings"} - data.keys()
         if missing:
@@ -141,9 +133,12 @@ class AuditResult:
         if not isinstance(data, dict):
             raise FaceauditError(f"{name} is not an audit.json: it holds a JSON {type(data).__name__}, not the object "
                                  f"faceaudit audit writes")
+        _check_schema_version(data)
         try:
             result = cls.from_dict(data)
-        except (KeyError, TypeError, AttributeError) as exc:
+        except FaceauditError as exc:
+            raise FaceauditError(f"{name}: {exc}") from None
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise FaceauditError(f"{name} is not an audit.json faceaudit can read ({type(exc).__name__}: "
                                  f"{str(exc)[:100]})") from None
         result.folder = folder
@@ -156,19 +151,22 @@ class AuditResult:
         """The label schema the audit followed (UTKFace for audits written before schema 2.1)."""
         return LabelSchema.from_dict(self.label_schema) if self.label_schema else UTKFACE
 
-    def grouping_key(self, grouping: str | Sequence[str]) -> str:
-        """The key of a grouping given as ``"race×gender"``, ``"gender x race"`` or ``("race", "gender")``;
-        ``overall`` stays ``overall``. One FaceauditError naming the audit's groupings otherwise."""
-        parts = ([p.strip() for p in grouping.replace(" x ", "×").replace(",", "×").split("×")]
-                 if isinstance(grouping, str) else [str(p) for p in grouping])
-        if parts in (["overall"], ["all"]):
+    def grouping_key(self, grouping: str | Sequence[str] | GroupingKey) -> str:
+        """The key of a grouping given as ``"race×gender"``, ``"gender x race"``, ``("race", "gender")`` or a
+        :class:`GroupingKey`; ``overall`` stays ``overall``. One FaceauditError naming the audit's groupings
+        otherwise."""
+        if isinstance(grouping, str) and grouping.strip().lower() in ("overall", "all"):
             return "overall"
+        try:
+            wanted = GroupingKey.parse(grouping)
+        except FaceauditError:
+            wanted = None
         for key, record in self.groupings.items():
-            if set(record["attributes"]) == set(parts) and len(parts) == len(record["attributes"]):
+            if wanted is not None and wanted.same(record.attributes):
                 return key
         raise FaceauditError(f"the audit has no grouping {grouping!r}; it has overall, {', '.join(self.groupings)}")
 
-    def grouping(self, attributes: str | Sequence[str]) -> dict:
+    def grouping(self, attributes: str | Sequence[str]) -> Grouping:
         """One grouping's table, by key (``"race×gender"``) or attribute tuple."""
         return self.groupings[self.grouping_key(attributes)]
 
@@ -204,9 +202,11 @@ class AuditResult:
                      for r in records]
         rows = []
         for record, st in zip(records, stats):
-            ci = st.get("ci") or [None, None]
-            rows.append({"group": record["key"], **record.get("values", {}), "n": st.get("n", record.get("n")),
-                         "value": st.get("value"), "lo": ci[0], "hi": ci[1], "too_small": record.get("too_small")})
+            st = Stat.from_dict(st)
+            ci = st.interval or (None, None)
+            rows.append({"group": record["key"], **(record.get("values") or {}),
+                         "n": st.n if st.n is not None else record.get("n"), "value": st.value, "lo": ci[0],
+                         "hi": ci[1], "too_small": record.get("too_small")})
         return pd.DataFrame(rows)
 
     def metrics(self, grouping: str | Sequence[str] = "overall") -> list[str]:
@@ -221,11 +221,9 @@ class AuditResult:
     def write(self, out: str | Path, *, report: bool = False, thumbnails: bool = True,
               keep: Sequence[str | Path] = ()) -> Path:
         """Write the audit folder (audit.json, CSV tables, predictions.csv, gates.xml; with ``report=True`` also
-        report.html, report.pdf and summary.md), built beside ``out`` and swapped in whole; ``keep`` names inputs
-        inside ``out`` (a run folder) that the new folder carries over."""
+        report.html, report.pdf and summary.md, through the registered presenter), built beside ``out`` and
+        swapped in whole; ``keep`` names inputs inside ``out`` (a run folder) that the new folder carries over."""
         from faceaudit.files import carry_inside, replace_folder, replaceable_dir
-
-        from .writer import write_audit
 
         if not self.tables or self.predictions is None:
             raise FaceauditError("this result was read from audit.json: its tables are in "
@@ -235,35 +233,37 @@ class AuditResult:
             carry_inside(keep, out, work)
             write_audit(self, work)
             if report:
-                from .report import render_report
-
-                render_report(work, thumbnails=thumbnails, home=out)
+                self._presenter().render_folder(work, thumbnails=thumbnails, home=out)
         self.folder = out
         return out
 
     def report(self, out: str | Path | None = None, *, thumbnails: bool = True) -> Path:
         """Render report.html, report.pdf and summary.md into ``out`` (writing the audit there first), or into the
-        folder this result was read from; returns the folder."""
-        if out is not None and self.tables:
-            return self.write(out, report=True, thumbnails=thumbnails)
-        folder = Path(out) if out is not None else self.folder
-        if folder is None:
-            raise FaceauditError("give the audit folder to render into (result.report('reports/x'))")
-        if not (folder / AUDIT_FILE).exists():
-            raise FaceauditError(f"{folder} holds no audit.json: a result read back from a file renders only into "
-                                 f"its own audit folder{f' ({self.folder})' if self.folder else ''}")
-        from .report import render_report
-
-        render_report(folder, thumbnails=thumbnails)
-        return folder
+        folder this result was read from; returns the folder. The same as ``faceaudit.report(result, out)``."""
+        return self._presenter().report(self, out, thumbnails=thumbnails)
 
     def _repr_html_(self) -> str:
-        """A notebook summary: the model, overall accuracy, the gates, and accuracy by the target's groups."""
-        from .report.notebook import result_html
+        """A notebook summary (the model, overall accuracy, the gates, accuracy by the target's groups), drawn by
+        the presenter; plain text without one."""
+        if hooks.presenter is None:
+            return f"<pre>{escape(repr(self))}</pre>"
+        return hooks.presenter.html(self)
 
-        return result_html(self)
+    def __repr__(self) -> str:
+        """A few lines (model, overall score, gates, folder) from the presenter, not every group's record; one line
+        without a presenter. The whole record is ``to_dict()``."""
+        if hooks.presenter is not None and hasattr(hooks.presenter, "text"):
+            return hooks.presenter.text(self)
+        return (f"<AuditResult {self.model.get('name')!r}: {self.task}, {self.overall.get('n')} test images, "
+                f"gates {(self.gates or {}).get('status', 'not set')}>")
 
-    def group(self, grouping: str, key: str) -> dict:
+    @staticmethod
+    def _presenter():
+        if hooks.presenter is None:
+            raise FaceauditError("rendering is the report layer's job: call faceaudit.report(result, out)")
+        return hooks.presenter
+
+    def group(self, grouping: str, key: str) -> Group:
         """One group's record (``result.group("race", "Black")``)."""
         for record in self.grouping(grouping)["groups"]:
             if record["key"] == key:
@@ -276,9 +276,31 @@ class AuditResult:
         return self.task == REGRESSION
 
     @property
-    def status(self) -> str:
+    def status(self) -> Verdict:
         """``pass``, ``fail`` or ``inconclusive`` over all gates (``pass`` when there are none)."""
-        return (self.gates or {}).get("status", "pass")
+        return self.gates.status if self.gates is not None else Verdict.PASS
+
+    @property
+    def level(self) -> float:
+        """The confidence level of every interval of the audit (``settings.ci``)."""
+        return self.settings.level
+
+
+def _check_schema_version(data: dict) -> None:
+    """Refuse an audit.json of another major version in one line (the same major, older or newer minor, reads)."""
+    major = int(SCHEMA_VERSION.split(".")[0])
+    check_version(data.get("schema_version"), SCHEMA_VERSION, "audit.json schema", oldest_major=major)
+
+
+#: The typed top-level blocks and how a JSON-shaped value becomes each.
+_TYPED = {
+    "settings": lambda v: Settings.from_dict(v, "settings"),
+    "overall": lambda v: Group.from_dict(v, "overall"),
+    "groupings": lambda v: {k: Grouping.from_dict(g, f"groupings.{k}") for k, g in v.items()},
+    "gates": lambda v: Gates.from_dict(v, "gates"),
+    "calibration": lambda v: Calibration.from_dict(v, "calibration"),
+    "embeddings": lambda v: Embeddings.from_dict(v, "embeddings"),
+}
 
 
 def load_audit(path: str | Path) -> AuditResult:

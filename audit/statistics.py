@@ -5,7 +5,7 @@ schema's attribute values, the predicted class and the top-label confidence bin:
 count, mean and sum of squared deviations of each per-image value (confidence, Brier score, log loss). These merge
 exactly across any partition of the rows (Chan, Golub & LeVeque 1979), so shards can be reduced on different
 machines in any order and give the same audit. The bootstrap then draws resamples from the merged cells
-(:func:`faceaudit.audit.bootstrap.stratified_replicates` with ``weights``), which needs nothing else.
+(:func:`faceaudit.auditing.bootstrap.stratified_replicates` with ``weights``), which needs nothing else.
 
 :class:`RowSample` keeps a bounded, partition-independent sample of rows (the smallest hashes of image id and
 seed), for the figures that need images or embeddings (error gallery, t-SNE) and for exact audits of tables

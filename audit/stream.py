@@ -29,6 +29,7 @@ from faceaudit.taxonomy import LabelSchema
 
 from . import calibration as cal
 from .bootstrap import EXACT_ROWS_LIMIT
+from .overlap import split_leak
 from .statistics import CellStatistics, RowSample
 
 #: Rows read and validated at a time (about 0.5 GB of working memory at UTKFace's five classes).
@@ -244,6 +245,44 @@ def _survey(paths: list[Path], id_col: str, prob_prefix: str) -> tuple[pd.DataFr
     return head, splits
 
 
+def _split_leak(paths: list[Path], id_col: str, allow: bool) -> list[str]:
+    """The split-leak check of :func:`faceaudit.auditing.overlap.split_leak` over every shard, in bounded memory: one
+    pass hashing each row's id (8 bytes a row) by split, and a second pass, only when test and other ids meet, to
+    name an example and the splits it is also under."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if any(id_col not in _parquet(p).schema_arrow.names for p in paths):
+        return []
+
+    def id_batches():
+        for path in paths:
+            for batch in _record_batches(path, BATCH_ROWS, [id_col, "split"]):
+                ids = pc.cast(_decoded(batch.column(0)), pa.string()).to_numpy(zero_copy_only=False)
+                yield ids.astype(object), _split_mask(batch, "test"), batch
+
+    test, other = [], []
+    for ids, is_test, _ in id_batches():
+        hashed = pd.util.hash_array(ids)
+        test.append(hashed[is_test])
+        other.append(hashed[~is_test])
+    shared = np.intersect1d(np.concatenate(test), np.concatenate(other)) if test else np.empty(0, np.uint64)
+    if not len(shared):
+        return []
+    test_ids, other_splits = {}, {}  # only the ids whose hash meets: few
+    for ids, is_test, batch in id_batches():
+        meets = np.isin(pd.util.hash_array(ids), shared)
+        split = pc.cast(_decoded(batch.column(1)), pa.string()).to_numpy(zero_copy_only=False)
+        for value, in_test, name in zip(ids[meets], is_test[meets], split[meets]):
+            if in_test:
+                test_ids.setdefault(value, None)
+            else:
+                other_splits.setdefault(value, set()).add(str(name))
+    leaked = [value for value in test_ids if value in other_splits]  # exact: a hash collision is no leak
+    where = sorted(set().union(*(other_splits[value] for value in leaked)))
+    return split_leak(len(leaked), str(leaked[0]) if leaked else "", "/".join(where), allow)
+
+
 def _first_schema(paths: list[Path], *, schema: LabelSchema | None, target, groups, age_bands,
                   id_col: str, prob_prefix: str) -> tuple[PredictionsTable, dict[str, int] | None, list[str]]:
     """The label schema of the shards (the one they record, else inferred from every label value they hold),
@@ -305,7 +344,7 @@ def stream_inputs(source: str | Path, *, schema: LabelSchema | None = None, targ
                   groups=None, age_bands=None, temperature: bool = True, n_bins: int = cal.ECE_BINS,
                   seed: int = 0, ci: float = 0.95, engine: str = "local", workers: int | None = None,
                   sample_rows: int = SAMPLE_ROWS, id_col: str = "image_id", prob_prefix: str = "prob_",
-                  progress: bool = False) -> StreamedInputs:
+                  progress: bool = False, allow_overlap: bool = False) -> StreamedInputs:
     """Read the shards at ``source`` and reduce them (on ``engine``) to what a streamed audit needs."""
     from faceaudit.distributed import check_engine, default_workers, local_engine
 
@@ -314,6 +353,8 @@ def stream_inputs(source: str | Path, *, schema: LabelSchema | None = None, targ
     probe, splits, notes = _first_schema(paths, schema=schema, target=target, groups=groups, age_bands=age_bands,
                                          id_col=id_col, prob_prefix=prob_prefix)
     keep = "test" if splits and splits.get("test") else None
+    if keep:
+        notes += _split_leak(paths, id_col, allow_overlap)
     if splits is not None and keep is None:
         notes.append(f"the predictions shards have a split column but no split=test rows (splits: "
                      f"{', '.join(sorted(splits))}): auditing all {sum(splits.values()):,} rows as the test set")
@@ -348,7 +389,7 @@ def stream_inputs(source: str | Path, *, schema: LabelSchema | None = None, targ
 
 
 def _reduce_here(paths: list[Path], plan: Plan, progress: bool) -> Reduction:
-    from tqdm.auto import tqdm
+    from tqdm.std import tqdm  # not tqdm.auto: no "IProgress not found" warning in notebooks
 
     sizes = [_parquet(p).metadata.num_rows for p in paths]
     total = Reduction(None, None, RowSample(plan.sample_rows, plan.seed))
@@ -365,7 +406,7 @@ def _reduce_on_ray(paths: list[Path], plan: Plan, workers: int, progress: bool) 
     import pickle
 
     import ray
-    from tqdm.auto import tqdm
+    from tqdm.std import tqdm  # not tqdm.auto: no "IProgress not found" warning in notebooks
 
     from faceaudit.distributed import worker_error
 

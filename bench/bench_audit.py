@@ -26,7 +26,7 @@ import pandas as pd
 
 import faceaudit
 from faceaudit import PredictionsTable
-from faceaudit.audit import metrics
+from faceaudit.auditing import metrics
 
 RACES = faceaudit.UTKFACE.classes
 GENDERS = faceaudit.UTKFACE.attribute("gender").values
@@ -149,7 +149,7 @@ def main() -> None:
         rows.append(("full audit, 1,000,000 predictions, 1,000 resamples", wall, cpu, "< 30 s"))
 
     if not args.skip_tsne:
-        from faceaudit.audit.embeddings import tsne
+        from faceaudit.auditing.embeddings import tsne
 
         centres = rng.normal(scale=3.0, size=(len(RACES), 64))
         race = pd.Categorical(small["race"], categories=list(RACES)).codes

@@ -87,7 +87,7 @@ def _train_dlib_head(args, tmp: Path) -> Path:
 
 def _extraction_speed(rows, framing: str, n: int) -> tuple[float, int]:
     """dlib descriptor extraction images/s on the first n rows, with an empty cache (all CPUs this process may use)."""
-    from faceaudit.training.dlib_features import descriptors
+    from faceaudit.models.dlib_features import descriptors
 
     sample = rows.iloc[:n]
     previous = os.environ.get("FACEAUDIT_CACHE")
@@ -107,13 +107,13 @@ def _extraction_speed(rows, framing: str, n: int) -> tuple[float, int]:
 
 def _bench(run_dir: Path, args, tmp: Path) -> int:
     import faceaudit
-    from faceaudit.audit.report.compare import excess_tests, load_folder, paired_tests
+    from faceaudit.auditing.comparison import excess_tests, load_folder, paired_tests
     from faceaudit.config import usable_cpus
     from faceaudit.datasets.manifest import load_dataset
+    from faceaudit.models.export import export_model, load_exported
+    from faceaudit.models.inference import contract_model, load_model
     from faceaudit.seams.predictions import PredictionsTable
     from faceaudit.seams.run import RunRecord
-    from faceaudit.training.export import export_model, load_exported
-    from faceaudit.training.inference import contract_model, load_model
 
     run = RunRecord.read(run_dir)
     dlib = run.backbone == "dlib-resnet"
@@ -123,7 +123,7 @@ def _bench(run_dir: Path, args, tmp: Path) -> int:
     test = dataset.split("test").reset_index(drop=True)
     label = "runs/<tmp>/dlib-head (trained here)" if args.dlib else str(run_dir)
     if dlib:
-        from faceaudit.training.dlib_features import descriptors
+        from faceaudit.models.dlib_features import descriptors
 
         framing = run.dlib_framing or "align"
         if args.max_test and args.max_test < len(test):

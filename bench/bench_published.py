@@ -48,9 +48,9 @@ def bare_inference(model: Path, contract: Path, csv: Path) -> float:
     """Seconds to run the model alone over the CSV's test images (decode, resize, predict), as the audit does."""
     import pandas as pd
 
+    from faceaudit.models.inference import predict_heads
+    from faceaudit.models.loading import load_runtime
     from faceaudit.seams.contract import load_contract
-    from faceaudit.training.inference import predict_heads
-    from faceaudit.training.runtimes import load_runtime
 
     rows = pd.read_csv(csv)
     rows = rows[rows["split"] == "test"].reset_index(drop=True)

@@ -98,7 +98,7 @@ def _command(recipe: Recipe, runs: Path, data: Path) -> list[str]:
 
 def _fill_descriptor_cache(data: Path) -> str:
     from faceaudit.datasets.manifest import load_dataset
-    from faceaudit.training.dlib_features import descriptors
+    from faceaudit.models.dlib_features import descriptors
 
     manifest = load_dataset(data, progress=False).manifest
     start, parts = time.perf_counter(), []

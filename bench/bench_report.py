@@ -79,7 +79,7 @@ def bare_pdf_seconds() -> float:
 
 
 def main() -> None:
-    from faceaudit.audit.report import render_report
+    from faceaudit.auditing.report import render_report
 
     with tempfile.TemporaryDirectory(prefix="bench-report-") as tmp:
         if len(sys.argv) > 1:

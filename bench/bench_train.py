@@ -50,8 +50,8 @@ def bench_image_backbone(name: str, manifest, repeats: int) -> dict:
 
 
 def bench_dlib(manifest, repeats: int) -> dict:
+    from faceaudit.models.dlib_features import _describe
     from faceaudit.training.backbones import build_descriptor_model
-    from faceaudit.training.dlib_features import _describe
 
     paths = manifest["path"].astype(str).head(8 * (repeats + 1)).tolist()
     _describe(paths[:2], "align")

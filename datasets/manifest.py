@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageFile, UnidentifiedImageError
-from tqdm.auto import tqdm
+from tqdm.std import tqdm  # not tqdm.auto: no "IProgress not found" warning in notebooks
 
 from faceaudit.config import DEFAULT_SEED, SPLITS
 from faceaudit.console import shown

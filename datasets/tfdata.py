@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import tensorflow as tf
-from tqdm.auto import tqdm
+from tqdm.std import tqdm  # not tqdm.auto: no "IProgress not found" warning in notebooks
 
 from faceaudit.config import SPLITS, usable_cpus
 from faceaudit.files import atomic_path

@@ -22,37 +22,52 @@ import importlib.abc
 import importlib.util
 from pathlib import Path
 
-__version__ = "0.1.0"
+from faceaudit.version import __version__
 
-# From a source checkout the designed top-level folders (audit/, datasets/, training/, templates/) sit beside this
-# package; installed, setuptools maps them into it. In a checkout a small finder maps exactly those four, so
-# ``faceaudit.audit`` and its siblings import the same way from the repository root as from an installed package.
+# From a source checkout the designed top-level folders (audit/, datasets/, models/, training/, templates/) sit
+# beside this package; installed, setuptools maps them into it (audit/ as ``faceaudit.auditing``: ``faceaudit.audit`` is the
+# one-call function). In a checkout a small finder maps exactly those folders, so ``faceaudit.auditing`` and its
+# siblings import the same way from the repository root as from an installed package.
 _ROOT = Path(__file__).resolve().parent.parent
-_FOLDERS = ("audit", "datasets", "training", "templates")
+#: Import name under ``faceaudit`` -> the checkout folder it lives in.
+_FOLDERS = {"auditing": "audit", "datasets": "datasets", "models": "models", "training": "training",
+            "templates": "templates"}
 
 
 class _CheckoutFolders(importlib.abc.MetaPathFinder):
-    """Finds ``faceaudit.<folder>`` at ``<checkout>/<folder>`` for the four designed folders, and nothing else."""
+    """Finds ``faceaudit.<name>`` at ``<checkout>/<folder>`` for the designed folders, and nothing else."""
 
     def find_spec(self, name, path=None, target=None):
-        prefix, _, folder = name.partition(".")
-        if prefix != "faceaudit" or folder not in _FOLDERS:
+        prefix, _, package = name.partition(".")
+        if prefix != "faceaudit" or package not in _FOLDERS:
             return None
-        init = _ROOT / folder / "__init__.py"
+        init = _ROOT / _FOLDERS[package] / "__init__.py"
         return importlib.util.spec_from_file_location(name, init, submodule_search_locations=[str(init.parent)])
 
 
-if not (Path(__file__).parent / "audit").is_dir() and (_ROOT / "audit" / "__init__.py").is_file():
+if not (Path(__file__).parent / "auditing").is_dir() and (_ROOT / "audit" / "__init__.py").is_file():
     import sys
 
     if not any(isinstance(finder, _CheckoutFolders) for finder in sys.meta_path):
         sys.meta_path.insert(0, _CheckoutFolders())
 
+# The audit layer hands rendering up through this slot instead of importing the report layer (both light here).
+from faceaudit import hooks as _hooks  # noqa: E402
+from faceaudit import presenting as _presenting  # noqa: E402
+
+_hooks.presenter = _presenting
+
 #: Public name -> module that defines it (imported on first access).
 _PUBLIC = {
-    "audit": "faceaudit.audit",
-    "AuditResult": "faceaudit.audit.result",
-    "load_audit": "faceaudit.audit.result",
+    "audit": "faceaudit.auditing.api",
+    "AuditResult": "faceaudit.auditing.result",
+    "load_audit": "faceaudit.auditing.result",
+    "report": "faceaudit.presenting",
+    "compare": "faceaudit.auditing.comparison",
+    "diff": "faceaudit.auditing.comparison",
+    "Comparison": "faceaudit.auditing.comparison",
+    "Diff": "faceaudit.auditing.comparison",
+    "Verdict": "faceaudit.auditing.verdict",
     "audit_model": "faceaudit.api",
     "audit_heads": "faceaudit.api",
     "check_model": "faceaudit.api",
@@ -71,6 +86,7 @@ _PUBLIC = {
     "FAIRFACE7": "faceaudit.taxonomy",
     "FAIRFACE4": "faceaudit.taxonomy",
     "FaceauditError": "faceaudit.errors",
+    "InvalidParameterError": "faceaudit.validation",
 }
 __all__ = ["__version__", *_PUBLIC]
 

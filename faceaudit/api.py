@@ -7,128 +7,222 @@ each other; ``faceaudit.audit`` (auditing a predictions table) needs none of the
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from numbers import Integral, Real
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from faceaudit.config import DEFAULT_SEED, data_from_env
+from faceaudit.config import (
+    DEFAULT_CI,
+    DEFAULT_INCONCLUSIVE,
+    DEFAULT_MIN_TEST_SIZE,
+    DEFAULT_N_BOOT,
+    DEFAULT_SEED,
+    data_from_env,
+)
 from faceaudit.errors import FaceauditError
-from faceaudit.taxonomy import LabelSchema, get_schema, name_list
+from faceaudit.taxonomy import DEFAULT_AGE_BANDS, AgeBands, LabelSchema, get_schema, name_list
+from faceaudit.validation import (
+    PARAMETERS,
+    Boolean,
+    Interval,
+    InvalidParameterError,
+    Options,
+    PathLike,
+    Text,
+    check,
+    validate_params,
+)
 
 if TYPE_CHECKING:
-    from faceaudit.audit.result import AuditResult
+    from faceaudit.auditing.api import GatesLike
+    from faceaudit.auditing.result import AuditResult
+    from faceaudit.datasets.manifest import ColumnMap, Dataset
     from faceaudit.seams.contract import ModelContract
-    from faceaudit.seams.run import RunRecord
-    from faceaudit.training.runtimes import Runtime
 
 ContractLike = "str | Path | ModelContract | None"
 
 
-def load_dataset(source: str | Path, *, schema: LabelSchema | str | None = None, **options: Any):
+@validate_params
+def load_dataset(source: str | Path, *, schema: LabelSchema | str | None = None, age_bands: AgeBands | str | None = None,
+                 seed: int = DEFAULT_SEED, exclude: str | Path | None = None, columns: ColumnMap | None = None,
+                 progress: bool = True) -> Dataset:
     """Labelled face images (a UTKFace folder or ``.tar.gz``, or a labelled CSV/Parquet such as FairFace's
     ``file,age,gender,race``) as a :class:`~faceaudit.datasets.manifest.Dataset`: manifest, splits, exclusions.
-    ``options`` as for :func:`faceaudit.datasets.manifest.load_dataset` (``age_bands``, ``seed``, ``exclude``...)."""
+
+    ``schema`` names the labels (default UTKFace's); ``age_bands`` how ages are banded (a spec such as
+    ``"0-9,10-19,...,70+"`` or a preset); ``seed`` fixes the train/val/test split; ``exclude`` is an exclusion list
+    (``image_id,reason``, e.g. from ``faceaudit data inspect``); ``columns`` maps a labelled table's column names."""
+    from faceaudit.datasets.manifest import ColumnMap
     from faceaudit.datasets.manifest import load_dataset as load
 
     if not isinstance(source, (str, Path)):
-        raise FaceauditError(f"source must be a path to a folder, archive or labelled table, got {type(source).__name__}")
-    return load(Path(source), schema=get_schema(schema), **options)
+        raise InvalidParameterError(f"source must be a path to a folder, archive or labelled table "
+                                    f"(got {type(source).__name__})")
+    return load(Path(source), schema=get_schema(schema), age_bands=age_bands, seed=seed,
+                exclude=None if exclude is None else Path(exclude), columns=columns or ColumnMap(), progress=progress)
 
 
-def train(data: str | Path, out: str | Path, *, backbone: str = "cnn", schema: LabelSchema | str | None = None,
-          **options: Any) -> Path:
-    """Train a classifier of the schema's target on ``data`` into the run folder ``out`` (``model.keras``,
-    ``run.json``, ``history.json``, ``predictions.csv``); ``options`` are :class:`TrainConfig` fields (``epochs``,
-    ``image_size``, ``batch_size``...). Needs ``faceaudit[train]``."""
+@validate_params(backbone=Text(), weights=Text(), alpha=[Interval(Real, 0, None, closed="neither"), None],
+                 image_size=[Interval(Integral, 1, None), None], head_epochs=[Interval(Integral, 0, None), None],
+                 epochs=Interval(Integral, 0, None), lr=Interval(Real, 0, None, closed="neither"),
+                 finetune_lr=Interval(Real, 0, None, closed="neither"), weight_decay=Interval(Real, 0, None),
+                 schedule=Options(("cosine", "plateau")), label_smoothing=Interval(Real, 0, 1, closed="left"),
+                 class_weights=Boolean(), logit_adjust=Interval(Real, 0, None), augment=Boolean(),
+                 rotation=Interval(Real, 0, 180), zoom=Interval(Real, 0, 1, closed="left"),
+                 dropout=Interval(Real, 0, 1, closed="left"), embedding_dim=Interval(Integral, 1, None),
+                 patience=Interval(Integral, 0, None), strategy=Options(("none", "mirrored", "multiworker")),
+                 cpu_devices=Interval(Integral, 0, None), resume=Boolean(),
+                 max_train=[Interval(Integral, 1, None), None], dlib_framing=Text(), deterministic=Boolean())
+def train(data: str | Path | Dataset, out: str | Path, *, schema: LabelSchema | str | None = None,
+          target: str | None = None, age_bands: str | None = None, exclude: str | Path | None = None,
+          seed: int = DEFAULT_SEED, backbone: str = "cnn", weights: str = "none", alpha: float | None = None,
+          image_size: int | None = None, head_epochs: int | None = None, epochs: int = 30, batch_size: int = 64,
+          lr: float = 1e-3, finetune_lr: float = 1e-4, weight_decay: float = 1e-4, schedule: str = "cosine",
+          label_smoothing: float = 0.1, class_weights: bool = False, logit_adjust: float = 0.0, augment: bool = True,
+          rotation: float = 10.0, zoom: float = 0.1, dropout: float = 0.3, embedding_dim: int = 128,
+          patience: int = 5, strategy: str = "none", cpu_devices: int = 0, resume: bool = False,
+          max_train: int | None = None, dlib_framing: str = "align+mirror", deterministic: bool = True,
+          progress: bool = True) -> Path:
+    """Train a classifier of the schema's ``target`` on ``data`` (a path, or a dataset from :func:`load_dataset`)
+    into the run folder ``out`` (``model.keras``, ``run.json``, ``history.json``, ``predictions.csv``) and return
+    it. The keyword arguments are the fields of :class:`faceaudit.training.config.TrainConfig`, which says what each
+    does and why its default (``backbone``: cnn, mobilenetv2, ..., dlib-resnet; ``epochs`` whole-network epochs;
+    ``head_epochs`` with the backbone frozen; ``lr``/``finetune_lr``; ``seed`` for order, augmentation and
+    initialisation; ``age_bands`` None: faceaudit's default bands). Needs ``faceaudit[train]``."""
+    arguments = dict(locals())  # every keyword above is a TrainConfig field of the same name and meaning
     from faceaudit.extras import require
 
     require("tensorflow", "train", "training")
+    from faceaudit.datasets.manifest import Dataset
     from faceaudit.training.config import TrainConfig
     from faceaudit.training.trainer import train as run_training
 
-    return run_training(TrainConfig(data=Path(data), out=Path(out), backbone=backbone, schema=get_schema(schema),
-                                    **options))
+    dataset = data if isinstance(data, Dataset) else None
+    source = Path(dataset.source) if dataset is not None else Path(check("data", data, PathLike()))
+    settings = {k: v for k, v in arguments.items() if k in TrainConfig.__dataclass_fields__}
+    settings.update(data=source, out=Path(out), schema=get_schema(schema), dataset=dataset,
+                    age_bands=DEFAULT_AGE_BANDS if age_bands is None else age_bands,
+                    exclude=None if exclude is None else Path(exclude))
+    config = TrainConfig(**settings)
+    config.label_schema()  # an unknown target fails here, before anything is written
+    return run_training(config)
 
 
-def ensemble(runs: Sequence[str | Path], out: str | Path, *, combine: str = "auto", **options: Any) -> Path:
-    """Combine finished runs of one data set and label schema into the ensemble run folder ``out`` (members copied,
-    combiner fitted on their validation split); options as :func:`faceaudit.training.ensemble.build_ensemble`."""
+@validate_params(combine=Options(("auto", "mean", "weighted", "stack")))
+def ensemble(runs: Sequence[str | Path], out: str | Path, *, data: str | Path | None = None, combine: str = "auto",
+             batch_size: int = 64, progress: bool = True) -> Path:
+    """Combine finished runs (two or more run folders of one data set and label schema) into the ensemble run
+    folder ``out``: members copied, combiner fitted on their shared validation split (``combine``: ``mean`` of
+    log-probabilities, ``weighted``, ``stack`` (multinomial logistic regression) or ``auto``, the lower
+    cross-validated log loss). ``data`` is the members' images (default: what their run.json names). Needs
+    ``faceaudit[train]``."""
     from faceaudit.extras import require
 
     require("tensorflow", "train", "ensembles")
     from faceaudit.training.ensemble import build_ensemble
 
-    return build_ensemble(runs, out, combine=combine, **options)
+    return build_ensemble(runs, out, combine=combine, data=data, batch_size=batch_size, progress=progress)
 
 
-def mitigate(run: str | Path, out: str | Path, *, method: str = "equal-recall", **options: Any) -> Path:
-    """Write the run folder ``out``: ``run``'s model with per-class biases fitted on its validation split
-    (``equal-recall`` within ``max_accuracy_drop``, or ``logit-adjust`` with ``tau``); options as
-    :func:`faceaudit.training.mitigation.mitigate`."""
+@validate_params(method=Options(("equal-recall", "logit-adjust")), tau=Interval(Real, 0, None),
+                 max_accuracy_drop=Interval(Real, 0, 1, closed="left"))
+def mitigate(run: str | Path, out: str | Path, *, data: str | Path | None = None, method: str = "equal-recall",
+             max_accuracy_drop: float = 0.015, tau: float = 1.0, batch_size: int = 64, progress: bool = True) -> Path:
+    """Write the run folder ``out``: ``run``'s model with per-class biases fitted on its validation split, either
+    ``equal-recall`` (raise the lowest per-class recall while validation accuracy falls by at most
+    ``max_accuracy_drop``, a share: 0.015 = 1.5 points) or ``logit-adjust`` (subtract ``tau`` x log training class
+    frequency). ``data`` is the run's images (default: what its run.json names). Needs ``faceaudit[train]``."""
     from faceaudit.extras import require
 
     require("tensorflow", "train", "mitigation")
     from faceaudit.training.mitigation import mitigate as fit_and_write
 
-    return fit_and_write(run, out, method=method, **options)
+    return fit_and_write(run, out, method=method, data=data, tau=tau, max_accuracy_drop=max_accuracy_drop,
+                         batch_size=batch_size, progress=progress)
 
 
-def predict(model: str | Path, data: Any = None, out: str | Path | None = None, **options: Any) -> Path:
-    """Run a model on the test and validation splits of ``data`` into a folder of Parquet shards (what
-    ``faceaudit predict`` writes and ``faceaudit.audit(folder)`` streams); ``engine="ray"`` runs it on Ray workers,
-    one model per worker. Options as :func:`faceaudit.training.batch.predict_shards`; needs ``faceaudit[train]``
-    (and ``faceaudit[distributed]`` for Ray)."""
+@validate_params
+def predict(model: str | Path, data: str | Path | Dataset | None = None, out: str | Path | None = None, *,
+            schema: LabelSchema | str | None = None, target: str | None = None, seed: int = DEFAULT_SEED,
+            splits: Sequence[str] | None = ("test", "val"), engine: str = "local", workers: int | None = None,
+            shard_size: int = 50_000, batch_size: int = 64, dataset_options: dict | None = None,
+            progress: bool = False, output_layer: str | None = None, embedding_layer: str | None = None,
+            input_size: int | None = None, preprocess: str | None = None, bgr: bool = False,
+            classes: str | Sequence[str] | None = None, verbose: bool = False) -> Path:
+    """Run ``model`` on the ``splits`` of ``data`` (None: every row; default data ``$FACEAUDIT_DATA``) into a
+    folder of Parquet shards of at most ``shard_size`` rows (what ``faceaudit predict`` writes and
+    ``faceaudit.audit(folder)`` streams) and return it (default ``predictions/<model-name>``). ``engine="ray"``
+    runs it on ``workers`` Ray workers, one model per worker. ``schema``, ``target``, ``seed``, ``batch_size``,
+    ``dataset_options`` and the model options (``output_layer`` ... ``classes``) mean what they mean for
+    :func:`audit_model`; ``verbose`` keeps Ray's own log lines. Needs ``faceaudit[train]`` (and
+    ``faceaudit[distributed]`` for Ray)."""
     from faceaudit.extras import require
 
     require("tensorflow", "train", "running a model on images")
-    from faceaudit.training.batch import predict_shards
+    from faceaudit.models.batch import predict_shards
 
-    return predict_shards(model, data, out, **options)
+    return predict_shards(model, data, out, engine=engine, workers=workers, shard_size=shard_size, splits=splits,
+                          batch_size=batch_size, schema=schema, target=target, seed=seed,
+                          dataset_options=dataset_options, progress=progress, verbose=verbose,
+                          output_layer=output_layer,
+                          embedding_layer=embedding_layer, input_size=input_size, preprocess=preprocess, bgr=bgr,
+                          classes=classes)
 
 
-def audit_model(model: str | Path, data: Any = None, *, schema: LabelSchema | str | None = None,
-                batch_size: int = 64, temperature: bool = True, seed: int = DEFAULT_SEED,
-                dataset_options: dict | None = None, progress: bool = False,
-                output_layer: str | None = None, embedding_layer: str | None = None, input_size: int | None = None,
-                preprocess: str | None = None, bgr: bool = False, classes: str | Sequence[str] | None = None,
-                contract: ContractLike = None, **audit_options: Any):
+@validate_params
+def audit_model(model: str | Path, data: str | Path | Dataset | None = None, *, contract: ContractLike = None,
+                schema: LabelSchema | str | None = None, target: str | None = None,
+                groups: str | Sequence[str] | None = None, gates: GatesLike = None, ci: float = DEFAULT_CI,
+                n_boot: int = DEFAULT_N_BOOT, seed: int = DEFAULT_SEED, min_group_size: int | None = None,
+                min_test_size: int = DEFAULT_MIN_TEST_SIZE, inconclusive: str = DEFAULT_INCONCLUSIVE,
+                tsne: bool = True, temperature: bool = True, batch_size: int = 64,
+                dataset_options: dict | None = None, progress: bool = False, output_layer: str | None = None,
+                embedding_layer: str | None = None, input_size: int | None = None, preprocess: str | None = None,
+                bgr: bool = False, classes: str | Sequence[str] | None = None) -> AuditResult:
     """Run a model on the test split of ``data`` (a path or a loaded dataset; default ``$FACEAUDIT_DATA``) and audit
     its predictions; the validation split fits temperature scaling. The model is a run folder, a ``.keras`` file, a
     legacy Keras ``.h5`` file, a TensorFlow SavedModel folder, a ``.tflite`` or an ``.onnx`` file (see
-    :func:`faceaudit.training.runtimes.load_runtime`); for a model without faceaudit's layer names, ``output_layer``
+    :func:`faceaudit.models.loading.load_runtime`); for a model without faceaudit's layer names, ``output_layer``
     names the class-probability output (needed when several fit), ``embedding_layer`` the embedding layer or output,
     ``input_size`` the image size (when the model does not fix it), ``preprocess`` what the model expects
     (``raw`` [0, 255] as faceaudit's models, ``0-1``, ``-1-1``, ``caffe``, ``torch``), ``bgr`` the channel order and
     ``classes`` (``"A,B,C"`` or a list) the class of each output unit in order (default: the schema's).
-    ``dataset_options`` go to :func:`load_dataset` (``age_bands``, ``exclude``, ``columns``); ``audit_options`` to
-    :func:`faceaudit.audit`. The schema is the run's (``run.json``) unless given. Needs ``faceaudit[train]``
+    ``dataset_options`` go to :func:`load_dataset` (``age_bands``, ``exclude``, ``columns``). The schema is the
+    run's (``run.json``) unless given. Needs ``faceaudit[train]``
     (and ``faceaudit[onnx]`` for ONNX models).
 
     ``contract`` (a ``model.toml`` path or a :class:`~faceaudit.seams.contract.ModelContract`) states how to run a
     model faceaudit did not train: input, outputs and what they predict, provenance. A contract with several outputs
-    needs ``target``; :func:`audit_heads` audits them all from one inference pass."""
+    needs ``target``; :func:`audit_heads` audits them all from one inference pass.
+
+    ``schema``, ``target``, ``groups``, ``gates``, ``ci``, ``n_boot``, ``seed``, ``min_group_size``,
+    ``min_test_size``, ``inconclusive``, ``tsne`` and ``temperature`` mean what they mean for
+    :func:`faceaudit.audit` (``seed`` also fixes the split); ``batch_size`` is inference's."""
+    settings = {"gates": gates, "ci": ci, "n_boot": n_boot, "min_group_size": min_group_size,
+                "min_test_size": min_test_size, "inconclusive": inconclusive, "tsne": tsne}
     if contract is not None:
         if any(v is not None for v in (output_layer, input_size, preprocess, classes)) or bgr:
             raise FaceauditError("a contract states the input and outputs: leave output_layer, input_size, "
                                  "preprocess, bgr and classes unset (or edit the contract)")
         contract = as_contract(contract)
-        target = audit_options.pop("target", None)
         if target is None and len(contract.outputs) > 1:
             raise FaceauditError(f"the contract has outputs for {', '.join(contract.targets)}: pass target=, or "
                                  "use faceaudit.audit_heads to audit every one")
         targets = [target] if target is not None else None
-        return audit_heads(model, data, contract=contract, targets=targets, schema=schema, batch_size=batch_size,
-                           temperature=temperature, seed=seed, dataset_options=dataset_options, progress=progress,
-                           embedding_layer=embedding_layer, **audit_options)[target or contract.targets[0]]
-    groups = audit_options.get("groups")
-    opened = open_model(model, schema=schema, target=audit_options.get("target"),
+        return audit_heads(model, data, contract=contract, targets=targets, schema=schema, groups=groups, seed=seed,
+                           temperature=temperature, batch_size=batch_size, dataset_options=dataset_options,
+                           progress=progress, embedding_layer=embedding_layer,
+                           **settings)[target or contract.targets[0]]
+    from faceaudit.models.opening import open_model
+
+    opened = open_model(model, schema=schema, target=target,
                         groups=name_list(groups),
                         age_bands=(dataset_options or {}).get("age_bands"), classes=classes,
                         output_layer=output_layer, embedding_layer=embedding_layer, input_size=input_size,
-                        preprocess=preprocess, bgr=bgr, gates=audit_options.get("gates"))
+                        preprocess=preprocess, bgr=bgr, check_schema=_gates_check(gates))
     source, schema, run, runtime = opened.source, opened.schema, opened.run, opened.runtime
-    from faceaudit.audit import audit
-    from faceaudit.training.inference import predict_table
+    from faceaudit.auditing import audit
+    from faceaudit.models.inference import predict_table
 
     dataset, test, notes = _load_test_data(data, schema, seed, dataset_options)
     predictions, embeddings = predict_table(source, test, batch_size, progress, schema=schema, run=run,
@@ -143,8 +237,9 @@ def audit_model(model: str | Path, data: Any = None, *, schema: LabelSchema | st
                      "(pass --embedding-layer NAME where the model has one)")
     data_info = {"source": str(dataset.source), "fingerprint": dataset.fingerprint, "split": "test",
                  "n": len(predictions), "synthetic": dataset.synthetic, "predictions_sha256": None, "notes": notes}
-    result = audit(predictions, val=val, embeddings=embeddings, embedding_source="model", model=info,
-                   data=data_info, seed=seed, temperature=temperature, progress=progress, **audit_options)
+    result = audit(predictions, target=target, groups=groups, val=val, embeddings=embeddings,
+                   embedding_source="model", model_info=info, data_info=data_info, seed=seed, temperature=temperature,
+                   progress=progress, **settings)
     result.warnings[:0] = notes
     return result
 
@@ -157,7 +252,24 @@ def as_contract(contract: ContractLike) -> ModelContract:
         return contract
     if isinstance(contract, (str, Path)):
         return load_contract(Path(contract))
-    raise FaceauditError(f"contract must be a model.toml path or a ModelContract, got {type(contract).__name__}")
+    raise InvalidParameterError(f"contract must be a model.toml path or a ModelContract (got "
+                                f"{type(contract).__name__})")
+
+
+def _gates_check(gates: Any):
+    """A check of the audit's gates against a model's settled schema (None without gates), which
+    :func:`faceaudit.models.opening.open_model` runs before the model loads."""
+    if gates is None:
+        return None
+
+    def check(schema: LabelSchema) -> None:
+        from faceaudit.auditing.api import load_gates
+        from faceaudit.auditing.gates import check_gates
+
+        found, _, source_name = load_gates(gates)
+        check_gates(found, schema, source_name or "gates")
+
+    return check
 
 
 def _load_test_data(data: Any, schema: LabelSchema, seed: int, dataset_options: dict | None):
@@ -179,35 +291,42 @@ def _load_test_data(data: Any, schema: LabelSchema, seed: int, dataset_options: 
     return dataset, test, notes
 
 
-def audit_heads(model: str | Path, data: Any = None, *, contract: ContractLike, targets: Sequence[str] | None = None,
-                schema: LabelSchema | str | None = None, batch_size: int = 64, temperature: bool = True,
-                seed: int = DEFAULT_SEED, dataset_options: dict | None = None, progress: bool = False,
-                embedding_layer: str | None = None, **audit_options: Any) -> dict[str, AuditResult]:
+@validate_params
+def audit_heads(model: str | Path, data: str | Path | Dataset | None = None, *, contract: ContractLike,
+                targets: Sequence[str] | None = None, schema: LabelSchema | str | None = None,
+                groups: str | Sequence[str] | None = None, gates: GatesLike = None, ci: float = DEFAULT_CI,
+                n_boot: int = DEFAULT_N_BOOT, seed: int = DEFAULT_SEED, min_group_size: int | None = None,
+                min_test_size: int = DEFAULT_MIN_TEST_SIZE, inconclusive: str = DEFAULT_INCONCLUSIVE,
+                tsne: bool = True, temperature: bool = True, batch_size: int = 64,
+                dataset_options: dict | None = None, progress: bool = False,
+                embedding_layer: str | None = None) -> dict[str, AuditResult]:
     """Audit every output a model contract names (or those of ``targets``) from one inference pass over the test
     split of ``data``: ``{target: AuditResult}``, in the contract's order. Class outputs are audited as classifiers
     of their target (classes mapped to the label schema's as the contract states), an age output as a regressor
     (mean absolute error, bias, share within 5 years). Each result's model block records the contract, what was done
-    to the outputs (``steps``), the contract sanity checks (``sanity``) and any training-data overlap. Other
-    options as for :func:`audit_model`."""
-    from faceaudit.audit import audit, sanity
-    from faceaudit.audit import overlap as overlap_mod
-    from faceaudit.training.inference import predict_heads, read_head
+    to the outputs (``steps``), the contract sanity checks (``sanity``) and any training-data overlap. The other
+    arguments mean what they mean for :func:`audit_model`."""
+    settings = {"gates": gates, "ci": ci, "n_boot": n_boot, "min_group_size": min_group_size,
+                "min_test_size": min_test_size, "inconclusive": inconclusive, "tsne": tsne}
+    from faceaudit.auditing import audit, sanity
+    from faceaudit.auditing import overlap as overlap_mod
+    from faceaudit.models.inference import predict_heads, read_head
+    from faceaudit.models.opening import open_model
 
     contract = as_contract(contract)
     heads = list(contract.outputs)
     if targets is not None:
         heads = [contract.head(t) for t in targets]
-    groups = name_list(audit_options.pop("groups", None))
-    audit_options.pop("target", None)
+    groups = name_list(groups)
     opened = open_model(model, schema=schema, age_bands=(dataset_options or {}).get("age_bands"),
                         contract=contract, embedding_layer=embedding_layer)
     base = opened.schema
     head_schemas = {h.target: base.with_options(target=h.target, groups=groups) for h in heads}
-    if audit_options.get("gates") is not None:
-        from faceaudit.audit.api import load_gates
-        from faceaudit.audit.gates import check_gates
+    if gates is not None:
+        from faceaudit.auditing.api import load_gates
+        from faceaudit.auditing.gates import check_gates
 
-        found, _, source_name = load_gates(audit_options["gates"])
+        found, _, source_name = load_gates(gates)
         for head_schema in head_schemas.values():
             check_gates(found, head_schema, source_name or "gates")
     dataset, test, notes = _load_test_data(data, base, seed, dataset_options)
@@ -238,36 +357,35 @@ def audit_heads(model: str | Path, data: Any = None, *, contract: ContractLike, 
         data_info = {"source": str(dataset.source), "fingerprint": dataset.fingerprint, "split": "test",
                      "n": len(table), "synthetic": dataset.synthetic, "predictions_sha256": None,
                      "notes": list(notes)}
-        result = audit(table, val=val, embeddings=None if head.regression else embeddings, embedding_source="model",
-                       model=info, data=data_info,
-                       seed=seed, temperature=temperature and not head.regression, progress=progress,
-                       **audit_options)
+        result = audit(table, groups=groups, val=val, embeddings=None if head.regression else embeddings,
+                       embedding_source="model", model_info=info, data_info=data_info, seed=seed,
+                       temperature=temperature and not head.regression, progress=progress, **settings)
         result.warnings[:0] = list(notes)
         results[head.target] = result
     return results
 
 
 def _sanity_checks(head, table, schema: LabelSchema) -> list[dict]:
-    """The contract sanity checks of one head's predictions (:mod:`faceaudit.audit.sanity`)."""
-    from faceaudit.audit import sanity
+    """The contract sanity checks of one head's predictions (:mod:`faceaudit.auditing.sanity`)."""
+    from faceaudit.auditing import sanity
 
     if head.regression:
         return sanity.check_regressor(table.true_age, table.pred_age)
     return sanity.check_classifier(table.y_true, table.y_pred, table.probabilities, list(schema.classes))
 
 
-def check_model(model: str | Path, data: Any = None, *, contract: ContractLike, n: int = 200,
-                schema: LabelSchema | str | None = None, seed: int = DEFAULT_SEED,
-                dataset_options: dict | None = None, batch_size: int = 64) -> dict[str, dict]:
+@validate_params(n=PARAMETERS["check_size"])
+def check_model(model: str | Path, data: str | Path | Dataset | None = None, *, contract: ContractLike,
+                schema: LabelSchema | str | None = None, seed: int = DEFAULT_SEED, n: int = 200,
+                batch_size: int = 64, dataset_options: dict | None = None) -> dict[str, dict]:
     """Run a model on ``n`` test images (a seeded sample) and say, per contract output, whether the contract looks
     right: ``{target: {"n", "summary", "steps", "sanity"}}``; seconds, not minutes, before a full audit."""
     import numpy as np
 
-    from faceaudit.audit import sanity
-    from faceaudit.training.inference import predict_heads, read_head
+    from faceaudit.auditing import sanity
+    from faceaudit.models.inference import predict_heads, read_head
+    from faceaudit.models.opening import open_model
 
-    if isinstance(n, bool) or not isinstance(n, int) or n < 20:
-        raise FaceauditError(f"the check needs at least 20 images (got {n!r})")
     contract = as_contract(contract)
     opened = open_model(model, schema=schema, age_bands=(dataset_options or {}).get("age_bands"), contract=contract)
     _, test, _ = _load_test_data(data, opened.schema, seed, dataset_options)
@@ -291,120 +409,3 @@ def check_model(model: str | Path, data: Any = None, *, contract: ContractLike, 
         out[head.target] = {"n": len(table), "summary": summary, "steps": steps,
                             "sanity": sanity.summarise(checks, len(table))}
     return out
-
-
-@dataclass
-class OpenedModel:
-    """A model resolved and loaded the one way every command runs it: its files, label schema and runtime."""
-
-    source: Path
-    model_file: Path
-    run: RunRecord | None
-    exported: dict | None
-    schema: LabelSchema
-    #: The ``classes``/contract options :func:`faceaudit.training.runtimes.load_runtime` was given (to load again).
-    runtime_options: dict
-    #: None for runs whose model does not take images (dlib-resnet heads, ensembles), run by
-    #: :func:`faceaudit.training.inference.predict` itself.
-    runtime: Runtime | None
-
-    @property
-    def image_model(self) -> bool:
-        """Whether a runtime runs the model on images (not a dlib-resnet head or an ensemble's combiner)."""
-        return self.run is None or self.run.image_model
-
-    def info(self, *, synthetic: bool) -> dict:
-        """What audit.json (and predict.json) record of the model; after predicting, so the runtime can tell how
-        its outputs were read."""
-        from faceaudit.training.runtimes import source_sha256
-
-        run, exported, runtime = self.run, self.exported, self.runtime
-        is_run = self.source.is_dir() and self.model_file != self.source
-        fmt = runtime.format if runtime is not None else "keras"
-        return {"name": self.name,
-                "kind": "run" if is_run else fmt, "format": fmt,
-                "source": str(self.source.resolve()), "backbone": run.backbone if run is not None
-                else ((exported or {}).get("source_model") or {}).get("backbone"),
-                "run_hash": source_sha256(self.model_file), "synthetic": synthetic,
-                "run": None if run is None else run.facts(),
-                "runtime": None if runtime is None else runtime.describe(),
-                "export": None if exported is None else {k: exported.get(k) for k in (
-                    "format", "quantization", "quantization_detail", "total_bytes", "source_model", "exported_at")}}
-
-    @property
-    def name(self) -> str:
-        """The run's name, else the file's; an export of a run adds its format and quantisation (output folders
-        are named after it)."""
-        contract = self.runtime_options.get("contract")
-        name = self.run.name if self.run is not None else (self.model_file.stem or self.model_file.name)
-        if contract is not None and contract.name and self.run is None:
-            name = contract.name
-        if self.exported is not None:
-            source_run = (self.exported.get("source_model") or {}).get("run") or name
-            quantization = self.exported.get("quantization")
-            name = "-".join(p for p in (source_run, self.exported["format"],
-                                        None if quantization == "none" else quantization) if p)
-        return name
-
-
-def open_model(model: str | Path, *, schema: LabelSchema | str | None = None, target: str | None = None,
-               groups: Sequence[str] | None = None, age_bands: Any = None,
-               classes: str | Sequence[str] | None = None, output_layer: str | None = None,
-               embedding_layer: str | None = None, input_size: int | None = None, preprocess: str | None = None,
-               bgr: bool = False, gates: Any = None, contract: ModelContract | None = None) -> OpenedModel:
-    """Resolve a run folder or model file, settle its label schema (given, else the run's or export's, shaped by
-    ``target``, ``groups``, ``age_bands`` and ``classes``) and load its runtime once, so that auditing and batch
-    prediction open a model the same way. ``gates`` are checked against the schema before the model loads. With a
-    ``contract`` the runtime reads every output it names (and the model file must match its ``sha256``)."""
-    from faceaudit.extras import require
-    from faceaudit.seams.run import resolve_model
-
-    source = Path(model)
-    model_file, run = resolve_model(source)
-    require("tensorflow", "train", "running a model on images")  # images are read by tf.data for every format
-    from faceaudit.training.export import read_manifest
-    from faceaudit.training.runtimes import load_runtime
-
-    exported = read_manifest(model_file)
-    if schema is None and run is not None and run.label_schema:
-        schema = LabelSchema.from_dict(run.label_schema)
-    if schema is None and exported is not None and exported.get("label_schema"):
-        schema = LabelSchema.from_dict(exported["label_schema"])
-    schema = get_schema(schema)
-    # The target, groups and age bands asked for shape the classes the model is run for and the predictions' bands.
-    schema = schema.with_options(target=target, groups=None if groups is None else tuple(groups), age_bands=age_bands)
-    names = _class_list(classes)
-    if gates is not None:  # a gate the audit could not judge is refused before the model runs
-        from faceaudit.audit.api import load_gates
-        from faceaudit.audit.gates import check_gates
-
-        found, _, source_name = load_gates(gates)
-        check_gates(found, schema, source_name or "gates")
-    if names is not None and set(names) != set(schema.classes):
-        schema = schema.with_classes(names)
-    options = {"classes": names or schema.classes, "output_layer": output_layer, "embedding_layer": embedding_layer,
-               "input_size": input_size, "preprocess": preprocess, "bgr": bgr, "target": schema.target}
-    if contract is not None:
-        from faceaudit.training.runtimes import source_sha256
-
-        if contract.sha256 is not None and source_sha256(model_file) != contract.sha256:
-            raise FaceauditError(f"{model_file.name} is not the model the contract describes: its SHA-256 differs "
-                                 f"from [model] sha256 = {contract.sha256[:12]}...")
-        options = {"classes": None, "output_layer": None, "embedding_layer": embedding_layer,
-                   "input_size": input_size, "preprocess": None, "bgr": False, "target": None, "contract": contract}
-    opened = OpenedModel(source, model_file, run, exported, schema, options, runtime=None)
-    if opened.image_model:
-        opened.runtime = load_runtime(model_file, **options)
-    return opened
-
-
-def _class_list(classes: str | Sequence[str] | None) -> tuple[str, ...] | None:
-    """``--classes A,B,C`` (or a list) as class names, checked."""
-    names = name_list(classes)
-    if names is None:
-        return None
-    if len(names) < 2:
-        raise FaceauditError("--classes needs at least two class names, e.g. White,Black,Asian,Indian,Others")
-    if len(set(names)) != len(names):
-        raise FaceauditError(f"--classes names a class twice: {','.join(names)}")
-    return names

@@ -8,6 +8,7 @@ import sys
 
 from faceaudit import __version__, console, files, interrupts
 from faceaudit.errors import FaceauditError
+from faceaudit.validation import CommandLineRefusal
 
 #: Subcommand modules under faceaudit.commands; each defines ``register(subparsers)``.
 COMMAND_MODULES = ("demo", "data", "train", "mitigate", "audit", "predict", "report", "export", "contract", "plan")
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             console.configure(verbose=getattr(args, "verbose", False))  # before any command imports TensorFlow
             files.allow_foreign(getattr(args, "force", False))
             code = int(args.handler(args) or 0)
-        except FaceauditError as exc:
+        except (FaceauditError, CommandLineRefusal) as exc:
             if not interrupts.interrupted():
                 print(f"faceaudit: error: {exc}", file=sys.stderr)
             code = exc.exit_code

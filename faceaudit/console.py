@@ -61,16 +61,32 @@ def native_noise_dropped():
         yield
 
 
+def _writes_to_fd2(stream) -> bool:
+    try:
+        return stream.fileno() == 2
+    except (AttributeError, OSError, ValueError):
+        return False  # a test's capture, a notebook's stream: not file descriptor 2
+
+
 @contextmanager
 def _start_up_lines_dropped():
-    """Capture file descriptor 2 for the block; pass on what it got, less TensorFlow's start-up noise."""
+    """Capture file descriptor 2 for the block; pass on what it got, less TensorFlow's start-up noise. Python's own
+    writes to ``sys.stderr`` (a live progress bar) go straight to the original stream meanwhile, never held back."""
     sys.stderr.flush()
     saved = os.dup(2)
+    python_stderr = sys.stderr
+    live = None
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
+        if _writes_to_fd2(python_stderr):
+            live = open(os.dup(saved), "w", buffering=1, encoding=python_stderr.encoding, errors="backslashreplace")
+            sys.stderr = live
         try:
             yield
         finally:
+            if live is not None:
+                sys.stderr = python_stderr
+                live.close()
             sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
@@ -103,7 +119,7 @@ class _QuietTensorFlow(importlib.abc.MetaPathFinder):
 
 
 def epoch_line(label: str, logs: dict, seconds: float | None = None) -> str:
-    """``[unfreeze] epoch 2/8: loss 0.41, accuracy 0.85, val_loss 0.52, val_accuracy 0.83 (12 s)``."""
+    """``[fine-tune] epoch 2/8: loss 0.41, accuracy 0.85, val_loss 0.52, val_accuracy 0.83 (12 s)``."""
     order = ("loss", "accuracy", "val_loss", "val_accuracy")
     keys = [k for k in order if k in logs] + sorted(k for k in logs if k not in order and k != "learning_rate")
     parts = ", ".join(f"{k} {float(logs[k]):.3f}" for k in keys)
@@ -113,7 +129,7 @@ def epoch_line(label: str, logs: dict, seconds: float | None = None) -> str:
 def keras_bar(total: int | None, desc: str, unit: str = "batch", *, fit: bool = False, leave: bool = False):
     """A Keras callback showing one tqdm bar (on a terminal only) over the batches of one fit epoch or predict."""
     import keras
-    from tqdm.auto import tqdm
+    from tqdm.std import tqdm  # not tqdm.auto: no "IProgress not found" warning in notebooks
 
     class Bar(keras.callbacks.Callback):
         def __init__(self):

@@ -23,9 +23,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stdout
 
 from faceaudit.errors import FaceauditError
+from faceaudit.validation import CHOICES, PARAMETERS, check
 
 #: The engines a command can run on: ``local`` (this process) or ``ray``.
-ENGINES: tuple[str, ...] = ("local", "ray")
+ENGINES: tuple[str, ...] = CHOICES["engine"]
 #: The environment variable that points Ray at a running cluster (Ray's own).
 ADDRESS_VARIABLE = "RAY_ADDRESS"
 #: The environment variable that sets how long to wait for the cluster at ``$RAY_ADDRESS`` (seconds).
@@ -36,11 +37,10 @@ _RAY_RELAYED = re.compile(r"^(?:\x1b\[[\d;]*m)?\((?:raylet|\S+ pid=\d+)[^)]*\)")
 
 
 def check_engine(engine: str, workers: int | None) -> None:
-    """Refuse an unknown engine or a worker count that is not a positive whole number, in one line."""
-    if engine not in ENGINES:
-        raise FaceauditError(f"engine must be one of {', '.join(ENGINES)} (got {engine!r})")
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-        raise FaceauditError(f"workers must be a whole number, at least 1 (got {workers!r})")
+    """Refuse an unknown engine or a worker count that is not a positive whole number (their declarations in
+    :mod:`faceaudit.validation`), or workers without Ray, in one line."""
+    check("engine", engine, PARAMETERS["engine"])
+    check("workers", workers, PARAMETERS["workers"])
     if engine == "local" and workers not in (None, 1):
         raise FaceauditError("--workers needs --engine ray (the local engine is one process)")
     if engine == "ray" and os.environ.get(ADDRESS_VARIABLE):  # before any work: a cluster that is not there

@@ -9,6 +9,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
+from fnmatch import fnmatch
 from glob import escape as glob_escape
 from pathlib import Path
 
@@ -17,8 +18,19 @@ from faceaudit.errors import FaceauditError
 #: The hidden list, in every folder ``replace_folder`` swaps in, of the entries faceaudit wrote there; anything else
 #: in the folder is the user's (a reviewer's NOTES.txt) and is never deleted.
 OWNED_FILE = ".faceaudit-files"
+#: What faceaudit wrote into output folders before it kept ``OWNED_FILE``: in such a folder only entries matching
+#: these (or written again by the new run) count as faceaudit's; anything else is the user's and is kept.
+LEGACY_OUTPUTS = (
+    "audit.json", "report.html", "report.pdf", "summary.md", "gates.xml", "predict.json", "data.json", "manifest.json",
+    "compare.html", "compare.md", "compare.pdf", "predictions.csv", "per_class.csv", "group_metrics.csv",
+    "disparities.csv", "confusion.csv", "reliability.csv", "calibration.csv", "embedding_groups.csv", "tsne.csv",
+    "ranking.csv", "paired_tests.csv", "excess_change.csv", "exclusions.csv", "predictions_sample.csv",
+    "model.keras", "model.tflite", "model.onnx", "float.onnx", "part-*.parquet", "part-*.embeddings.npy",
+    "SYNTHETIC", "demo-cnn",
+)
 _force = False  # --force: replace a folder that holds the user's files (they are kept in the new one)
 _held: dict[Path, int] = {}  # output folder -> the open lock file this process holds on it
+_parents_made: dict[Path, list[Path]] = {}  # output folder -> the missing parents its lock created (deepest first)
 
 
 def allow_foreign(force: bool) -> None:
@@ -85,7 +97,7 @@ def replace_folder(path: Path | str, *, copy_existing: bool = False) -> Iterator
     try:
         yield work
         interrupts.check()  # a Ctrl-C that a library swallowed still stops the swap
-        foreign = foreign_entries(path)
+        foreign = foreign_entries(path, {entry.name for entry in work.iterdir()})
         _carry_foreign(path, work, foreign)  # copied, so a failure before the swap leaves them where they were
         _write_owned(work, foreign)
         with interrupts.deferred():
@@ -99,17 +111,25 @@ def replace_folder(path: Path | str, *, copy_existing: bool = False) -> Iterator
         raise
 
 
-def foreign_entries(path: Path) -> list[str]:
-    """The entries of the output folder ``path`` that faceaudit did not write: those missing from its list of
-    owned entries. A folder without the list (absent, or written before faceaudit kept one) has none."""
-    listed = Path(path) / OWNED_FILE
-    if not Path(path).is_dir() or not listed.is_file():
+def foreign_entries(path: Path, written: set[str] | frozenset[str] = frozenset()) -> list[str]:
+    """The entries of the output folder ``path`` that faceaudit did not write: those missing from its list of owned
+    entries. In a folder written before faceaudit kept the list, those matching none of ``LEGACY_OUTPUTS`` and not
+    among ``written`` (what the new run writes); in a folder of generated images (``SYNTHETIC``), none."""
+    folder = Path(path)
+    if not folder.is_dir():
         return []
-    try:
-        owned = set(listed.read_text(encoding="utf-8").splitlines()) | {OWNED_FILE}
-    except (OSError, UnicodeDecodeError):
+    listed = folder / OWNED_FILE
+    entries = [entry.name for entry in folder.iterdir()]
+    if listed.is_file():
+        try:
+            owned = set(listed.read_text(encoding="utf-8").splitlines()) | {OWNED_FILE}
+        except (OSError, UnicodeDecodeError):
+            owned = set()
+        return sorted(name for name in entries if name not in owned)
+    if (folder / "SYNTHETIC").is_file():
         return []
-    return sorted(entry.name for entry in Path(path).iterdir() if entry.name not in owned)
+    return sorted(name for name in entries
+                  if name not in written and not any(fnmatch(name, pattern) for pattern in LEGACY_OUTPUTS))
 
 
 def _carry_foreign(path: Path, work: Path, names: list[str]) -> None:
@@ -148,19 +168,26 @@ def lock_output(path: Path | str) -> None:
     import fcntl
 
     path = Path(path).absolute()
-    if path in _held or not path.parent.is_dir():
-        return  # a parent that does not exist yet is created, and the lock taken, by replace_folder
+    if path in _held:
+        return
+    created = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)  # the lock lives beside the folder: take it now, not at the end
+    except OSError:
+        return  # an unwritable ancestor: reported in one line by the write that follows
     lock = path.with_name(f".{path.name}.lock")
     while True:
         try:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError:
+            _remove_empty(created)
             return  # an unwritable parent: reported in one line by the write that follows
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             owner = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
             os.close(fd)
+            _remove_empty(created)
             raise FaceauditError(f"{path} is being written by another faceaudit{f' (pid {owner})' if owner else ''}; "
                                  f"wait for it to finish or choose another --out") from None
         try:
@@ -173,6 +200,7 @@ def lock_output(path: Path | str) -> None:
     os.ftruncate(fd, 0)
     os.pwrite(fd, str(os.getpid()).encode(), 0)
     _held[path] = fd
+    _parents_made[path] = created
 
 
 def release_output(path: Path | str) -> None:
@@ -186,6 +214,7 @@ def release_output(path: Path | str) -> None:
     except OSError:
         pass
     os.close(fd)
+    _remove_empty(_parents_made.pop(path, []))  # the folders the lock made, when nothing was written into them
 
 
 @atexit.register

@@ -15,8 +15,8 @@ from pathlib import Path
 import jinja2
 from markupsafe import Markup
 
-from faceaudit import __version__
 from faceaudit.files import atomic_write
+from faceaudit.version import __version__
 
 
 @dataclass
@@ -44,6 +44,8 @@ class Table:
     rows: list[Row] = field(default_factory=list)
     caption: str = ""
     numeric: set[int] = field(default_factory=set)
+    #: A table of groups a reader may sort (click a column head) and filter (a search box), by tables.js.
+    sortable: bool = False
 
     def add(self, *cells: "Cell | str | int | float", css: str = "") -> None:
         """Append a row; plain values become cells."""
@@ -78,8 +80,10 @@ def environment(extra_dirs: Sequence[Path] = ()) -> jinja2.Environment:
 
 def render_document(title: str, sections: Iterable[Section], *, running_header: str = "",
                     subtitle: str = "", meta: Sequence[tuple[str, str]] = (), extra_css: str = "",
-                    template_dirs: Sequence[Path] = (), generated: str | None = None) -> str:
-    """The complete self-contained HTML of a document built from ``sections`` in order."""
+                    template_dirs: Sequence[Path] = (), generated: str | None = None, banner: str = "") -> str:
+    """The complete self-contained HTML of a document built from ``sections`` in order; ``banner`` is a warning
+    shown under the title on screen and on page 1 (e.g. that the data is synthetic). Sortable tables bring their
+    few lines of inline script (templates/tables.js); the document reads the same with scripts off."""
     env = environment(template_dirs)
     css = (template_dir() / "base.css").read_text(encoding="utf-8") + "\n" + extra_css
     rendered = []
@@ -88,13 +92,15 @@ def render_document(title: str, sections: Iterable[Section], *, running_header: 
         rendered.append({"id": section.id, "title": section.title, "html": Markup(html),
                          "page_break": section.page_break})
     generated = generated or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    sortable = any('class="sortable' in str(part["html"]) for part in rendered)
+    script = Markup((template_dir() / "tables.js").read_text(encoding="utf-8")) if sortable else ""
     return env.get_template("base.html").render(
         title=title, subtitle=subtitle, running_header=running_header or title, meta=list(meta),
-        sections=rendered, css=Markup(css), version=__version__, generated=generated)
+        sections=rendered, css=Markup(css), version=__version__, generated=generated, banner=banner, script=script)
 
 
 def write_pdf(html: str, path: Path) -> Path:
-    """Typeset ``html`` to an A4 PDF with WeasyPrint (print CSS: page numbers, running header)."""
+    """Typeset ``html`` to a tagged A4 PDF (PDF/UA-1) with WeasyPrint (print CSS: page numbers, running header)."""
     import logging
 
     import weasyprint
@@ -103,7 +109,8 @@ def write_pdf(html: str, path: Path) -> Path:
     logging.getLogger("weasyprint").setLevel(logging.ERROR)
     logging.getLogger("fontTools").setLevel(logging.ERROR)
     document = weasyprint.HTML(string=html, base_url=None, url_fetcher=_inline_only_fetcher())
-    return atomic_write(path, document.write_pdf())
+    # PDF/UA-1: a tagged PDF (headings, tables with header cells, figures with alt text) in the document's language.
+    return atomic_write(path, document.write_pdf(pdf_variant="pdf/ua-1"))
 
 
 def _inline_only_fetcher():

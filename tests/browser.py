@@ -8,6 +8,7 @@ report tests: every image must decode and no request may leave the machine.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import select
@@ -121,16 +122,12 @@ class _Pipe:
             self.events.append(event)
 
 
-def check_page(html_path: Path, *, width: int = 1366, height: int = 900, timeout: float = 60.0,
-               chromium: str | None = None, full_page: bool = False) -> PageCheck:
-    """Open ``html_path`` at laptop size, wait for load, and report images, requests and a screenshot.
-
-    The screenshot is the first screen, or the whole page with ``full_page``.
-    """
+@contextlib.contextmanager
+def _browser(width: int, height: int, chromium: str | None = None):
+    """A headless Chromium at ``width`` x ``height`` and its DevTools pipe; closed on exit."""
     binary = chromium or find_chromium()
     if binary is None:
         raise FaceauditError("chromium is not installed (Debian: apt-get install chromium)")
-    url = Path(html_path).resolve().as_uri()
     with tempfile.TemporaryDirectory(prefix="faceaudit-chromium-") as profile:
         to_chrome_r, to_chrome_w = os.pipe()
         from_chrome_r, from_chrome_w = os.pipe()
@@ -150,7 +147,7 @@ def check_page(html_path: Path, *, width: int = 1366, height: int = 900, timeout
         os.close(from_chrome_w)
         pipe = _Pipe(proc, to_chrome_w, from_chrome_r)
         try:
-            return _inspect(pipe, url, width, height, timeout, full_page)
+            yield pipe
         finally:
             try:
                 pipe.send("Browser.close", timeout=5)
@@ -165,7 +162,37 @@ def check_page(html_path: Path, *, width: int = 1366, height: int = 900, timeout
             os.close(from_chrome_r)
 
 
-def _inspect(pipe: _Pipe, url: str, width: int, height: int, timeout: float, full_page: bool) -> PageCheck:
+def check_page(html_path: Path, *, width: int = 1366, height: int = 900, timeout: float = 60.0,
+               chromium: str | None = None, full_page: bool = False) -> PageCheck:
+    """Open ``html_path`` at laptop size, wait for load, and report images, requests and a screenshot.
+
+    The screenshot is the first screen, or the whole page with ``full_page``.
+    """
+    url = Path(html_path).resolve().as_uri()
+    with _browser(width, height, chromium) as pipe:
+        return _inspect(pipe, url, width, height, timeout, full_page)
+
+
+def run_in_page(html_path: Path, expressions: list[str], *, width: int = 1366, height: int = 900,
+                timeout: float = 120.0, chromium: str | None = None) -> tuple[list, list[str]]:
+    """Open ``html_path``, evaluate each JavaScript expression in turn (promises awaited, values returned as
+    JSON-able data), and return the values and the page's console errors and uncaught exceptions."""
+    url = Path(html_path).resolve().as_uri()
+    with _browser(width, height, chromium) as pipe:
+        session = _open(pipe, url, width, height, timeout)
+        values = []
+        for expression in expressions:
+            reply = pipe.send("Runtime.evaluate", {"expression": expression, "returnByValue": True,
+                                                   "awaitPromise": True}, session=session, timeout=timeout)
+            if "exceptionDetails" in reply:
+                raise RuntimeError(f"script failed: {reply['exceptionDetails'].get('text')} "
+                                   f"{reply['exceptionDetails'].get('exception', {}).get('description', '')}")
+            values.append(reply["result"].get("value"))
+        return values, _console_errors(pipe.events)
+
+
+def _open(pipe: _Pipe, url: str, width: int, height: int, timeout: float) -> str:
+    """A new tab at ``url`` (loaded), returning its DevTools session id."""
     target = pipe.send("Target.createTarget", {"url": "about:blank"}, timeout=timeout)["targetId"]
     session = pipe.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
     for domain in ("Page", "Network", "Runtime", "Log"):
@@ -177,6 +204,25 @@ def _inspect(pipe: _Pipe, url: str, width: int, height: int, timeout: float, ful
     pipe.wait_for("Page.loadEventFired", timeout)
     # Let late requests (fonts, lazy images) show up before counting.
     time.sleep(0.5)
+    return session
+
+
+def _console_errors(events: list[dict]) -> list[str]:
+    """Console errors and uncaught exceptions among DevTools events."""
+    found = []
+    for event in events:
+        method, params = event.get("method"), event.get("params", {})
+        if method == "Log.entryAdded" and params["entry"].get("level") == "error":
+            found.append(params["entry"].get("text", ""))
+        elif method == "Runtime.consoleAPICalled" and params.get("type") == "error":
+            found.append(" ".join(str(a.get("value", a.get("description", ""))) for a in params.get("args", [])))
+        elif method == "Runtime.exceptionThrown":
+            found.append(params["exceptionDetails"].get("text", "exception"))
+    return found
+
+
+def _inspect(pipe: _Pipe, url: str, width: int, height: int, timeout: float, full_page: bool) -> PageCheck:
+    session = _open(pipe, url, width, height, timeout)
     result = pipe.send("Runtime.evaluate", {"expression": _IMAGE_CHECK, "returnByValue": True}, session=session)
     seen = json.loads(result["result"]["value"])
     params: dict = {"format": "png"}

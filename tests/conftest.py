@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,24 @@ def _isolated_cache(tmp_path_factory):
         os.environ.pop("FACEAUDIT_CACHE", None)
     else:
         os.environ["FACEAUDIT_CACHE"] = previous
+
+
+#: audit.json files already checked (path -> modification time), so a session fixture's audit is checked once.
+_CHECKED_AUDITS: dict = {}
+#: Where a command run without --out writes (reports/<model>, reports/demo), relative to the repository.
+_DEFAULT_OUTPUT = Path(__file__).resolve().parent.parent / "reports"
+
+
+@pytest.fixture(autouse=True)
+def _written_audits_are_sound(tmp_path_factory):
+    """After each test, check every audit.json it wrote (:func:`audit_checks.check_written_audits`): under the
+    session's temporary folders (tmp_path, tmp_path_factory, a chdir into them) and the default reports/ folder."""
+    from audit_checks import check_written_audits
+
+    start = time.time() - 1.0  # file times can trail the clock by a tick; _CHECKED_AUDITS skips repeats
+    yield
+    check_written_audits([tmp_path_factory.getbasetemp(), _DEFAULT_OUTPUT, Path.cwd() / "reports"], start,
+                         skip=[os.environ.get("FACEAUDIT_CACHE")], seen=_CHECKED_AUDITS)
 
 
 @pytest.fixture(scope="session")
@@ -88,3 +107,16 @@ def utk_sample_dir(utk64_dataset, tmp_path_factory) -> Path:
     for image_id in chosen:
         shutil.copy(by_id[image_id], folder / Path(image_id).name)
     return folder
+
+
+#: Test modules that start a local Ray cluster: kept on one pytest-xdist worker, one cluster at a time.
+RAY_MODULES = frozenset({"test_predict", "test_stream", "test_hardening"})
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (``-n 2 --dist loadgroup``, as the README runs it) each test module stays on one worker, so
+    its module and session fixtures are built once there, and every module that starts Ray shares one worker: two
+    local clusters on two cores would only fight, and one test checks the Ray sessions left on the machine."""
+    for item in items:
+        module = item.nodeid.split("::")[0].rsplit("/", 1)[-1].removesuffix(".py")
+        item.add_marker(pytest.mark.xdist_group("ray" if module in RAY_MODULES else module))

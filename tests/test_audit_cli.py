@@ -12,7 +12,7 @@ import pytest
 from audit_fixtures import real_predictions  # noqa: F401  (session fixture)
 from commands import FACEAUDIT
 
-from faceaudit.audit.result import SCHEMA_VERSION, AuditResult
+from faceaudit.auditing.result import SCHEMA_VERSION, AuditResult
 from faceaudit.cli import main
 
 GATES = """

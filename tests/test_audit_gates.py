@@ -8,8 +8,8 @@ from xml.etree import ElementTree as ET
 import pytest
 from audit_fixtures import real_predictions  # noqa: F401  (session fixture)
 
-from faceaudit.audit.engine import AuditSettings, compute_audit
-from faceaudit.audit.gates import (
+from faceaudit.auditing.engine import AuditSettings, compute_audit
+from faceaudit.auditing.gates import (
     Gate,
     check_gates,
     evaluate_gates,

@@ -19,9 +19,9 @@ from sklearn.metrics import (
     recall_score,
 )
 
-from faceaudit.audit import bootstrap
-from faceaudit.audit.calibration import expected_calibration_error, fit_temperature, scale_temperature
-from faceaudit.audit.engine import AuditSettings, compute_audit
+from faceaudit.auditing import bootstrap
+from faceaudit.auditing.calibration import expected_calibration_error, fit_temperature, scale_temperature
+from faceaudit.auditing.engine import AuditSettings, compute_audit
 from faceaudit.seams.predictions import PredictionsTable
 from faceaudit.taxonomy import UTKFACE
 

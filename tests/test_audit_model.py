@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from tiny_models import tiny_contract_cnn
 
-from faceaudit.audit.result import AuditResult
+from faceaudit.auditing.result import AuditResult
 from faceaudit.cli import main
 
 pytestmark = pytest.mark.slow

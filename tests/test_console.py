@@ -59,7 +59,7 @@ def test_demo_through_a_pipe_is_quiet(demo):
     assert proc.returncode == 0, proc.stderr[-2000:]
     _assert_clean(proc.stdout + proc.stderr)
     # our own plain per-epoch lines, one per epoch, with the numbers that matter
-    epochs = [line for line in proc.stdout.splitlines() if re.match(r"\[\w+\] epoch \d+/\d+: ", line)]
+    epochs = [line for line in proc.stdout.splitlines() if re.match(r"\[[\w -]+\] epoch \d+/\d+: ", line)]
     assert len(epochs) == 2, proc.stdout
     assert all(re.search(r"loss \d\.\d{3}, .*val_accuracy \d\.\d{3}", line) for line in epochs), epochs
     assert re.search(r"^gates: (PASS|FAIL|INCONCLUSIVE) \(\d+ passed, \d+ failed, \d+ inconclusive\)$",
@@ -70,7 +70,7 @@ def test_demo_through_a_pipe_is_quiet(demo):
 @pytest.mark.slow
 def test_failing_audit_through_a_pipe_is_quiet(demo):
     tmp, out, _ = demo
-    predictions = out / "demo-cnn" / "predictions.csv"
+    predictions = tmp / "demo-cnn" / "predictions.csv"  # the run folder lies beside the report folder
     assert predictions.is_file()
     gates = tmp / "gates.toml"
     gates.write_text(FAILING_GATES)

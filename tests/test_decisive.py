@@ -12,8 +12,8 @@ import pytest
 import simulated
 
 import faceaudit
-from faceaudit.audit.gates import evaluate_gates, parse_gates
-from faceaudit.audit.planner import gap_decisive, plan, plan_proportion, proportion_power
+from faceaudit.auditing.gates import evaluate_gates, parse_gates
+from faceaudit.auditing.planner import gap_decisive, plan, plan_proportion, proportion_power
 from faceaudit.cli import main
 
 FAST = {"n_boot": 200, "tsne": False, "seed": 1}
@@ -124,15 +124,60 @@ def test_plan_command_prints_a_table(tmp_path, capsys):
 @pytest.mark.parametrize("counts, says", [({"pass": 3, "fail": 0, "inconclusive": 2}, "lack of data, not a failure"),
                                           ({"pass": 3, "fail": 1, "inconclusive": 1}, "for cause")])
 def test_summary_says_inconclusive_for_lack_of_data(counts, says):
-    from faceaudit.audit.report.findings import inconclusive_sentence
+    from faceaudit.auditing.report.findings import inconclusive_sentence
+    from faceaudit.auditing.types import Gates
 
     class Result:
-        gates = {"status": "fail" if counts["fail"] else "inconclusive", "counts": counts,
-                 "results": [{"name": "g", "status": "inconclusive",
-                              "needs": [{"group": "Others", "has": 150, "needs": 900}]}]}
+        gates = Gates.from_dict({"status": "fail" if counts["fail"] else "inconclusive", "counts": counts,
+                                 "results": [{"name": "g", "metric": "accuracy", "grouping": "race", "rule": "min",
+                                              "threshold": 0.8, "status": "inconclusive", "message": "",
+                                              "needs": [{"group": "Others", "has": 150, "needs": 900}]}]})
         settings = {"min_test_size": 150}
         overall = {"n": 2000}
         data = {}
 
     text = inconclusive_sentence(Result())
     assert says in text and "needs about 900 faces of Others (has 150)" in text
+
+
+def test_written_audit_check_finds_a_zero_width_interval(tmp_path):
+    """The check every test runs afterwards (tests/conftest.py) fails on a zero-width interval in an audit.json
+    written since the test began, names it, and passes sound files."""
+    import time
+
+    from audit_checks import check_written_audits
+
+    start = time.time() - 1.0
+    sound = {"overall": {"metrics": {"accuracy": {"value": 0.9, "ci": [0.88, 0.92]}}}}
+    (tmp_path / "good").mkdir()
+    (tmp_path / "good" / "audit.json").write_text(json.dumps(sound))
+    assert check_written_audits([tmp_path], start) == [tmp_path / "good" / "audit.json"]
+    flat = {"embeddings": {"knn_purity": {"overall": {"value": 1.0, "ci": [1.0, 1.0]}}}, "x": {"gap_ci": [0.1, 0.3]}}
+    bad = tmp_path / "bad" / "audit.json"
+    bad.parent.mkdir()
+    bad.write_text(json.dumps(flat))
+    try:
+        with pytest.raises(AssertionError, match=r"1 zero-width interval.*knn_purity\.overall\.ci"):
+            check_written_audits([tmp_path], start)
+        assert check_written_audits([tmp_path], time.time() + 60) == []  # only files written since
+    finally:
+        bad.unlink()  # else the autouse check fails this test too
+
+
+def test_pooled_runs_never_exceed_the_binned_error():
+    """The ECE lower bound rests on two runs of adjacent bins: sums are kept, the runs hold about half the images
+    each, and the calibration error over the runs is never above the one over the bins (so bounding it from below
+    bounds the binned ECE)."""
+    from faceaudit.auditing.calibration import ECE_BINS, pooled_runs
+
+    rng = np.random.default_rng(4)
+    count = rng.integers(0, 60, size=(50, ECE_BINS)).astype(float)
+    confidence = count * rng.uniform(0.3, 1.0, size=count.shape)
+    truth = np.clip(confidence + rng.normal(0, 3, size=count.shape), 0, count)  # expected correct answers per bin
+    runs = pooled_runs(count, count, confidence, truth)
+    assert all(r.shape == (50, 2) for r in runs)
+    assert np.allclose(runs[0].sum(axis=1), count.sum(axis=1)) and np.allclose(runs[2].sum(axis=1), truth.sum(axis=1))
+    assert (np.abs(runs[0][:, 0] - count.sum(axis=1) / 2) <= count.max(axis=1)).all()
+    fine = np.abs(truth - confidence).sum(axis=1)
+    coarse = np.abs(runs[2] - runs[1]).sum(axis=1)
+    assert (coarse <= fine + 1e-9).all() and (coarse < fine - 1e-6).any()

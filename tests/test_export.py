@@ -40,7 +40,7 @@ def sample(utk_sample_dir):
 
 @pytest.fixture(scope="module")
 def keras_probs(cnn_run, sample):
-    from faceaudit.training.inference import contract_model, load_model
+    from faceaudit.models.inference import contract_model, load_model
 
     model = contract_model(load_model(cnn_run / "model.keras"), schema=UTKFACE)
     return np.asarray(model.predict(sample[1], batch_size=128, verbose=0)[0])
@@ -92,7 +92,7 @@ def test_manifest_describes_the_export(cnn_run, exported):
 
 
 def test_float_formats_match_keras_on_real_images(exported, sample, keras_probs):
-    from faceaudit.training.export import run_exported
+    from faceaudit.models.export import run_exported
 
     for name in ("savedmodel", "tflite", "onnx"):
         out = run_exported(exported[name], name, sample[1])
@@ -103,7 +103,7 @@ def test_float_formats_match_keras_on_real_images(exported, sample, keras_probs)
 
 
 def test_int8_is_close_but_not_equal(exported, sample, keras_probs):
-    from faceaudit.training.export import run_exported
+    from faceaudit.models.export import run_exported
 
     int8 = run_exported(exported["tflite-int8"], "tflite", sample[1])["probabilities"]
     assert np.abs(int8 - keras_probs).max() > 1e-5  # really quantised
@@ -137,13 +137,13 @@ def _audit(rows: pd.DataFrame, probs: np.ndarray, name: str, folder):
 
     table = PredictionsTable.from_probabilities(rows, probs / probs.sum(1, keepdims=True), UTKFACE)  # int8: ~1/256 steps
     result = faceaudit.audit(table, schema=UTKFACE, tsne=False, temperature=False, n_boot=50,
-                             model={"name": name, "kind": "predictions", "source": "test"},
-                             data={"source": "test", "split": "test", "n": len(rows)})
+                             model_info={"name": name, "kind": "predictions", "source": "test"},
+                             data_info={"source": "test", "split": "test", "n": len(rows)})
     return result.write(folder)
 
 
 def test_compare_original_and_int8_shows_who_pays(exported, sample, keras_probs, tmp_path, capsys):
-    from faceaudit.training.export import run_exported
+    from faceaudit.models.export import run_exported
 
     rows = sample[0]
     int8 = run_exported(exported["tflite-int8"], "tflite", sample[1])["probabilities"]
@@ -216,7 +216,7 @@ def test_max_excess_loss_gate(tmp_path, capsys):
 
 
 def test_python_api_replaces_the_default_folder(cnn_run, exported):
-    from faceaudit.training.export import export_model
+    from faceaudit.models.export import export_model
 
     folder = export_model(cnn_run, "tflite", "float16")
     assert folder == cnn_run / "export" / "tflite-float16" and (folder / "model.tflite").is_file()
@@ -248,9 +248,9 @@ def dlib_run(utk_sample_dir, tmp_path_factory):
 def dlib_sample(dlib_run):
     """The run's data rows, their real descriptors (from the cache) and the Keras head's probabilities on them."""
     from faceaudit.datasets.manifest import load_dataset
+    from faceaudit.models.dlib_features import descriptors
+    from faceaudit.models.inference import contract_model, load_model
     from faceaudit.seams.run import RunRecord
-    from faceaudit.training.dlib_features import descriptors
-    from faceaudit.training.inference import contract_model, load_model
 
     run = RunRecord.read(dlib_run)
     dataset = load_dataset(run.data["source"], progress=False)
@@ -310,7 +310,7 @@ def test_dlib_onnx_graph_takes_only_the_descriptors(dlib_exported):
 
 
 def test_dlib_float_formats_match_keras_on_real_descriptors(dlib_exported, dlib_sample):
-    from faceaudit.training.export import run_exported
+    from faceaudit.models.export import run_exported
 
     _, x, keras_probs, _ = dlib_sample
     for name in ("savedmodel", "tflite", "onnx"):
@@ -329,9 +329,9 @@ def test_dlib_float_formats_match_keras_on_real_descriptors(dlib_exported, dlib_
 
 
 def test_dlib_int8_calibrates_on_training_descriptors(dlib_run, dlib_sample):
+    from faceaudit.models.dlib_features import descriptors
+    from faceaudit.models.export import representative_set
     from faceaudit.seams.run import RunRecord
-    from faceaudit.training.dlib_features import descriptors
-    from faceaudit.training.export import representative_set
 
     run = RunRecord.read(dlib_run)
     inputs, info = representative_set(run, [None, 128])

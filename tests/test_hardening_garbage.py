@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -217,3 +219,47 @@ def test_the_exact_framework_lines_are_dropped_unless_verbose(line, capfd, monke
     with console.native_noise_dropped():
         os.write(2, line.encode())
     assert capfd.readouterr().err == line
+
+
+def test_a_progress_bar_on_a_terminal_is_live_while_framework_lines_are_dropped(tmp_path):
+    """On a terminal (a real pseudo-terminal), Python's writes to stderr inside the block (a tqdm bar) reach the
+    screen at once, before the block ends, while the native lines written to file descriptor 2 are dropped."""
+    import pty
+    import select
+
+    script = tmp_path / "bar.py"
+    script.write_text(
+        "import os, sys, time\n"
+        "from faceaudit import console\n"
+        "console.configure(verbose=False)\n"
+        "with console.native_noise_dropped():\n"
+        "    os.write(2, b'E0000 00:00:1796499957.022843   31135 node_def_util.cc:682] NodeDef mentions\\n')\n"
+        "    sys.stderr.write('\\r 50%|#####     | 1/2')\n"
+        "    sys.stderr.flush()\n"
+        "    time.sleep(3)\n"
+        "    sys.stderr.write('\\r100%|##########| 2/2\\n')\n"
+        "print('done', flush=True)\n")
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: stdin/stdout/stderr are the terminal
+        os.execv(sys.executable, [sys.executable, str(script)])
+    seen, shown = b"", {}
+    while True:
+        ready, _, _ = select.select([fd], [], [], 10)
+        if not ready:
+            break
+        try:
+            chunk = os.read(fd, 1024)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+        for mark in (b"50%", b"100%"):
+            if mark in seen:
+                shown.setdefault(mark, time.monotonic())
+    os.waitpid(pid, 0)
+    text = seen.decode(errors="replace")
+    assert "E0000" not in text and "node_def_util" not in text, text
+    assert "100%" in text and "done" in text, text
+    # the half-way bar reached the screen while the block still ran (3 s before its end), not held back to the end
+    assert shown[b"100%"] - shown[b"50%"] > 1.5, text

@@ -1,6 +1,6 @@
 """Auditing any common model format: one small trained Keras model converted to a legacy ``.h5`` (with and without
 faceaudit's layer names), a SavedModel, a TFLite and an ONNX file, each run on the same real UTKFace test images
-through :func:`faceaudit.training.runtimes.load_runtime`, :func:`faceaudit.audit_model` and ``faceaudit audit``."""
+through :func:`faceaudit.models.loading.load_runtime`, :func:`faceaudit.audit_model` and ``faceaudit audit``."""
 
 from __future__ import annotations
 
@@ -87,7 +87,7 @@ def models(utk_sample_dir, tmp_path_factory):
     keras.Model(two_in, [keras.layers.Dense(5, activation="softmax", name="head_a")(pooled),
                          keras.layers.Dense(5, activation="softmax", name="head_b")(pooled)]).save(folder / "two.h5")
 
-    from faceaudit.training.inference import predict
+    from faceaudit.models.inference import predict
 
     test = dataset.split("test")
     ref_probs, ref_emb = predict(paths["keras"], test, progress=False, schema=UTKFACE)
@@ -98,13 +98,13 @@ FLOAT_FORMATS = ("keras", "h5", "h5-plain", "savedmodel", "tflite", "onnx", "log
 
 
 def _runtime(path, **options):
-    from faceaudit.training.runtimes import load_runtime
+    from faceaudit.models.loading import load_runtime
 
     return load_runtime(path, classes=CLASSES, target="race", **options)
 
 
 def test_every_format_gives_the_keras_probabilities(models, capsys):
-    from faceaudit.training.inference import predict
+    from faceaudit.models.inference import predict
 
     deltas = {}
     for key in (*FLOAT_FORMATS, "unit"):
@@ -128,7 +128,7 @@ def test_every_format_gives_the_keras_probabilities(models, capsys):
 
 
 def test_int8_tflite_is_dequantised(models):
-    from faceaudit.training.inference import predict
+    from faceaudit.models.inference import predict
 
     runtime = _runtime(models["paths"]["tflite-int8"])
     probs, emb = predict(models["paths"]["tflite-int8"], models["test"], progress=False, schema=UTKFACE,
@@ -153,9 +153,9 @@ def test_logits_get_a_softmax_and_say_so(models):
 
 def test_a_softmax_faceaudit_applied_is_said_on_the_console_card_and_summary(models, tmp_path, capsys):
     """Issue 23, item 7: a logits model's softmax is told once on stderr, in the model card and in summary.md."""
-    from faceaudit.audit.report.sections import model_card_section
-    from faceaudit.audit.report.summary import summary_markdown
-    from faceaudit.audit.result import AuditResult
+    from faceaudit.auditing.report.sections import model_card_section
+    from faceaudit.auditing.report.summary import summary_markdown
+    from faceaudit.auditing.result import AuditResult
 
     out = tmp_path / "logits"
     code = main(["audit", str(models["paths"]["logits"]), "--data", str(models["dataset"].source), "--out", str(out),
@@ -172,10 +172,10 @@ def test_a_softmax_faceaudit_applied_is_said_on_the_console_card_and_summary(mod
 
 def test_class_order_from_classes(models):
     """--classes names the output units in order; the probabilities come back in the schema's order."""
-    from faceaudit.training.inference import predict
+    from faceaudit.models.inference import predict
 
     reordered = tuple(reversed(CLASSES))
-    from faceaudit.training.runtimes import load_runtime
+    from faceaudit.models.loading import load_runtime
 
     runtime = load_runtime(models["paths"]["onnx"], classes=reordered)
     probs, _ = predict(models["paths"]["onnx"], models["test"], progress=False, schema=UTKFACE, runtime=runtime)
@@ -208,7 +208,7 @@ def test_audit_model_every_format(models):
 
 
 def test_cli_audits_every_format(models, tmp_path, capsys):
-    from faceaudit.audit.result import AuditResult
+    from faceaudit.auditing.result import AuditResult
 
     accuracy = {}
     for key in ("keras", "h5-plain", "savedmodel", "tflite", "onnx"):
@@ -274,7 +274,7 @@ def test_missing_onnxruntime_names_the_extra(models, monkeypatch):
 
 
 def test_preprocessing_modes():
-    from faceaudit.training.runtimes import preprocess_images
+    from faceaudit.models.preprocessing import preprocess_images
 
     pixel = np.array([[[[255.0, 128.0, 0.0]]]], dtype=np.float32)
     assert preprocess_images(pixel, "raw").tolist() == pixel.tolist()

@@ -112,7 +112,7 @@ def test_both_workers_trained_one_model(two_workers):
     """Same per-epoch history on both workers: one model, its gradients all-reduced across the two."""
     import keras
 
-    from faceaudit.training import layers  # noqa: F401  (registers Preprocess for loading)
+    from faceaudit.models import layers  # noqa: F401  (registers Preprocess for loading)
 
     (chief, worker), _, seconds = two_workers
     ours = load_history(chief)["unfreeze"]

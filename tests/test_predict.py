@@ -62,8 +62,8 @@ def _same_predictions(folder, reference) -> None:
 
 def test_local_engine_writes_shards_matching_single_process_predict(local, model_file, utk_sample_dir):
     from faceaudit.datasets.manifest import load_dataset
+    from faceaudit.models.inference import predict
     from faceaudit.seams.predictions import PredictionsTable
-    from faceaudit.training.inference import predict
 
     frame, embeddings, record = _read(local)
     dataset = load_dataset(utk_sample_dir, progress=False)
@@ -147,7 +147,7 @@ def test_a_worker_lost_midway_is_recovered_or_nothing_is_written(model_file, utk
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--engine", "spark"], "engine must be one of local, ray"),
+    (["--engine", "spark"], "--engine must be one of 'local', 'ray' (got 'spark')"),
     (["--workers", "2"], "--workers needs --engine ray"),
     (["--split", "tests"], "split must be one or more of"),
     (["--shard-size", "0"], "shard-size must be a whole number"),

@@ -177,7 +177,7 @@ def test_a_two_headed_model_is_audited_per_head_from_one_command(published_model
     an audit folder per head, and the same numbers as each model audited alone."""
     import keras
 
-    from faceaudit.training.runtimes import load_keras
+    from faceaudit.models.keras_runtime import load_keras
 
     gender = load_keras(_model(published_models, "jovanovic-gender"), "h5")
     age = load_keras(_model(published_models, "jovanovic-age"), "h5")
@@ -211,8 +211,8 @@ def test_an_nchw_onnx_export_runs_as_a_pytorch_export_would(published_models, ut
     import tensorflow as tf
     import tf2onnx
 
-    from faceaudit.training.export import ONNX_OPSET
-    from faceaudit.training.runtimes import load_keras
+    from faceaudit.models.export import ONNX_OPSET
+    from faceaudit.models.keras_runtime import load_keras
 
     model = load_keras(_model(published_models, "jovanovic-gender"), "h5")
     spec = tf.TensorSpec((None, 1, 48, 48), tf.float32, name="face")
@@ -248,7 +248,8 @@ def test_a_tflite_file_with_its_batch_fixed_to_one(published_models, utk64_archi
     import tensorflow as tf
 
     from faceaudit.console import native_noise_dropped
-    from faceaudit.training.runtimes import load_keras, load_runtime
+    from faceaudit.models.keras_runtime import load_keras
+    from faceaudit.models.loading import load_runtime
 
     model = load_keras(_model(published_models, "jovanovic-gender"), "h5")
     face = keras.Input((48, 48, 1), batch_size=1)
@@ -371,7 +372,7 @@ def test_the_python_api_audits_and_checks_through_a_contract(published_models, u
 
 def test_training_overlap_is_counted_from_the_training_images_hashes(utk64_dataset, tmp_path):
     """A contract that lists its training images' SHA-256: the verdict counts the test images among them."""
-    from faceaudit.audit.overlap import sentence, training_overlap
+    from faceaudit.auditing.overlap import sentence, training_overlap
     from faceaudit.seams.contract import load_contract
 
     test = utk64_dataset.split("test")

@@ -15,8 +15,8 @@ from scipy import stats
 from scipy.stats import binomtest
 
 import faceaudit
-from faceaudit.audit.gates import evaluate_gates, parse_gates
-from faceaudit.audit.result import AuditResult
+from faceaudit.auditing.gates import evaluate_gates, parse_gates
+from faceaudit.auditing.result import SCHEMA_VERSION, AuditResult
 from faceaudit.cli import main
 from faceaudit.errors import FaceauditError
 from faceaudit.seams.predictions import PredictionsTable
@@ -149,7 +149,7 @@ def test_biased_race_is_found(result, table):
 
 
 def test_headline_and_notebook(result):
-    from faceaudit.audit.report.age_findings import regression_console_lines, regression_findings
+    from faceaudit.auditing.report.age_findings import regression_console_lines, regression_findings
 
     lines = regression_console_lines(result)
     assert lines[0].startswith("model: MAE ") and "within ±5 years" in lines[0]
@@ -239,7 +239,7 @@ def test_cli_exit_codes_and_report(csv_path, tmp_path, capsys):
                  "report.pdf", "summary.md"):
         assert (out / name).is_file(), name
     audit = json.loads((out / "audit.json").read_text())
-    assert audit["task"] == "regression" and audit["schema_version"] == "2.3"
+    assert audit["task"] == "regression" and audit["schema_version"] == SCHEMA_VERSION
     assert (out / "report.pdf").read_bytes()[:5] == b"%PDF-"
     html = (out / "report.html").read_text()
     for heading in ("Error by true age", "Predicted against true age", "Largest errors", "MAE, years [CI]"):

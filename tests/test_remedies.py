@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from commands import FACEAUDIT
 
-from faceaudit.audit.result import AuditResult
+from faceaudit.auditing.result import AuditResult
 from faceaudit.cli import main
 from faceaudit.seams.predictions import PredictionsTable
 from faceaudit.seams.run import RunRecord
@@ -75,7 +75,7 @@ def test_training_time_remedies_raise_the_rare_class(runs):
 def test_equal_recall_lifts_the_worst_class_within_its_accuracy_budget(runs, tmp_path):
     import keras
 
-    from faceaudit.training.inference import predict
+    from faceaudit.models.inference import predict
     from faceaudit.training.mitigation import apply_bias
 
     out = tmp_path / "mitigated"

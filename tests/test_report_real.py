@@ -58,9 +58,9 @@ def audits(utk64_dataset, tmp_path_factory):
             table(test, model.predict_proba(x_test)[:, order]), schema=faceaudit.UTKFACE,
             val=table(val, model.predict_proba(x_val)[:, order]), embeddings=model[:-1].transform(x_test),
             embedding_source="model", gates=gates, n_boot=100, tsne=name == HOSTILE,
-            model={"name": name, "kind": "predictions", "source": "sklearn", "backbone": "PCA + logistic regression",
+            model_info={"name": name, "kind": "predictions", "source": "sklearn", "backbone": "PCA + logistic regression",
                    "run_hash": None, "synthetic": False, "run": None},
-            data={"source": str(dataset.source), "fingerprint": dataset.fingerprint, "split": "test",
+            data_info={"source": str(dataset.source), "fingerprint": dataset.fingerprint, "split": "test",
                   "n": N_TEST, "n_val": len(val), "synthetic": False, "age_bands": "default",
                   "predictions_sha256": None})
         folders[name] = result.write(tmp_path_factory.mktemp("audit"))
@@ -69,7 +69,7 @@ def audits(utk64_dataset, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def rendered(audits):
-    from faceaudit.audit.report import render_report
+    from faceaudit.auditing.report import render_report
 
     folder = audits[HOSTILE]
     timings: dict = {}
@@ -131,7 +131,7 @@ def test_report_states_its_statistics(rendered):
     gender = metrics[metrics.index("<h3>By gender</h3>"):metrics.index("<h3>By age band</h3>")]
     assert "Balanced acc. [CI]" in gender and "Macro-F1 [CI]" in gender
     summary = (folder / "summary.md").read_text(encoding="utf-8")
-    assert "vs rest [adj. CI]" in summary and "p (Holm)" in summary
+    assert "vs rest, pts [Bonferroni CI]" in summary and "p (Holm)" in summary and "Holm-adjusted (step-down" in summary
 
 
 def test_report_in_headless_chromium(rendered, tmp_path):
@@ -146,7 +146,7 @@ def test_report_in_headless_chromium(rendered, tmp_path):
     assert page.images_broken == []
     assert page.network_requests == []
     assert page.failed_requests == []
-    assert page.scripts == 0  # the hostile name did not become a script
+    assert page.scripts == 1  # only the inline table-sorting script: the hostile name did not become a script
     assert "alert(1)" in page.title
     assert len(page.screenshot) > 10_000 and page.screenshot[:4] == b"\x89PNG"
     from PIL import Image

@@ -11,9 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from faceaudit.audit.report import Section, Table, render_document, write_document
-from faceaudit.audit.report.history import load_history, seed_pairs
-from faceaudit.audit.significance import mcnemar
+from faceaudit.auditing.report import Section, Table, render_document, write_document
+from faceaudit.auditing.report.history import load_history, seed_pairs
+from faceaudit.auditing.significance import mcnemar
 
 HOSTILE = "<script>alert(1)</script>"
 
@@ -181,8 +181,8 @@ def _predictions_csv(path, rows):
 def _audit_result(csv, **settings):
     import faceaudit
 
-    return faceaudit.audit(csv, n_boot=50, tsne=False, model={"name": "small", "kind": "predictions"},
-                           data={"source": str(csv)}, **settings)
+    return faceaudit.audit(csv, n_boot=50, tsne=False, model_info={"name": "small", "kind": "predictions"},
+                           data_info={"source": str(csv)}, **settings)
 
 
 def test_too_small_audit_says_too_small_to_judge(tmp_path, capsys):
@@ -208,8 +208,8 @@ def test_too_small_audit_says_too_small_to_judge(tmp_path, capsys):
 
 def test_small_perfect_group_has_an_interval(tmp_path):
     """A 100%-accurate group keeps a proper interval everywhere it is shown, however large it is."""
-    from faceaudit.audit.report.formatting import fmt_stat, points
-    from faceaudit.audit.report.render import render_report
+    from faceaudit.auditing.report.formatting import fmt_stat, points
+    from faceaudit.auditing.report.render import render_report
 
     rows = [("White", "White", "Male", 30)] * 8 + [("Black", "Asian" if i % 3 == 0 else "Black", "Female", 40)
                                                   for i in range(9)]
@@ -229,7 +229,7 @@ def test_small_perfect_group_has_an_interval(tmp_path):
 
 def test_confusion_finding_needs_enough_faces(tmp_path):
     """No confusion sentence from a handful of faces ("0% of White faces are classified as Black")."""
-    from faceaudit.audit.report.findings import _confusion_finding, findings
+    from faceaudit.auditing.report.findings import _confusion_finding, findings
 
     rows = [("White", "Black", "Male", 30), ("Black", "Black", "Female", 40), ("Asian", "Asian", "Male", 50)]
     result = _audit_result(_predictions_csv(tmp_path / "p.csv", rows), min_test_size=1)
@@ -246,8 +246,8 @@ def test_confusion_finding_needs_enough_faces(tmp_path):
 def test_findings_read_adjusted_differences(tmp_path):
     """The worst-group finding names how many groups it was picked from, the adjusted difference and the omnibus p;
     'larger than sampling noise' only when that interval excludes zero."""
-    from faceaudit.audit.report.findings import _worst_group_finding
-    from faceaudit.audit.report.sections import metrics_section
+    from faceaudit.auditing.report.findings import _worst_group_finding
+    from faceaudit.auditing.report.sections import metrics_section
 
     rows = ([("White", "White", "Male" if i % 2 else "Female", 30) for i in range(60)]
             + [("Black", "White" if i < 30 else "Black", "Male" if i % 2 else "Female", 30) for i in range(60)]

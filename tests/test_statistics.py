@@ -14,11 +14,11 @@ from audit_fixtures import real_predictions  # noqa: F401  (session fixture)
 from scipy import stats
 
 import faceaudit
-from faceaudit.audit.engine import AuditSettings, compute_audit
-from faceaudit.audit.gates import check_gates, evaluate_gates, parse_gates
-from faceaudit.audit.intervals import clopper_pearson, mover_difference, paired_difference, proportion
-from faceaudit.audit.paired import Slice, paired_family
-from faceaudit.audit.significance import holm, homogeneity, mcnemar
+from faceaudit.auditing.engine import AuditSettings, compute_audit
+from faceaudit.auditing.gates import check_gates, evaluate_gates, parse_gates
+from faceaudit.auditing.intervals import clopper_pearson, mover_difference, paired_difference, proportion
+from faceaudit.auditing.paired import Slice, paired_family
+from faceaudit.auditing.significance import holm, homogeneity, mcnemar
 from faceaudit.cli import main
 from faceaudit.errors import FaceauditError
 from faceaudit.seams.predictions import PredictionsTable

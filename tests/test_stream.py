@@ -18,9 +18,9 @@ from commands import run_killing_a_ray_worker
 from simulated import utkface
 
 import faceaudit
-from faceaudit.audit import stream
-from faceaudit.audit.engine import compute_audit
-from faceaudit.audit.statistics import CellStatistics, RowSample
+from faceaudit.auditing import stream
+from faceaudit.auditing.engine import compute_audit
+from faceaudit.auditing.statistics import CellStatistics, RowSample
 from faceaudit.cli import main
 from faceaudit.errors import FaceauditError
 from faceaudit.seams.predictions import PredictionsTable

@@ -49,7 +49,7 @@ def cnn_run(utk_sample_dir, tmp_path_factory) -> Path:
 def test_cnn_run_folder_is_complete(cnn_run):
     import keras
 
-    from faceaudit.training.inference import predict
+    from faceaudit.models.inference import predict
 
     names = {p.name for p in cnn_run.iterdir()}
     assert {"model.keras", "history.json", "history-unfreeze.json", "run.json", "predictions.csv"} <= names
@@ -144,8 +144,8 @@ def test_fairface_schema_trains_seven_way_model(utk_sample_dir, tmp_path):
 
 def test_audit_model_card_shows_what_the_run_recorded(cnn_run, utk_sample_dir, tmp_path):
     """An audit of a real run folder carries its weights, split sizes and epochs into the model card."""
-    from faceaudit.audit.report.sections import model_card_section
-    from faceaudit.audit.result import AuditResult
+    from faceaudit.auditing.report.sections import model_card_section
+    from faceaudit.auditing.result import AuditResult
 
     out = tmp_path / "audit"
     assert main(["audit", str(cnn_run), "--data", str(utk_sample_dir), "--out", str(out), "--n-boot", "50",
@@ -309,7 +309,7 @@ def test_mobilenetv2_with_real_imagenet_weights_fine_tunes(utk_sample_dir, weigh
 
 def test_dlib_mirror_framing_averages_the_mirrored_chip(utk64_dataset, tmp_path, monkeypatch):
     """``align+mirror`` is the mean of the aligned chip's descriptor and its mirror's, each cached on its own."""
-    from faceaudit.training.dlib_features import descriptor_cache, descriptors, face_chip
+    from faceaudit.models.dlib_features import descriptor_cache, descriptors, face_chip
 
     monkeypatch.setenv("FACEAUDIT_CACHE", str(tmp_path / "cache"))
     manifest = utk64_dataset.manifest.head(6)
@@ -324,3 +324,59 @@ def test_dlib_mirror_framing_averages_the_mirrored_chip(utk64_dataset, tmp_path,
     # A face and its mirror image are the same person: close descriptors (dlib's match threshold is 0.6), not equal.
     distance = np.linalg.norm(plain - mirrored, axis=1)
     assert (distance > 0).all() and (distance < 0.6).all()
+
+
+def _reference_rules(losses: list[float], patience: int, plateau: bool, lr: float):
+    """The rules the trainer followed before it used Keras's callbacks: improvement by more than 1e-4, early stop
+    after ``patience`` epochs without one (0: never), learning rate x 0.3 after 2 (plateau schedule)."""
+    best, wait, plateau_wait, improved, rates = None, 0, 0, [], []
+    for loss in losses:
+        if best is None or loss < best - 1e-4:
+            best, wait, plateau_wait = loss, 0, 0
+            improved.append(True)
+        else:
+            wait, plateau_wait = wait + 1, plateau_wait + 1
+            improved.append(False)
+            if plateau and plateau_wait >= 2:
+                lr, plateau_wait = lr * 0.3, 0
+        rates.append(lr)
+        if patience and wait >= patience:
+            break
+    return improved, rates
+
+
+@pytest.mark.parametrize("patience,plateau", [(0, True), (3, True), (2, False), (4, True)])
+def test_keras_epoch_rules_decide_as_the_loop_did_and_resume(patience, plateau):
+    """Keras's EarlyStopping and ReduceLROnPlateau, driven once per epoch and restored from state.json midway,
+    give the improvements, learning rates and stopping epoch of the reference rules."""
+    keras = pytest.importorskip("keras")
+    from faceaudit.training.config import TrainConfig
+    from faceaudit.training.trainer import _epoch_rules, _judge_epoch
+
+    losses = [1.0, 0.9, 0.95, 0.90005, 0.91, 0.8, 0.85, 0.86, 0.87, 0.88, 0.7, 0.75]
+    expected = _reference_rules(losses, patience, plateau, 0.01)
+    config = TrainConfig(patience=patience, schedule="plateau" if plateau else "cosine")
+
+    def fresh_model():
+        model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+        model.compile(optimizer=keras.optimizers.AdamW(learning_rate=0.01), loss="mse")
+        return model
+
+    for resume_at in (None, 4):
+        model = fresh_model()
+        state = {"best": None, "wait": 0, "plateau_wait": 0, "stopped": False}
+        stopper, rule = _epoch_rules(model, config, state)
+        improved, rates = [], []
+        for index, loss in enumerate(losses):
+            if index == resume_at:  # a new process: the model (optimizer included) and state.json carry over
+                lr = float(np.asarray(model.optimizer.learning_rate))
+                model = fresh_model()
+                model.optimizer.learning_rate = lr
+                state = json.loads(json.dumps(state))
+                stopper, rule = _epoch_rules(model, config, state)
+            improved.append(_judge_epoch(stopper, rule, state, index, {"val_loss": loss}))
+            rates.append(float(np.asarray(model.optimizer.learning_rate)))
+            if state["stopped"]:
+                break
+        assert improved == expected[0]
+        np.testing.assert_allclose(rates, expected[1], rtol=1e-6)

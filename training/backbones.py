@@ -24,7 +24,7 @@ class Backbone:
 
     name: str
     input_size: int
-    preprocess: str  # a faceaudit.training.layers.Preprocess mode
+    preprocess: str  # a faceaudit.models.layers.Preprocess mode
     build: Callable | None  # (input_shape, weights: str | None, alpha) -> keras.Model without top
     imagenet_file: Callable[[int, float], str] | None  # Keras's file name for the no-top ImageNet weights
     default_alpha: float | None = None
@@ -207,7 +207,7 @@ def build_image_model(backbone, size: int, preprocess: str, *, frozen_statistics
     fine-tuning recipe); from-scratch backbones learn their statistics."""
     import keras
 
-    from faceaudit.training.layers import Preprocess
+    from faceaudit.models.layers import Preprocess
 
     inputs = keras.Input((size, size, 3), name="image")
     x = Preprocess(preprocess, name="preprocess")(inputs)

@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pandas as pd
 import tensorflow as tf
-from tqdm.auto import tqdm
+from tqdm.std import tqdm  # not tqdm.auto: no "IProgress not found" warning in notebooks
 
 from faceaudit.config import usable_cpus
 from faceaudit.datasets.tfdata import image_dataset, label_codes, prefetched

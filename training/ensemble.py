@@ -18,18 +18,14 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from faceaudit.errors import FaceauditError
+from faceaudit.models.ensemble import MEMBERS_DIR, log_probs
 from faceaudit.seams.run import MODEL_FILE, PREDICTIONS_FILE, RunRecord, copy_run_parts, resolve_model
 
 BACKBONE = "ensemble"
-MEMBERS_DIR = "members"
 COMBINERS = ("auto", "mean", "weighted", "stack")
 #: Folds of the cross-validation on the validation split that picks the combiner and the stacking penalty.
 CV_FOLDS = 5
 STACK_PENALTIES = (0.01, 0.1, 1.0, 10.0)
-
-
-def _log_probs(probs: np.ndarray) -> np.ndarray:
-    return np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-7, 1.0))
 
 
 def _log_loss(probs: np.ndarray, y: np.ndarray) -> float:
@@ -143,8 +139,8 @@ def combiner_model(kernel: np.ndarray, bias: np.ndarray, schema):
     ``<target>_probs``."""
     import keras
 
+    from faceaudit.models.inference import EMBEDDING_LAYER
     from faceaudit.training.backbones import probs_layer_name
-    from faceaudit.training.inference import EMBEDDING_LAYER
 
     inputs = keras.Input((kernel.shape[0],), name="member_log_probs")
     x = keras.layers.Identity(name=EMBEDDING_LAYER)(inputs)
@@ -191,7 +187,7 @@ def build_ensemble(sources: Sequence[Path | str], out: Path | str, *, combine: s
     with their own validation and test accuracy."""
     from faceaudit.datasets.tfdata import label_codes
     from faceaudit.files import new_output_dir, replace_folder
-    from faceaudit.training.inference import load_run_dataset, predict, predict_table
+    from faceaudit.models.inference import load_run_dataset, predict, predict_table
     from faceaudit.training.trainer import _versions
 
     started = time.perf_counter()
@@ -209,7 +205,7 @@ def build_ensemble(sources: Sequence[Path | str], out: Path | str, *, combine: s
     features, described = [], []
     for name, folder, run in members:
         probs, _ = predict(folder, val, batch_size, progress, schema=schema, run=run)
-        features.append(_log_probs(probs))
+        features.append(log_probs(probs))
         described.append({"name": name, "path": f"{MEMBERS_DIR}/{name}", "backbone": run.backbone,
                           "val_accuracy": float((probs.argmax(axis=1) == y_val).mean()),
                           "test_accuracy": run.test_accuracy, "wall_time_s": run.wall_time_s})
@@ -239,43 +235,3 @@ def build_ensemble(sources: Sequence[Path | str], out: Path | str, *, combine: s
         record.versions = _versions()
         record.write(work)
     return out
-
-
-def member_folders(run_dir: Path, run: RunRecord) -> list[Path]:
-    """The member run folders ``run.json`` lists, each checked to lie inside ``run_dir/members`` and hold a model."""
-    members = run.ensemble.get("members") if isinstance(run.ensemble, dict) else None
-    if not isinstance(members, list) or len(members) < 2 or not all(
-            isinstance(m, dict) and isinstance(m.get("path"), str) for m in members):
-        raise FaceauditError(f"{run_dir}: run.json does not list the ensemble's members (two or more, each with a "
-                             "path)")
-    root = (run_dir / MEMBERS_DIR).resolve()
-    folders = []
-    for member in members:
-        folder = (run_dir / member["path"]).resolve()
-        if not folder.is_relative_to(root):
-            raise FaceauditError(f"{run_dir}: ensemble member path {member['path']!r} is outside {MEMBERS_DIR}/")
-        if not (folder / MODEL_FILE).is_file():
-            raise FaceauditError(f"ensemble member {member['path']} is missing: {folder} has no {MODEL_FILE}")
-        folders.append(folder)
-    return folders
-
-
-def predict_ensemble(model_file: Path, run: RunRecord, manifest, batch_size: int, progress: bool, schema):
-    """Class probabilities and embeddings of an ensemble run: each member's, then the combiner's."""
-    from faceaudit.training.inference import contract_model, load_model, predict
-
-    features, embeddings = [], []
-    for folder in member_folders(model_file.parent, run):
-        probs, embedding = predict(folder, manifest, batch_size, progress, schema=schema)
-        features.append(_log_probs(probs))
-        if embedding is not None:
-            norms = np.linalg.norm(embedding, axis=1, keepdims=True)
-            embeddings.append(embedding / np.where(norms > 0, norms, 1.0))
-    combiner = contract_model(load_model(model_file), expect_images=False, schema=schema)
-    inputs = np.concatenate(features, axis=1).astype(np.float32)
-    if tuple(combiner.input_shape[1:]) != inputs.shape[1:]:
-        raise FaceauditError(f"{model_file} combines {combiner.input_shape[-1]} log-probabilities, but its "
-                             f"{len(features)} members give {inputs.shape[1]}")
-    probs, _ = combiner.predict(inputs, batch_size=4096, verbose=0)
-    return (np.asarray(probs, dtype=np.float64),
-            np.concatenate(embeddings, axis=1).astype(np.float32) if embeddings else None)

@@ -38,7 +38,7 @@ class BiasFit:
 
 
 def apply_bias(probs: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    """``softmax(log p + bias)`` row by row: what :class:`faceaudit.training.layers.ClassBias` computes."""
+    """``softmax(log p + bias)`` row by row: what :class:`faceaudit.models.layers.ClassBias` computes."""
     logits = np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1.0)) + np.asarray(bias, dtype=np.float64)
     logits -= logits.max(axis=1, keepdims=True)
     out = np.exp(logits)
@@ -109,11 +109,11 @@ def _key(score: tuple[float, float, float]) -> tuple[float, float, float]:
 
 def wrap_model(model, bias: np.ndarray, schema):
     """``model`` (any faceaudit-contract model: image, dlib head or ensemble head) with
-    :class:`~faceaudit.training.layers.ClassBias` after its softmax; same inputs, same ``embedding``."""
+    :class:`~faceaudit.models.layers.ClassBias` after its softmax; same inputs, same ``embedding``."""
     import keras
 
-    from faceaudit.training.inference import EMBEDDING_LAYER, probs_layer
-    from faceaudit.training.layers import ClassBias
+    from faceaudit.models.inference import EMBEDDING_LAYER, probs_layer
+    from faceaudit.models.layers import ClassBias
 
     name = probs_layer(model, schema)
     inner = keras.Model(model.inputs, [model.get_layer(name).output, model.get_layer(EMBEDDING_LAYER).output],
@@ -133,9 +133,9 @@ def mitigate(source: Path | str, out: Path | str, *, method: str = "equal-recall
     ``run.json`` whose ``mitigation`` says what was fitted and what it did on validation."""
     from faceaudit.datasets.tfdata import label_codes
     from faceaudit.files import new_output_dir, replace_folder
+    from faceaudit.models.inference import load_model, load_run_dataset, predict, predict_table
     from faceaudit.seams.run import resolve_model
     from faceaudit.training.data import class_prior
-    from faceaudit.training.inference import load_model, load_run_dataset, predict, predict_table
 
     started = time.perf_counter()
     if method not in METHODS:

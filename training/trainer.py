@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 import shutil
@@ -25,8 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
+from faceaudit.compat import all_layers, multiworker_steps, seed_generators
 from faceaudit.errors import FaceauditError
 from faceaudit.files import atomic_path, atomic_write
+from faceaudit.models.inference import predict_table
 from faceaudit.seams.run import MODEL_FILE, PREDICTIONS_FILE, RUN_FILE, RunRecord, write_history
 from faceaudit.training.backbones import (
     Backbone,
@@ -37,7 +40,6 @@ from faceaudit.training.backbones import (
     resolve_weights,
 )
 from faceaudit.training.config import TrainConfig
-from faceaudit.training.inference import predict_table
 
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.json"
@@ -47,6 +49,8 @@ SCHEDULES = ("cosine", "plateau")
 STRATEGIES = ("none", "mirrored", "multiworker")
 #: Plateau schedule: multiply the rate by this after this many epochs without a validation-loss gain.
 PLATEAU_FACTOR, PLATEAU_PATIENCE = 0.3, 2
+#: How much val_loss must fall to count as an improvement (early stopping, plateau, best checkpoint).
+MIN_DELTA = 1e-4
 _PACKAGES = ("faceaudit", "tensorflow", "tensorflow-cpu", "keras", "numpy", "pandas", "scikit-learn", "dlib-bin",
              "face-recognition-models")
 
@@ -309,7 +313,7 @@ def _average_batchnorm_statistics(strategy, model) -> None:
     import keras
     import tensorflow as tf
 
-    variables = [v for layer in model._flatten_layers(include_self=False, recursive=True)
+    variables = [v for layer in all_layers(model)
                  if isinstance(layer, keras.layers.BatchNormalization)
                  for v in (layer.moving_mean, layer.moving_variance) if v is not None]
     if not variables:
@@ -357,17 +361,19 @@ def _phases(config: TrainConfig, backbone: Backbone, pretrained: bool) -> list[d
     head = config.head_epochs if config.head_epochs is not None else (3 if pretrained else 0)
     phases = []
     if head:
-        phases.append({"name": "freeze", "epochs": head, "lr": config.lr})
+        phases.append({"name": "freeze", "epochs": head, "lr": config.lr, "label": "head only"})
     if config.epochs:
+        # history.json keeps the seed's phase key; the console says what the phase really is.
         phases.append({"name": "unfreeze", "epochs": config.epochs,
-                       "lr": config.finetune_lr if pretrained else config.lr})
+                       "lr": config.finetune_lr if pretrained else config.lr,
+                       "label": "fine-tune" if pretrained else "from scratch"})
     return phases
 
 
 def _compile(model, phase: dict, config: TrainConfig, steps_per_epoch: int, prior: np.ndarray) -> None:
     import keras
 
-    from faceaudit.training.layers import LogitAdjustedLoss
+    from faceaudit.models.layers import LogitAdjustedLoss
 
     if config.schedule == "cosine":
         rate = keras.optimizers.schedules.CosineDecay(phase["lr"], decay_steps=max(1, phase["epochs"] * steps_per_epoch),
@@ -397,42 +403,58 @@ def _reseed(model, seed: int, phase_index: int, epoch: int) -> None:
     import numpy as np
 
     index = 0
-    for layer in model._flatten_layers(include_self=True, recursive=True):
-        for generator in getattr(layer, "_seed_generators", []) or []:
+    for layer in all_layers(model, include_self=True):
+        for generator in seed_generators(layer):
             value = np.random.default_rng([seed, phase_index, epoch, index]).integers(0, 2**31 - 1)
             generator.state.assign(np.array([value, 0], dtype=generator.state.dtype))
             index += 1
 
 
-def _patch_for_multiworker(model, element_spec) -> None:
-    """Work around two Keras 3 (seen through 3.15) MultiWorkerMirroredStrategy failures in ``fit``, on this model.
-
-    Keras builds the metrics, loss and optimizer by ``strategy.reduce``-ing a whole (x, y) batch, a nest that the
-    strategy's reduce rejects ("unsupported type PerReplica"); the build is symbolic and needs only the shapes and
-    dtypes, which every worker knows from its own dataset. And it reduces each step's scalar logs across workers
-    along axis 0 ("Invalid reduction dimension 0"), so the steps here return them with shape [1]. The epoch logs
-    (the history) do not come from the step logs: Keras reads them from the metric variables, summed over every
-    replica of every worker, so they are the same on every worker.
-    """
-    import tensorflow as tf
-
-    cls = type(model)
-
-    def build(iterator=None, data_batch=None):
-        with model.distribute_strategy.scope():
-            model._symbolic_build(data_batch=element_spec)
-
-    def rank_one(logs):
-        return {k: tf.reshape(v, [1]) if tf.is_tensor(v) and v.shape.rank == 0 else v for k, v in logs.items()}
-
-    model._maybe_symbolic_build = build
-    model.train_step = lambda data: rank_one(cls.train_step(model, data))
-    model.test_step = lambda data: rank_one(cls.test_step(model, data))
-
-
 def _set_trainable(model, backbone_layer: str | None, trainable: bool) -> None:
     if backbone_layer:
         model.get_layer(backbone_layer).trainable = trainable
+
+
+def _epoch_rules(model, config: TrainConfig, state: dict):
+    """Keras's own early-stopping and learning-rate-on-plateau rules for one phase, in step with ``state``.
+
+    ``keras.callbacks.EarlyStopping`` and ``ReduceLROnPlateau`` decide (val_loss improved by more than
+    :data:`MIN_DELTA`? patience used up? learning rate times :data:`PLATEAU_FACTOR`), but :func:`train` calls their
+    ``on_epoch_end`` itself rather than handing them to ``fit``: it runs ``fit`` once per epoch (each epoch's data
+    is rebuilt from its own seed, dropout reseeded, multi-worker batch-norm statistics averaged between epochs) and
+    every ``fit`` resets a callback's counters in ``on_train_begin``. Their counters and best value are restored
+    from ``state`` (``state.json``) here and written back after every epoch, so a ``--resume`` decides as an
+    uninterrupted run would. The best weights are kept on disk, not in memory (``restore_best_weights``), and the
+    checkpoints are faceaudit's, not ``BackupAndRestore``'s: a resume needs the optimizer, the history, these
+    counters and, across workers, an agreement on which epoch to resume from (:func:`_agree_on_resume`), and
+    ``BackupAndRestore`` deletes its backup at the end of every ``fit``."""
+    import keras
+
+    stopper = keras.callbacks.EarlyStopping(monitor="val_loss", mode="min", min_delta=MIN_DELTA,
+                                            patience=config.patience or math.inf)  # 0: never stop early
+    plateau = None
+    if config.schedule == "plateau":
+        plateau = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", mode="min", min_delta=MIN_DELTA,
+                                                    factor=PLATEAU_FACTOR, patience=PLATEAU_PATIENCE, min_lr=0.0)
+    for rule, wait in ((stopper, state["wait"]), (plateau, state["plateau_wait"])):
+        if rule is not None:
+            rule.set_model(model)
+            rule.on_train_begin()
+            rule.best, rule.wait = state["best"], wait
+    return stopper, plateau
+
+
+def _judge_epoch(stopper, plateau, state: dict, index: int, logs: dict) -> bool:
+    """Run a phase's rules (:func:`_epoch_rules`) on its finished epoch ``index`` (from 0): the learning rate may
+    fall, ``state`` takes the best val_loss, the counters and ``stopped``. True when val_loss improved."""
+    stopper.on_epoch_end(index, dict(logs))
+    if plateau is not None:
+        plateau.on_epoch_end(index, dict(logs))
+    state["best"] = None if stopper.best is None else float(stopper.best)
+    state["wait"] = int(stopper.wait)
+    state["plateau_wait"] = int(plateau.wait) if plateau is not None else int(stopper.wait)
+    state["stopped"] = bool(state.get("stopped")) or stopper.stopped_epoch > 0
+    return stopper.best_epoch == index and stopper.wait == 0
 
 
 def train(config: TrainConfig) -> Path:
@@ -469,8 +491,8 @@ def train(config: TrainConfig) -> Path:
     # Before any other TensorFlow op: MultiWorkerMirroredStrategy configures the runtime's collectives.
     strategy = make_strategy(config.strategy)
 
+    from faceaudit.models import layers  # noqa: F401  (registers Preprocess for checkpoint loading)
     from faceaudit.training import data as tdata
-    from faceaudit.training import layers  # noqa: F401  (registers Preprocess for checkpoint loading)
 
     keras.utils.set_random_seed(config.seed)
     dataset = config.dataset
@@ -498,7 +520,7 @@ def train(config: TrainConfig) -> Path:
     n_classes = len(schema.classes)
 
     if backbone.name == "dlib-resnet":
-        from faceaudit.training.dlib_features import descriptors
+        from faceaudit.models.dlib_features import descriptors
 
         x_train, cache_train = descriptors(train_m, config.dlib_framing, progress=config.progress)
         x_val, cache_val = descriptors(val_m, config.dlib_framing, progress=config.progress)
@@ -556,27 +578,24 @@ def train(config: TrainConfig) -> Path:
             phase = phases[phase_index]
             history = state["history"].setdefault(phase["name"], {})
             epoch = state["epochs_done"]
+            stopper, plateau = _epoch_rules(model, config, state)
             while epoch < phase["epochs"] and not state["stopped"]:
-                label = f"[{phase['name']}] epoch {epoch + 1}/{phase['epochs']}"
+                label = f"[{phase.get('label', phase['name'])}] epoch {epoch + 1}/{phase['epochs']}"
                 callbacks = [timer, console.keras_bar(steps, label, fit=True)] if config.progress else [timer]
                 epoch_start = time.perf_counter()
                 _reseed(model, config.seed, phase_index, epoch)
                 # tf.data's C++ runtime writes "E0000 ... node_def_util.cc ... use_unbounded_threadpool" (after
                 # absl's "WARNING: All log messages before absl::InitializeLog()") on fd 2 when the parallel map is
-                # built and while fitting: dropped unless --verbose, except while a progress bar is live on a
-                # terminal (it must not be held back)
-                from contextlib import nullcontext
-
+                # built and while fitting: dropped unless --verbose (a live progress bar still shows meanwhile)
                 with console.native_noise_dropped():
                     train_data = distributed(tdata.train_dataset(
                         x_train, y_train, n_classes=n_classes, batch_size=config.batch_size,
                         seed=config.seed + 7919 * phase_index, epoch=epoch, sample_weights=weights,
                         augment=config.augment and x_train.ndim == 4, rotation=config.rotation, zoom=config.zoom))
                 if role is not None:
-                    _patch_for_multiworker(model, train_data.element_spec)
+                    multiworker_steps(model, train_data.element_spec)
 
-                live_bar = config.progress and sys.stderr.isatty()
-                with nullcontext() if live_bar else console.native_noise_dropped():
+                with console.native_noise_dropped():
                     result = model.fit(train_data, validation_data=val_data, epochs=epoch + 1, initial_epoch=epoch,
                                        verbose=0, callbacks=callbacks)
                 logs = {k: float(v[-1]) for k, v in result.history.items()}
@@ -589,21 +608,12 @@ def train(config: TrainConfig) -> Path:
                     history.setdefault(key, []).append(value)
                 epoch += 1
                 state["train_images"] += len(y_train)
-                improved = state["best"] is None or logs["val_loss"] < state["best"] - 1e-4
-                if improved:
-                    state["best"], state["wait"], state["plateau_wait"] = logs["val_loss"], 0, 0
+                if _judge_epoch(stopper, plateau, state, epoch - 1, logs):  # improved: the new best checkpoint
                     state["best_file"] = f"best-{phase_index}-{epoch}.weights.h5"
                     _save_model(model, ckpt / state["best_file"])
-                else:
-                    state["wait"] += 1
-                    state["plateau_wait"] += 1
-                    if config.schedule == "plateau" and state["plateau_wait"] >= PLATEAU_PATIENCE:
-                        model.optimizer.learning_rate.assign(_current_lr(model) * PLATEAU_FACTOR)
-                        state["plateau_wait"] = 0
-                if config.patience and state["wait"] >= config.patience:
-                    state["stopped"] = True
+                if state["stopped"]:
                     if config.progress:
-                        print(f"[{phase['name']}] early stop: no val_loss gain for {config.patience} epochs", flush=True)
+                        print(f"[{phase.get('label', phase['name'])}] early stop: no val_loss gain for {config.patience} epochs", flush=True)
                 state["model_file"] = f"epoch-{phase_index}-{epoch}.keras"
                 state["epochs_done"] = epoch
                 state["train_seconds"] = state.get("train_seconds", 0.0) + timer.train_seconds
@@ -634,12 +644,10 @@ def train(config: TrainConfig) -> Path:
     # run.json is written last; until then inference reads what it needs from this stand-in.
     pending = RunRecord(status="predicting", backbone=backbone.name, label_schema=schema.to_dict(),
                         dlib_framing=config.dlib_framing if backbone.name == "dlib-resnet" else None)
-    from contextlib import nullcontext
-
     from faceaudit import console
 
     # Keras' predict on arrays builds a parallel tf.data map: the same "E0000 ... use_unbounded_threadpool" line
-    with nullcontext() if config.progress and sys.stderr.isatty() else console.native_noise_dropped():
+    with console.native_noise_dropped():
         table, _ = predict_table(out, test_m, batch_size=max(config.batch_size, 64), progress=config.progress,
                                  schema=schema, run=pending)
     infer_seconds = time.perf_counter() - infer_start

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from faceaudit.auditing.types import Group
 from faceaudit.taxonomy import AGE_BAND
 from faceaudit.templates.figures import PALETTE, Figure, jpeg_uri, new_figure, png_figure
 from faceaudit.templates.layout import Cell, Section, Table
@@ -16,13 +17,18 @@ from . import sections
 from .age_findings import difference_text, metric_text, years
 from .formatting import (
     direction_css,
+    disparity_of,
     finest_grouping,
+    fmt_level,
     fmt_p,
     group_label,
     grouping_key,
+    groups_of,
+    level_number,
     main_grouping,
     pair_grouping,
     plural,
+    ranks,
     schema_of,
     series_label,
 )
@@ -46,43 +52,43 @@ def model_card_section(result) -> Section:
 
 def reproducibility_section(result, audit_dir: Path) -> Section:
     section = sections.reproducibility_section(result, audit_dir)
-    ci = int(100 * result.settings.get("ci", 0.95))
+    ci = fmt_level(result.settings.level)
     section.context["rows"] = [
-        (key, f"{ci}%: t (bias); t widened by the expanded bootstrap-t ({result.settings.get('n_boot')} resamples "
+        (key, f"{ci}: t (bias); t widened by the expanded bootstrap-t ({result.settings.n_boot} resamples "
               "within each group) (MAE); Clopper–Pearson (within ±5 years)") if key == "Intervals" else (key, value)
         for key, value in section.context["rows"]]
     return section
 
 
-def _vs_rest_cells(record: dict, metric: str) -> list[Cell]:
-    diff = (record.get("vs_rest") or {}).get(metric)
+def _vs_rest_cells(record: Group, metric: str) -> list[Cell]:
+    diff = (record.vs_rest or {}).get(metric)
     if not diff:
         return [Cell("–")]
     css = direction_css(diff) if metric == "within5" else ""
     if metric == "mae" and css:  # a higher MAE than the rest is worse
-        css = "fail" if diff["value"] > 0 else "pass"
+        css = "fail" if diff.value > 0 else "pass"
     if metric == "bias" and css:
         css = "fail"
     title = f"{diff.get('test', '')}; Holm p {fmt_p(diff.get('p_holm'), short=True)}; interval at the {diff.get('level')} level over {diff.get('family')} groups"
     return [sections._wrap(difference_text(metric, diff).replace(" years", ""), css, title)]
 
 
-def _group_table(result, grouping: str, caption: str, records: list[dict] | None = None) -> Table:
-    table = Table(["Group", "n", *METRIC_HEADS.values(), "MAE vs rest [adj. CI]", "Bias vs rest [adj. CI]",
-                   "p (Holm), MAE / bias"], numeric=set(range(1, 9)), caption=caption)
-    for record in records if records is not None else result.groupings[grouping]["groups"]:
-        m = record["metrics"]
+def _group_table(result, grouping: str, caption: str, records: list[Group] | None = None) -> Table:
+    table = Table(["Group", "n", *METRIC_HEADS.values(), "MAE vs rest [Bonferroni CI]", "Bias vs rest [Bonferroni CI]",
+                   "p (Holm), MAE / bias"], numeric=set(range(1, 9)), caption=caption, sortable=True)
+    for record in records if records is not None else result.groupings[grouping].groups:
+        m = record.metrics
         cells = [sections._wrap(metric_text(k, m.get(k)).replace(" years", "")) for k in METRIC_HEADS]
-        rest = record.get("vs_rest") or {}
+        rest = record.vs_rest or {}
         p = " / ".join(fmt_p((rest.get(k) or {}).get("p_holm"), short=True) for k in ("mae", "bias"))
-        table.add(record["key"], record["n"], *cells, *_vs_rest_cells(record, "mae"), *_vs_rest_cells(record, "bias"),
-                  Cell(p if rest else "–"), css="small" if record["too_small"] else "")
+        table.add(record.key, record.n, *cells, *_vs_rest_cells(record, "mae"), *_vs_rest_cells(record, "bias"),
+                  Cell(p if rest else "–"), css="small" if record.too_small else "")
     return table
 
 
 def _caption(result, grouping: str) -> str:
-    minimum = result.settings.get("min_group_size", 30)
-    missing = result.groupings[grouping].get("missing") or []
+    minimum = result.settings.min_group_size
+    missing = result.groupings[grouping].missing
     return (f"By {group_label(grouping)}. Bias is predicted − true age (positive: the model makes the group older). "
             "'vs rest': the group's MAE or bias minus that of every other test face, with an interval adjusted "
             "(Bonferroni) for the ranked groups compared and Welch's test Holm-adjusted over them; red only when both "
@@ -94,22 +100,22 @@ def disparity_lines(result, grouping: str) -> list[str]:
     """Worst vs best (MAE, within ±5 years) and the largest bias of a grouping, one line each."""
     out = []
     for metric, label in (("mae", "MAE"), ("within5", "Within ±5 years"), ("bias", "Bias")):
-        d = result.groupings[grouping]["disparities"].get(metric) or {}
-        if not d.get("worst") or d.get("n_ranked", 0) < 2:
+        d = disparity_of(result, grouping, metric)
+        if not ranks(d):
             out.append(f"{label}: fewer than two groups are large enough to rank.")
             continue
         if metric == "bias":
-            text = (f"Bias: largest |bias| {d['worst']}, smallest {d['best']}, of {plural(d['n_ranked'], 'ranked group')}; "
-                    f"difference {years(d['difference'], signed=True)}; spread of the biases (max − min) "
-                    f"{years(d['gap'])} ({d.get('adjustment')})")
+            text = (f"Bias: largest |bias| {d.worst}, smallest {d.best}, of {plural(d.n_ranked, 'ranked group')}; "
+                    f"difference {years(d.difference, signed=True)}; spread of the biases (max − min) "
+                    f"{years(d.gap)} ({d.adjustment})")
         else:
-            text = (f"{label}: worst {d['worst']}, best {d['best']}, of {plural(d['n_ranked'], 'ranked group')}; "
-                    f"worst − best {difference_text(metric, d['difference'])} ({d.get('adjustment')}); gap "
-                    f"{difference_text(metric, d['gap'], signed=False)}")
-            omnibus = d.get("omnibus") or {}
+            text = (f"{label}: worst {d.worst}, best {d.best}, of {plural(d.n_ranked, 'ranked group')}; "
+                    f"worst − best {difference_text(metric, d.difference)} ({d.adjustment}); gap "
+                    f"{difference_text(metric, d.gap, signed=False)}")
+            omnibus = d.omnibus or {}
             if omnibus.get("p_value") is not None:
                 text += f"; all groups equal: {fmt_p(omnibus['p_value'])} ({omnibus.get('method')})"
-        small = d.get("too_small") or []
+        small = d.too_small or []
         out.append(text + (f" ({len(small)} too small to rank)." if small else "."))
     return out
 
@@ -118,8 +124,8 @@ def _overall_table(result) -> Table:
     table = Table(["Metric", "Value [CI]", "n", "Interval"], numeric={1, 2}, caption="All test images.")
     methods = {"mae": "t ∪ expanded bootstrap-t", "bias": "Student's t", "within5": "Clopper–Pearson"}
     labels = {"mae": "Mean absolute error", "bias": "Bias (predicted − true)", "within5": "Within ±5 years (CS(5))"}
-    for name, stat in result.overall["metrics"].items():
-        table.add(labels.get(name, name), metric_text(name, stat), stat.get("n") or result.overall["n"],
+    for name, stat in result.overall.metrics.items():
+        table.add(labels.get(name, name), metric_text(name, stat), stat.n or result.overall.n,
                   methods.get(name, ""))
     return table
 
@@ -127,12 +133,12 @@ def _overall_table(result) -> Table:
 def _worst_intersections(result):
     grouping = finest_grouping(schema_of(result))
     cube = result.groupings.get(grouping)
-    if not cube or "×" not in grouping:
+    if cube is None or len(cube.attributes) < 2:
         return None
-    ranked = [r for r in cube["groups"] if not r["too_small"]]
-    ranked.sort(key=lambda r: -(r["metrics"]["mae"].get("value") or 0))
+    ranked = [r for r in cube.groups if not r.too_small]
+    ranked.sort(key=lambda r: -(r.metrics["mae"].value or 0))
     caption = (f"The {min(WORST_INTERSECTIONS, len(ranked))} of {len(ranked)} {group_label(grouping)} groups large "
-               f"enough to judge with the largest MAE ({len(cube['groups']) - len(ranked)} more are too small); every "
+               f"enough to judge with the largest MAE ({len(cube.groups) - len(ranked)} more are too small); every "
                "group is in group_metrics.csv. Sorted by point estimate: only the vs-rest columns say whether a group "
                "is worse than the rest beyond sampling noise. " + _caption(result, grouping))
     return (f"{group_label(grouping)}: the largest errors", _group_table(result, grouping, caption,
@@ -151,8 +157,8 @@ def metrics_section(result, predictions: pd.DataFrame | None) -> Section:
     return Section("metrics", "Errors overall and per group", "report/age_metrics.html", {
         "overall": _overall_table(result), "tables": tables, "intersections": inter + ([worst] if worst else []),
         "by_age": error_by_age_figure(result), "scatter": scatter_figure(result, predictions),
-        "ci": int(100 * result.settings.get("ci", 0.95)), "min_group_size": result.settings.get("min_group_size", 30),
-        "alpha": round(1 - result.settings.get("ci", 0.95), 6)})
+        "ci": level_number(result.settings.level), "min_group_size": result.settings.min_group_size,
+        "alpha": round(1 - result.settings.level, 6)})
 
 
 # -- figures ---------------------------------------------------------------------------------------------------
@@ -167,23 +173,23 @@ def error_by_age_figure(result) -> Figure | None:
     key = grouping_key(schema, lead, AGE_BAND)
     if key not in result.groupings or AGE_BAND not in result.groupings:
         return None
-    bands = [r["key"] for r in result.groupings[AGE_BAND]["groups"]]
-    leads = [r["key"] for r in result.groupings[lead]["groups"]]
+    bands = [r.key for r in groups_of(result, AGE_BAND)]
+    leads = [r.key for r in groups_of(result, lead)]
     fig, axes = new_figure(7.2, 5.2, nrows=2, sharex=True)
     x = np.arange(len(bands))
     offsets = np.linspace(-0.25, 0.25, max(len(leads), 1))
     for colour, offset, name in zip(PALETTE * 3, offsets, leads):
-        records = {r["values"][AGE_BAND]: r for r in result.groupings[key]["groups"] if r["values"][lead] == name}
+        records = {r.values[AGE_BAND]: r for r in groups_of(result, key) if r.values[lead] == name}
         for axis, metric in zip(axes, ("bias", "mae")):
             values, los, his, small = [], [], [], []
             for band in bands:
                 record = records.get(band)
-                stat = (record or {}).get("metrics", {}).get(metric) or {}
-                ci = stat.get("ci") or [np.nan, np.nan]
-                values.append(np.nan if stat.get("value") is None else stat["value"])
-                los.append(ci[0] if ci[0] is not None else np.nan)
-                his.append(ci[1] if ci[1] is not None else np.nan)
-                small.append(bool(record and record["too_small"]))
+                stat = record.metrics.get(metric) if record is not None else None
+                lo, hi = (stat.interval if stat is not None else None) or (np.nan, np.nan)
+                values.append(np.nan if stat is None or stat.value is None else stat.value)
+                los.append(lo)
+                his.append(hi)
+                small.append(bool(record is not None and record.too_small))
             values, los, his = (np.asarray(v, dtype=float) for v in (values, los, his))
             axis.plot(x + offset, values, "-", color=colour, linewidth=1.2, alpha=0.9,
                       label=name if metric == "bias" else None)
@@ -198,11 +204,11 @@ def error_by_age_figure(result) -> Figure | None:
     axes[1].set_xticks(x, bands)
     axes[1].set_xlabel("true age band")
     axes[0].legend(ncol=min(len(leads), 5), loc="upper left", frameon=False)
-    ci = int(100 * result.settings.get("ci", 0.95))
+    ci = fmt_level(result.settings.level)
     return png_figure(fig, caption=(
         f"Error by true age, one line per {group_label(lead)}: mean signed error (top; above 0 the model makes faces "
-        f"older) and mean absolute error (bottom) in each age band, with {ci}% intervals (not adjusted for the number "
-        f"of cells). Hollow dots: cells with fewer than {result.settings.get('min_group_size', 30)} faces, too small "
+        f"older) and mean absolute error (bottom) in each age band, with {ci} intervals (not adjusted for the number "
+        f"of cells). Hollow dots: cells with fewer than {result.settings.min_group_size} faces, too small "
         "to judge. Look for a line that leaves the others where the intervals do not overlap: the model's age errors "
         f"depend on {group_label(lead)} there."),
         alt=f"Bias and MAE by true age band for each {group_label(lead)}")
@@ -219,7 +225,7 @@ def scatter_figure(result, predictions: pd.DataFrame | None) -> Figure | None:
     fig, axis = new_figure(7.2, 5.0)
     true = pd.to_numeric(frame["age"], errors="coerce")
     pred = pd.to_numeric(frame["pred_age"], errors="coerce")
-    names = ([r["key"] for r in result.groupings[lead]["groups"]] if lead in result.groupings
+    names = ([r.key for r in groups_of(result, lead)] if lead in result.groupings
              else list(pd.unique(frame[lead].astype(str))) if lead in frame else ["all"])
     for colour, name in zip(PALETTE * 3, names):
         mask = (frame[lead].astype(str) == name) if lead in frame else np.ones(len(frame), dtype=bool)
@@ -286,5 +292,5 @@ def gallery_section(result, predictions: pd.DataFrame | None, thumbnails: bool, 
 def age_subtitle(result) -> str:
     """``Age estimation on 2400 test faces, broken down by race, gender and age band``."""
     schema = schema_of(result)
-    return (f"Age estimation on {result.overall['n']} {result.data.get('split', 'test')} faces, broken down by "
+    return (f"Age estimation on {result.overall.n} {result.data.get('split', 'test')} faces, broken down by "
             f"{series_label(schema.label(g) for g in schema.groups)}")

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import numpy as np
 import pandas as pd
 
+from faceaudit.auditing.types import GroupingKey
+from faceaudit.compat import seaborn_heatmaps_without_redraws
 from faceaudit.errors import FaceauditError
 from faceaudit.taxonomy import AGE_BAND, UTKFACE, LabelSchema
-from faceaudit.templates.figures import PALETTE, Figure, new_figure, png_figure
+from faceaudit.templates.figures import (
+    BETTER,
+    NEUTRAL,
+    PALETTE,
+    SEQUENTIAL,
+    WORSE,
+    Figure,
+    new_figure,
+    png_figure,
+)
 
 from .formatting import (
     direction_css,
+    fmt_level,
     group_label,
     grouping_key,
     main_grouping,
@@ -26,24 +36,8 @@ from .formatting import (
 )
 
 GREY = "#9aa1ab"
-#: The report's fail and pass colours (templates/base.css), for groups judged worse or better than the rest.
-FAIL_RED, PASS_GREEN = "#b3261e", "#1e7b34"
-
-
-@contextmanager
-def _seaborn_without_redraws():
-    """seaborn.heatmap redraws the whole figure after every panel to test tick-label overlap; tick labels here
-    are set explicitly, so skip those draws (5 panels: ~6 s -> ~1 s) and draw once, when saving."""
-    import seaborn.matrix as matrix
-
-    original = getattr(matrix, "_draw_figure", None)
-    if original is not None:
-        matrix._draw_figure = lambda fig: None
-    try:
-        yield
-    finally:
-        if original is not None:
-            matrix._draw_figure = original
+#: Annotation text inside heatmaps and on panels: 8.5 pt, so it prints at 8 pt or more.
+ANNOT_PT = 8.5
 
 
 def _value(stat: dict | None) -> float:
@@ -62,13 +56,14 @@ def _metric(record: dict, metric: str) -> dict | None:
     return (record.get("metrics") or {}).get(metric)
 
 
-def _forest_colour(record: dict) -> str:
-    """Grey for groups too small to judge; red / green only for groups whose difference from the rest holds after
-    Holm's adjustment; blue otherwise."""
+def _forest_style(record: dict) -> tuple[str, str]:
+    """Colour and marker of a group: grey hollow for groups too small to judge; orange down-triangle / blue
+    up-triangle only for groups whose difference from the rest holds after Holm's adjustment; dark grey dot
+    otherwise (shape and colour both carry the direction)."""
     if record["too_small"]:
-        return GREY
-    return {"fail": FAIL_RED, "pass": PASS_GREEN}.get(direction_css((record.get("vs_rest") or {}).get("accuracy")),
-                                                      PALETTE[0])
+        return GREY, "o"
+    return {"fail": (WORSE, "v"), "pass": (BETTER, "^")}.get(
+        direction_css((record.get("vs_rest") or {}).get("accuracy")), (NEUTRAL, "o"))
 
 
 def accuracy_forest(result, groupings=None, metric: str = "accuracy") -> Figure:
@@ -89,28 +84,29 @@ def accuracy_forest(result, groupings=None, metric: str = "accuracy") -> Figure:
         for yi, record in zip(y, records):
             value = _value(_metric(record, metric))
             lo, hi = _ci(_metric(record, metric))
-            colour = _forest_colour(record)
+            colour, marker = _forest_style(record)
             if not np.isnan(lo):
                 axis.plot([lo, hi], [yi, yi], color=colour, linewidth=2.2, solid_capstyle="butt")
-            axis.plot([value], [yi], "o", color=colour if not record["too_small"] else "white",
-                      markeredgecolor=colour, markersize=6)
+            axis.plot([value], [yi], marker, color=colour if not record["too_small"] else "white",
+                      markeredgecolor=colour, markersize=7 if marker != "o" else 6)
         if not np.isnan(lo_all):
-            axis.axvspan(lo_all, hi_all, color=PALETTE[5], alpha=0.12, linewidth=0)
-        axis.axvline(overall, color=PALETTE[5], linewidth=1, linestyle="--")
+            axis.axvspan(lo_all, hi_all, color=GREY, alpha=0.18, linewidth=0)
+        axis.axvline(overall, color="black", linewidth=1, linestyle="--")
         axis.set_yticks(y, labels)
         axis.set_title(group_label(grouping), loc="left", fontsize=9, fontweight="bold")
         axis.set_xlim(max(0.0, low - 0.05), 1.015)  # a little past 1 so dots at 100% are not cut by the frame
         axis.grid(axis="y", visible=False)
-    axes[-1, 0].set_xlabel(f"{metric.replace('_', ' ')} (dot: estimate; bar: {int(100 * result.settings.get('ci', 0.95))}% "
+    axes[-1, 0].set_xlabel(f"{metric.replace('_', ' ')} (dot: estimate; bar: {fmt_level(result.settings.level)} "
                            "Clopper–Pearson interval)")
     return png_figure(
         fig,
         caption=("Accuracy per group with its exact (Clopper–Pearson) confidence interval; the dashed line and shaded "
-                 "band are the overall accuracy and its interval. Look for red bars: groups whose accuracy differs "
-                 "from the rest of the test set beyond sampling noise after adjusting for the number of groups "
-                 "compared (Holm); green ones are better than the rest. A blue bar that merely sits left of the band "
-                 "is not evidence of a difference. Hollow grey dots are groups too small to judge "
-                 f"(n < {result.settings.get('min_group_size', 30)}); their wide bars are the reason."),
+                 "band are the overall accuracy and its interval. Look for orange bars with a down-pointing triangle "
+                 "(▼): groups whose accuracy is below the rest of the test set beyond sampling noise after adjusting "
+                 "for the number of groups compared (Holm); blue bars with an up-pointing triangle (▲) are better "
+                 "than the rest. A dark grey dot that merely sits left of the band is not evidence of a difference. "
+                 "Hollow grey dots are groups too small to judge "
+                 f"(n < {result.settings.min_group_size}); their wide bars are the reason."),
         alt=f"Per-group accuracy with confidence intervals by {series_label(group_label(g) for g in groups)}")
 
 
@@ -135,7 +131,8 @@ def intersection_heatmap(result, rows: str | None = None, cols: str | None = Non
         if axes is None:
             return None
         rows, cols = axes
-    key = grouping_key(schema, rows, cols) if rows in schema.groups and cols in schema.groups else f"{rows}×{cols}"
+    key = (grouping_key(schema, rows, cols) if rows in schema.groups and cols in schema.groups
+           else GroupingKey((rows, cols)).name)
     if key not in result.groupings or rows not in result.groupings or cols not in result.groupings:
         return None
     records = result.groupings[key]["groups"]
@@ -150,25 +147,26 @@ def intersection_heatmap(result, rows: str | None = None, cols: str | None = Non
         values.loc[r, c] = v
         small.loc[r, c] = record["too_small"]
         notes.loc[r, c] = f"{100 * v:.0f}\nn={record['n']}" if not np.isnan(v) else ""
-    fig, axis = new_figure(7.2, 0.45 * len(row_names) + 1.4)
-    with _seaborn_without_redraws():
-        sns.heatmap(values.where(~small) * 100, annot=notes.where(~small, ""), fmt="", cmap="RdYlGn", vmin=40, vmax=100,
-                    linewidths=0.5, linecolor="white", cbar_kws={"label": "accuracy (%)"}, ax=axis,
-                    annot_kws={"fontsize": 7})
+    fig, axis = new_figure(7.0, 0.5 * len(row_names) + 1.5)
+    with seaborn_heatmaps_without_redraws():
+        sns.heatmap(values.where(~small) * 100, annot=notes.where(~small, ""), fmt="", cmap=SEQUENTIAL, vmin=40,
+                    vmax=100, linewidths=0.5, linecolor="white", cbar_kws={"label": "accuracy (%)"}, ax=axis,
+                    annot_kws={"fontsize": ANNOT_PT})
     for i, r in enumerate(row_names):
         for j, c in enumerate(col_names):
             if small.loc[r, c]:
                 axis.add_patch(_hatch(j, i))
                 axis.text(j + 0.5, i + 0.5, f"n={int(_n(records, rows, cols, r, c))}", ha="center", va="center",
-                          fontsize=6.5, color="#555")
+                          fontsize=ANNOT_PT, color="#333")
     axis.tick_params(axis="y", labelrotation=0)
     axis.set_xlabel(group_label(cols))
     axis.set_ylabel(group_label(rows))
     axis.grid(False)
     return png_figure(
         fig,
-        caption=(f"Accuracy (%) of each {group_label(rows)} × {group_label(cols)} cell, with its size. Look for red "
-                 "cells: a group that is fine on each attribute alone can still fail where they meet. Colours are "
+        caption=(f"Accuracy (%) of each {group_label(rows)} × {group_label(cols)} cell, with its size, on a "
+                 "colour-blind-safe scale (dark blue low, yellow high; the number is printed in every cell). Look for "
+                 "dark cells: a group that is fine on each attribute alone can still fail where they meet. Colours are "
                  "point estimates: whether a cell differs from the rest beyond sampling noise is in the vs-rest "
                  "columns of group_metrics.csv (Holm-adjusted). Hatched grey cells are too small to judge; their accuracy is in the table, not "
                  "coloured here."),
@@ -192,20 +190,20 @@ def _confusion_panel(axis, matrix, classes, title, *, cbar=False, ylabels=None):
     import seaborn as sns
 
     frame = pd.DataFrame(np.asarray(matrix, dtype=float), index=ylabels or classes, columns=classes)
-    with _seaborn_without_redraws():
+    with seaborn_heatmaps_without_redraws():
         sns.heatmap(frame * 100, annot=True, fmt=".0f", cmap="Blues", vmin=0, vmax=100, cbar=cbar, ax=axis,
-                    linewidths=0.5, linecolor="white", annot_kws={"fontsize": 7}, square=False,
+                    linewidths=0.5, linecolor="white", annot_kws={"fontsize": ANNOT_PT}, square=False,
                     xticklabels=list(frame.columns), yticklabels=list(frame.index))
-    axis.tick_params(axis="x", labelrotation=0)
+    axis.tick_params(axis="x", labelrotation=45)
     axis.tick_params(axis="y", labelrotation=0)
     axis.set_title(title, fontsize=9)
     axis.set_xlabel("predicted")
-    axis.tick_params(axis="both", labelsize=7)
+    axis.tick_params(axis="both", labelsize=ANNOT_PT)
     axis.grid(False)
 
 
-#: Confusion panels per row of the per-split figure.
-SPLIT_COLUMNS = 4
+#: Confusion panels per row of the per-split figure (three fit the PDF's column with 8 pt text).
+SPLIT_COLUMNS = 3
 
 
 def _catch_all_note(classes) -> str:
@@ -217,14 +215,14 @@ def _catch_all_note(classes) -> str:
 
 def confusion_by_split(result) -> Figure:
     """Row-normalised confusion matrices: all test faces, then each group of the split attribute (gender, for a
-    race classifier on UTKFace; see :func:`faceaudit.audit.report.formatting.split_attribute`)."""
+    race classifier on UTKFace; see :func:`faceaudit.auditing.report.formatting.split_attribute`)."""
     schema = schema_of(result)
     split, target = split_attribute(schema), target_label(schema)
     records = result.groupings.get(split, {}).get("groups", []) if split else []
     panels = [("All test faces", result.overall)] + [(r["key"], r) for r in records if r.get("confusion")]
     ncols = min(len(panels), SPLIT_COLUMNS)
     nrows = int(np.ceil(len(panels) / ncols))
-    fig, axes = new_figure(3.1 * ncols, 3.0 * nrows, ncols=ncols, nrows=nrows, squeeze=False)
+    fig, axes = new_figure(2.4 * ncols, 2.9 * nrows, ncols=ncols, nrows=nrows, squeeze=False)
     for index, (axis, (title, record)) in enumerate(zip(axes.ravel(), panels)):
         matrix = [[np.nan if v is None else v for v in (row or [None] * len(result.classes))]
                   for row in record["confusion"]["normalized"]]
@@ -263,9 +261,9 @@ def confusion_by_class(result, by: str | None = None) -> Figure | None:
         return None
     truths = [r["key"] for r in result.groupings[target]["groups"]]
     classes = result.classes
-    ncols = min(3, len(truths))
+    ncols = min(2, len(truths))
     nrows = int(np.ceil(len(truths) / ncols))
-    fig, axes = new_figure(3.5 * ncols, (0.36 * len(result.groupings[by]["groups"]) + 1.2) * nrows, ncols=ncols,
+    fig, axes = new_figure(3.6 * ncols, (0.2 * len(result.groupings[by]["groups"]) + 1.25) * nrows, ncols=ncols,
                            nrows=nrows, squeeze=False)
     flat = axes.ravel()
     for axis, truth in zip(flat, truths):
@@ -305,7 +303,7 @@ def reliability_diagrams(result, grouping: str | None = None) -> Figure | None:
         (r["key"], r, r["too_small"]) for r in calibration["groupings"].get(grouping, [])]
     ncols = 3
     nrows = int(np.ceil(len(panels) / ncols))
-    fig, axes = new_figure(9.5, 3.0 * nrows, ncols=ncols, nrows=nrows, squeeze=False)
+    fig, axes = new_figure(7.2, 2.6 * nrows, ncols=ncols, nrows=nrows, squeeze=False)
     for axis, (title, record, small) in zip(axes.ravel(), panels):
         bins = record.get("reliability") or []
         axis.plot([0, 1], [0, 1], color=GREY, linewidth=1, linestyle=":")
@@ -318,11 +316,11 @@ def reliability_diagrams(result, grouping: str | None = None) -> Figure | None:
             alpha = np.clip(0.25 + 0.75 * counts / max(counts.max(), 1), 0.25, 1.0)
             for m, w, a, al in zip(mids, width, acc, alpha):
                 axis.bar(m, a, width=w * 0.95, color=PALETTE[0], alpha=float(al), edgecolor="white")
-            axis.plot(conf, acc, "o-", color=PALETTE[5], markersize=3, linewidth=1)
+            axis.plot(conf, acc, "o-", color=WORSE, markersize=3, linewidth=1)
         ece = record.get("ece")
         ece_text = "" if not ece or ece.get("value") is None else f"  ECE {100 * ece['value']:.1f}%"  # debiased
-        axis.set_title(f"{title} (n={record.get('n', result.overall['n'])}){ece_text}{' *' if small else ''}",
-                       fontsize=8.5)
+        axis.set_title(f"{title} (n={record.get('n', result.overall['n'])}){' *' if small else ''}\n{ece_text.strip()}",
+                       fontsize=ANNOT_PT)
         axis.set_xlim(0, 1)
         axis.set_ylim(0, 1)
         axis.set_xlabel("confidence")
@@ -358,8 +356,8 @@ def temperature_effect(result, groupings=None) -> Figure | None:
     for yi, (label, before, after, small) in zip(y, rows):
         b, a = _value(before.get("ece")), _value(after.get("ece"))
         axis.plot([b, a], [yi, yi], color=GREY, linewidth=1.5)
-        axis.plot([b], [yi], "o", color=PALETTE[5], markersize=6, label="before" if yi == y[0] else None)
-        axis.plot([a], [yi], "o", color=PALETTE[0], markersize=6, label="after" if yi == y[0] else None)
+        axis.plot([b], [yi], "o", color=WORSE, markersize=6, label="before" if yi == y[0] else None)
+        axis.plot([a], [yi], "D", color=BETTER, markersize=5.5, label="after" if yi == y[0] else None)
     axis.set_yticks(y, [f"{r[0]}{' *' if r[3] else ''}" for r in rows])
     axis.set_xlabel("expected calibration error (lower is better)")
     axis.xaxis.set_major_formatter(lambda v, _: f"{100 * v:.0f}%")
@@ -367,7 +365,7 @@ def temperature_effect(result, groupings=None) -> Figure | None:
     axis.grid(axis="y", visible=False)
     return png_figure(
         fig,
-        caption=(f"Debiased ECE per group before (orange) and after (blue) temperature scaling with "
+        caption=(f"Debiased ECE per group before (orange dot) and after (blue diamond) temperature scaling with "
                  f"{temperature_text(temperature)}, fitted on {temperature.get('n_fit', '?')} validation faces (its "
                  "uncertainty is not propagated). Look for groups that stay badly calibrated after scaling: one global "
                  "temperature cannot fix confidence that is wrong for one group only; whether a change is real is in "
@@ -383,20 +381,40 @@ def _ordered(schema: LabelSchema, column: str) -> bool:
         return False
 
 
+def _in_value_order(schema: LabelSchema, column: str, present: list[str]) -> list[str]:
+    """An ordered attribute's values present in the map, youngest (smallest) first, so the sequential colours run
+    with the order the legend reads: the schema's order, else by each label's leading number (``70+`` -> 70)."""
+    import re
+
+    try:
+        known = list(schema.attribute(column).values)
+    except FaceauditError:
+        known = []
+    if set(present) <= set(known):
+        return [v for v in known if v in present]
+    lead = {v: float(m.group()) if (m := re.match(r"\d+(\.\d+)?", v)) else float("inf") for v in present}
+    return sorted(present, key=lambda v: lead[v])
+
+
 def tsne_panels(tsne: pd.DataFrame, schema: LabelSchema = UTKFACE, columns=None) -> Figure:
     """The t-SNE map coloured by each of ``columns`` (default: the target, then the schema's groups: race, gender
     and age band for UTKFace)."""
     columns = list(columns or [c for c in dict.fromkeys((schema.target, *schema.groups)) if c in tsne])
-    fig, axes = new_figure(3.5 * len(columns), 3.7, ncols=len(columns), squeeze=False)
+    ncols = min(2, len(columns))
+    nrows = int(np.ceil(len(columns) / ncols))
+    fig, axes = new_figure(3.6 * ncols, 3.5 * nrows, ncols=ncols, nrows=nrows, squeeze=False)
     size = max(2.0, min(10.0, 12000 / max(len(tsne), 1)))
-    for axis, column in zip(axes[0], columns):
+    for axis in axes.ravel()[len(columns):]:
+        axis.axis("off")
+    for axis, column in zip(axes.ravel(), columns):
         values = tsne[column].astype(str)
         order = list(dict.fromkeys(tsne[column].cat.categories if hasattr(tsne[column], "cat") else values))
         order = [v for v in order if v in set(values)]
         if _ordered(schema, column):
             import matplotlib
 
-            cmap = matplotlib.colormaps["viridis"]
+            order = _in_value_order(schema, column, order)
+            cmap = matplotlib.colormaps[SEQUENTIAL]
             colours = {v: cmap(i / max(len(order) - 1, 1)) for i, v in enumerate(order)}
         else:
             colours = {v: PALETTE[i % len(PALETTE)] for i, v in enumerate(order)}
@@ -408,8 +426,9 @@ def tsne_panels(tsne: pd.DataFrame, schema: LabelSchema = UTKFACE, columns=None)
         axis.set_xticks([])
         axis.set_yticks([])
         axis.grid(False)
-        axis.legend(loc="lower left", fontsize=6.5, markerscale=2.5 / max(size, 1) ** 0.5 * 2, frameon=True,
-                    ncol=2 if len(order) > 5 else 1)
+        axis.legend(loc="lower left", fontsize=ANNOT_PT, markerscale=2.5 / max(size, 1) ** 0.5 * 2, frameon=True,
+                    ncol=2 if len(order) > 5 else 1, handletextpad=0.2, columnspacing=0.6, borderpad=0.3,
+                    labelspacing=0.25)
     labels = [group_label(c) for c in columns]
     target = target_label(schema)
     others = [("age" if c == AGE_BAND else group_label(c)) for c in columns if c != schema.target]

@@ -22,7 +22,7 @@ def validation_curves_figure(histories: list[History], *, phase: str = "last") -
     runs = [h for h in histories if any("val_accuracy" in p.metrics or "val_loss" in p.metrics for p in h.phases)]
     if not runs:
         return None
-    fig, (acc_ax, loss_ax) = new_figure(10, 4.2, ncols=2)
+    fig, (acc_ax, loss_ax) = new_figure(7.2, 3.6, ncols=2)
     for index, history in enumerate(runs):
         colour = PALETTE[index % len(PALETTE)]
         phases = history.phases[-1:] if phase == "last" else history.phases
@@ -56,7 +56,7 @@ def training_curves_figure(history: History) -> Figure | None:
     keys = [k for k in ("accuracy", "val_accuracy", "loss", "val_loss") if history.metric(k)]
     if not keys:
         return None
-    fig, (acc_ax, loss_ax) = new_figure(10, 3.8, ncols=2)
+    fig, (acc_ax, loss_ax) = new_figure(7.2, 3.3, ncols=2)
     for axis, base in ((acc_ax, "accuracy"), (loss_ax, "loss")):
         for key, style, colour in ((base, "-", PALETTE[0]), (f"val_{base}", "--", PALETTE[5])):
             values = _clean(history.metric(key))

@@ -9,11 +9,29 @@ from __future__ import annotations
 
 import math
 
+from faceaudit.auditing.types import (
+    GroupingKey,
+    lead_grouping,
+    ordered_grouping,
+    other_groupings,
+    pair_grouping,  # noqa: F401  (re-exported for the report modules)
+)
 from faceaudit.taxonomy import AGE_BAND, UTKFACE, LabelSchema
 
 
 def _get(stat: dict | None, key: str):
     return None if not stat else stat.get(key)
+
+
+def level_number(level: float) -> str:
+    """A confidence level in percent without trailing zeros: ``0.95`` -> ``95``, ``0.995`` -> ``99.5``."""
+    return f"{100 * level:.4f}".rstrip("0").rstrip(".")
+
+
+def fmt_level(level: float) -> str:
+    """A confidence level as a reader sees it: ``0.95`` -> ``95 %``, ``0.995`` -> ``99.5 %`` (never rounded down to
+    a level the audit did not use)."""
+    return f"{level_number(level)} %"
 
 
 def pct(value: float | None, digits: int = 1) -> str:
@@ -153,18 +171,14 @@ def series_label(names) -> str:
 
 def grouping_key(schema: LabelSchema, *attributes: str) -> str:
     """The ``audit.json`` key of the grouping by ``attributes``, in the schema's ``groups`` order
-    (``age_band``, ``race`` -> ``race×age_band``)."""
-    return "×".join(a for a in schema.groups if a in attributes)
+    (``age_band``, ``race`` -> ``race×age_band``; :func:`faceaudit.auditing.types.ordered_grouping`)."""
+    return ordered_grouping(schema, *attributes).name
 
 
-def main_grouping(schema: LabelSchema) -> str:
-    """The grouping the report leads with: the target's when the audit groups by it, else the first group."""
-    return schema.target if schema.target in schema.groups else schema.groups[0]
-
-
-def other_groups(schema: LabelSchema) -> list[str]:
-    """The single-attribute groupings other than :func:`main_grouping`, in ``groups`` order."""
-    return [g for g in schema.groups if g != main_grouping(schema)]
+#: The grouping the report leads with: the target's when the audit groups by it, else the first group.
+main_grouping = lead_grouping
+#: The single-attribute groupings other than :func:`main_grouping`, in ``groups`` order.
+other_groups = other_groupings
 
 
 def split_attribute(schema: LabelSchema) -> str | None:
@@ -174,18 +188,37 @@ def split_attribute(schema: LabelSchema) -> str | None:
     return next((g for g in others if g != AGE_BAND), others[0] if others else None)
 
 
-def pair_grouping(schema: LabelSchema) -> str | None:
-    """The lead grouping crossed with the first other group (``race×gender``), or None with a single group."""
-    others = other_groups(schema)
-    return grouping_key(schema, main_grouping(schema), others[0]) if others else None
-
-
 def finest_grouping(schema: LabelSchema) -> str:
     """Every grouping attribute crossed (``race×gender×age_band``): the smallest groups the audit has."""
-    return "×".join(schema.groups)
+    return GroupingKey(tuple(schema.groups)).name
 
 
 def intersection_groupings(schema: LabelSchema) -> list[str]:
     """Every grouping of two or more attributes, finest first."""
     combos = sorted((c for c in schema.groupings if len(c) > 1), key=len, reverse=True)
-    return ["×".join(c) for c in combos]
+    return [GroupingKey(tuple(c)).name for c in combos]
+
+
+# -- reading the typed result ------------------------------------------------------------------------------------
+
+
+def groups_of(result, grouping: str) -> list:
+    """The groups (:class:`~faceaudit.auditing.types.Group`) of one grouping of the audit; none when it lacks it."""
+    record = result.groupings.get(grouping)
+    return record.groups if record is not None else []
+
+
+def group_of(result, grouping: str, key: str | None):
+    """One group of a grouping by its key, or None (no such grouping or group)."""
+    return next((g for g in groups_of(result, grouping) if g.key == key), None) if key is not None else None
+
+
+def disparity_of(result, grouping: str, metric: str):
+    """A grouping's worst-vs-best :class:`~faceaudit.auditing.types.Disparity` of one metric, or None."""
+    record = result.groupings.get(grouping)
+    return record.disparities.get(metric) if record is not None else None
+
+
+def ranks(disparity) -> bool:
+    """Whether a disparity names a worst and a best group out of two or more ranked ones."""
+    return disparity is not None and bool(disparity.worst) and (disparity.n_ranked or 0) >= 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from html import escape
 
-from .formatting import fmt_stat
+from .formatting import fmt_level, fmt_stat
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -15,12 +15,12 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 
 
 def result_html(result) -> str:
-    """A summary of an :class:`~faceaudit.audit.result.AuditResult` for Jupyter."""
+    """A summary of an :class:`~faceaudit.auditing.result.AuditResult` for Jupyter."""
     if getattr(result, "is_regression", False):
         return _regression_html(result)
     schema = result.taxonomy
     overall = result.overall["metrics"]["accuracy"]
-    level = f"{result.settings.get('ci', 0.95):.0%}"
+    level = fmt_level(result.settings.level)
     parts = [f"<div class='faceaudit-result'><strong>faceaudit audit of {escape(str(result.model.get('name')))}"
              f"</strong> &mdash; {escape(schema.target)} classifier, {len(schema.classes)} classes, "
              f"{result.overall['n']:,} test images",
@@ -45,6 +45,36 @@ def result_html(result) -> str:
     return "".join(parts)
 
 
+def result_repr(result) -> str:
+    """A few plain lines for ``repr(result)``: the model, its overall score, the gates, where it was written (the
+    full record is ``result.to_dict()``; the dataclass's own repr would print every group, hundreds of kB)."""
+    name = str(result.model.get("name") or "model")
+    what = "age regressor" if getattr(result, "is_regression", False) else \
+        f"{result.taxonomy.target} classifier, {len(result.classes)} classes"
+    if getattr(result, "is_regression", False):
+        from .age_findings import overall_line
+
+        score = overall_line(result)
+    else:
+        score = f"accuracy {fmt_stat(result.overall['metrics'].get('accuracy'))}"
+    lines = [f"<AuditResult {name!r}: {what}, {result.overall['n']:,} test images>", f"  {score}"]
+    if result.gates:
+        counts = result.gates["counts"]
+        lines.append(f"  gates {result.gates['status'].upper()} ({counts.get('pass', 0)} passed, "
+                     f"{counts.get('fail', 0)} failed, {counts.get('inconclusive', 0)} inconclusive)")
+    else:
+        lines.append("  not gated")
+    lines.append(f"  groupings: {', '.join(list(result.groupings)[:6])}{' …' if len(result.groupings) > 6 else ''}")
+    if result.warnings:
+        lines.append(f"  {len(result.warnings)} warning{'s' if len(result.warnings) != 1 else ''}: "
+                     f"{str(result.warnings[0])[:160]}")
+    if result.folder is not None:
+        lines.append(f"  folder: {result.folder}")
+    lines.append("  .by_group(grouping, metric) for a table; .report(out) for the full report")
+    text = "\n".join(lines)
+    return text if len(text) < 1900 else text[:1899] + "…"
+
+
 def _gates_html(result) -> str:
     if not result.gates:
         return ""
@@ -59,7 +89,7 @@ def _regression_html(result) -> str:
     from .formatting import main_grouping
 
     schema = result.taxonomy
-    level = f"{result.settings.get('ci', 0.95):.0%}"
+    level = fmt_level(result.settings.level)
     parts = [f"<div class='faceaudit-result'><strong>faceaudit audit of {escape(str(result.model.get('name')))}"
              f"</strong> &mdash; age regressor, {result.overall['n']:,} test images",
              f"<p>{escape(overall_line(result))} ({level} intervals){_gates_html(result)}</p>"]

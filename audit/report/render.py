@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from faceaudit.audit.result import AuditResult, load_audit
+from faceaudit.auditing.comparison import audit_predictions
+from faceaudit.auditing.result import AuditResult, load_audit
 from faceaudit.files import atomic_write
 from faceaudit.templates.layout import render_document, write_pdf
 
@@ -21,25 +22,16 @@ from .summary import summary_markdown
 log = logging.getLogger(__name__)
 
 REPORT_HTML, REPORT_PDF, SUMMARY_MD = "report.html", "report.pdf", "summary.md"
+#: Shown under the title (screen and PDF page 1) when the audited data or model is synthetic.
+SYNTHETIC_BANNER = ("Synthetic data: these faces are generated, so every number here exercises the pipeline and "
+                    "says nothing about how the model treats real people.")
 
 
 def load_predictions(audit_dir: Path, result: AuditResult | None = None, *, sample: bool = True
                      ) -> pd.DataFrame | None:
     """The audit's predictions table (``files.predictions``, default predictions.csv), or None when absent; with
     ``sample``, a streamed audit's sample of rows (``files.predictions_sample``) stands in for it."""
-    files = (result.files or {}) if result else {}
-    name = files.get("predictions") or (files.get("predictions_sample") if sample else None) or "predictions.csv"
-    path = Path(audit_dir) / name
-    if not path.is_file():
-        return None
-    frame = pd.read_csv(path, dtype={"image_id": str, "path": str, "sha256": str}, keep_default_na=True)
-    if result is not None and "age_band" in frame and "age_band" in result.groupings:
-        order = [r["key"] for r in result.groupings["age_band"]["groups"]]
-        frame["age_band"] = pd.Categorical(frame["age_band"].astype(str), categories=order)
-    target = schema_of(result).target if result is not None else None
-    if target is not None and target in frame and not result.is_regression:
-        frame[target] = pd.Categorical(frame[target].astype(str), categories=list(result.classes))
-    return frame
+    return audit_predictions(Path(audit_dir), result, sample=sample)
 
 
 def find_history(result: AuditResult, audit_dir: Path) -> tuple[History | None, str]:
@@ -78,6 +70,23 @@ def _regression_parts(result: AuditResult, predictions, thumbnails: bool, audit_
             age_sections.reproducibility_section(result, Path(home) if home else audit_dir)]
 
 
+def report_sections(result: AuditResult, audit_dir: Path, *, thumbnails: bool = True,
+                    home: Path | None = None) -> list:
+    """The report's sections, in order, for the audit ``result`` read from ``audit_dir``."""
+    predictions = load_predictions(audit_dir, result)
+    history, history_note = find_history(result, audit_dir)
+    if result.is_regression:
+        return _regression_parts(result, predictions, thumbnails, audit_dir, history, history_note, home)
+    return [
+        sections.verdict_section(result), sections.model_card_section(result), sections.data_section(result),
+        sections.metrics_section(result), sections.confusion_section(result), sections.calibration_section(result),
+        sections.embeddings_section(result, audit_dir),
+        sections.gallery_section(result, predictions, thumbnails, audit_dir),
+        sections.training_section(history, history_note),
+        sections.reproducibility_section(result, Path(home) if home else audit_dir),
+    ]
+
+
 def render_report(audit_dir: Path, *, thumbnails: bool = True, pdf: bool = True,
                   out_dir: Path | None = None, timings: dict | None = None, home: Path | None = None) -> list[Path]:
     """Write report.html, report.pdf and summary.md for the audit in ``audit_dir``; returns the paths written.
@@ -90,17 +99,7 @@ def render_report(audit_dir: Path, *, thumbnails: bool = True, pdf: bool = True,
     result = load_audit(audit_path)
     out_dir = Path(out_dir) if out_dir else audit_dir
     out_dir.mkdir(parents=True, exist_ok=True)
-    predictions = load_predictions(audit_dir, result)
-    history, history_note = find_history(result, audit_dir)
-    parts = _regression_parts(result, predictions, thumbnails, audit_dir, history, history_note, home) \
-        if result.is_regression else [
-        sections.verdict_section(result), sections.model_card_section(result), sections.data_section(result),
-        sections.metrics_section(result), sections.confusion_section(result), sections.calibration_section(result),
-        sections.embeddings_section(result, audit_dir),
-        sections.gallery_section(result, predictions, thumbnails, audit_dir),
-        sections.training_section(history, history_note),
-        sections.reproducibility_section(result, Path(home) if home else audit_dir),
-    ]
+    parts = report_sections(result, audit_dir, thumbnails=thumbnails, home=home)
     timings["sections_s"] = time.perf_counter() - start
     name = str(result.model.get("name") or "model")
     date = (result.created_utc or "")[:10]
@@ -114,7 +113,8 @@ def render_report(audit_dir: Path, *, thumbnails: bool = True, pdf: bool = True,
         meta=[("Backbone", str(result.model.get("backbone") or "not recorded")),
               ("Audited", result.created_utc or "unknown"),
               *([("Verdict", TOO_SMALL)] if too_small else []),
-              ("Gates", status.upper() if status else "not gated")])
+              ("Gates", status.upper() if status else "not gated")],
+        banner=SYNTHETIC_BANNER if result.model.get("synthetic") or result.data.get("synthetic") else "")
     written = [atomic_write(out_dir / REPORT_HTML, html)]
     timings["html_s"] = time.perf_counter() - start
     if pdf:

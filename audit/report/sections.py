@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import platform
+from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from faceaudit.audit.metrics import METRIC_LABELS
+from faceaudit.auditing.metrics import METRIC_LABELS
+from faceaudit.auditing.types import Calibration, Disparity, GateResult, Group, PurityGroup, Stat, Temperature
 from faceaudit.taxonomy import AGE_BAND
 from faceaudit.templates.layout import Cell, Section, Table, file_name
 
@@ -20,16 +23,20 @@ from .formatting import (
     direction_css,
     excludes_zero,
     finest_grouping,
+    fmt_level,
     fmt_p,
     fmt_stat,
     group_label,
     grouping_key,
+    groups_of,
+    level_number,
     main_grouping,
     pair_grouping,
     pct,
     plural,
     plural_word,
     points,
+    ranks,
     schema_of,
     split_attribute,
     target_label,
@@ -46,29 +53,39 @@ def _status_css(status: str) -> str:
     return {"pass": "pass", "fail": "fail", "inconclusive": "inconclusive"}.get(status, "")
 
 
+def _threshold_text(gate: GateResult) -> str:
+    """A gate's threshold in the report's units: a proportion's bound in %, its gap in points (``25 pts``); other
+    thresholds as written."""
+    from faceaudit.auditing.gates import PROPORTION_METRICS
+
+    threshold, rule = gate.threshold, gate.rule
+    if gate.metric not in PROPORTION_METRICS or rule not in ("min", "max", "max_gap"):
+        return str(threshold)
+    return f"{100 * threshold:g} pts" if rule == "max_gap" else f"{100 * threshold:g}%"
+
+
 def verdict_section(result) -> Section:
     gates = result.gates
     rows = Table(["Gate", "Rule", "Status", "Result"], caption="Release gates; a gate passes only when its whole "
                  "confidence interval is on the right side of the threshold.")
     if gates:
-        for gate in gates.get("results", []):
-            rule = f"{gate.get('metric')} by {group_label(str(gate.get('grouping')))}: {gate.get('rule')} {gate.get('threshold')}"
-            rows.add(gate.get("name", ""), rule, Cell(gate["status"].upper(), _status_css(gate["status"])),
-                     gate.get("message", ""))
+        for gate in gates.results:
+            rule = f"{gate.metric} by {group_label(gate.grouping)}: {gate.rule} {_threshold_text(gate)}"
+            rows.add(gate.name, rule, Cell(gate.status.upper(), _status_css(gate.status)), gate.message)
     if result.taxonomy.regression:  # an age regressor: errors in years, its own findings
         from .age_findings import overall_line, regression_findings
 
         lead = ("Age estimation", overall_line(result), "An overall error hides whom the model misjudges",
                 " --target age", regression_findings(result))
     else:
-        lead = ("Overall accuracy", fmt_stat(result.overall["metrics"]["accuracy"]),
+        lead = ("Overall accuracy", fmt_stat(result.overall.metrics["accuracy"]),
                 "An overall number hides who the model fails", "", findings(result))
     what, overall, hides, target_flag, found = lead
     return Section("verdict", "Verdict", "report/verdict.html", {
-        "status": gates["status"] if gates else None, "counts": (gates or {}).get("counts", {}),
+        "status": gates.status if gates else None, "counts": gates.counts if gates else {},
         "too_small": TOO_SMALL if too_small_to_judge(result) else None, "headline": headline(result),
         "gates": rows, "findings": [f.text for f in found], "warnings": result.warnings,
-        "overall": overall, "n": result.overall["n"], "what": what, "hides": hides, "target_flag": target_flag})
+        "overall": overall, "n": result.overall.n, "what": what, "hides": hides, "target_flag": target_flag})
 
 
 def _scalar_items(data: dict | None, prefix: str = "") -> list[tuple[str, str]]:
@@ -95,7 +112,7 @@ TRAINING_LABELS = {
     "data.split_sizes.val": "Validation images", "data.split_sizes.test": "Test images", "data.split_seed_note": "Split",
 }
 #: Labels of the per-phase fields (``phases.<name>.<field>``).
-PHASE_LABELS = {"epochs": "epochs planned", "epochs_run": "epochs run", "lr": "learning rate"}
+PHASE_LABELS = {"epochs": "epochs planned", "epochs_run": "epochs run", "lr": "learning rate", "label": "what it trains"}
 
 
 def _training_label(key: str) -> str:
@@ -228,35 +245,35 @@ def _count_table(result, schema, minimum: int) -> Table:
     """Test images per finest group: one row per combination of the grouping attributes other than the age band
     (race × gender, for UTKFace), one column per age band when the audit groups by age."""
     finest = finest_grouping(schema)
-    cube = result.groupings.get(finest, {}).get("groups", [])
+    cube = groups_of(result, finest)
     row_attrs = [g for g in schema.groups if g != AGE_BAND]
     by_band = AGE_BAND in schema.groups
-    bands = [r["key"] for r in result.groupings.get(AGE_BAND, {}).get("groups", [])] if by_band else []
+    bands = [r.key for r in groups_of(result, AGE_BAND)] if by_band else []
     heads = [schema.label(a)[:1].upper() + schema.label(a)[1:] for a in row_attrs] or ["Group"]
     table = Table([*heads, *bands, "Total"], numeric=set(range(len(heads), len(heads) + len(bands) + 1)),
                   caption=f"Test images per {schema.label(finest)}. Italic grey: fewer than {minimum} images, too "
                           "small to judge (shown, never ranked).")
     cells: dict[tuple[str, ...], dict[str, int]] = {}
     for record in cube if by_band else []:
-        v = record["values"]
-        cells.setdefault(tuple(v[a] for a in row_attrs), {})[v[AGE_BAND]] = record["n"]
-    rows = result.groupings.get(grouping_key(schema, *row_attrs), {}).get("groups", []) if row_attrs else []
+        v = record.values
+        cells.setdefault(tuple(v[a] for a in row_attrs), {})[v[AGE_BAND]] = record.n
+    rows = groups_of(result, grouping_key(schema, *row_attrs)) if row_attrs else []
     for record in rows:
-        values = tuple(record["values"][a] for a in row_attrs)
+        values = tuple(record.values[a] for a in row_attrs)
         counts = cells.get(values, {})
         row = [Cell(str(counts.get(b, 0)), "small" if counts.get(b, 0) < minimum else "") for b in bands]
-        table.add(*values, *row, Cell(str(record["n"]), "small" if record["too_small"] else ""))
-    totals = [str(r["n"]) for r in result.groupings.get(AGE_BAND, {}).get("groups", [])] if by_band else []
-    table.add(Cell("All", "pass"), *[""] * (len(heads) - 1), *totals, str(result.overall["n"]))
+        table.add(*values, *row, Cell(str(record.n), "small" if record.too_small else ""))
+    totals = [str(r.n) for r in groups_of(result, AGE_BAND)] if by_band else []
+    table.add(Cell("All", "pass"), *[""] * (len(heads) - 1), *totals, str(result.overall.n))
     return table
 
 
 def data_section(result) -> Section:
-    schema, minimum = schema_of(result), result.settings.get("min_group_size", 30)
-    cube = result.groupings.get(finest_grouping(schema), {}).get("groups", [])
-    n_small = sum(1 for r in cube if r["too_small"])
+    schema, minimum = schema_of(result), result.settings.min_group_size
+    cube = groups_of(result, finest_grouping(schema))
+    n_small = sum(1 for r in cube if r.too_small)
     return Section("data", "The evaluated data", "report/data.html", {
-        "table": _count_table(result, schema, minimum), "n": result.overall["n"], "n_small": n_small,
+        "table": _count_table(result, schema, minimum), "n": result.overall.n, "n_small": n_small,
         "n_cells": len(cube), "minimum": minimum, "cube_label": compound_label(schema, finest_grouping(schema)),
         "data": result.data, "counts": result.data.get("counts", {}), "source": file_name(result.data.get("source"))})
 
@@ -264,8 +281,10 @@ def data_section(result) -> Section:
 #: How the overall table names each metric's interval (``settings.intervals`` has the full description);
 #: ``{target}`` is the predicted attribute.
 INTERVAL_NAMES = {"accuracy": "Clopper–Pearson", "balanced_accuracy": "MOVER", "macro_f1": "per-{target} bounds averaged"}
+#: Symbols beside a significant vs-rest difference, so the direction never rests on colour alone.
+DIRECTION_MARKS = {"fail": "\u25bc ", "pass": "\u25b2 "}
 #: Column heads shared by the per-group tables.
-VS_REST_COLUMNS = ("vs rest, pts [adj. CI]", "p (Holm)")
+VS_REST_COLUMNS = ("vs rest, pts [Bonferroni CI]", "p (Holm)")
 
 
 def _wrap(text: str, css: str = "", title: str = "") -> Cell:
@@ -280,14 +299,15 @@ def _label(metric: str) -> str:
     return label[:1].upper() + label[1:]
 
 
-def _vs_rest_cells(record: dict) -> list[Cell]:
+def _vs_rest_cells(record: Group) -> list[Cell]:
     """A group's accuracy minus the rest's (adjusted interval) and its Holm p-value; coloured only when significant."""
-    diff = (record.get("vs_rest") or {}).get("accuracy")
+    diff = (record.vs_rest or {}).get("accuracy")
     if not diff:
         return [Cell("–"), Cell("–")]
     title = f"{diff.get('test', '')}; interval at the {diff.get('level')} level over {diff.get('family')} groups"
     css = direction_css(diff)
-    return [_wrap(points(diff, unit=""), css, title), Cell(fmt_p(diff.get("p_holm"), short=True), css)]
+    mark = DIRECTION_MARKS.get(css, "")
+    return [_wrap(mark + points(diff, unit=""), css, title), Cell(fmt_p(diff.get("p_holm"), short=True), css)]
 
 
 def _share(rates: dict) -> Cell:
@@ -303,7 +323,7 @@ def _rates_cells(rates: dict, recall: str) -> list[Cell]:
 
 
 def _missing_note(result, grouping: str) -> str:
-    missing = result.groupings[grouping].get("missing") or []
+    missing = result.groupings[grouping].missing
     if not missing:
         return ""
     shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
@@ -312,41 +332,45 @@ def _missing_note(result, grouping: str) -> str:
 
 def _rest_caption(result, grouping: str) -> str:
     """How to read the vs-rest columns of one grouping's table."""
-    groups = result.groupings[grouping]["groups"]
-    family = next(((r.get("vs_rest") or {}).get("accuracy", {}).get("family") for r in groups if not r["too_small"]), 0)
-    small = f" Italic grey: fewer than {result.settings.get('min_group_size', 30)} faces, never ranked."
+    groups = result.groupings[grouping].groups
+    family = next(((r.vs_rest or {}).get("accuracy", {}).get("family") for r in groups if not r.too_small), 0)
+    small = f" Italic grey: fewer than {result.settings.min_group_size} faces, never ranked."
     if not family:
         return (" 'vs rest': accuracy minus that of every other test face, in points; no group is large enough to be "
                 "tested, so none is called better or worse." + small)
     return (f" 'vs rest': accuracy minus that of every other test face, in points, with an interval adjusted "
             f"(Bonferroni) for the {plural(family, 'ranked group')} compared; coloured only when the "
-            f"Holm-adjusted p < {1 - result.settings.get('ci', 0.95):.2g} and that interval excludes 0." + small)
+            f"Holm-adjusted p < {1 - result.settings.level:.2g} and that interval excludes 0, and marked "
+            f"{DIRECTION_MARKS['fail'].strip()} (worse, orange) or {DIRECTION_MARKS['pass'].strip()} (better, blue). "
+            "The two adjustments differ on purpose: Holm's step-down p is less strict than Bonferroni for all but the "
+            "smallest p, so a p below the level can sit beside an interval that spans 0; such a group is not marked."
+            + small)
 
 
-def _class_table(result, grouping: str, caption: str, records: list[dict] | None = None) -> Table:
+def _class_table(result, grouping: str, caption: str, records: list[Group] | None = None) -> Table:
     """Single-class groups (one race each, for UTKFace): the class's rates within the group's context, and accuracy
     against the rest."""
     table = Table(["Group", "n", "Accuracy (recall) [CI]", "FNR", "Precision [CI]", "FPR [CI]",
-                   "Selected / true share", *VS_REST_COLUMNS], numeric=set(range(1, 9)), caption=caption)
-    for record in records if records is not None else result.groupings[grouping]["groups"]:
-        table.add(record["key"], record["n"], *_rates_cells(record["metrics"], "accuracy"), _share(record["metrics"]),
-                  *_vs_rest_cells(record), css="small" if record["too_small"] else "")
+                   "Selected / true share", *VS_REST_COLUMNS], numeric=set(range(1, 9)), caption=caption, sortable=True)
+    for record in records if records is not None else result.groupings[grouping].groups:
+        table.add(record.key, record.n, *_rates_cells(record.metrics, "accuracy"), _share(record.metrics),
+                  *_vs_rest_cells(record), css="small" if record.too_small else "")
     return table
 
 
-def _mixed_table(result, grouping: str, caption: str, records: list[dict] | None = None) -> Table:
+def _mixed_table(result, grouping: str, caption: str, records: list[Group] | None = None) -> Table:
     """Groups in which the true class varies: accuracy, balanced accuracy, macro-F1, and accuracy against the rest."""
     table = Table(["Group", "n", "Accuracy [CI]", "Balanced acc. [CI]", "Macro-F1 [CI]", *VS_REST_COLUMNS],
-                  numeric=set(range(1, 7)), caption=caption)
-    for record in records if records is not None else result.groupings[grouping]["groups"]:
-        m = record["metrics"]
-        table.add(record["key"], record["n"], *(_wrap(fmt_stat(m.get(k))) for k in ("accuracy", "balanced_accuracy",
-                  "macro_f1")), *_vs_rest_cells(record), css="small" if record["too_small"] else "")
+                  numeric=set(range(1, 7)), caption=caption, sortable=True)
+    for record in records if records is not None else result.groupings[grouping].groups:
+        m = record.metrics
+        table.add(record.key, record.n, *(_wrap(fmt_stat(m.get(k))) for k in ("accuracy", "balanced_accuracy",
+                  "macro_f1")), *_vs_rest_cells(record), css="small" if record.too_small else "")
     return table
 
 
 def _class_caption(result, grouping: str) -> str:
-    context = result.groupings[grouping].get("context", "all")
+    context = result.groupings[grouping].context or "all"
     within = "the whole test set" if context == "all" else f"the group's {group_label(context)}"
     target = target_label(schema_of(result))
     return (f"By {group_label(grouping)}. Each group's {target} is scored within {within}: accuracy is the recall "
@@ -360,30 +384,30 @@ def _class_caption(result, grouping: str) -> str:
 
 def _group_table(result, grouping: str) -> Table:
     """The table of a grouping, by its kind (single-class groups or mixed groups)."""
-    if result.groupings[grouping].get("kind") == "class":
+    if result.groupings[grouping].kind == "class":
         return _class_table(result, grouping, _class_caption(result, grouping))
     return _mixed_table(result, grouping, f"By {group_label(grouping)}." + _rest_caption(result, grouping)
                         + _missing_note(result, grouping))
 
 
-def disparity_text(label: str, d: dict | None) -> str:
+def disparity_text(label: str, d: Disparity | None) -> str:
     """One metric's worst-vs-best line: the groups, how many they were picked from, the adjusted difference, gap,
     ratio and the test that all groups are equal."""
-    if not d or not d.get("worst") or d.get("n_ranked", 0) < 2:
-        return f"{label}: fewer than two groups are large enough to rank" + _too_small_note((d or {}).get("too_small") or [])
-    text = (f"{label}: worst {d['worst']}, best {d['best']}, of {plural(d['n_ranked'], 'ranked group')}; "
-            f"worst − best {points(d['difference'])} ({d.get('adjustment') or 'adjusted for every pair'}); "
-            f"gap {points(d['gap'], signed=False)}; ratio {fmt_stat(d['ratio'], percent=False)}")
-    omnibus = d.get("omnibus") or {}
+    if not ranks(d):
+        return f"{label}: fewer than two groups are large enough to rank" + _too_small_note((d and d.too_small) or [])
+    text = (f"{label}: worst {d.worst}, best {d.best}, of {plural(d.n_ranked, 'ranked group')}; "
+            f"worst − best {points(d.difference)} ({d.adjustment or 'adjusted for every pair'}); "
+            f"gap {points(d.gap, signed=False)}; ratio {fmt_stat(d.ratio, percent=False)}")
+    omnibus = d.omnibus or {}
     if omnibus.get("p_value") is not None:
         text += f"; all groups equal: {fmt_p(omnibus['p_value'])} ({omnibus.get('method')})"
-    return text + _too_small_note(d.get("too_small") or [])
+    return text + _too_small_note(d.too_small or [])
 
 
 def _disparity_lines(result, grouping: str) -> list[str]:
     """Every disparity the audit computed for a grouping, one line each."""
-    disparities = result.groupings[grouping].get("disparities", {})
-    if disparities and all(d.get("n_ranked", 0) < 2 for d in disparities.values()):
+    disparities = result.groupings[grouping].disparities
+    if disparities and all(d is None or (d.n_ranked or 0) < 2 for d in disparities.values()):
         return [disparity_text("Worst and best", next(iter(disparities.values())))]
     return [disparity_text(_label(m), d) for m, d in disparities.items()]
 
@@ -398,8 +422,8 @@ def _too_small_note(keys: list[str]) -> str:
 
 def _overall_table(result) -> Table:
     table = Table(["Metric", "Value [CI]", "n", "Interval"], numeric={1, 2}, caption="All test images.")
-    for name, stat in result.overall["metrics"].items():
-        table.add(_label(name), fmt_stat(stat), stat.get("n") or result.overall["n"],
+    for name, stat in result.overall.metrics.items():
+        table.add(_label(name), fmt_stat(stat), stat.n or result.overall.n,
                   INTERVAL_NAMES.get(name, "").format(target=target_label(schema_of(result))))
     return table
 
@@ -412,7 +436,7 @@ def _per_class_table(result) -> Table:
                           f"recall, precision over the faces predicted as that {target}, FPR over the faces of other "
                           f"{plural_word(target)}; 'selected / true share': how often the {target} is predicted "
                           "against how common it is.")
-    for name, rates in result.overall.get("per_class", {}).items():
+    for name, rates in (result.overall.per_class or {}).items():
         table.add(name, rates["support"], *_rates_cells(rates, "recall"), _wrap(fmt_stat(rates.get("f1"))), _share(rates),
                   css="small" if not rates["support"] else "")
     return table
@@ -423,15 +447,15 @@ def _worst_intersections(result, grouping: str | None = None):
     (title, table, lines), or None when the audit has no intersection."""
     grouping = grouping or finest_grouping(schema_of(result))
     cube = result.groupings.get(grouping)
-    if not cube or "×" not in grouping:
+    if cube is None or len(cube.attributes) < 2:
         return None
-    ranked = [r for r in cube["groups"] if not r["too_small"]]
-    ranked.sort(key=lambda r: (r["metrics"]["accuracy"].get("value") is None, r["metrics"]["accuracy"].get("value") or 0))
+    ranked = [r for r in cube.groups if not r.too_small]
+    ranked.sort(key=lambda r: (r.metrics["accuracy"].value is None, r.metrics["accuracy"].value or 0))
     caption = (f"The {min(WORST_INTERSECTIONS, len(ranked))} least accurate of {len(ranked)} {group_label(grouping)} "
-               f"groups large enough to judge ({len(cube['groups']) - len(ranked)} more are too small); every group is "
+               f"groups large enough to judge ({len(cube.groups) - len(ranked)} more are too small); every group is "
                "in group_metrics.csv. Sorted by point estimate: only the vs-rest columns say whether a group is worse "
                "than the rest beyond sampling noise." + _rest_caption(result, grouping) + _missing_note(result, grouping))
-    table = _class_table if cube.get("kind") == "class" else _mixed_table
+    table = _class_table if cube.kind == "class" else _mixed_table
     return (f"{group_label(grouping)}: the least accurate groups",
             table(result, grouping, caption, records=ranked[:WORST_INTERSECTIONS]), _disparity_lines(result, grouping))
 
@@ -450,8 +474,8 @@ def metrics_section(result) -> Section:
         "targets": plural_word(target_label(schema)), "single_class": schema.target in schema.groups,
         "contexts": " or ".join(schema.label(g) for g in schema.groups if g != schema.target),
         "forest": charts.accuracy_forest(result), "heatmap": charts.intersection_heatmap(result),
-        "ci": int(100 * result.settings.get("ci", 0.95)), "alpha": round(1 - result.settings.get("ci", 0.95), 6),
-        "min_group_size": result.settings.get("min_group_size", 30)})
+        "ci": level_number(result.settings.level), "alpha": round(1 - result.settings.level, 6),
+        "min_group_size": result.settings.min_group_size})
 
 
 def confusion_section(result) -> Section:
@@ -462,16 +486,17 @@ def confusion_section(result) -> Section:
         "by_split": charts.confusion_by_split(result), "by_class": charts.confusion_by_class(result)})
 
 
-def _calibration_rows(result, block: dict, n_overall: int) -> list[tuple[str, dict]]:
+def _calibration_rows(result, block: Calibration | Temperature, n_overall: int) -> list[tuple[str, Any]]:
     """(grouping label, record) for the whole test set then every group of the main groupings of a calibration block
     (the calibration itself or its temperature-scaling part, whose overall record has no key or n)."""
-    rows = [("all", {"key": "all", "n": n_overall, "too_small": False, **block["overall"]})]
+    overall = block.overall
+    rows = [("all", replace(overall, key="all", n=n_overall if overall.n is None else overall.n, too_small=False))]
     for grouping in schema_of(result).groups:
-        rows += [(group_label(grouping), r) for r in block["groupings"].get(grouping, [])]
+        rows += [(group_label(grouping), r) for r in block.groupings.get(grouping, [])]
     return rows
 
 
-def _mce(stat: dict | None) -> Cell:
+def _mce(stat: Stat | None) -> Cell:
     """MCE with the number of faces in its bin: a bin of a few faces makes a large MCE easy."""
     n = ((stat or {}).get("bin") or {}).get("n")
     return _wrap(fmt_stat(stat, digits=0) + ("" if n is None else f" (bin\u00a0n={n})"))
@@ -480,46 +505,46 @@ def _mce(stat: dict | None) -> Cell:
 def _calibration_table(result) -> Table:
     calibration = result.calibration
     table = Table(["Grouping", "Group", "n", "ECE (debiased) [CI]", "MCE [CI] (bin n)", "Brier [CI]", "Log loss [CI]"],
-                  numeric={2, 3, 4, 5, 6},
-                  caption=f"Calibration per group over {calibration.get('n_bins', 15)} equal-width confidence bins. "
+                  numeric={2, 3, 4, 5, 6}, sortable=True,
+                  caption=f"Calibration per group over {calibration.n_bins} equal-width confidence bins. "
                           "ECE: debiased estimate, with an interval that bounds the true binned error; MCE: the largest "
                           "bin gap, with that bin's number of faces; Brier and log loss: bootstrap intervals. Italic "
                           "grey: too small to judge.")
-    for label, record in _calibration_rows(result, calibration, result.overall["n"]):
-        table.add(label, record["key"], record["n"], _wrap(fmt_stat(record["ece"])), _mce(record["mce"]),
-                  _wrap(fmt_stat(record["brier"], percent=False)),
-                  _wrap(fmt_stat(record["log_loss"], percent=False, digits=2)),
-                  css="small" if record["too_small"] else "")
+    for label, record in _calibration_rows(result, calibration, result.overall.n):
+        table.add(label, record.key, record.n, _wrap(fmt_stat(record.ece)), _mce(record.mce),
+                  _wrap(fmt_stat(record.brier, percent=False)),
+                  _wrap(fmt_stat(record.log_loss, percent=False, digits=2)),
+                  css="small" if record.too_small else "")
     return table
 
 
-def _change_cell(change: dict | None) -> Cell:
-    """ECE after − before, green when scaling clearly helped, red when it clearly hurt."""
-    css = "" if not excludes_zero(change) else "pass" if change["value"] < 0 else "fail"
-    return _wrap(points(change, unit=""), css)
+def _change_cell(change: Stat | None) -> Cell:
+    """ECE after − before, blue ▲ when scaling clearly helped, orange ▼ when it clearly hurt."""
+    css = "" if not excludes_zero(change) else "pass" if change.value < 0 else "fail"
+    return _wrap(DIRECTION_MARKS.get(css, "") + points(change, unit=""), css)
 
 
-def _temperature_table(result, temperature: dict) -> Table:
+def _temperature_table(result, temperature: Temperature) -> Table:
     table = Table(["Grouping", "Group", "n", "ECE before [CI]", "ECE after [CI]", "Change, pts [CI]"],
                   numeric={2, 3, 4, 5},
                   caption="ECE (debiased) before and after temperature scaling. The change is computed on the same "
-                          "bootstrap resamples before and after, so its interval reflects only the scaling; green or "
-                          "red only when that interval excludes zero.")
-    for label, record in _calibration_rows(result, temperature, result.overall["n"]):
-        table.add(label, record["key"], record["n"], _wrap(fmt_stat(record["before"]["ece"])),
-                  _wrap(fmt_stat(record["after"]["ece"])), _change_cell(record.get("ece_change")),
-                  css="small" if record["too_small"] else "")
+                          "bootstrap resamples before and after, so its interval reflects only the scaling; marked ▲ (blue, "
+                          "better calibrated) or ▼ (orange, worse) only when that interval excludes zero.")
+    for label, record in _calibration_rows(result, temperature, result.overall.n):
+        table.add(label, record.key, record.n, _wrap(fmt_stat(record.before.ece)),
+                  _wrap(fmt_stat(record.after.ece)), _change_cell(record.ece_change),
+                  css="small" if record.too_small else "")
     return table
 
 
 def calibration_section(result) -> Section:
     calibration = result.calibration
-    if not calibration:
+    if calibration is None:
         return Section("calibration", "Calibration", "report/calibration.html", {"calibration": None})
-    temperature = calibration.get("temperature")
-    disparities = calibration.get("disparities", {})
+    temperature = calibration.temperature
+    disparities = calibration.disparities
     schema = schema_of(result)
-    lines = [disparity_text(f"ECE by {group_label(g)}", (disparities.get(g) or {}).get("ece"))
+    lines = [disparity_text(f"ECE by {group_label(g)}", disparities[g].get("ece"))
              for g in schema.groups if g in disparities]
     shown = [g for g in (main_grouping(schema), split_attribute(schema)) if g]
     return Section("calibration", "Calibration", "report/calibration.html", {
@@ -532,9 +557,9 @@ def calibration_section(result) -> Section:
 
 def embeddings_section(result, audit_dir: Path) -> Section:
     embeddings = result.embeddings
-    if not embeddings:
+    if embeddings is None:
         return Section("embeddings", "Embedding clusters", "report/embeddings.html", {"embeddings": None})
-    tsne = embeddings.get("tsne")
+    tsne = embeddings.tsne
     figure = None
     schema = schema_of(result)
     target = target_label(schema)
@@ -544,24 +569,25 @@ def embeddings_section(result, audit_dir: Path) -> Section:
         for column in columns:
             frame[column] = frame[column].astype(str)
         figure = charts.tsne_panels(frame, schema, columns) if columns else None
-    purity = embeddings.get("knn_purity") or {}
-    table = Table(["Grouping", "Group", "n", f"kNN {target} purity (k={purity.get('k', '?')}) [CI]", "Silhouette [CI]"],
+    purity, clusters = embeddings.knn_purity, embeddings.silhouette
+    k = purity.k if purity is not None else "?"
+    table = Table(["Grouping", "Group", "n", f"kNN {target} purity (k={k}) [CI]", "Silhouette [CI]"],
                   numeric={2, 3, 4}, caption="kNN purity: share of each face's nearest neighbours in embedding space "
                   f"with the same {target} label. Silhouette: how well the {target} clusters separate (−1 to 1), "
                   f"per {target}.")
-    by_class = (embeddings.get("silhouette") or {}).get("by_group", [])
+    by_class = clusters.by_group if clusters is not None else []
     silhouette = {r["key"]: r["value"] for r in by_class}
-    table.add("all", "all", embeddings.get("n"), fmt_stat(purity.get("overall")),
-              fmt_stat((embeddings.get("silhouette") or {}).get("overall"), percent=False, digits=2))
+    table.add("all", "all", embeddings.n, fmt_stat(purity.overall if purity is not None else None),
+              fmt_stat(clusters.overall if clusters is not None else None, percent=False, digits=2))
     for grouping in dict.fromkeys((schema.target, *schema.groups)):
-        records = purity.get("groupings", {}).get(grouping, [])
+        records = purity.groupings.get(grouping, []) if purity is not None else []
         if grouping == schema.target and not records:  # not a grouping: its silhouette per class still shows
-            records = [{"key": r["key"], "n": r.get("n"), "purity": None, "too_small": False} for r in by_class]
+            records = [PurityGroup(key=r["key"], n=r.get("n"), too_small=False) for r in by_class]
         for record in records:
-            sil = silhouette.get(record["key"]) if grouping == schema.target else None
-            table.add(group_label(grouping), record["key"], record["n"], fmt_stat(record["purity"]),
+            sil = silhouette.get(record.key) if grouping == schema.target else None
+            table.add(group_label(grouping), record.key, record.n, fmt_stat(record.purity),
                       fmt_stat(sil, percent=False, digits=2) if sil else "–",
-                      css="small" if record["too_small"] else "")
+                      css="small" if record.too_small else "")
     return Section("embeddings", "Embedding clusters", "report/embeddings.html", {
         "embeddings": embeddings, "figure": figure, "table": table, "tsne": tsne, "target": target,
         "targets": plural_word(target)})
@@ -627,19 +653,32 @@ def _engine_line(engine: dict | None, streamed: dict | None) -> str:
     return line
 
 
+def _shortened_names(command, short) -> list[str]:
+    """The file names in ``short`` that stand for absolute paths of the recorded ``command`` (so the printed command
+    reruns only where those files are)."""
+    if not command or not short or command == short:
+        return []
+    import shlex
+
+    try:
+        return [file_name(w) for w in shlex.split(str(command)) if w.startswith("/")]
+    except ValueError:
+        return []
+
+
 def reproducibility_section(result, audit_dir: Path) -> Section:
     settings = result.settings
-    command = settings.get("command") or result.model.get("command") or (result.model.get("run") or {}).get("command")
+    command = settings.command or result.model.get("command") or (result.model.get("run") or {}).get("command")
     rows = [("Audited with", f"faceaudit {result.faceaudit_version or '?'} at {result.created_utc or '?'}"),
             ("Model source", file_name(result.model.get("source"))), ("Model / run hash", str(result.model.get("run_hash"))),
             ("Data source", file_name(result.data.get("source"))), ("Data fingerprint", str(result.data.get("fingerprint"))),
             ("Predictions SHA-256", str(result.data.get("predictions_sha256"))),
-            ("Age bands", str(result.data.get("age_bands"))), ("Seed", str(settings.get("seed"))),
-            ("Intervals", f"{int(100 * settings.get('ci', 0.95))}%: Clopper–Pearson, MOVER; bootstrap "
-                          f"({settings.get('n_boot')} resamples) for Brier, log loss, ECE change and embeddings"),
-            ("Engine", _engine_line(settings.get("engine"), result.data.get("streamed"))),
-            ("Minimum group size", str(settings.get("min_group_size"))),
-            ("Minimum test size", str(settings.get("min_test_size"))),
+            ("Age bands", str(result.data.get("age_bands"))), ("Seed", str(settings.seed)),
+            ("Intervals", f"{fmt_level(settings.level)}: Clopper–Pearson, MOVER; bootstrap "
+                          f"({settings.n_boot} resamples) for Brier, log loss, ECE change and embeddings"),
+            ("Engine", _engine_line(settings.engine, result.data.get("streamed"))),
+            ("Minimum group size", str(settings.min_group_size)),
+            ("Minimum test size", str(settings.min_test_size)),
             ("Schema", f"audit.json {result.schema_version}")]
     rows = [(key, "not recorded" if value in ("None", "", "null") else value) for key, value in rows]
     versions = [(name, _version(name)) for name in ("faceaudit", "tensorflow", "tensorflow-cpu", "keras",
@@ -647,6 +686,8 @@ def reproducibility_section(result, audit_dir: Path) -> Section:
                                                     "seaborn", "jinja2", "weasyprint")]
     versions = [("python", platform.python_version())] + [v for v in versions if v[1] != "not installed"]
     files = sorted((k, v) for k, v in (result.files or {}).items() if isinstance(v, str))
+    short = _short_command(command)
     return Section("reproducibility", "Reproducibility", "report/reproducibility.html", {
-        "command": _short_command(command), "rows": rows, "versions": versions, "files": files,
+        "command": short, "shortened": _shortened_names(command, short), "rows": rows, "versions": versions,
+        "files": files,
         "rerender": f"faceaudit report {Path(audit_dir).resolve().name or audit_dir}"})

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from faceaudit.auditing.types import Group, Stat
+from faceaudit.auditing.verdict import Verdict
 from faceaudit.taxonomy import AGE_BAND
 
 from .findings import TOO_SMALL, findings, headline, too_small_to_judge
 from .formatting import (
     compound_label,
     finest_grouping,
+    fmt_level,
     fmt_p,
     fmt_stat,
     group_label,
@@ -46,17 +49,17 @@ def _md(text: object) -> str:
 
 def _status(result) -> str:
     """The title's verdict: too small to judge first, then the gates' status."""
-    gates = (result.gates or {}).get("status")
+    gates = result.gates.status if result.gates is not None else None
     status = gates.upper() if gates else "NOT GATED"
-    if gates == "inconclusive" and not int(((result.gates or {}).get("counts") or {}).get("fail", 0)):
+    if gates == Verdict.INCONCLUSIVE and not int(result.gates.counts.get(Verdict.FAIL, 0)):
         status += " (for lack of data: no gate fails)"
     return f"{TOO_SMALL} (gates {status})" if too_small_to_judge(result) else status
 
 
 def _method_line(result) -> str:
-    ci = int(100 * result.settings.get("ci", 0.95))
-    return (f"Overall accuracy {fmt_stat(result.overall['metrics']['accuracy'])} on {result.overall['n']} "
-            f"{_md(result.data.get('split', 'test'))} images. {ci}% intervals: Clopper–Pearson for proportions, built "
+    ci = fmt_level(result.settings.level)
+    return (f"Overall accuracy {fmt_stat(result.overall.metrics['accuracy'])} on {result.overall.n} "
+            f"{_md(result.data.get('split', 'test'))} images. {ci} intervals: Clopper–Pearson for proportions, built "
             f"from per-{target_label(schema_of(result))} intervals for balanced accuracy and macro-F1; vs-rest intervals Bonferroni-adjusted over one family "
             f"per tier (race, gender and age band together), p-values Holm-adjusted; worst-vs-best, gap and ratio "
             f"simultaneous over all pairs (max-type); ECE a normal bootstrap of the debiased ECE, MCE bin-wise "
@@ -67,11 +70,11 @@ def _method_line(result) -> str:
 
 def _gate_lines(result) -> list[str]:
     gates = result.gates
-    if not gates:
+    if gates is None:
         return ["No gates were set (`--gates gates.toml` gives pass / fail / inconclusive).", ""]
     lines = ["### Gates", "", "| gate | status | result |", "|---|---|---|"]
-    for gate in gates.get("results", [])[:12]:
-        lines.append(f"| {_md(gate.get('name'))} | **{gate['status']}** | {_md(gate.get('message', ''))} |")
+    for gate in gates.results[:12]:
+        lines.append(f"| {_md(gate.name)} | **{gate.status}** | {_md(gate.message)} |")
     return lines + [""]
 
 
@@ -80,18 +83,24 @@ def _worst_group_lines(result) -> list[str]:
     lines = ["### Worst groups (accuracy; ranked groups at or below the rest of the test set)", ""]
     if too_small_to_judge(result):
         return lines + ["Not listed: the test set is too small to judge.", ""]
-    lines += ["| grouping | group | n | accuracy [CI] | vs rest [adj. CI] | p (Holm) |", "|---|---|---:|---:|---:|---:|"]
+    lines += ["| grouping | group | n | accuracy [CI] | vs rest, pts [Bonferroni CI] | p (Holm) |", "|---|---|---:|---:|---:|---:|"]
     for grouping, take in worst_rows(schema_of(result)).items():
-        records = [r for r in result.groupings.get(grouping, {}).get("groups", []) if not r["too_small"]
-                   and r["metrics"]["accuracy"].get("value") is not None
-                   and ((r.get("vs_rest") or {}).get("accuracy") or {}).get("value", 0) <= 0]
-        records.sort(key=lambda r: r["metrics"]["accuracy"]["value"])
+        found = result.groupings.get(grouping)
+        records = [r for r in (found.groups if found is not None else []) if not r.too_small
+                   and r.metrics["accuracy"].value is not None and (_vs_rest(r).value or 0) <= 0]
+        records.sort(key=lambda r: r.metrics["accuracy"].value)
         for record in records[:take]:
-            diff = (record.get("vs_rest") or {}).get("accuracy")
-            lines.append(f"| {group_label(grouping)} | {_md(record['key'])} | {record['n']} | "
-                         f"{fmt_stat(record['metrics']['accuracy'])} | {points(diff)} | "
+            diff = (record.vs_rest or {}).get("accuracy")
+            lines.append(f"| {group_label(grouping)} | {_md(record.key)} | {record.n} | "
+                         f"{fmt_stat(record.metrics['accuracy'])} | {points(diff)} | "
                          f"{fmt_p((diff or {}).get('p_holm'), short=True)} |")
-    return lines + [""]
+    return lines + ["", "vs rest: the interval is Bonferroni-adjusted, the p-value Holm-adjusted (step-down, less strict), "
+                        "so a p below the level can sit beside an interval that spans 0.", ""]
+
+
+def _vs_rest(record: Group) -> Stat:
+    """A group's accuracy difference from the rest of the test set (an empty Stat when not computed)."""
+    return (record.vs_rest or {}).get("accuracy") or Stat()
 
 
 def _calibration_line(result) -> list[str]:
@@ -126,10 +135,11 @@ def summary_markdown(result) -> str:
         lines += ["### Findings", ""] + [f"{i}. {_md(f.text)}" for i, f in enumerate(found, 1)] + [""]
     lines += _worst_group_lines(result) + _calibration_line(result)
     schema = schema_of(result)
-    small = [r for r in result.groupings.get(finest_grouping(schema), {}).get("groups", []) if r["too_small"]]
+    finest = result.groupings.get(finest_grouping(schema))
+    small = [r for r in (finest.groups if finest is not None else []) if r.too_small]
     if small:
         lines += [f"{len(small)} {compound_label(schema, finest_grouping(schema))} groups have fewer than "
-                  f"{result.settings.get('min_group_size', 30)} images and are not ranked.", ""]
+                  f"{result.settings.min_group_size} images and are not ranked.", ""]
     lines += ["Full report: `report.html` / `report.pdf`; numbers: `audit.json`, `group_metrics.csv`."]
     return _trimmed(lines)
 
@@ -142,11 +152,11 @@ def _trimmed(lines: list[str]) -> str:
 
 def _regression_lines(result) -> list[str]:
     """An age regressor's summary: overall errors, gates, findings, the groups with the largest MAE."""
-    from .age_findings import difference_text, metric_text, overall_line
+    from .age_findings import difference_text, metric_text, overall_line, regression_findings
 
-    ci = int(100 * result.settings.get("ci", 0.95))
+    ci = fmt_level(result.settings.level)
     lines = [f"## faceaudit: {_md(result.model.get('name'))} (age estimation) — {_status(result)}", "",
-             f"{overall_line(result)} on {result.overall['n']} {_md(result.data.get('split', 'test'))} images. {ci}% "
+             f"{overall_line(result)} on {result.overall['n']} {_md(result.data.get('split', 'test'))} images. {ci} "
              "intervals: t for bias, t widened by a studentized bootstrap for MAE, Clopper–Pearson for the share within "
              "±5 years; vs-rest and worst-vs-best intervals Bonferroni-adjusted for the groups compared, p-values "
              f"Holm-adjusted. Backbone: {_md(result.model.get('backbone') or 'not recorded')}.", ""]
@@ -154,7 +164,7 @@ def _regression_lines(result) -> list[str]:
     if result.model.get("synthetic") or result.data.get("synthetic"):
         lines += ["**Synthetic data: these numbers say nothing about real faces.**", ""]
     lines += _gate_lines(result)
-    found = findings(result)
+    found = regression_findings(result)
     if found:
         lines += ["### Findings", ""] + [f"{i}. {_md(f.text)}" for i, f in enumerate(found, 1)] + [""]
     lines += ["### Largest errors (MAE; ranked groups)", ""]

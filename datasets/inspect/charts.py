@@ -66,7 +66,7 @@ def composition_chart(ins: Inspection) -> Figure:
     sns.barplot(data=table, x="race", y="n", hue="gender", palette=PALETTE[:2], ax=ax)
     ax.set(xlabel="", ylabel="images")
     for container in ax.containers:
-        ax.bar_label(container, fmt="%d", fontsize=7, padding=1)
+        ax.bar_label(container, fmt="%d", fontsize=8.5, padding=1)
     return png_figure(fig, "Images per race and gender. Look for groups far smaller than the rest: their "
                       "metrics in an audit will carry wide intervals.", "bar chart of images per race and gender")
 
@@ -78,7 +78,7 @@ def age_heatmap(ins: Inspection) -> Figure:
     table.index = [f"{r} {g}" for r, g in table.index]
     fig, ax = new_figure(7.2, 4.2)
     sns.heatmap(np.log10(table.clip(lower=1)), annot=table.to_numpy(), fmt="d", cmap="Blues", cbar=False,
-                annot_kws={"fontsize": 7}, linewidths=0.5, linecolor="white", ax=ax)
+                annot_kws={"fontsize": 8.5}, linewidths=0.5, linecolor="white", ax=ax)
     small = table.to_numpy() < ins.options.min_group_size
     for i, j in zip(*np.nonzero(small)):
         ax.add_patch(Rectangle((j, i), 1, 1, fill=False, edgecolor=PALETTE[5], linewidth=1.5))

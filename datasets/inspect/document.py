@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
-from tqdm.auto import tqdm
+from tqdm.std import tqdm  # not tqdm.auto: no "IProgress not found" warning in notebooks
 
 from faceaudit.templates.layout import Cell, Section, Table, file_name, render_document, write_document
 

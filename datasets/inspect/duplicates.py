@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
-from tqdm.auto import tqdm
+from tqdm.std import tqdm  # not tqdm.auto: no "IProgress not found" warning in notebooks
 
 from faceaudit import config
 from faceaudit.config import SPLITS

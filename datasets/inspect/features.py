@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from PIL import Image
-from tqdm.auto import tqdm
+from tqdm.std import tqdm  # not tqdm.auto: no "IProgress not found" warning in notebooks
 
 #: Bins per RGB channel of the colour histogram the anomaly detector reads (3 x 16 = 48 features).
 HISTOGRAM_BINS = 16

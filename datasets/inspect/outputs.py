@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from faceaudit import __version__
 from faceaudit.files import atomic_write
+from faceaudit.version import __version__
 
 from .pipeline import Inspection
 

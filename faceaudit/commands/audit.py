@@ -17,6 +17,7 @@ from faceaudit.config import DEFAULT_CI, DEFAULT_INCONCLUSIVE, DEFAULT_MIN_GROUP
 from faceaudit.errors import FaceauditError
 from faceaudit.files import carry_inside, replace_folder, replaceable_dir
 from faceaudit.taxonomy import SCHEMAS
+from faceaudit.validation import cli_type, metavar
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -40,15 +41,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "rows with split=val, if any, fit temperature scaling and only split=test rows are audited. "
                         "A folder or quoted glob of Parquet shards ('preds/*.parquet', as faceaudit predict writes) "
                         "is streamed shard by shard in bounded memory")
-    parser.add_argument("--engine", default="local", metavar="{local,ray}",  # checked in one line, not argparse's
+    parser.add_argument("--engine", type=cli_type("--engine"), default="local", metavar=metavar("engine"),
                         help="with sharded --predictions: reduce the shards in this process (local) or on Ray "
                         "workers (ray: a local Ray instance, or the cluster at $RAY_ADDRESS; needs "
                         "faceaudit[distributed]) (default: local)")
-    parser.add_argument("--workers", type=int, default=None, metavar="N",
+    parser.add_argument("--workers", type=cli_type("--workers"), default=None, metavar="N",
                         help="with --engine ray: shards reduced at a time (default: this machine's CPUs)")
-    parser.add_argument("--id-col", default="image_id", metavar="NAME",
+    parser.add_argument("--id-col", type=cli_type("--id-col"), default="image_id", metavar="NAME",
                         help="with --predictions: the image id column, e.g. 'id' (default: image_id)")
-    parser.add_argument("--prob-prefix", default="prob_", metavar="PREFIX",
+    parser.add_argument("--prob-prefix", type=cli_type("--prob-prefix"), default="prob_", metavar="PREFIX",
                         help="with --predictions: prefix of the probability columns, e.g. 'p_' for "
                         "p_White ... p_Others (default: prob_)")
     parser.add_argument("--allow-overlap", action="store_true",
@@ -68,14 +69,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="with a model: UTKFace folder/archive or labelled CSV (default: $FACEAUDIT_DATA)")
     parser.add_argument("--gates", type=Path, metavar="TOML", help="thresholds to judge (see faceaudit/gates.toml)")
     parser.add_argument("--out", type=Path, help="output folder (default: reports/<model-name>)")
-    parser.add_argument("--n-boot", type=int, default=DEFAULT_N_BOOT,
+    parser.add_argument("--n-boot", type=cli_type("--n-boot"), default=DEFAULT_N_BOOT,
                         help="bootstrap resamples for Brier, log loss, the ECE change and embedding measures "
                         f"(default: {DEFAULT_N_BOOT})")
-    parser.add_argument("--min-group-size", type=int, default=None,
+    parser.add_argument("--min-group-size", type=cli_type("--min-group-size"), default=None,
                         help=f"groups smaller than this are shown but never ranked or judged "
                         f"(default: the gates file's, else {DEFAULT_MIN_GROUP_SIZE})")
-    parser.add_argument("--ci", type=float, default=DEFAULT_CI, help=f"confidence level (default: {DEFAULT_CI})")
-    parser.add_argument("--inconclusive", choices=("pass", "fail"), default=DEFAULT_INCONCLUSIVE,
+    parser.add_argument("--ci", type=cli_type("--ci"), default=DEFAULT_CI,
+                        help=f"confidence level (default: {DEFAULT_CI})")
+    parser.add_argument("--inconclusive", type=cli_type("--inconclusive"), metavar=metavar("inconclusive"),
+                        default=DEFAULT_INCONCLUSIVE,
                         help="what an inconclusive gate does to the exit code (default: fail)")
     parser.add_argument("--no-tsne", action="store_true", help="skip the t-SNE map (the other embedding figures stay)")
     parser.add_argument("--no-temperature", action="store_true",
@@ -83,12 +86,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-report", action="store_true", help="write the audit only, not report.html/pdf")
     parser.add_argument("--no-thumbnails", action="store_true",
                         help="leave face thumbnails out of the report's error gallery")
-    parser.add_argument("--batch-size", type=int, default=64, help="inference batch size (default: 64)")
+    parser.add_argument("--batch-size", type=cli_type("--batch-size"), default=64,
+                        help="inference batch size (default: 64)")
     parser.add_argument("--check", action="store_true",
                         help="with a model: run it on a sample of test images (--check-size) and say whether its "
                         "contract looks right (outputs collapsed or constant, no better than the majority class, ages "
                         "out of range); writes nothing; exit 0 when it looks right, 1 when not")
-    parser.add_argument("--check-size", type=int, default=200, metavar="N",
+    parser.add_argument("--check-size", type=cli_type("--check-size"), default=200, metavar="N",
                         help="test images the --check runs on (default: 200)")
     add_model_contract_options(parser)
     add_data_options(parser, positional=False)
@@ -99,7 +103,7 @@ def _check_args(args: argparse.Namespace) -> None:
     if (args.source is None) == (args.predictions is None):
         raise FaceauditError("give either a model (SOURCE: run folder, model file or SavedModel folder) or "
                              "--predictions FILE")
-    from faceaudit.audit.stream import is_sharded
+    from faceaudit.auditing.stream import is_sharded
     from faceaudit.distributed import check_engine
 
     check_engine(args.engine, args.workers)
@@ -123,16 +127,6 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.check and args.contract is None:
         raise FaceauditError("--check tests a model contract: pass --contract model.toml (faceaudit contract init "
                              "MODEL writes one)")
-    if args.check_size < 20:
-        raise FaceauditError("--check-size must be at least 20 images")
-    if args.input_size is not None and args.input_size < 1:
-        raise FaceauditError("--input-size must be a positive number of pixels")
-    if args.n_boot < 0:
-        raise FaceauditError("--n-boot must be 0 or more")
-    if not 0 < args.ci < 1:
-        raise FaceauditError("--ci must be between 0 and 1, e.g. 0.95")
-    if args.min_group_size is not None and args.min_group_size < 1:
-        raise FaceauditError("--min-group-size must be at least 1")
 
 
 def _groups(args: argparse.Namespace) -> tuple[str, ...] | None:
@@ -152,7 +146,7 @@ def _compute(args: argparse.Namespace, min_group_size: int | None) -> dict:
                "inconclusive": args.inconclusive, "tsne": not args.no_tsne, "temperature": not args.no_temperature,
                "progress": True}
     if args.predictions is not None:
-        from faceaudit.audit import audit
+        from faceaudit.auditing import audit
 
         result = audit(args.predictions, embeddings=args.embeddings, id_col=args.id_col,
                        prob_prefix=args.prob_prefix, age_bands=args.age_bands, engine=args.engine,
@@ -191,7 +185,7 @@ def _run_check(args: argparse.Namespace) -> int:
     import time
 
     from faceaudit.api import check_model
-    from faceaudit.audit import sanity
+    from faceaudit.auditing import sanity
 
     started = time.monotonic()
     data, dataset_options = _model_data(args)
@@ -232,7 +226,7 @@ def run_audit(args: argparse.Namespace) -> int:
     first = next(iter(results.values()))
     for note in first.data.get("notes", []):
         print(f"faceaudit: warning: {note}", file=sys.stderr)
-    from faceaudit.audit.report.sections import output_steps
+    from faceaudit.auditing.report.sections import output_steps
 
     for result in results.values():
         for step in output_steps(result.model):  # a contract's steps, or a softmax faceaudit applied
@@ -253,8 +247,8 @@ def _write(args: argparse.Namespace, result, out_dir: Path, inputs: tuple) -> in
     """Write one audit folder (swapped in whole), print its summary, render its report; the gates' exit code."""
     result.settings["command"] = shlex.join(["faceaudit", *sys.argv[1:]])
 
-    from faceaudit.audit import gates as gates_mod
-    from faceaudit.audit.writer import write_audit
+    from faceaudit.auditing import gates as gates_mod
+    from faceaudit.auditing.writer import write_audit
 
     # The folder is built beside out_dir and swapped in whole: an interrupted or failed audit leaves the previous
     # complete folder (audit and its report) or none, never a new audit.json next to an old report.
@@ -274,8 +268,8 @@ def _write(args: argparse.Namespace, result, out_dir: Path, inputs: tuple) -> in
 def _render(work: Path, out_dir: Path, thumbnails: bool) -> FaceauditError | None:
     """Render the report for the audit written in ``work`` (to become ``out_dir``); a rendering failure removes the
     partial report and is returned, so the audit itself is still swapped in and the error raised after."""
-    from faceaudit.audit.report import render_report
-    from faceaudit.audit.report.render import REPORT_HTML, REPORT_PDF, SUMMARY_MD
+    from faceaudit.auditing.report import render_report
+    from faceaudit.auditing.report.render import REPORT_HTML, REPORT_PDF, SUMMARY_MD
 
     try:
         paths = render_report(work, thumbnails=thumbnails, home=out_dir)
@@ -294,11 +288,11 @@ def _render(work: Path, out_dir: Path, thumbnails: bool) -> FaceauditError | Non
 
 def print_summary(result, out_dir: Path) -> None:
     """The console's few lines: overall accuracy, what the verdict leads with, the target's disparity, the gates."""
-    from faceaudit.audit.report.findings import headline, too_small_to_judge
-    from faceaudit.audit.report.formatting import fmt_stat
+    from faceaudit.auditing.report.findings import headline, too_small_to_judge
+    from faceaudit.auditing.report.formatting import fmt_stat
 
     if result.taxonomy.regression:
-        from faceaudit.audit.report.age_findings import regression_console_lines
+        from faceaudit.auditing.report.age_findings import regression_console_lines
 
         print("\n".join(regression_console_lines(result)))
     else:
@@ -320,7 +314,7 @@ def print_summary(result, out_dir: Path) -> None:
 
 def _target_line(target: str, disparity: dict) -> str:
     """Worst class against best: the adjusted difference, how many classes it was picked from, the all-equal test."""
-    from faceaudit.audit.report.formatting import fmt_p, plural, points
+    from faceaudit.auditing.report.formatting import fmt_p, plural, points
 
     if not disparity.get("worst") or disparity.get("n_ranked", 0) < 2:
         return f"{target} accuracy: fewer than two {target} groups have enough test images to rank"

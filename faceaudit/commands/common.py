@@ -7,6 +7,7 @@ from pathlib import Path
 
 from faceaudit.config import DEFAULT_SEED
 from faceaudit.files import replaceable_dir, writable_dir, writable_parent  # noqa: F401  (re-exported for commands)
+from faceaudit.validation import cli_type, metavar
 
 
 def add_schema_option(parser, *, help_suffix: str = "", show_default: bool = True) -> None:
@@ -32,7 +33,8 @@ def add_data_options(parser: argparse.ArgumentParser, *, positional: bool = True
         add_schema_option(group, help_suffix="; a labelled CSV's columns are the schema's attributes")
     group.add_argument("--age-bands", default=DEFAULT_AGE_BANDS, metavar="SPEC",
                        help=f"age bands, e.g. '0-9,10-19,...,70+', or a preset: default, decades (default: {DEFAULT_AGE_BANDS})")
-    group.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"seed for the split (default: {DEFAULT_SEED})")
+    group.add_argument("--seed", type=cli_type("--seed"), default=DEFAULT_SEED,
+                       help=f"seed for the split (default: {DEFAULT_SEED})")
     group.add_argument("--exclude", type=Path, metavar="CSV",
                        help="exclusion list (image_id, reason), e.g. from 'faceaudit data inspect'; those images are left out")
     group.add_argument("--path-col", default="path",
@@ -56,9 +58,9 @@ def add_model_contract_options(parser: argparse.ArgumentParser, *, contract: boo
     model.add_argument("--embedding-layer", default=None, metavar="NAME",
                        help="the layer (Keras) or output whose values are the embeddings (default: 'embedding', else "
                        "the layer before a Keras model's classifier; other formats: none)")
-    model.add_argument("--input-size", type=int, default=None, metavar="N",
+    model.add_argument("--input-size", type=cli_type("--input-size"), default=None, metavar="N",
                        help="image size in pixels for a model without a fixed input size (default: the model's)")
-    model.add_argument("--preprocess", choices=("raw", "0-1", "-1-1", "caffe", "torch"), default=None,
+    model.add_argument("--preprocess", type=cli_type("--preprocess"), default=None, metavar=metavar("preprocess"),
                        help="what the model expects: raw [0, 255] RGB (faceaudit's models), 0-1, -1-1, caffe (BGR "
                        "minus the ImageNet means) or torch ([0, 1] minus the ImageNet mean, over its std) "
                        "(default: raw)")

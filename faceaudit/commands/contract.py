@@ -50,7 +50,8 @@ def run_init(args: argparse.Namespace) -> int:
     if args.out is not None and args.out.exists() and not args.force:
         raise FaceauditError(f"{args.out} exists; pass --force to replace it")
     require("tensorflow", "train", "reading a model file")
-    from faceaudit.training.runtimes import inspect_model, source_sha256
+    from faceaudit.models.formats import source_sha256
+    from faceaudit.models.introspection import inspect_model
 
     facts = inspect_model(args.model)
     text = contract_text(args.model, facts, source_sha256(args.model))

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from numbers import Integral, Real
 from pathlib import Path
 
 from faceaudit.errors import FaceauditError
+from faceaudit.validation import Interval, cli_type
 
 from .common import add_data_options, dataset_from_args, replaceable_dir, writable_dir
 
@@ -47,15 +49,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     inspect.add_argument("--out", type=Path, default=Path(config.INSPECT_OUT_DIR),
                          help=f"output folder (default: {config.INSPECT_OUT_DIR})")
     inspect.add_argument("--faces", action="store_true", help="also run the MTCNN face check (slow: ~50 img/s on 2 cores)")
-    inspect.add_argument("--face-confidence", type=float, default=config.FACE_CONFIDENCE,
+    inspect.add_argument("--face-confidence", type=cli_type("--face-confidence", Interval(Real, 0, 1, closed="right")), default=config.FACE_CONFIDENCE,
                          help=f"MTCNN confidence an image needs to count as a face (default: {config.FACE_CONFIDENCE})")
-    inspect.add_argument("--face-size", type=int, default=config.FACE_IMAGE_SIZE,
+    inspect.add_argument("--face-size", type=cli_type("--face-size", Interval(Integral, 48, None)), default=config.FACE_IMAGE_SIZE,
                          help=f"side in px images are resized to for MTCNN (default: {config.FACE_IMAGE_SIZE})")
-    inspect.add_argument("--near-distance", type=int, default=config.NEAR_DISTANCE,
+    inspect.add_argument("--near-distance", type=cli_type("--near-distance", Interval(Integral, 0, 64)), default=config.NEAR_DISTANCE,
                          help=f"largest pHash Hamming distance for a near-duplicate (default: {config.NEAR_DISTANCE})")
-    inspect.add_argument("--outlier-share", type=float, default=config.OUTLIER_SHARE,
+    inspect.add_argument("--outlier-share",
+                         type=cli_type("--outlier-share", Interval(Real, 0, 0.5, closed="neither")), default=config.OUTLIER_SHARE,
                          help=f"share of images the Isolation Forest flags (default: {config.OUTLIER_SHARE})")
-    inspect.add_argument("--min-group-size", type=int, default=config.DEFAULT_MIN_GROUP_SIZE,
+    inspect.add_argument("--min-group-size", type=cli_type("--min-group-size"), default=config.DEFAULT_MIN_GROUP_SIZE,
                          help=f"smallest group worth auditing (default: {config.DEFAULT_MIN_GROUP_SIZE})")
     inspect.add_argument("--exclude-kinds", default=",".join(config.DEFAULT_EXCLUDE_KINDS), metavar="KINDS",
                          help="findings written to exclusions.csv, comma-separated, or 'none'; from "
@@ -139,16 +142,6 @@ def run_export(args: argparse.Namespace) -> int:
 def run_inspect(args: argparse.Namespace) -> int:
     from faceaudit.datasets.inspect.exclusions import parse_kinds
 
-    if not 0 < args.face_confidence <= 1:
-        raise FaceauditError("--face-confidence must be in (0, 1]")
-    if args.face_size < 48:
-        raise FaceauditError("--face-size must be at least 48 px")
-    if not 0 <= args.near_distance <= 64:
-        raise FaceauditError("--near-distance must be 0-64 bits")
-    if not 0 < args.outlier_share < 0.5:
-        raise FaceauditError("--outlier-share must be in (0, 0.5)")
-    if args.min_group_size < 1:
-        raise FaceauditError("--min-group-size must be at least 1")
     try:
         kinds = parse_kinds(args.exclude_kinds)
     except ValueError as exc:

@@ -31,7 +31,7 @@ def register(subparsers) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from faceaudit.training.export import MANIFEST_FILE, export_model
+    from faceaudit.models.export import MANIFEST_FILE, export_model
 
     folder = export_model(args.run, args.fmt, args.quantize, args.out, data=args.data,
                           representative=args.representative)

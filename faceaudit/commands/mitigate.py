@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from faceaudit.validation import cli_type
+
 
 def register(subparsers) -> None:
     """Add the ``mitigate`` subcommand."""
+    from faceaudit.api import mitigate as api_mitigate
+
     parser = subparsers.add_parser(
         "mitigate", help="shift a trained run's per-class decisions to lift a failing group; writes a new run folder",
         description="Fit per-class biases on the log-probabilities of a trained run, on its validation split, and "
@@ -17,15 +21,16 @@ def register(subparsers) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("run", type=Path, metavar="RUN", help="finished run folder (model.keras and run.json)")
     parser.add_argument("--out", type=Path, required=True, help="new run folder to write")
-    parser.add_argument("--method", choices=("equal-recall", "logit-adjust"), default="equal-recall",
+    parser.add_argument("--method", type=cli_type("--method", of=api_mitigate), metavar="{equal-recall,logit-adjust}",
+                        default="equal-recall",
                         help="equal-recall: raise the lowest per-class recall as far as --max-accuracy-drop allows "
                              "(a multiclass analogue of fairlearn's ThresholdOptimizer); logit-adjust: subtract "
                              "TAU x log(training class frequency) (Menon et al. 2021)")
     parser.add_argument("--max-accuracy-drop", type=float, default=1.5, metavar="POINTS",
                         help="equal-recall: validation accuracy may fall by at most this many percentage points")
-    parser.add_argument("--tau", type=float, default=1.0, help="logit-adjust: strength (1: balanced error)")
+    parser.add_argument("--tau", type=cli_type("--tau", of=api_mitigate), default=1.0, help="logit-adjust: strength (1: balanced error)")
     parser.add_argument("--data", type=Path, help="the run's images (default: the source run.json names)")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=cli_type("--batch-size"), default=64)
     parser.add_argument("--quiet", dest="progress", action="store_false", default=argparse.SUPPRESS,
                         help="no progress bars (default: show them)")
     parser.set_defaults(handler=run)
@@ -37,8 +42,8 @@ def run(args: argparse.Namespace) -> int:
     from faceaudit.extras import require
 
     require("tensorflow", "train", "faceaudit mitigate")
+    from faceaudit.api import mitigate
     from faceaudit.seams.run import RunRecord
-    from faceaudit.training.mitigation import mitigate
 
     if not 0 <= args.max_accuracy_drop < 100:
         raise FaceauditError(f"--max-accuracy-drop is in percentage points, 0 to 100 (got {args.max_accuracy_drop})")

@@ -45,15 +45,17 @@ def parse_rates(items: list[str]) -> dict[str, float]:
 
 
 def run_plan(args: argparse.Namespace) -> int:
-    from faceaudit.audit.gates import check_gates, load_gates
-    from faceaudit.audit.planner import POWER, plan
+    from faceaudit.auditing.gates import check_gates, load_gates
+    from faceaudit.auditing.planner import POWER, plan
+    from faceaudit.auditing.report.formatting import fmt_level
+    from faceaudit.config import DEFAULT_CI
     from faceaudit.taxonomy import UTKFACE, LabelSchema
 
     gates, _ = load_gates(args.gates)
     rates = parse_rates(args.rates)
     audit = None
     if args.source is not None:
-        from faceaudit.audit.result import load_audit
+        from faceaudit.auditing.result import load_audit
 
         path = args.source / "audit.json" if args.source.is_dir() else args.source
         if not path.exists():
@@ -63,13 +65,13 @@ def run_plan(args: argparse.Namespace) -> int:
         raise FaceauditError("plan needs the rates to plan at: --from AUDIT (observed) or --rates accuracy=0.9 ...")
     schema = (LabelSchema.from_dict(audit["label_schema"]) if audit and audit.get("label_schema") else UTKFACE)
     gates = check_gates(gates, schema, f"gates file {args.gates.name}")
-    level = args.ci or float(((audit or {}).get("settings") or {}).get("ci") or 0.95)
+    level = args.ci or (float(audit["settings"]["ci"]) if audit is not None else DEFAULT_CI)
     if audit is not None:
         audit.setdefault("settings", {})["ci"] = level
     rows = plan(gates, audit, rates=rates, level=level, schema=schema)
     where = f"the rates observed in {args.source}" if audit is not None else "the stated rates (equal group sizes)"
     print(f"Test images per group for a decisive verdict with {POWER:.0%} power at {where}; "
-          f"{level:.0%} intervals, as faceaudit audit judges them")
+          f"{fmt_level(level)} intervals, as faceaudit audit judges them")
     for row in rows:
         gate = row["gate"]
         rule = f"{gate.metric} {gate.rule.replace('_', ' ')} {gate.threshold:g} by {gate.by}"

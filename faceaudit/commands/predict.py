@@ -13,6 +13,7 @@ from faceaudit.commands.common import add_data_options, add_model_contract_optio
 from faceaudit.config import data_from_env
 from faceaudit.errors import FaceauditError
 from faceaudit.taxonomy import SCHEMAS
+from faceaudit.validation import cli_type, metavar
 
 #: Rows per Parquet shard by default.
 DEFAULT_SHARD_SIZE = 50_000
@@ -37,16 +38,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="UTKFace folder/archive or labelled CSV/Parquet (default: $FACEAUDIT_DATA)")
     parser.add_argument("--out", type=Path, metavar="FOLDER",
                         help="output folder, replaced as a whole (default: predictions/<model-name>)")
-    parser.add_argument("--engine", default="local", metavar="{local,ray}",  # checked in one line, not argparse's
+    parser.add_argument("--engine", type=cli_type("--engine"), default="local", metavar=metavar("engine"),
                         help="local: this process; ray: Ray workers, one model per worker; needs "
                         "faceaudit[distributed] (default: local)")
-    parser.add_argument("--workers", type=int, default=None, metavar="N",
+    parser.add_argument("--workers", type=cli_type("--workers"), default=None, metavar="N",
                         help="with --engine ray: worker processes (default: the CPUs of this machine)")
-    parser.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE, metavar="ROWS",
+    parser.add_argument("--shard-size", type=cli_type("--shard-size"), default=DEFAULT_SHARD_SIZE, metavar="ROWS",
                         help=f"most rows per Parquet shard (default: {DEFAULT_SHARD_SIZE:,})")
     parser.add_argument("--split", default="test,val", metavar="SPLITS",
                         help="the splits to predict, e.g. test or test,val, or all for every row (default: test,val)")
-    parser.add_argument("--batch-size", type=int, default=64, help="inference batch size (default: 64)")
+    parser.add_argument("--batch-size", type=cli_type("--batch-size"), default=64,
+                        help="inference batch size (default: 64)")
     parser.add_argument("--schema", choices=sorted(SCHEMAS), default=None,
                         help="label schema preset (default: the run's or export's, else utkface)")
     parser.add_argument("--target", default=None, metavar="ATTR",
@@ -58,10 +60,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_predict(args: argparse.Namespace) -> int:
     """Predict into the sharded table and print one summary line."""
+    from faceaudit.api import predict
     from faceaudit.datasets.manifest import ColumnMap
     from faceaudit.distributed import check_engine
     from faceaudit.seams.predictions import read_shards_record
-    from faceaudit.training.batch import predict_shards
 
     check_engine(args.engine, args.workers)
     if not args.model.exists():
@@ -71,7 +73,7 @@ def run_predict(args: argparse.Namespace) -> int:
         raise FaceauditError("no data: pass --data (a UTKFace folder or archive) or set $FACEAUDIT_DATA")
     splits = None if args.split.strip().lower() == "all" else tuple(args.split.split(","))
     columns = ColumnMap(args.path_col, args.race_col, args.gender_col, args.age_col)
-    folder = predict_shards(
+    folder = predict(
         args.model, data, args.out, engine=args.engine, workers=args.workers, shard_size=args.shard_size,
         splits=splits, batch_size=args.batch_size, schema=args.schema, target=args.target, seed=args.seed,
         dataset_options={"age_bands": args.age_bands, "exclude": args.exclude, "columns": columns}, progress=True,

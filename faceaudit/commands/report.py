@@ -11,6 +11,7 @@ from faceaudit.commands.common import replaceable_dir, writable_parent
 from faceaudit.config import DEFAULT_CI, DEFAULT_INCONCLUSIVE
 from faceaudit.errors import FaceauditError
 from faceaudit.files import replace_folder
+from faceaudit.validation import PARAMETERS, cli_type, metavar
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -65,36 +66,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _add_paired_test_options(parser) -> None:
     """The confidence level that ``compare`` and ``diff`` share (one family of tests, Holm-adjusted), and the
     excess-loss bound."""
-    parser.add_argument("--ci", type=_level, default=DEFAULT_CI, metavar="LEVEL",
+    parser.add_argument("--ci", type=cli_type("--ci", PARAMETERS["level"]), default=DEFAULT_CI,
+                        metavar="LEVEL",
                         help=f"family-wise confidence level of the per-group tests (default: {DEFAULT_CI})")
-    parser.add_argument("--max-excess-loss", type=_share, metavar="SHARE",
+    parser.add_argument("--max-excess-loss", type=cli_type("--max-excess-loss"), metavar="SHARE",
                         help="gate compression: exit 1 when a group large enough to judge loses more than SHARE "
                              "(0.01 = 1 point) beyond the whole set's accuracy change, its whole simultaneous "
                              "interval above it (every later model against the first); prints the verdict line")
-    parser.add_argument("--inconclusive", choices=("pass", "fail"), default=DEFAULT_INCONCLUSIVE,
+    parser.add_argument("--inconclusive", type=cli_type("--inconclusive"), metavar=metavar("inconclusive"),
+                        default=DEFAULT_INCONCLUSIVE,
                         help="with --max-excess-loss: what a group whose interval straddles the bound does to the "
                              f"exit code (default: {DEFAULT_INCONCLUSIVE})")
-
-
-def _level(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.5 <= value < 1:
-        raise argparse.ArgumentTypeError("the level must be at least 0.5 and below 1 (e.g. 0.95)")
-    return value
-
-
-def _share(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError("the bound is a share of the test images, at least 0 and below 1 "
-                                         "(0.01 = 1 point)")
-    return value
 
 
 def _check_exists(path: Path) -> None:
@@ -103,7 +85,7 @@ def _check_exists(path: Path) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from faceaudit.audit.report import render_report
+    from faceaudit.auditing.report import render_report
 
     _check_exists(args.audit)
     timings: dict = {}
@@ -121,56 +103,53 @@ def run_report(args: argparse.Namespace) -> int:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from faceaudit.audit.report.compare import compare_audits
+    from faceaudit.auditing.comparison import compare
+    from faceaudit.auditing.report.compare import write_comparison
 
     for path in [*args.audits, *args.history]:
         _check_exists(path)
+    if len(args.audits) == 1:
+        raise FaceauditError("compare needs at least two audit folders (or only --history files, to draw curves)")
     start = time.perf_counter()
-    gate: dict = {}
+    comparison = (compare(*args.audits, level=args.ci, max_excess_loss=args.max_excess_loss,
+                          inconclusive=args.inconclusive) if args.audits else None)
     # built aside and swapped in whole (see run_report)
     with replace_folder(replaceable_dir(args.out, "compare.html", keep=(*args.audits, *args.history))) as work:
-        written = compare_audits(args.audits, work, history_files=args.history, level=args.ci,
-                                 pdf=not args.no_pdf, curves_runs=args.curves_runs,
-                                 max_excess_loss=args.max_excess_loss, inconclusive=args.inconclusive, gate=gate)
+        written = write_comparison(comparison, work, history_files=args.history, pdf=not args.no_pdf,
+                                   curves_runs=args.curves_runs)
     for path in written:
         print(f"wrote {args.out / path.relative_to(work)}")
     print(f"compared in {time.perf_counter() - start:.1f} s")
-    if args.max_excess_loss is not None:
-        if "line" not in gate:  # not judgeable is not a pass (as in diff)
-            code = 1 if args.inconclusive == "fail" else 0
-            print(f"excess loss bound: INCONCLUSIVE ({'fails' if code else 'passes'} under --inconclusive "
-                  f"{args.inconclusive}), not judged (needs at least two audits on the same images)")
-            return code
-        print(gate["line"])
-        return int(gate.get("code", 0))
-    return 0
+    if args.max_excess_loss is None:
+        return 0
+    if comparison is None:  # not judgeable is not a pass (as in diff)
+        from faceaudit.auditing.comparison import excess_verdict
+
+        bound = excess_verdict(None, args.max_excess_loss, args.inconclusive,
+                               unjudged="needs at least two audits on the same images")
+    else:
+        bound = comparison.bound
+    print(bound.line)
+    return bound.code
 
 
 def run_diff(args: argparse.Namespace) -> int:
-    from faceaudit.audit.report.compare import diff_audits, diff_excess, diff_text, excess_gate, excess_text
+    from faceaudit.auditing.comparison import diff
+    from faceaudit.auditing.report.compare import diff_text
     from faceaudit.files import atomic_write
 
     _check_exists(args.old)
     _check_exists(args.new)
-    frame = diff_audits(args.old, args.new, level=args.ci)
-    excess = diff_excess(args.old, args.new, level=args.ci)
-    verdict = None
-    if args.max_excess_loss is not None and excess is not None:
-        code, line = excess_gate(excess, args.max_excess_loss, args.inconclusive)
-        verdict = {"code": code, "line": line}
-    text = diff_text(frame) + excess_text(excess, verdict)
+    result = diff(args.old, args.new, level=args.ci, max_excess_loss=args.max_excess_loss,
+                  inconclusive=args.inconclusive, fail_on_worse=args.fail_on_worse)
+    text = diff_text(result)
     sys.stdout.write(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(args.out, text)
-        atomic_write(args.out.with_suffix(".csv"), frame.to_csv(index=False))
-        if excess is not None:
-            atomic_write(args.out.with_name(f"{args.out.stem}-excess.csv"), excess.to_csv(index=False))
-    code = 1 if args.fail_on_worse and (frame["verdict"] == "worse").any() else 0
-    if args.max_excess_loss is not None:
-        if verdict is None:  # an excess loss needs the same images: not judgeable counts as inconclusive
-            print("excess loss bound: INCONCLUSIVE, not judged (needs both predictions tables on the same images)")
-            return max(code, int(args.inconclusive == "fail"))
-        print(verdict["line"])
-        code = max(code, verdict["code"])
-    return code
+        atomic_write(args.out.with_suffix(".csv"), result.table.to_csv(index=False))
+        if result.excess is not None:
+            atomic_write(args.out.with_name(f"{args.out.stem}-excess.csv"), result.excess.to_csv(index=False))
+    if result.bound is not None:
+        print(result.bound.line)
+    return result.exit_code(args.inconclusive)

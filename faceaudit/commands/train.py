@@ -7,13 +7,15 @@ from pathlib import Path
 
 from faceaudit.config import DEFAULT_SEED
 from faceaudit.taxonomy import DEFAULT_AGE_BANDS
+from faceaudit.validation import cli_type
 
 
 def register(subparsers) -> None:
     """Add the ``train`` subcommand."""
+    from faceaudit.api import train as api_train
+    from faceaudit.models.dlib_features import FRAMINGS
     from faceaudit.training.backbones import BACKBONES
     from faceaudit.training.config import TrainConfig
-    from faceaudit.training.dlib_features import FRAMINGS
 
     d = TrainConfig()
     parser = subparsers.add_parser(
@@ -35,20 +37,21 @@ def register(subparsers) -> None:
     parser.add_argument("--weights", default=d.weights, metavar="none|imagenet|PATH",
                         help="initial backbone weights; imagenet is looked up offline in $FACEAUDIT_WEIGHTS_DIR or "
                              "~/.keras/models under Keras's file name, never downloaded")
-    parser.add_argument("--alpha", type=float, help="MobileNet width multiplier (default: 0.35 v2, 0.25 v1)")
-    parser.add_argument("--image-size", type=int, help="input side in pixels (default: the backbone's)")
-    parser.add_argument("--head-epochs", type=int, help="epochs with the backbone frozen (default: 3 if pretrained, else 0)")
-    parser.add_argument("--epochs", type=int, default=d.epochs,
+    parser.add_argument("--alpha", type=cli_type("--alpha", of=api_train), help="MobileNet width multiplier (default: 0.35 v2, 0.25 v1)")
+    parser.add_argument("--image-size", type=cli_type("--image-size", of=api_train), help="input side in pixels (default: the backbone's)")
+    parser.add_argument("--head-epochs", type=cli_type("--head-epochs", of=api_train), help="epochs with the backbone frozen (default: 3 if pretrained, else 0)")
+    parser.add_argument("--epochs", type=cli_type("--epochs", of=api_train), default=d.epochs,
                         help="epochs with the whole network unfrozen (dlib-resnet: head epochs); 0 skips")
-    parser.add_argument("--batch-size", type=int, default=d.batch_size)
-    parser.add_argument("--lr", type=float, default=d.lr, help="learning rate: head phase and from-scratch training")
-    parser.add_argument("--finetune-lr", type=float, default=d.finetune_lr, help="learning rate unfreezing pretrained weights")
-    parser.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    parser.add_argument("--schedule", choices=("cosine", "plateau"), default=d.schedule)
-    parser.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    parser.add_argument("--batch-size", type=cli_type("--batch-size", of=api_train), default=d.batch_size)
+    parser.add_argument("--lr", type=cli_type("--lr", of=api_train), default=d.lr, help="learning rate: head phase and from-scratch training")
+    parser.add_argument("--finetune-lr", type=cli_type("--finetune-lr", of=api_train), default=d.finetune_lr, help="learning rate unfreezing pretrained weights")
+    parser.add_argument("--weight-decay", type=cli_type("--weight-decay", of=api_train), default=d.weight_decay)
+    parser.add_argument("--schedule", type=cli_type("--schedule", of=api_train), metavar="{cosine,plateau}",
+                        default=d.schedule)
+    parser.add_argument("--label-smoothing", type=cli_type("--label-smoothing", of=api_train), default=d.label_smoothing)
     parser.add_argument("--class-weights", action="store_true",
                         help="re-weighted loss: weight samples by inverse frequency of their target class")
-    parser.add_argument("--logit-adjust", type=float, default=d.logit_adjust, metavar="TAU",
+    parser.add_argument("--logit-adjust", type=cli_type("--logit-adjust", of=api_train), default=d.logit_adjust, metavar="TAU",
                         help="logit-adjusted loss (Menon et al. 2021): train on softmax(log p + TAU log prior), a "
                              "larger margin for rare classes; 0: plain cross-entropy, 1: aims at balanced error")
     ensemble = parser.add_argument_group(
@@ -61,21 +64,22 @@ def register(subparsers) -> None:
                                "on them; auto: the lower cross-validated log loss on validation")
     parser.add_argument("--no-augment", dest="augment", action="store_false", default=argparse.SUPPRESS,
                         help="train without flip/rotation/zoom augmentation (default: augment)")
-    parser.add_argument("--rotation", type=float, default=d.rotation, help="max rotation, degrees")
-    parser.add_argument("--zoom", type=float, default=d.zoom, help="zoom range 1 +/- ZOOM")
-    parser.add_argument("--dropout", type=float, default=d.dropout)
-    parser.add_argument("--embedding-dim", type=int, default=d.embedding_dim)
-    parser.add_argument("--patience", type=int, default=d.patience, help="early stopping on val loss (0: off)")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="data order, augmentation and initialisation")
-    parser.add_argument("--strategy", choices=("none", "mirrored", "multiworker"), default=d.strategy,
+    parser.add_argument("--rotation", type=cli_type("--rotation", of=api_train), default=d.rotation, help="max rotation, degrees")
+    parser.add_argument("--zoom", type=cli_type("--zoom", of=api_train), default=d.zoom, help="zoom range 1 +/- ZOOM")
+    parser.add_argument("--dropout", type=cli_type("--dropout", of=api_train), default=d.dropout)
+    parser.add_argument("--embedding-dim", type=cli_type("--embedding-dim", of=api_train), default=d.embedding_dim)
+    parser.add_argument("--patience", type=cli_type("--patience", of=api_train), default=d.patience, help="early stopping on val loss (0: off)")
+    parser.add_argument("--seed", type=cli_type("--seed", of=api_train), default=DEFAULT_SEED, help="data order, augmentation and initialisation")
+    parser.add_argument("--strategy", type=cli_type("--strategy", of=api_train), default=d.strategy,
+                        metavar="{none,mirrored,multiworker}",
                         help="mirrored: tf.distribute.MirroredStrategy over all GPUs, else all logical CPUs; "
                              "multiworker: tf.distribute.MultiWorkerMirroredStrategy over the cluster in $TF_CONFIG "
                              "(run the same command on every worker; the chief, worker 0, writes the run folder, "
                              "--batch-size is the global batch)")
-    parser.add_argument("--cpu-devices", type=int, default=d.cpu_devices,
+    parser.add_argument("--cpu-devices", type=cli_type("--cpu-devices", of=api_train), default=d.cpu_devices,
                         help="split the CPU into N logical devices (for --strategy mirrored without GPUs)")
     parser.add_argument("--resume", action="store_true", help="continue a killed run in --out")
-    parser.add_argument("--max-train", type=int, help="use at most N training images (a random sample fixed by --seed)")
+    parser.add_argument("--max-train", type=cli_type("--max-train", of=api_train), help="use at most N training images (a random sample fixed by --seed)")
     parser.add_argument("--dlib-framing", choices=FRAMINGS, default=d.dlib_framing,
                         help="dlib-resnet chip: 5-point alignment with dlib.get_face_chip, or a plain resize; "
                              "'+mirror' averages each descriptor with the mirrored chip's (one more extraction pass)")
@@ -118,9 +122,10 @@ def run(args: argparse.Namespace) -> int:
 
     require("tensorflow", "train", "faceaudit train")
     require("keras", "train", "faceaudit train")
+    from faceaudit.api import train
     from faceaudit.seams.run import RunRecord
     from faceaudit.training.config import TrainConfig
-    from faceaudit.training.trainer import cluster_role, train, worker_file
+    from faceaudit.training.trainer import cluster_role, worker_file
 
     if args.ensemble:
         return _ensemble(args)
@@ -129,17 +134,16 @@ def run(args: argparse.Namespace) -> int:
 
         raise FaceauditError("--data is required (a UTKFace folder or archive), except with --ensemble")
     fields = TrainConfig.__dataclass_fields__
-    config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
-    config.label_schema()  # an unknown --target fails here, before anything is written
+    options = {k: v for k, v in vars(args).items() if k in fields and k not in ("data", "out", "dataset")}
     # The run folder is written in place, not swapped in like the report folders: --resume continues a killed run
     # from the checkpoints inside it. A run that fails or is interrupted before its first checkpoint leaves nothing.
     created = [p for p in (args.out, *args.out.parents) if not p.exists()]
     try:
-        out = train(config)
+        out = train(args.data, args.out, **options)  # the API's checks; an unknown --target fails before writing
     except BaseException:
         _remove_unstarted(created)
         raise
-    role = cluster_role() if config.strategy == "multiworker" else None
+    role = cluster_role() if args.strategy == "multiworker" else None
     if role is not None and not role.chief:
         print(f"worker {role.name} of {role.workers} done: the chief writes the run folder; this worker's history "
               f"is in {worker_file(out, role)}")
@@ -151,10 +155,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _ensemble(args: argparse.Namespace) -> int:
     """``--ensemble RUN RUN ...``: the ensemble run folder, and its test accuracy beside its members'."""
+    from faceaudit.api import ensemble
     from faceaudit.seams.run import RunRecord
-    from faceaudit.training.ensemble import build_ensemble
 
-    out = build_ensemble(args.ensemble, args.out, combine=args.combine, data=args.data,
+    out = ensemble(args.ensemble, args.out, combine=args.combine, data=args.data,
                          batch_size=args.batch_size, progress=getattr(args, "progress", True))
     record = RunRecord.read(out)
     members = ", ".join(f"{m['name']} {m['test_accuracy']:.4f}" for m in record.ensemble["members"]

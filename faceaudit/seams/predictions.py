@@ -22,6 +22,7 @@ import pandas as pd
 
 from faceaudit.errors import FaceauditError
 from faceaudit.files import atomic_path
+from faceaudit.seams.versions import check_version
 from faceaudit.taxonomy import AGE_BAND, AGE_MAX, AGE_MIN, AGE_TARGET, UTKFACE, AgeBands, LabelSchema
 
 #: How far a row of probabilities may sum from 1 (float32 softmax outputs written as text drift ~1e-6).
@@ -65,6 +66,8 @@ def recorded_schema(path: Path) -> LabelSchema | None:
         meta = pq.read_schema(path).metadata or {}
     except (OSError, ValueError):
         return None
+    check_version(meta.get(b"faceaudit.predictions"), PredictionsTable.VERSION, f"predictions table {path.name}",
+                  required=False)
     text = meta.get(b"faceaudit.label_schema")
     return LabelSchema.from_dict(json.loads(text)) if text else None
 
@@ -527,6 +530,8 @@ class PredictionsTable:
 
 #: The record ``faceaudit predict`` writes beside its Parquet shards: the model, the data, the engine, the shards.
 SHARDS_RECORD = "predict.json"
+#: Version of predict.json's layout, written as ``predict_version`` (records before 1.0 carry none).
+SHARDS_RECORD_VERSION = "1.0"
 
 
 def write_shards_record(folder: Path, record: dict) -> Path:
@@ -536,6 +541,7 @@ def write_shards_record(folder: Path, record: dict) -> Path:
     from faceaudit.files import atomic_write
 
     path = Path(folder) / SHARDS_RECORD
+    record = {"predict_version": SHARDS_RECORD_VERSION, **{k: v for k, v in record.items() if k != "predict_version"}}
     atomic_write(path, json.dumps(record, indent=2, default=str) + "\n")
     return path
 
@@ -551,7 +557,10 @@ def read_shards_record(folder: Path) -> dict | None:
         record = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise FaceauditError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
-    return record if isinstance(record, dict) else None
+    if not isinstance(record, dict):
+        return None
+    check_version(record.get("predict_version"), SHARDS_RECORD_VERSION, str(path), required=False)
+    return record
 
 
 def load_embeddings(path: Path, n_rows: int) -> np.ndarray:

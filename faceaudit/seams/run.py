@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 from faceaudit.errors import FaceauditError
 from faceaudit.files import atomic_write
+from faceaudit.seams.versions import check_version
 from faceaudit.taxonomy import UTKFACE, LabelSchema
 
 MODEL_FILE = "model.keras"
@@ -103,7 +104,7 @@ class RunRecord:
     @property
     def image_model(self) -> bool:
         """Whether ``model.keras`` takes images: not for a dlib-resnet head (descriptors) or an ensemble's combiner
-        (its members' log-probabilities), which :mod:`faceaudit.training.inference` feeds itself."""
+        (its members' log-probabilities), which :mod:`faceaudit.models.inference` feeds itself."""
         return self.backbone not in ("dlib-resnet", "ensemble")
 
     @property
@@ -130,7 +131,7 @@ class RunRecord:
         if not isinstance(data, dict):
             raise FaceauditError("run.json is not a JSON object")
         known = cls._known()
-        version = data.get("run_version")
+        version = check_version(data.get("run_version"), cls.VERSION, "run.json", required=False)
         return cls(**{k: data[k] for k in known if k in data},
                    run_version=None if version is None else str(version),
                    extra={k: v for k, v in data.items() if k not in known and k != "run_version"},
@@ -173,7 +174,7 @@ def copy_run_parts(source: Path | str, dest: Path | str, parts: tuple[str, ...] 
             (shutil.copytree if entry.is_dir() else shutil.copy2)(entry, dest / entry.name)
 
 
-#: File suffixes of the model formats :mod:`faceaudit.training.runtimes` runs (a SavedModel is a folder).
+#: File suffixes of the model formats :mod:`faceaudit.models` runs (a SavedModel is a folder).
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5", ".tflite", ".onnx")
 
 

@@ -1,7 +1,7 @@
 """Serializable preprocessing layers, so every saved model takes float32 RGB in [0, 255] and needs nothing else.
 
-Importing this module registers the layers with Keras; :mod:`faceaudit.training.inference` does so before
-loading any model.
+Importing this module registers the layers (and the training loss) with Keras;
+:func:`faceaudit.models.keras_runtime.load_keras` does so before loading any model.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Apply a trained model to a manifest: class probabilities and penultimate embeddings.
 
 A model source is a run folder (``model.keras`` + ``run.json``, see :mod:`faceaudit.seams.run`), a bare
-``.keras`` file following the model contract, or any model :mod:`faceaudit.training.runtimes` runs (other Keras
+``.keras`` file following the model contract, or any model :mod:`faceaudit.models` runs (other Keras
 models, legacy ``.h5``, SavedModel, TFLite, ONNX). The contract: float32 RGB [0, 255] input of size
 ``model.input_shape[1:3]``, a final softmax layer named ``<target>_probs`` with one unit per class of the label
 schema (``race_probs``, 5 units for UTKFace; older models always say ``race_probs``) and a layer named
@@ -27,7 +27,7 @@ EMBEDDING_LAYER = "embedding"
 
 def load_model(model_file: Path):
     """Load a ``.keras`` file (without its optimizer, Python code refused) or fail with one line."""
-    from faceaudit.training.runtimes import load_keras
+    from faceaudit.models.keras_runtime import load_keras
 
     return load_keras(Path(model_file), "keras")
 
@@ -35,7 +35,7 @@ def load_model(model_file: Path):
 def probs_layer(model, schema: LabelSchema | None = None) -> str:
     """The name of the model's softmax layer: ``<target>_probs`` of the schema, else ``race_probs`` (models from
     before label schemas), else the one layer whose name ends in ``_probs``."""
-    from faceaudit.training.runtimes import contract_probs
+    from faceaudit.models.keras_runtime import contract_probs
 
     name = contract_probs([layer.name for layer in model.layers], schema.target if schema is not None else None)
     if name is None:
@@ -80,8 +80,8 @@ def predict(
 
     ``schema`` defaults to the run's (UTKFace for runs recorded before schemas; a bare ``.keras`` file is checked
     for one probability layer only); ``run`` stands in for the folder's ``run.json`` (the trainer predicts before
-    writing it). ``runtime`` is a :class:`faceaudit.training.runtimes.Runtime` already loaded (any model format,
-    see :func:`~faceaudit.training.runtimes.load_runtime`); its outputs, in its ``classes`` order, are put in the
+    writing it). ``runtime`` is a :class:`faceaudit.models.runtime.Runtime` already loaded (any model format,
+    see :func:`~faceaudit.models.loading.load_runtime`); its outputs, in its ``classes`` order, are put in the
     schema's class order."""
     if runtime is None:
         model_file, recorded = resolve_model(model_source)
@@ -91,11 +91,9 @@ def predict(
     if len(manifest) == 0:
         raise FaceauditError("nothing to predict: the manifest is empty")
     if runtime is None and run is not None and run.backbone == "ensemble":
-        from faceaudit.training.ensemble import predict_ensemble
-
-        return predict_ensemble(model_file, run, manifest, batch_size, progress, schema)
+        return _predict_ensemble(model_file, run, manifest, batch_size, progress, schema)
     if runtime is None and run is not None and run.backbone == "dlib-resnet":
-        from faceaudit.training.dlib_features import descriptors
+        from faceaudit.models.dlib_features import descriptors
 
         model = load_model(model_file)
         inputs, _ = descriptors(manifest, run.dlib_framing or "align", progress=progress)
@@ -104,7 +102,7 @@ def predict(
                                          callbacks=_progress(len(manifest), batch_size, progress))
         return np.asarray(probs, dtype=np.float64), np.asarray(embeddings, dtype=np.float32)
     if runtime is None:
-        from faceaudit.training.runtimes import load_runtime
+        from faceaudit.models.loading import load_runtime
 
         runtime = load_runtime(model_file, classes=schema.classes if schema is not None else None,
                                target=schema.target if schema is not None else None)
@@ -115,6 +113,27 @@ def predict(
             and set(runtime.classes) == set(schema.classes):
         probs = probs[:, [runtime.classes.index(c) for c in schema.classes]]
     return probs, None if embeddings is None else np.asarray(embeddings, dtype=np.float32)
+
+
+def _predict_ensemble(model_file: Path, run: RunRecord, manifest, batch_size: int, progress: bool, schema):
+    """Class probabilities and embeddings of an ensemble run: each member's, then the combiner's."""
+    from .ensemble import log_probs, member_folders
+
+    features, embeddings = [], []
+    for folder in member_folders(model_file.parent, run):
+        probs, embedding = predict(folder, manifest, batch_size, progress, schema=schema)
+        features.append(log_probs(probs))
+        if embedding is not None:
+            norms = np.linalg.norm(embedding, axis=1, keepdims=True)
+            embeddings.append(embedding / np.where(norms > 0, norms, 1.0))
+    combiner = contract_model(load_model(model_file), expect_images=False, schema=schema)
+    inputs = np.concatenate(features, axis=1).astype(np.float32)
+    if tuple(combiner.input_shape[1:]) != inputs.shape[1:]:
+        raise FaceauditError(f"{model_file} combines {combiner.input_shape[-1]} log-probabilities, but its "
+                             f"{len(features)} members give {inputs.shape[1]}")
+    probs, _ = combiner.predict(inputs, batch_size=4096, verbose=0)
+    return (np.asarray(probs, dtype=np.float64),
+            np.concatenate(embeddings, axis=1).astype(np.float32) if embeddings else None)
 
 
 def runtime_dataset(runtime, manifest: pd.DataFrame, batch_size: int = 64):
@@ -189,7 +208,7 @@ def predict_table(
 def read_head(head, raw: np.ndarray, rows: pd.DataFrame, schema: LabelSchema, *, sum_tolerance: float = 5e-3):
     """One contract head's raw output on manifest ``rows`` as its predictions table (classes mapped to the schema's,
     or ages in years), with what was done to the output (``steps``) and any output that contradicts the contract
-    (``checks``, for :mod:`faceaudit.audit.sanity`)."""
+    (``checks``, for :mod:`faceaudit.auditing.sanity`)."""
     from faceaudit.seams.predictions import PredictionsTable
 
     raw = np.asarray(raw, dtype=np.float64).reshape(len(raw), -1)

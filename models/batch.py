@@ -3,7 +3,7 @@
 ``faceaudit audit --predictions FOLDER`` reads it. Every shard is written by
 :meth:`faceaudit.seams.predictions.PredictionsTable.write`, the one definition of the format. The local engine runs
 one runtime in this process; the ray engine (Ray Data) loads the runtime once per worker actor and runs the same
-:func:`faceaudit.training.inference.predict` on each batch, so both engines write the same predictions. The folder
+:func:`faceaudit.models.inference.predict` on each batch, so both engines write the same predictions. The folder
 is built aside and swapped in whole: a failure or Ctrl-C leaves the previous folder, or none.
 """
 
@@ -54,9 +54,10 @@ def predict_shards(model: str | Path, data: Any = None, out: str | Path | None =
     manifest order, ``part-NNNNN.embeddings.npy`` beside each when the model gives embeddings, and
     ``predict.json``. ``engine`` is ``local`` (this process) or ``ray`` (``workers`` actors, default one per CPU;
     needs ``faceaudit[distributed]``). Returns the folder."""
-    from faceaudit.api import load_dataset, open_model
     from faceaudit.distributed import check_engine, default_workers
     from faceaudit.files import replaceable_dir
+
+    from .opening import open_model
 
     started = time.perf_counter()
     check_engine(engine, workers)
@@ -77,7 +78,7 @@ def predict_shards(model: str | Path, data: Any = None, out: str | Path | None =
     if engine == "ray" and not opened.image_model:
         raise FaceauditError(f"--engine ray runs image models; {opened.run.backbone} runs (dlib descriptors, an "
                              "ensemble's members) are predicted in one process: use --engine local")
-    dataset = _dataset(data, opened.schema, seed, dataset_options, load_dataset)
+    dataset = _dataset(data, opened.schema, seed, dataset_options)
     rows = _rows(dataset, splits)
     out = replaceable_dir(Path(out) if out is not None else Path("predictions") / opened.name, SHARDS_RECORD,
                           keep=keep)
@@ -98,9 +99,9 @@ def _check_splits(splits: Sequence[str] | None) -> tuple[str, ...] | None:
     return names
 
 
-def _dataset(data: Any, schema: LabelSchema, seed: int, dataset_options: dict | None, load):
+def _dataset(data: Any, schema: LabelSchema, seed: int, dataset_options: dict | None):
     """The dataset to predict, as :func:`faceaudit.audit_model` loads it."""
-    from faceaudit.datasets.manifest import Dataset
+    from faceaudit.datasets.manifest import Dataset, load_dataset
 
     if data is None:
         data = data_from_env()
@@ -108,7 +109,10 @@ def _dataset(data: Any, schema: LabelSchema, seed: int, dataset_options: dict | 
             raise FaceauditError("no data: pass data (a UTKFace folder or archive) or set $FACEAUDIT_DATA")
     if isinstance(data, Dataset):
         return data
-    return load(data, schema=schema, **{"seed": seed, **(dataset_options or {})})
+    if not isinstance(data, (str, Path)):
+        raise FaceauditError(f"data must be a path to a folder, archive or labelled table, or a loaded dataset, got "
+                             f"{type(data).__name__}")
+    return load_dataset(Path(data), schema=schema, **{"seed": seed, **(dataset_options or {})})
 
 
 def _rows(dataset, splits: tuple[str, ...] | None) -> pd.DataFrame:
@@ -162,11 +166,11 @@ def _write_folder(opened, dataset, rows: pd.DataFrame, out: Path, keep: tuple, *
 def _write_shards(chunks: Iterator[Chunk], folder: Path, schema: LabelSchema, total: int,
                   progress: bool, bar_file=None) -> list[dict]:
     """Write each chunk as the next shard (and its embeddings); what predict.json lists of them."""
-    from tqdm.auto import tqdm
+    from tqdm.std import tqdm  # not tqdm.auto: no "IProgress not found" warning in notebooks
 
     from faceaudit.files import atomic_path
+    from faceaudit.models.formats import source_sha256
     from faceaudit.seams.predictions import PredictionsTable
-    from faceaudit.training.runtimes import source_sha256
 
     shards = []
     with tqdm(total=total, desc=f"predicting {total:,} images", unit="image", disable=None if progress else True,
@@ -187,7 +191,7 @@ def _write_shards(chunks: Iterator[Chunk], folder: Path, schema: LabelSchema, to
 
 def _local_chunks(opened, rows: pd.DataFrame, shard_size: int, batch_size: int, progress: bool) -> Iterator[Chunk]:
     """Shard-sized chunks predicted in this process, with the one runtime already loaded."""
-    from faceaudit.training.inference import predict
+    from faceaudit.models.inference import predict
 
     for start in range(0, len(rows), shard_size):
         chunk = rows.iloc[start:start + shard_size].reset_index(drop=True)
@@ -198,16 +202,16 @@ def _local_chunks(opened, rows: pd.DataFrame, shard_size: int, batch_size: int, 
 
 class RayPredictor:
     """A Ray Data worker actor: loads the runtime once, then predicts each batch of manifest rows exactly as the
-    local engine does (:func:`faceaudit.training.inference.predict`, images decoded from the ``path`` column)."""
+    local engine does (:func:`faceaudit.models.inference.predict`, images decoded from the ``path`` column)."""
 
     def __init__(self, model_file: Path, options: dict, schema: LabelSchema, batch_size: int):
-        from faceaudit.training.runtimes import load_runtime
+        from faceaudit.models.loading import load_runtime
 
         self.model_file, self.schema, self.batch_size = Path(model_file), schema, batch_size
         self.runtime = load_runtime(self.model_file, **options)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        from faceaudit.training.inference import predict
+        from faceaudit.models.inference import predict
 
         _injected_fault(int(batch[_ROW].iloc[0]) if len(batch) else 0)
         try:

@@ -4,7 +4,7 @@
 holding the model and ``manifest.json``: format, quantisation, every file's size and SHA-256, the input contract
 (float32 RGB in [0, 255] at the run's size; faceaudit models preprocess inside, so nothing else is needed; for a
 ``dlib-resnet`` run, dlib's 128-d face descriptors of the run's chip framing, named ``descriptor``: the export is the
-Keras head only, and the descriptors come from ``faceaudit.training.dlib_features.descriptors``), the
+Keras head only, and the descriptors come from ``faceaudit.models.dlib_features.descriptors``), the
 outputs (``probabilities`` with the classes in order from the run's label schema, and ``embedding``), the source
 model's SHA-256 and the faceaudit version. The folder is built aside and swapped in whole.
 
@@ -100,7 +100,7 @@ def export_model(run_dir: Path | str, fmt: str, quantize: str | None = None, out
     replaceable_dir(out, MANIFEST_FILE)
 
     from faceaudit.datasets.sources import file_sha256
-    from faceaudit.training.inference import contract_model, load_model
+    from faceaudit.models.inference import contract_model, load_model
 
     start = time.perf_counter()
     schema = run.schema if run is not None else None
@@ -277,7 +277,7 @@ def representative_set(run, input_shape, *, data: Path | str | None = None,
     were (source, split, n, how drawn, a hash of their ids) for the manifest."""
     import hashlib
 
-    from faceaudit.training.inference import load_run_dataset
+    from faceaudit.models.inference import load_run_dataset
 
     if run is None:
         raise FaceauditError("int8 needs a run folder with run.json: its training split calibrates the quantisation")
@@ -288,7 +288,7 @@ def representative_set(run, input_shape, *, data: Path | str | None = None,
         raise FaceauditError(f"the training split of {source} is empty: nothing to calibrate int8 on")
     chosen = train.sample(min(count, len(train)), random_state=REPRESENTATIVE_SEED).sort_values("image_id")
     if run.backbone == "dlib-resnet":
-        from faceaudit.training.dlib_features import descriptors
+        from faceaudit.models.dlib_features import descriptors
 
         inputs, _ = descriptors(chosen, run.dlib_framing or "align", progress=False)
         inputs = np.asarray(inputs, dtype=np.float32)
@@ -312,7 +312,7 @@ def representative_set(run, input_shape, *, data: Path | str | None = None,
 def load_exported(folder: Path | str, fmt: str, batch_size: int = 64):
     """A function from inputs to ``{probabilities, embedding}`` for an exported model (a folder
     :func:`export_model` wrote), loaded once. Image models are run by the runtime that audits them
-    (:func:`faceaudit.training.runtimes.load_runtime`); a dlib-resnet head (input ``[n, 128]`` descriptors) by the
+    (:func:`faceaudit.models.loading.load_runtime`); a dlib-resnet head (input ``[n, 128]`` descriptors) by the
     format's own runtime through its signature (SavedModel ``serving_default``, the TFLite signature runner, an
     onnxruntime session)."""
     if fmt not in MODEL_FILES:
@@ -321,7 +321,7 @@ def load_exported(folder: Path | str, fmt: str, batch_size: int = 64):
     manifest = read_manifest(folder) or {}
     if (manifest.get("input") or {}).get("name") == DESCRIPTOR_INPUT:
         return _descriptor_runner(folder, fmt, batch_size)
-    from faceaudit.training.runtimes import load_runtime
+    from faceaudit.models.loading import load_runtime
 
     runtime = load_runtime(folder if fmt == "savedmodel" else folder / MODEL_FILES[fmt],
                            output_layer=PROBS_OUTPUT, embedding_layer=EMBEDDING_OUTPUT)
@@ -347,9 +347,9 @@ def _descriptor_runner(folder: Path, fmt: str, batch_size: int):
 
         from faceaudit.config import usable_cpus
         from faceaudit.console import native_noise_dropped
-        from faceaudit.training.runtimes import _tflite_interpreter
+        from faceaudit.models.tflite_runtime import tflite_interpreter
 
-        interpreter_class, _ = _tflite_interpreter()
+        interpreter_class, _ = tflite_interpreter()
         with warnings.catch_warnings(), native_noise_dropped():
             warnings.simplefilter("ignore")
             interpreter = interpreter_class(model_path=str(folder / MODEL_FILES["tflite"]), num_threads=usable_cpus())
@@ -444,7 +444,7 @@ def _files(folder: Path) -> list[dict]:
 
 def _manifest(folder: Path, fmt, quantize, run, schema, both, input_shape, model_file: Path, model_sha: str,
               calibration: dict | None, check: dict, seconds: float) -> dict:
-    from faceaudit import __version__
+    from faceaudit.version import __version__
 
     files = _files(folder)
     classes = list(schema.classes) if schema is not None else None
@@ -463,7 +463,7 @@ def _manifest(folder: Path, fmt, quantize, run, schema, both, input_shape, model
                  "how": f"dlib's ResNet on each face's 150x150 chip, framing {framing!r} ('align': dlib's 5-point "
                         "landmarks on the whole cropped image, then dlib.get_face_chip with padding 0.25; "
                         "'+mirror': the mean with the mirrored chip's descriptor); in faceaudit: "
-                        "faceaudit.training.dlib_features.descriptors(manifest, framing)",
+                        "faceaudit.models.dlib_features.descriptors(manifest, framing)",
                  "preprocessing": "inside the model: the descriptors are standardised by the training set's mean "
                                   "and variance; feed dlib's raw descriptors"})
     return {
