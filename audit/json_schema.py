@@ -12,6 +12,7 @@ text, the verdict enum) map one-to-one onto draft 2020-12 keywords.
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import json
 import types
 import typing
@@ -23,7 +24,7 @@ from .types import SCHEMA_VERSION, Record, Stat, _required
 from .verdict import Verdict
 
 #: Where the schema ships, inside the ``faceaudit`` package.
-SCHEMA_FILE = Path(__file__).resolve().parent.parent / "faceaudit" / "schemas" / "audit.schema.json"
+SCHEMA_FILE = Path(str(importlib.resources.files("faceaudit") / "schemas" / "audit.schema.json"))
 SCHEMA_NAME = "audit.schema.json"
 
 _SCALARS = {float: {"type": "number"}, int: {"type": "integer"}, bool: {"type": "boolean"}, str: {"type": "string"}}
