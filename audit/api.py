@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -34,13 +34,16 @@ from faceaudit.seams.predictions import (
     recorded_schema,
 )
 from faceaudit.taxonomy import AGE_TARGET, AgeBands, LabelSchema, get_schema, name_list
-from faceaudit.validation import validate_params
+from faceaudit.validation import InstanceOf, PathLike, validate_params
 
 from . import gates as gates_mod
 from . import stream
 from .engine import AuditSettings, compute_audit
 from .overlap import split_leak
 from .result import AuditResult
+
+if TYPE_CHECKING:
+    from .comparison import LoadedAudit
 
 PredictionsLike = pd.DataFrame | PredictionsTable | str | Path
 GatesLike = str | Path | dict | Sequence[gates_mod.Gate] | None
@@ -70,6 +73,41 @@ def load_gates(gates: GatesLike) -> tuple[list[gates_mod.Gate], int | None, str 
     if not all(isinstance(g, gates_mod.Gate) for g in found):
         raise FaceauditError("gates must be a TOML file, a parsed TOML dict or a list of Gate")
     return found, None, "gates"
+
+
+def require_gated(gate_list: Sequence[gates_mod.Gate], required: bool, source: str | None) -> None:
+    """Refuse, before any work, an audit that would judge no gate when gates are required (``require_gates``,
+    ``--require-gates``, $FACEAUDIT_REQUIRE_GATES): an ungated audit must not pass unnoticed."""
+    if required and not gate_list:
+        what = f"the gates {source} hold no gate" if source else "no gates were given"
+        raise FaceauditError(f"gates are required (--require-gates or $FACEAUDIT_REQUIRE_GATES) but {what}: "
+                             "pass --gates gates.toml (see faceaudit/gates.toml), or drop the requirement")
+
+
+def load_baseline(baseline: Any, ci: float) -> LoadedAudit | None:
+    """The baseline audit (``baseline=``, ``--baseline``) read and checked before any work, or None."""
+    if baseline is None:
+        return None
+    from .comparison import check_baseline
+
+    if ci < 0.5:
+        raise FaceauditError(f"a baseline is compared at the audit's confidence level, which must be at least 0.5 "
+                             f"(got ci={ci})")
+    return check_baseline(baseline)
+
+
+def attach_baseline(result: AuditResult, loaded: LoadedAudit | None, baseline: Any) -> AuditResult:
+    """``result`` with its ``baseline`` record: the same family of tests as ``faceaudit diff BASELINE RESULT``."""
+    if loaded is not None:
+        from .comparison import baseline_of
+
+        source = str(baseline) if isinstance(baseline, (str, Path)) else None
+        result.baseline = baseline_of(result, loaded, level=result.settings.ci, source=source)
+    return result
+
+
+#: ``baseline=``: an earlier audit's folder or audit.json, or an :class:`AuditResult`.
+BASELINE = [PathLike(), InstanceOf(AuditResult, name="an AuditResult"), None]
 
 
 def split_rows(frame: pd.DataFrame, *, temperature: bool = True, allow_overlap: bool = False
@@ -171,7 +209,7 @@ def prepare(predictions: PredictionsLike, *, schema: LabelSchema | str | None = 
     return test, val, vectors, notes
 
 
-@validate_params
+@validate_params(baseline=BASELINE)
 def audit(
     predictions: PredictionsLike,
     *,
@@ -199,6 +237,8 @@ def audit(
     progress: bool = False,
     model_info: dict | str | None = None,
     data_info: dict | None = None,
+    require_gates: bool = False,
+    baseline: str | Path | AuditResult | None = None,
 ) -> AuditResult:
     """Audit a classifier's predictions by every group of its label schema, with intervals that cover.
 
@@ -217,7 +257,12 @@ def audit(
     Every argument is checked before any work (:mod:`faceaudit.validation`): ``ci`` in (0, 1), ``n_boot`` and
     ``seed`` whole numbers (``seed=1.5`` is refused, not rounded), ``inconclusive`` "pass" or "fail", ``engine``
     "local" or "ray"; a refusal is an :class:`~faceaudit.validation.InvalidParameterError` (a ValueError and a
-    TypeError).
+    TypeError). ``require_gates=True`` refuses, before any work, an audit that would judge no gate (its
+    ``status`` would be ``not gated``).
+
+    ``baseline`` (an earlier audit's folder, its audit.json or an :class:`AuditResult`) compares this audit with it
+    by the same family of tests as :func:`faceaudit.diff` (paired on the same images, else unpaired), at this
+    audit's ``ci``; the result's ``baseline`` record holds every group's change and verdict.
 
     A folder or glob of Parquet shards (as ``faceaudit predict`` writes) is streamed: reduced shard by shard to
     mergeable statistics in bounded memory, here or on Ray workers (``engine="ray"``, ``workers``), with each
@@ -227,6 +272,7 @@ def audit(
     >>> result.by_group("race", "accuracy")                # doctest: +SKIP
     """
     gate_list, gates_min_size, gates_source = load_gates(gates)
+    require_gated(gate_list, require_gates, gates_source)
     if min_group_size is None:
         min_group_size = gates_min_size or DEFAULT_MIN_GROUP_SIZE
     settings = _settings(n_boot=n_boot, ci=ci, seed=seed, min_group_size=min_group_size, min_test_size=min_test_size,
@@ -236,6 +282,9 @@ def audit(
     check_engine(engine, workers)
     sharded = isinstance(predictions, (str, Path)) and stream.is_sharded(predictions)
     if _is_age_audit(predictions, target, schema):
+        if baseline is not None:
+            raise FaceauditError("a baseline compares classifiers' accuracy; an age regressor's audit has mae, bias "
+                                 "and within5 (compare its by_group tables instead)")
         if sharded or engine != "local":
             raise FaceauditError("age audits read one predictions table (CSV or Parquet), not Parquet shards or "
                                  "engine='ray'; concatenate the shards into one file")
@@ -243,6 +292,7 @@ def audit(
                                  gate_list=gate_list, gates_source=gates_source, val=val, embeddings=embeddings,
                                  settings=settings, model_info=model_info, data_info=data_info, id_col=id_col,
                                  local=local_engine())
+    loaded_baseline = load_baseline(baseline, settings.ci)
     if engine != "local" and not sharded:
         raise FaceauditError("engine='ray' audits Parquet shards (a folder or glob, as faceaudit predict writes); "
                              "one table is audited in this process")
@@ -303,7 +353,7 @@ def audit(
     if gate_list:
         result.gates = gates_mod.evaluate_gates(gate_list, result.to_dict(), inconclusive=inconclusive,
                                                 source=gates_source)
-    return result
+    return attach_baseline(result, loaded_baseline, baseline)
 
 
 def _is_age_audit(predictions: PredictionsLike, target: str | None, schema: LabelSchema | str | None) -> bool:

@@ -14,11 +14,11 @@ Replicate 0 is always the observed data.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import sparse
-from tqdm.std import tqdm  # plain text bars: tqdm.auto warns "IProgress not found" in notebooks without ipywidgets
 
 #: Up to this many rows, resamples draw actual rows (exact for every statistic); above it, multinomial draws over
 #: types with normally drawn sums keep the cost independent of the number of rows.
@@ -84,7 +84,7 @@ def stratified_replicates(
     log_loss: np.ndarray | None = None,
     n_bins: int = 15,
     chunk: int = 250,
-    progress: bool = False,
+    tick: Callable[[int], None] | None = None,
     weights: np.ndarray | None = None,
     m2: dict[str, np.ndarray] | None = None,
     bins: np.ndarray | None = None,
@@ -95,6 +95,7 @@ def stratified_replicates(
     computed when ``confidence``, ``brier`` and ``log_loss`` are given. With ``weights`` each "row" is a cell of
     that many images (:class:`faceaudit.auditing.statistics.CellStatistics`): the values are the cells' means, ``m2``
     their sums of squared deviations and ``bins`` their confidence bins; resamples are then drawn over types.
+    ``tick`` is called with the number of resamples drawn as each chunk is drawn (a progress bar's update).
     """
     strata = np.asarray(strata, dtype=np.int64)
     y_true = np.asarray(y_true, dtype=np.int64)
@@ -152,7 +153,6 @@ def stratified_replicates(
     cal_pieces: dict[str, dict[str, list]] = {name: {k: [] for k in ("count", "confidence", "correct", "brier", "log_loss")}
                                               for name in groupings}
     spans = [(0, 0)] + [(s, min(s + chunk, n_boot + 1)) for s in range(1, n_boot + 1, chunk)]
-    bar = tqdm(total=n_boot, desc="bootstrap", unit="resample", disable=(not progress) or None, leave=False)
     for lo, hi in spans:
         if lo == 0 and hi == 0:
             draws = counts[None, :].astype(float)
@@ -164,7 +164,6 @@ def stratified_replicates(
             draws = np.bincount(slots, minlength=size * n_types).reshape(size, n_types).astype(float)
             sums = {k: np.bincount(slots, weights=v[picked].ravel(), minlength=size * n_types).reshape(size, n_types)
                     for k, v in row_values.items()}
-            bar.update(size)
         else:
             size = hi - lo
             draws = np.empty((size, n_types))
@@ -182,7 +181,6 @@ def stratified_replicates(
                 noise *= root
                 noise *= sd
                 sums[key] = draws * mean + noise
-            bar.update(size)
         for name in groupings:
             pieces[name].append((conf_maps[name] @ draws.T).T)
             if with_cal:
@@ -191,7 +189,8 @@ def stratified_replicates(
                 cal_pieces[name]["correct"].append((cal_maps[name] @ (draws * t_correct).T).T)
                 cal_pieces[name]["brier"].append((loss_maps[name] @ sums["brier"].T).T)
                 cal_pieces[name]["log_loss"].append((loss_maps[name] @ sums["log_loss"].T).T)
-    bar.close()
+        if tick is not None and hi > lo:
+            tick(hi - lo)
 
     confusion = {}
     calibration = {} if with_cal else None

@@ -8,6 +8,7 @@ report layer (:mod:`faceaudit.auditing.report.compare`).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from faceaudit.taxonomy import LabelSchema
 from faceaudit.validation import validate_params
 
 from .paired import (
+    BETTER,
     BOUND_FAIL,
     BOUND_INCONCLUSIVE,
     NO_CHANGE,
@@ -35,7 +37,7 @@ from .paired import (
     unpaired_family,
 )
 from .result import AUDIT_FILE, AuditResult, load_audit
-from .types import GroupingKey, lead_grouping, other_groupings, pair_grouping
+from .types import Baseline, BaselineChange, GroupingKey, Stat, lead_grouping, other_groupings, pair_grouping
 from .verdict import Verdict, exit_code, policy_words
 
 AuditLike = AuditResult | str | Path
@@ -101,7 +103,10 @@ def audit_predictions(folder: Path | None, result: AuditResult | None = None, *,
 
 def load_folder(source: AuditLike) -> LoadedAudit:
     """An audit folder (or its audit.json), or an :class:`AuditResult`, with its predictions: read from the folder,
-    or the table a result computed in this process holds (not a streamed audit's sample)."""
+    or the table a result computed in this process holds (not a streamed audit's sample). An audit already loaded
+    comes back as a copy (its display name may change)."""
+    if isinstance(source, LoadedAudit):
+        return dataclasses.replace(source)
     if isinstance(source, AuditResult):
         result, folder = source, source.folder
         frame = None
@@ -387,6 +392,41 @@ class Diff:
         """The command's exit code over :attr:`verdicts` (:func:`.verdict.exit_code`)."""
         return exit_code(self.verdicts, inconclusive)
 
+    def as_baseline(self, source: str) -> Baseline:
+        """This diff as the typed ``baseline`` record of the new audit (``source``: the path the baseline was given
+        as): every group's old and new accuracy (as each audit recorded it), the change with its simultaneous
+        interval, the Holm-adjusted p and the verdict."""
+        table = self.table
+        rows = []
+        for row in table.to_dict("records"):
+            old_stat = _accuracy_stat(self.old.result, row["grouping"], row["group"])
+            new_stat = _accuracy_stat(self.new.result, row["grouping"], row["group"])
+            lo, hi = _number(row["diff_lo"]), _number(row["diff_hi"])
+            rows.append(BaselineChange(
+                grouping=row["grouping"], group=row["group"], verdict=str(row["verdict"]), old=old_stat,
+                new=new_stat, change=_number(row["diff"]),
+                ci=[lo, hi] if lo is not None and hi is not None and hi > lo else None,
+                p_holm=_number(row["p_holm"])))
+        verdicts = table["verdict"].tolist()
+        return Baseline(source=str(source), model=str(self.old.result.model.get("name") or self.old.name),
+                        method="paired" if self.paired else "unpaired",
+                        level=float(self.level), family=int(table["family"].iloc[0]) if len(table) else 0,
+                        better=verdicts.count(BETTER), worse=verdicts.count(WORSE), rows=rows,
+                        reason=None if self.paired else self.paired_reason)
+
+
+def _number(value) -> float | None:
+    return None if value is None or pd.isna(value) else float(value)
+
+
+def _accuracy_stat(result: AuditResult, grouping: str, key: str) -> Stat | None:
+    """A group's accuracy as the audit recorded it (value, interval, images), or None when it lacks the group."""
+    record = result.overall if grouping == "overall" else groups_of(result, grouping).get(key)
+    if record is None or "accuracy" not in record.metrics:
+        return None
+    found = record.metrics["accuracy"]
+    return Stat(value=found.value, ci=found.ci, n=found.n if found.n is not None else record.n)
+
 
 def _counts(result: AuditResult, grouping: str, key: str) -> tuple[int, int] | None:
     """(correct, n) of a group's accuracy as the audit recorded it; None when the group is not in the audit."""
@@ -429,6 +469,31 @@ def diff(old: AuditLike, new: AuditLike, *, level: float = DEFAULT_CI, max_exces
                 fail_on_worse)
 
 
-__all__ = ["BoundVerdict", "Comparison", "Diff", "LoadedAudit", "NO_CHANGE", "NOT_COMPARABLE", "compare", "diff",
+def baseline_of(result: AuditResult, baseline: AuditLike | LoadedAudit, *, level: float = DEFAULT_CI,
+                source: str | None = None) -> Baseline:
+    """``result`` against an earlier audit (a folder, its audit.json or an :class:`AuditResult`): :func:`diff` of
+    the baseline and ``result`` (the same family, paired where the images match, unpaired where not), as the
+    typed record audit.json keeps under ``baseline``."""
+    if source is None:
+        source = str(baseline.folder if isinstance(baseline, (AuditResult, LoadedAudit)) and baseline.folder
+                     else baseline.name if isinstance(baseline, LoadedAudit) else
+                     "baseline" if isinstance(baseline, AuditResult) else baseline)
+    return diff(baseline, result, level=level).as_baseline(source)
+
+
+def check_baseline(baseline: AuditLike) -> LoadedAudit:
+    """The baseline audit read before any work, with one FaceauditError when it cannot be one (no audit.json
+    there, an age regressor's audit)."""
+    if isinstance(baseline, (str, Path)) and not Path(baseline).exists():
+        raise FaceauditError(f"baseline {baseline} does not exist (give an earlier audit folder or its audit.json)")
+    loaded = load_folder(baseline)
+    if loaded.result.is_regression:
+        raise FaceauditError(f"baseline {baseline if not isinstance(baseline, AuditResult) else loaded.name} is an "
+                             "age regressor's audit; a baseline compares classifiers' accuracy")
+    return loaded
+
+
+__all__ = ["BoundVerdict", "Comparison", "Diff", "LoadedAudit", "NO_CHANGE", "NOT_COMPARABLE", "baseline_of",
+           "check_baseline", "compare", "diff",
            "excess_gate", "excess_tests", "excess_verdict", "family_groupings", "load_folder", "paired_tests",
            "ranking", "same_schema"]

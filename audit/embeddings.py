@@ -5,9 +5,13 @@ The silhouette and purity are computed in the original embedding space, so they 
 
 from __future__ import annotations
 
+import re
 import time
+from contextlib import redirect_stdout
 
 import numpy as np
+
+from faceaudit.console import Step, step
 
 #: Neighbours counted for label purity.
 KNN_K = 10
@@ -34,20 +38,47 @@ def _reduce(embeddings: np.ndarray, dims: int, seed: int) -> np.ndarray:
     return x
 
 
-def tsne(embeddings: np.ndarray, seed: int) -> tuple[np.ndarray, dict]:
-    """2-D t-SNE coordinates and the settings (plus KL divergence and seconds) that produced them."""
+def tsne(embeddings: np.ndarray, seed: int, *, progress: bool = False) -> tuple[np.ndarray, dict]:
+    """2-D t-SNE coordinates and the settings (plus KL divergence and seconds) that produced them; ``progress``
+    shows the optimisation's iterations as a console step."""
     from sklearn.manifold import TSNE
 
     start = time.perf_counter()
     settings = dict(TSNE_SETTINGS)
-    x = _reduce(embeddings, int(settings["pca_dims"]), seed)
-    perplexity = min(settings["perplexity"], max(2.0, (len(x) - 1) / 3))
-    model = TSNE(n_components=2, perplexity=perplexity, init=settings["init"], learning_rate=settings["learning_rate"],
-                 max_iter=settings["max_iter"], metric=settings["metric"], random_state=seed)
-    coords = model.fit_transform(x)
+    with step("t-SNE", total=int(settings["max_iter"]), unit="iteration", enabled=progress,
+              detail=f"{len(embeddings):,} embeddings") as bar:
+        x = _reduce(embeddings, int(settings["pca_dims"]), seed)
+        perplexity = min(settings["perplexity"], max(2.0, (len(x) - 1) / 3))
+        model = TSNE(n_components=2, perplexity=perplexity, init=settings["init"],
+                     learning_rate=settings["learning_rate"], max_iter=settings["max_iter"], metric=settings["metric"],
+                     random_state=seed, verbose=2 if bar.live else 0)
+        if bar.live:  # scikit-learn reports its iterations only by printing them: read them off for the bar
+            with redirect_stdout(_Iterations(bar)):
+                coords = model.fit_transform(x)
+            bar.advance_to(int(settings["max_iter"]))  # converged early: the step is done all the same
+        else:
+            coords = model.fit_transform(x)
     settings.update(perplexity=perplexity, random_state=seed, n=len(x))
     return coords, {"settings": settings, "kl_divergence": round(float(model.kl_divergence_), 6),
                     "seconds": round(time.perf_counter() - start, 3)}
+
+
+class _Iterations:
+    """A stand-in for ``sys.stdout`` while scikit-learn's t-SNE runs verbosely: its "[t-SNE] Iteration 50: ..." lines
+    move a step's bar; everything it prints is dropped."""
+
+    _ITERATION = re.compile(r"\[t-SNE\] Iteration (\d+)")
+
+    def __init__(self, bar: Step):
+        self.bar = bar
+
+    def write(self, text: str) -> int:
+        for done in self._ITERATION.findall(text):
+            self.bar.advance_to(int(done))
+        return len(text)
+
+    def flush(self) -> None:
+        pass
 
 
 def knn_purity(embeddings: np.ndarray, labels: np.ndarray, k: int = KNN_K) -> np.ndarray:

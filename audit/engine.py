@@ -23,6 +23,7 @@ from faceaudit.config import (
     DEFAULT_N_BOOT,
     DEFAULT_SEED,
 )
+from faceaudit.console import step
 from faceaudit.seams.predictions import PredictionsTable
 from faceaudit.taxonomy import LabelSchema
 from faceaudit.version import __version__
@@ -240,7 +241,7 @@ def compute_audit(
         has_probs = probs is not None
     layouts = _layouts(codes, schema)
 
-    def replicates(p: np.ndarray | CellStatistics, seed: int, progress: bool):
+    def replicates(p: np.ndarray | CellStatistics, seed: int, tick=None):
         """Resamples of each grouping drawn within that grouping's own groups (iid within each group), so a
         group's interval reflects its images only and is not narrowed by holding finer cells fixed."""
         if isinstance(p, CellStatistics):
@@ -255,7 +256,7 @@ def compute_audit(
             stratified_replicates(
                 code, truth, predicted, {name: (code, size)}, n_classes=n_classes, n_boot=s.n_boot,
                 seed=seed + index, confidence=values["confidence"], brier=values["brier"],
-                log_loss=values["log_loss"], n_bins=s.ece_bins, progress=progress and index == 0, **extra)
+                log_loss=values["log_loss"], n_bins=s.ece_bins, tick=tick, **extra)
             for index, (name, (code, size, _)) in enumerate(own.items())
         ]
         return Replicates(confusion={k: v for r in parts for k, v in r.confusion.items()},
@@ -295,11 +296,17 @@ def compute_audit(
     # -- calibration -----------------------------------------------------------------------------------
     calibration_out = None
     if has_probs:
-        reps = replicates(probs, s.seed, s.progress)
-        calibration_out = _calibration_block(reps, layouts, s, tables)
-        if val_predictions is not None and len(val_predictions) and val_predictions.has_probabilities:
-            calibration_out["temperature"] = _temperature_block(
-                val_predictions, probs, reps, layouts, s, replicates, scaled)
+        scaling = val_predictions is not None and len(val_predictions) and val_predictions.has_probabilities
+        passes = 2 if scaling else 1  # the scaled probabilities are resampled too, on the same seeds
+        with step("bootstrap", total=s.n_boot * len(layouts) * passes, unit="resample",
+                  enabled=s.progress and s.n_boot > 0,
+                  detail=f"{s.n_boot:,} resamples × {len(layouts)} groupings"
+                         + (", before/after scaling" if scaling else "")) as bar:
+            reps = replicates(probs, s.seed, bar.update)
+            calibration_out = _calibration_block(reps, layouts, s, tables)
+            if scaling:
+                calibration_out["temperature"] = _temperature_block(
+                    val_predictions, probs, reps, layouts, s, replicates, scaled, tick=bar.update)
     else:
         warnings_out.append("the predictions have labels only: no calibration figures")
 
@@ -490,7 +497,7 @@ def _calibration_block(reps, layouts, s: AuditSettings, tables) -> dict:
 
 
 def _temperature_block(val: PredictionsTable, probs, reps, layouts, s: AuditSettings, replicates,
-                       scaled_cells: CellStatistics | None = None) -> dict:
+                       scaled_cells: CellStatistics | None = None, tick=None) -> dict:
     """Temperature fitted on the validation split; every group's calibration before and after it.
 
     The change in ECE is computed on resamples drawn with the same seed before and after: the same images up to
@@ -502,7 +509,7 @@ def _temperature_block(val: PredictionsTable, probs, reps, layouts, s: AuditSett
     if scaled_cells is not None and scaled_cells.temperature != fit["temperature"]:
         raise ValueError("the scaled statistics were computed with another temperature than the validation split fits")
     scaled = replicates(scaled_cells if scaled_cells is not None else cal.scale_temperature(probs, fit["temperature"]),
-                        s.seed, False)
+                        s.seed, tick)
     out = {"temperature": round(fit["temperature"], 6), "ci": [round(fit["lo"], 6), round(fit["hi"], 6)],
            "interval": "profile likelihood on the validation split; T held fixed afterwards",
            "fitted_on": "val", "n_fit": int(len(val)), "nll_before": round(fit["nll_before"], 6),
@@ -546,7 +553,7 @@ def _embeddings_block(vectors: np.ndarray, frame: pd.DataFrame, codes, layouts, 
            "subsampled": bool(len(rows) < len(vectors)), "tsne": None}
     tables = {}
     if s.tsne and len(rows) >= 5:
-        coords, info = emb.tsne(x, s.seed)
+        coords, info = emb.tsne(x, s.seed, progress=s.progress)
         info["settings"]["subsampled"] = out["subsampled"]
         out["tsne"] = {"file": "tsne.csv", **info}
         tables["tsne"] = pd.DataFrame({"image_id": frame["image_id"].to_numpy()[rows], "x": coords[:, 0],

@@ -20,8 +20,17 @@ from pathlib import Path
 from typing import Any
 
 from .result import _NOT_IN_JSON, CLASSIFICATION, REGRESSION, AuditResult
-from .types import SCHEMA_VERSION, Record, Stat, _required
-from .verdict import Verdict
+from .types import (
+    BASELINE_METHODS,
+    BASELINE_VERDICTS,
+    SCHEMA_VERSION,
+    Baseline,
+    BaselineChange,
+    Record,
+    Stat,
+    _required,
+)
+from .verdict import Status, Verdict
 
 #: Where the schema ships, inside the ``faceaudit`` package.
 SCHEMA_FILE = Path(str(importlib.resources.files("faceaudit") / "schemas" / "audit.schema.json"))
@@ -33,6 +42,9 @@ _EXTRA = {
     (Stat, "ci"): {"minItems": 2, "maxItems": 2},
     (AuditResult, "schema_version"): {"pattern": rf"^{SCHEMA_VERSION.split('.')[0]}\.[0-9]+$"},
     (AuditResult, "task"): {"enum": [CLASSIFICATION, REGRESSION]},
+    (Baseline, "method"): {"enum": list(BASELINE_METHODS)},
+    (BaselineChange, "verdict"): {"enum": list(BASELINE_VERDICTS)},
+    (BaselineChange, "ci"): {"minItems": 2, "maxItems": 2},
 }
 
 
@@ -88,7 +100,11 @@ def audit_schema() -> dict:
     """The JSON Schema (draft 2020-12) of the audit.json this faceaudit writes."""
     defs: dict = {}
     top = _object(AuditResult, defs, skip=_NOT_IN_JSON)
-    required = [*top["required"], "schema_version", "task", "files", "warnings", "faceaudit_version", "created_utc"]
+    # ``status`` is derived from the gates (a property, not a field) but written first, so readers need not re-derive it.
+    top["properties"] = {"status": {"type": "string", "enum": [s.value for s in Status],
+                                    "description": "the gates' verdict, or 'not gated' when the audit had none"},
+                         **top["properties"]}
+    required = [*top["required"], "schema_version", "status", "task", "files", "warnings", "faceaudit_version", "created_utc"]
     top["required"] = list(dict.fromkeys(required))
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": f"faceaudit:{SCHEMA_NAME}",
             "title": "faceaudit audit.json", "version": SCHEMA_VERSION, **top,

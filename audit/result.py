@@ -28,6 +28,7 @@ from .types import (
     AUDIT_FILE,
     GROUP_SEPARATOR,
     SCHEMA_VERSION,
+    Baseline,
     Calibration,
     Embeddings,
     Gates,
@@ -40,7 +41,7 @@ from .types import (
     plain,
     stat,
 )
-from .verdict import Verdict
+from .verdict import Status
 from .writer import write_audit
 
 __all__ = ["AUDIT_FILE", "CLASSIFICATION", "GROUP_SEPARATOR", "REGRESSION", "SCHEMA_VERSION", "AuditResult",
@@ -68,6 +69,8 @@ class AuditResult:
     calibration: Calibration | None = None
     embeddings: Embeddings | None = None
     gates: Gates | None = None
+    #: The audit against an earlier one (``baseline=`` / ``--baseline``), or None.
+    baseline: Baseline | None = None
     files: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     schema_version: str = SCHEMA_VERSION
@@ -89,9 +92,12 @@ class AuditResult:
         object.__setattr__(self, name, value)
 
     def to_dict(self) -> dict:
-        """The JSON-ready dict, ``schema_version`` first (typed records as plain JSON objects)."""
+        """The JSON-ready dict, ``schema_version`` and ``status`` first (typed records as plain JSON objects; no
+        ``baseline`` key without one)."""
         data = {f.name: plain(getattr(self, f.name)) for f in fields(self) if f.name not in _NOT_IN_JSON}
-        return {"schema_version": data.pop("schema_version"), **data}
+        if data["baseline"] is None:
+            del data["baseline"]
+        return {"schema_version": data.pop("schema_version"), "status": self.status.value, **data}
 
     def to_json(self, path: Path | None = None) -> str:
         """The ``audit.json`` text; when ``path`` is given it is also written atomically there."""
@@ -255,7 +261,7 @@ class AuditResult:
         if hooks.presenter is not None and hasattr(hooks.presenter, "text"):
             return hooks.presenter.text(self)
         return (f"<AuditResult {self.model.get('name')!r}: {self.task}, {self.overall.get('n')} test images, "
-                f"gates {(self.gates or {}).get('status', 'not set')}>")
+                f"status {self.status}>")
 
     @staticmethod
     def _presenter():
@@ -276,9 +282,12 @@ class AuditResult:
         return self.task == REGRESSION
 
     @property
-    def status(self) -> Verdict:
-        """``pass``, ``fail`` or ``inconclusive`` over all gates (``pass`` when there are none)."""
-        return self.gates.status if self.gates is not None else Verdict.PASS
+    def status(self) -> Status:
+        """``pass``, ``fail`` or ``inconclusive`` over all gates; ``not gated`` when the audit judged no gate (an
+        audit nobody gated is not a pass)."""
+        if self.gates is None or not self.gates.results:
+            return Status.NOT_GATED
+        return Status(self.gates.status)
 
     @property
     def level(self) -> float:
@@ -300,6 +309,7 @@ _TYPED = {
     "gates": lambda v: Gates.from_dict(v, "gates"),
     "calibration": lambda v: Calibration.from_dict(v, "calibration"),
     "embeddings": lambda v: Embeddings.from_dict(v, "embeddings"),
+    "baseline": lambda v: Baseline.from_dict(v, "baseline"),
 }
 
 

@@ -24,8 +24,9 @@ from .verdict import Verdict
 
 #: Major.minor of ``audit.json``: a new major means readers must change; a new minor only adds keys (2.1:
 #: ``label_schema``; 2.2: ``settings.engine``, ``data.streamed``, ``files.predictions_sample``; 2.3: ``task``, age
-#: regression audits; 2.4: the format is the shipped JSON Schema, faceaudit/schemas/audit.schema.json).
-SCHEMA_VERSION = "2.4"
+#: regression audits; 2.4: the format is the shipped JSON Schema, faceaudit/schemas/audit.schema.json; 2.5: ``status``
+#: (``not gated`` without gates) and ``baseline``, the audit against an earlier one).
+SCHEMA_VERSION = "2.5"
 AUDIT_FILE = "audit.json"
 #: Joins the attributes of a grouping's name (``race×gender``).
 ATTRIBUTE_SEPARATOR = "×"
@@ -479,6 +480,60 @@ class Embeddings(Record):
     knn_purity: KnnPurity | None = None
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
     _ALWAYS: ClassVar[tuple[str, ...]] = ("tsne",)
+
+
+#: How a baseline was compared: on the same images (``paired``) or as independent samples (``unpaired``).
+BASELINE_METHODS = ("paired", "unpaired")
+#: A group's verdict against the baseline (the same words as ``faceaudit diff``'s; ``too small`` groups are shown
+#: but not tested).
+BASELINE_VERDICTS = ("better", "worse", "no clear change", "too small", "not comparable")
+
+
+@dataclass(eq=False)
+class BaselineChange(Record):
+    """One group against the baseline: both accuracies (``old``, ``new``), the change (new − old) with its
+    simultaneous interval, the Holm-adjusted p-value and the verdict."""
+
+    grouping: str
+    group: str
+    verdict: str
+    old: Stat | None = None
+    new: Stat | None = None
+    change: float | None = None
+    ci: list[float] | None = None
+    p_holm: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+    _ALWAYS: ClassVar[tuple[str, ...]] = ("old", "new", "change", "ci", "p_holm")
+
+
+@dataclass(eq=False)
+class Baseline(Record):
+    """The audit against an earlier one (``--baseline``): the same family of tests as ``faceaudit diff OLD NEW``,
+    paired on the same images or unpaired, Holm-adjusted at ``level``; ``better`` and ``worse`` count the groups
+    whose change is clear, ``rows`` hold every group."""
+
+    source: str
+    model: str
+    method: str
+    level: float
+    family: int
+    better: int
+    worse: int
+    rows: list[BaselineChange] = field(default_factory=list)
+    #: Why the comparison is not paired (the test sets differ, a predictions table is missing); empty when paired.
+    reason: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+    _ALWAYS: ClassVar[tuple[str, ...]] = ("rows",)
+
+    @property
+    def unclear(self) -> int:
+        """Groups tested with no clear change."""
+        return sum(r.verdict == "no clear change" for r in self.rows)
+
+    def changed(self, verdict: str) -> list[BaselineChange]:
+        """The rows with ``verdict`` (``better`` or ``worse``), largest change first."""
+        rows = [r for r in self.rows if r.verdict == verdict]
+        return sorted(rows, key=lambda r: -abs(r.change or 0.0))
 
 
 # -- conversion by type hints ------------------------------------------------------------------------------

@@ -21,6 +21,20 @@ class Verdict(StrEnum):
     INCONCLUSIVE = "inconclusive"
 
 
+class Status(StrEnum):
+    """An audit's status (``AuditResult.status``, audit.json's top-level ``status``): its gates' verdict, or
+    ``not gated`` when it had no gates to judge, so that an audit nobody gated never reads as a pass."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    INCONCLUSIVE = "inconclusive"
+    NOT_GATED = "not gated"
+
+
+#: The status of an audit without gates (equal to the string ``"not gated"``).
+NOT_GATED = Status.NOT_GATED
+
+
 #: What an inconclusive verdict does to the exit code: ``fail`` (exit 1, the default) or ``pass``.
 POLICIES = ("pass", "fail")
 

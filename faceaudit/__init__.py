@@ -78,6 +78,7 @@ _PUBLIC = {
     "mitigate": "faceaudit.api",
     "predict": "faceaudit.api",
     "load_dataset": "faceaudit.api",
+    "log_to_mlflow": "faceaudit.tracking",
     "PredictionsTable": "faceaudit.seams.predictions",
     "LabelSchema": "faceaudit.taxonomy",
     "Attribute": "faceaudit.taxonomy",

@@ -19,6 +19,7 @@ from faceaudit.config import (
     DEFAULT_SEED,
     data_from_env,
 )
+from faceaudit.console import step
 from faceaudit.errors import FaceauditError
 from faceaudit.taxonomy import DEFAULT_AGE_BANDS, AgeBands, LabelSchema, get_schema, name_list
 from faceaudit.validation import (
@@ -169,7 +170,7 @@ def predict(model: str | Path, data: str | Path | Dataset | None = None, out: st
                           classes=classes)
 
 
-@validate_params
+@validate_params(baseline=[PathLike(), None])
 def audit_model(model: str | Path, data: str | Path | Dataset | None = None, *, contract: ContractLike = None,
                 schema: LabelSchema | str | None = None, target: str | None = None,
                 groups: str | Sequence[str] | None = None, gates: GatesLike = None, ci: float = DEFAULT_CI,
@@ -178,7 +179,8 @@ def audit_model(model: str | Path, data: str | Path | Dataset | None = None, *, 
                 tsne: bool = True, temperature: bool = True, batch_size: int = 64,
                 dataset_options: dict | None = None, progress: bool = False, output_layer: str | None = None,
                 embedding_layer: str | None = None, input_size: int | None = None, preprocess: str | None = None,
-                bgr: bool = False, classes: str | Sequence[str] | None = None) -> AuditResult:
+                bgr: bool = False, classes: str | Sequence[str] | None = None, require_gates: bool = False,
+                baseline: str | Path | None = None) -> AuditResult:
     """Run a model on the test split of ``data`` (a path or a loaded dataset; default ``$FACEAUDIT_DATA``) and audit
     its predictions; the validation split fits temperature scaling. The model is a run folder, a ``.keras`` file, a
     legacy Keras ``.h5`` file, a TensorFlow SavedModel folder, a ``.tflite`` or an ``.onnx`` file (see
@@ -196,10 +198,17 @@ def audit_model(model: str | Path, data: str | Path | Dataset | None = None, *, 
     needs ``target``; :func:`audit_heads` audits them all from one inference pass.
 
     ``schema``, ``target``, ``groups``, ``gates``, ``ci``, ``n_boot``, ``seed``, ``min_group_size``,
-    ``min_test_size``, ``inconclusive``, ``tsne`` and ``temperature`` mean what they mean for
-    :func:`faceaudit.audit` (``seed`` also fixes the split); ``batch_size`` is inference's."""
+    ``min_test_size``, ``inconclusive``, ``tsne``, ``temperature``, ``require_gates`` and ``baseline`` mean what
+    they mean for :func:`faceaudit.audit` (``seed`` also fixes the split; both of the last two are checked before
+    the model runs); ``batch_size`` is inference's."""
     settings = {"gates": gates, "ci": ci, "n_boot": n_boot, "min_group_size": min_group_size,
-                "min_test_size": min_test_size, "inconclusive": inconclusive, "tsne": tsne}
+                "min_test_size": min_test_size, "inconclusive": inconclusive, "tsne": tsne,
+                "require_gates": require_gates}
+    from faceaudit.auditing.api import load_baseline, load_gates, require_gated
+
+    found_gates, _, gates_source = load_gates(gates)
+    require_gated(found_gates, require_gates, gates_source)
+    load_baseline(baseline, ci)
     if contract is not None:
         if any(v is not None for v in (output_layer, input_size, preprocess, classes)) or bgr:
             raise FaceauditError("a contract states the input and outputs: leave output_layer, input_size, "
@@ -209,22 +218,26 @@ def audit_model(model: str | Path, data: str | Path | Dataset | None = None, *, 
             raise FaceauditError(f"the contract has outputs for {', '.join(contract.targets)}: pass target=, or "
                                  "use faceaudit.audit_heads to audit every one")
         targets = [target] if target is not None else None
-        return audit_heads(model, data, contract=contract, targets=targets, schema=schema, groups=groups, seed=seed,
-                           temperature=temperature, batch_size=batch_size, dataset_options=dataset_options,
-                           progress=progress, embedding_layer=embedding_layer,
-                           **settings)[target or contract.targets[0]]
+        result = audit_heads(model, data, contract=contract, targets=targets, schema=schema, groups=groups,
+                             seed=seed, temperature=temperature, batch_size=batch_size,
+                             dataset_options=dataset_options, progress=progress, embedding_layer=embedding_layer,
+                             **settings)[target or contract.targets[0]]
+        from faceaudit.auditing.api import attach_baseline
+
+        return attach_baseline(result, load_baseline(baseline, ci), baseline)
     from faceaudit.models.opening import open_model
 
-    opened = open_model(model, schema=schema, target=target,
-                        groups=name_list(groups),
-                        age_bands=(dataset_options or {}).get("age_bands"), classes=classes,
-                        output_layer=output_layer, embedding_layer=embedding_layer, input_size=input_size,
-                        preprocess=preprocess, bgr=bgr, check_schema=_gates_check(gates))
+    with step("model", detail=Path(model).name, enabled=progress):
+        opened = open_model(model, schema=schema, target=target,
+                            groups=name_list(groups),
+                            age_bands=(dataset_options or {}).get("age_bands"), classes=classes,
+                            output_layer=output_layer, embedding_layer=embedding_layer, input_size=input_size,
+                            preprocess=preprocess, bgr=bgr, check_schema=_gates_check(gates))
     source, schema, run, runtime = opened.source, opened.schema, opened.run, opened.runtime
     from faceaudit.auditing import audit
     from faceaudit.models.inference import predict_table
 
-    dataset, test, notes = _load_test_data(data, schema, seed, dataset_options)
+    dataset, test, notes = _load_test_data(data, schema, seed, dataset_options, progress)
     predictions, embeddings = predict_table(source, test, batch_size, progress, schema=schema, run=run,
                                             runtime=runtime)
     val = None
@@ -239,7 +252,7 @@ def audit_model(model: str | Path, data: str | Path | Dataset | None = None, *, 
                  "n": len(predictions), "synthetic": dataset.synthetic, "predictions_sha256": None, "notes": notes}
     result = audit(predictions, target=target, groups=groups, val=val, embeddings=embeddings,
                    embedding_source="model", model_info=info, data_info=data_info, seed=seed, temperature=temperature,
-                   progress=progress, **settings)
+                   progress=progress, baseline=baseline, **settings)
     result.warnings[:0] = notes
     return result
 
@@ -272,8 +285,9 @@ def _gates_check(gates: Any):
     return check
 
 
-def _load_test_data(data: Any, schema: LabelSchema, seed: int, dataset_options: dict | None):
-    """The dataset to audit on (a path, a loaded dataset, or ``$FACEAUDIT_DATA``), its test rows and notes."""
+def _load_test_data(data: Any, schema: LabelSchema, seed: int, dataset_options: dict | None, progress: bool = False):
+    """The dataset to audit on (a path, a loaded dataset, or ``$FACEAUDIT_DATA``), its test rows and notes; with
+    ``progress``, reading it is a console step."""
     from faceaudit.datasets.manifest import Dataset, describe_image_problems
 
     if data is None:
@@ -283,7 +297,9 @@ def _load_test_data(data: Any, schema: LabelSchema, seed: int, dataset_options: 
     if isinstance(data, Dataset):
         dataset = data
     else:
-        dataset = load_dataset(data, schema=schema, **{"seed": seed, **(dataset_options or {})})
+        with step("data", detail=Path(data).name, enabled=progress, bar=False):  # its image check draws the bar
+            dataset = load_dataset(data, schema=schema, progress=progress,
+                                   **{"seed": seed, **(dataset_options or {})})
     notes = [note] if (note := describe_image_problems(dataset)) else []
     test = dataset.split("test")
     if test.empty:
@@ -299,7 +315,7 @@ def audit_heads(model: str | Path, data: str | Path | Dataset | None = None, *, 
                 min_test_size: int = DEFAULT_MIN_TEST_SIZE, inconclusive: str = DEFAULT_INCONCLUSIVE,
                 tsne: bool = True, temperature: bool = True, batch_size: int = 64,
                 dataset_options: dict | None = None, progress: bool = False,
-                embedding_layer: str | None = None) -> dict[str, AuditResult]:
+                embedding_layer: str | None = None, require_gates: bool = False) -> dict[str, AuditResult]:
     """Audit every output a model contract names (or those of ``targets``) from one inference pass over the test
     split of ``data``: ``{target: AuditResult}``, in the contract's order. Class outputs are audited as classifiers
     of their target (classes mapped to the label schema's as the contract states), an age output as a regressor
@@ -307,7 +323,12 @@ def audit_heads(model: str | Path, data: str | Path | Dataset | None = None, *, 
     to the outputs (``steps``), the contract sanity checks (``sanity``) and any training-data overlap. The other
     arguments mean what they mean for :func:`audit_model`."""
     settings = {"gates": gates, "ci": ci, "n_boot": n_boot, "min_group_size": min_group_size,
-                "min_test_size": min_test_size, "inconclusive": inconclusive, "tsne": tsne}
+                "min_test_size": min_test_size, "inconclusive": inconclusive, "tsne": tsne,
+                "require_gates": require_gates}
+    from faceaudit.auditing.api import load_gates, require_gated
+
+    found_gates, _, gates_source = load_gates(gates)
+    require_gated(found_gates, require_gates, gates_source)
     from faceaudit.auditing import audit, sanity
     from faceaudit.auditing import overlap as overlap_mod
     from faceaudit.models.inference import predict_heads, read_head
@@ -318,8 +339,9 @@ def audit_heads(model: str | Path, data: str | Path | Dataset | None = None, *, 
     if targets is not None:
         heads = [contract.head(t) for t in targets]
     groups = name_list(groups)
-    opened = open_model(model, schema=schema, age_bands=(dataset_options or {}).get("age_bands"),
-                        contract=contract, embedding_layer=embedding_layer)
+    with step("model", detail=Path(model).name, enabled=progress):
+        opened = open_model(model, schema=schema, age_bands=(dataset_options or {}).get("age_bands"),
+                            contract=contract, embedding_layer=embedding_layer)
     base = opened.schema
     head_schemas = {h.target: base.with_options(target=h.target, groups=groups) for h in heads}
     if gates is not None:
@@ -329,7 +351,7 @@ def audit_heads(model: str | Path, data: str | Path | Dataset | None = None, *, 
         found, _, source_name = load_gates(gates)
         for head_schema in head_schemas.values():
             check_gates(found, head_schema, source_name or "gates")
-    dataset, test, notes = _load_test_data(data, base, seed, dataset_options)
+    dataset, test, notes = _load_test_data(data, base, seed, dataset_options, progress)
     runtime = opened.runtime
     raws, embeddings = predict_heads(runtime, test, batch_size, progress)
     val_rows = dataset.split("val")

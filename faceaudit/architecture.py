@@ -35,7 +35,7 @@ LAYERS: tuple[Layer, ...] = (
     Layer("training", 3, packages=("faceaudit.training",), why="trains, ensembles and mitigates run folders"),
     Layer("audit", 3, packages=("faceaudit.auditing",), why="a predictions table in, an audit result out"),
     Layer("report", 4, packages=("faceaudit.auditing.report",), why="audit folders into HTML, PDF and Markdown"),
-    Layer("api", 5, packages=("faceaudit.api", "faceaudit.presenting"), modules=("faceaudit",),
+    Layer("api", 5, packages=("faceaudit.api", "faceaudit.presenting", "faceaudit.tracking"), modules=("faceaudit",),
           why="the public Python API"),
     Layer("cli", 6, packages=("faceaudit.cli", "faceaudit.commands", "faceaudit.__main__"), why="the command line"),
 )

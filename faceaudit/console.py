@@ -5,6 +5,11 @@ TensorFlow (the parser imports none). TensorFlow prints its oneDNN / cpu_feature
 absl::InitializeLog()" lines while it is imported, before ``TF_CPP_MIN_LOG_LEVEL`` takes effect, so the first
 ``import tensorflow`` runs with file descriptor 2 captured and only those lines dropped; anything else it printed
 is passed on. Progress is shown by our own tqdm bars (off when stderr is not a terminal) and plain lines.
+
+A long step of a command (model, data, inference, bootstrap resamples, t-SNE, figures, PDF) runs inside
+:func:`step`: one bar on a terminal, one plain line on stdout when stderr is piped (a CI log gets no carriage
+returns), its elapsed time when it ends under ``--verbose``; nothing at all unless the caller asked for progress (the CLI does;
+the library's ``progress=False`` default keeps Python use quiet).
 """
 
 from __future__ import annotations
@@ -16,8 +21,10 @@ import os
 import re
 import sys
 import tempfile
+import threading
 import time
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 #: Lines TensorFlow's C++ runtime writes while it starts: glog-style "I0000 00:00:..." records, absl's preamble
@@ -28,6 +35,12 @@ _NOISE = re.compile(r"^(?:[IWE]\d{4} \d\d:\d\d:[\d.]+\s|WARNING: All log message
                     r"|\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ [IWE] \d+ \d+\] )")  # Ray's C++ core-worker records
 #: Whether framework log lines are kept (``faceaudit --verbose``).
 _verbose = True
+#: Whether each :func:`step` prints its elapsed time when it ends (``faceaudit --verbose``; off for library callers).
+_step_times = False
+#: Steps running now: a step inside another (an ensemble member's inference) shows nothing of its own.
+_depth = 0
+#: Seconds between redraws of a live bar whose step has not advanced (its elapsed time keeps moving).
+TICK_S = 0.5
 
 
 def is_verbose() -> bool:
@@ -37,8 +50,8 @@ def is_verbose() -> bool:
 
 def configure(verbose: bool = False) -> None:
     """Silence framework logs and Python warnings (``verbose=False``), or leave them all on."""
-    global _verbose
-    _verbose = verbose
+    global _verbose, _step_times
+    _verbose = _step_times = verbose
     if verbose:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # C++ INFO and WARNING records after start-up
@@ -181,3 +194,108 @@ def shown(value) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return repr(value) if isinstance(value, str) else str(value)
+
+
+def is_terminal(stream=None) -> bool:
+    """Whether ``stream`` (default: ``sys.stderr`` now) is a terminal: bars there, plain lines anywhere else."""
+    stream = sys.stderr if stream is None else stream
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+class Step:
+    """A running :func:`step`: ``update`` / ``advance_to`` move its bar (no-ops where no bar is shown)."""
+
+    def __init__(self, bar=None):
+        self.bar = bar
+
+    @property
+    def live(self) -> bool:
+        """Whether a bar is drawn (a terminal, progress asked for): worth extra work to feed it."""
+        return self.bar is not None
+
+    def update(self, n: int = 1) -> None:
+        """``n`` more units done."""
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def advance_to(self, done: int) -> None:
+        """``done`` units done in all (never backwards)."""
+        if self.bar is not None and done > self.bar.n:
+            self.bar.update(done - self.bar.n)
+
+
+def step_label(name: str, detail: str = "") -> str:
+    """``t-SNE (2,133 embeddings)``: a step's name and what it works on."""
+    return f"{name} ({detail})" if detail else name
+
+
+@contextmanager
+def step(name: str, *, total: int | None = None, unit: str = "it", detail: str = "", enabled: bool = True,
+         bar: bool = True) -> Iterator[Step]:
+    """One long step of a command. With ``enabled`` (the caller's ``progress``): a tqdm bar of ``total`` ``unit``
+    on stderr, a terminal, while it runs (``bar=False`` where the code inside draws its own, e.g. Keras batches);
+    when it ends, one plain line on stdout where stderr is not a terminal (``t-SNE (2,133 embeddings) done``), and
+    under ``--verbose`` its elapsed time instead (``t-SNE (2,133 embeddings) 8.1 s``, terminal or not). Lines go to
+    stdout with the command's other plain lines (as training's epoch lines do) and come when the step ends, so stderr
+    keeps an error to its one line. A step inside another, or with ``enabled=False``, shows nothing."""
+    global _depth
+    if not enabled or _depth:
+        yield Step()
+        return
+    from tqdm.std import tqdm  # not tqdm.auto: no "IProgress not found" warning in notebooks
+
+    stream = _CurrentStderr()
+    label = step_label(name, detail)
+    started = time.perf_counter()
+    drawn, stop, ticker = None, threading.Event(), None
+    terminal = is_terminal(stream)
+    if terminal and bar:
+        drawn = tqdm(total=total, desc=label, unit=unit, file=stream, leave=False, dynamic_ncols=True,
+                     bar_format=None if total else "{desc}: {elapsed}")
+        ticker = threading.Thread(target=_tick, args=(drawn, stop), daemon=True, name=f"faceaudit {name} bar")
+        ticker.start()
+    _depth += 1
+    try:
+        yield Step(drawn)
+    finally:
+        _depth -= 1
+        stop.set()
+        if ticker is not None:
+            ticker.join()
+        if drawn is not None:
+            drawn.close()
+    if _step_times:
+        print(f"{label} {time.perf_counter() - started:.1f} s", flush=True)
+    elif not terminal:
+        print(f"{label} done", flush=True)
+
+
+def _tick(bar, stop: threading.Event) -> None:
+    """Redraw ``bar`` every :data:`TICK_S` until ``stop``: its elapsed time moves while the step computes."""
+    while not stop.wait(TICK_S):
+        try:
+            bar.refresh()
+        except (OSError, ValueError):  # the stream was swapped and closed under it (TensorFlow's start-up capture)
+            pass
+
+
+class _CurrentStderr:
+    """Whatever ``sys.stderr`` is at each write: a bar keeps drawing to the terminal while TensorFlow's start-up
+    lines are captured (:func:`_start_up_lines_dropped` swaps ``sys.stderr`` for a copy of the terminal)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def __getattr__(self, name: str):  # isatty, fileno, encoding: the current stream's
+        return getattr(sys.stderr, name)
+
+
+def total_line(verb: str, started: float) -> str:
+    """``audited in 24.1 s``: a command's total time since ``started`` (a ``time.perf_counter()`` value)."""
+    return f"{verb} in {time.perf_counter() - started:.1f} s"

@@ -18,6 +18,7 @@ EXTRAS = {
     "inspect": "data inspection and the dlib backbone (ImageHash, MTCNN, dlib, face-recognition-models)",
     "onnx": "auditing ONNX models (onnxruntime) and exporting to ONNX (tf2onnx)",
     "distributed": "--engine ray: batch inference and the audit's aggregation on Ray workers, locally or on a cluster (Ray Data)",
+    "mlflow": "audit --mlflow: logging audits to an MLflow tracking server or store",
     "all": "train, inspect, onnx and distributed",
 }
 #: How each optional module's package is named in messages, and the extra that installs it.
@@ -32,6 +33,7 @@ MODULES = {
     "onnx": ("ONNX", "onnx"),
     "tf2onnx": ("tf2onnx", "onnx"),
     "ray": ("Ray", "distributed"),
+    "mlflow": ("MLflow", "mlflow"),
 }
 
 

@@ -227,6 +227,8 @@ PARAMETERS: dict[str, Spec] = {
     "level": Interval(Real, 0.5, 1, closed="left", hint="e.g. 0.95"),
     "max_excess_loss": [Interval(Real, 0, 1, closed="left", hint="a share: 0.01 = 1 point"), None],
     "fail_on_worse": Boolean(),
+    # audit: refuse an audit without gates (``--require-gates``, $FACEAUDIT_REQUIRE_GATES)
+    "require_gates": Boolean(),
     "n_boot": Interval(Integral, 0, None),
     "seed": SEED,
     "min_group_size": [Interval(Integral, 1, None), None],

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from faceaudit.console import step
 from faceaudit.errors import FaceauditError
 from faceaudit.seams.run import MODEL_FILE, PREDICTIONS_FILE, RUN_FILE, RunRecord, resolve_model  # noqa: F401
 from faceaudit.taxonomy import LabelSchema
@@ -150,7 +151,9 @@ def predict_heads(runtime, manifest: pd.DataFrame, batch_size: int = 64, progres
     """Every contract head's raw output on the manifest's images (one inference pass), and the embeddings."""
     if len(manifest) == 0:
         raise FaceauditError("nothing to predict: the manifest is empty")
-    raws, embeddings = runtime.predict_heads(runtime_dataset(runtime, manifest, batch_size), len(manifest), progress)
+    with step("inference", detail=_images(manifest), enabled=progress, bar=False):  # the runtime draws the bar
+        raws, embeddings = runtime.predict_heads(runtime_dataset(runtime, manifest, batch_size), len(manifest),
+                                                 progress)
     return raws, None if embeddings is None else np.asarray(embeddings, dtype=np.float32)
 
 
@@ -169,6 +172,13 @@ def load_run_dataset(run: RunRecord, data: Path | str | None = None, *, progress
     schema = run.schema
     return load_dataset(Path(source), exclude=Path(exclude) if exclude and Path(exclude).exists() else None,
                         age_bands=schema.age_bands, progress=progress, schema=schema)
+
+
+def _images(manifest: pd.DataFrame) -> str:
+    """``2,133 test images``: what an inference step runs on (its split, where the rows share one)."""
+    splits = manifest["split"].unique() if "split" in manifest.columns else []
+    split = f"{splits[0]} " if len(splits) == 1 else ""
+    return f"{len(manifest):,} {split}image{'s' * (len(manifest) != 1)}"
 
 
 def _progress(n: int, batch_size: int, progress: bool) -> list:
@@ -201,7 +211,9 @@ def predict_table(
     if schema is None:
         recorded = run or (resolve_model(model_source)[1] if runtime is None else None)
         schema = recorded.schema if recorded is not None else UTKFACE
-    probs, embeddings = predict(model_source, manifest, batch_size, progress, schema=schema, run=run, runtime=runtime)
+    with step("inference", detail=_images(manifest), enabled=progress, bar=False):  # predict draws the bar
+        probs, embeddings = predict(model_source, manifest, batch_size, progress, schema=schema, run=run,
+                                    runtime=runtime)
     return PredictionsTable.from_probabilities(manifest, probs, schema), embeddings
 
 

@@ -3,6 +3,10 @@
 (function () {
   "use strict";
   function key(cell) {
+    if (cell && cell.hasAttribute("data-sort")) {  /* a cell's own sort key: a number, else text (never parsed) */
+      var given = cell.getAttribute("data-sort"), value = given.trim() === "" ? NaN : Number(given);
+      return isNaN(value) ? {num: NaN, text: given.toLowerCase()} : {num: value, text: given};
+    }
     var text = (cell ? cell.textContent : "").trim();
     var m = text.replace(/\u2212/g, "-").replace(/,(?=\d{3}\b)/g, "").match(/^[^\d+\-<]*([<]?)\s*([+\-]?\d+(?:\.\d+)?)/);
     if (m) { return {num: parseFloat(m[2]) - (m[1] ? 1e-9 : 0), text: text}; }

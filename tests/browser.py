@@ -247,3 +247,65 @@ def _inspect(pipe: _Pipe, url: str, width: int, height: int, timeout: float, ful
                      network_requests=requests, failed_requests=failed, console_errors=console,
                      scripts=seen["scripts"], title=seen["title"], page_height=seen["height"],
                      text_chars=seen["text"], screenshot=base64.b64decode(shot["data"]))
+
+
+@dataclass
+class PageRun:
+    """What a scripted visit to a page returned: each step's value, console errors, requests that left the machine."""
+
+    values: list
+    console_errors: list[str]
+    network_requests: list[str]
+
+
+_CENTRE = """((selector) => {
+  const element = document.querySelector(selector);
+  if (!element) { throw new Error('no element matches ' + selector); }
+  element.scrollIntoView({block: 'center'});
+  const box = element.getBoundingClientRect();
+  return [box.left + box.width / 2, box.top + box.height / 2];
+})(%s)"""
+_KEYS = {"Enter": ("Enter", 13, "\r"), "Tab": ("Tab", 9, ""), " ": ("Space", 32, " ")}
+
+
+def drive_page(html_path: Path, steps: list[tuple[str, str]], *, width: int = 1366, height: int = 900,
+               timeout: float = 120.0, chromium: str | None = None) -> PageRun:
+    """Open ``html_path`` and run ``steps`` in turn, as a reader would: ``("eval", js)`` evaluates an expression
+    (its JSON-able value recorded, one per eval step), ``("click", css)`` clicks the centre of the first element
+    matching the selector with real mouse events, ``("focus", css)`` focuses it, ``("key", "Enter" | "Tab" | " ")``
+    presses a key on the focused element."""
+    url = Path(html_path).resolve().as_uri()
+    with _browser(width, height, chromium) as pipe:
+        session = _open(pipe, url, width, height, timeout)
+
+        def evaluate(expression: str):
+            reply = pipe.send("Runtime.evaluate", {"expression": expression, "returnByValue": True,
+                                                   "awaitPromise": True}, session=session, timeout=timeout)
+            if "exceptionDetails" in reply:
+                raise RuntimeError(f"script failed: {reply['exceptionDetails'].get('text')} "
+                                   f"{reply['exceptionDetails'].get('exception', {}).get('description', '')}")
+            return reply["result"].get("value")
+
+        values = []
+        for kind, argument in steps:
+            if kind == "eval":
+                values.append(evaluate(argument))
+                continue
+            if kind == "click":
+                x, y = evaluate(_CENTRE % json.dumps(argument))
+                for event in ("mousePressed", "mouseReleased"):
+                    pipe.send("Input.dispatchMouseEvent", {"type": event, "x": x, "y": y, "button": "left",
+                                                           "clickCount": 1}, session=session)
+            elif kind == "focus":
+                evaluate(f"document.querySelector({json.dumps(argument)}).focus()")
+            elif kind == "key":
+                code, number, text = _KEYS[argument]
+                down = {"type": "keyDown", "key": argument, "code": code, "windowsVirtualKeyCode": number}
+                pipe.send("Input.dispatchKeyEvent", {**down, **({"text": text} if text else {})}, session=session)
+                pipe.send("Input.dispatchKeyEvent", {**down, "type": "keyUp"}, session=session)
+            else:
+                raise ValueError(f"unknown step {kind!r}")
+        requests = [event["params"]["request"]["url"] for event in pipe.events
+                    if event.get("method") == "Network.requestWillBeSent"
+                    and not event["params"]["request"]["url"].startswith(LOCAL_SCHEMES)]
+        return PageRun(values, _console_errors(pipe.events), requests)

@@ -3,6 +3,8 @@ of audits of different test sets that reports unpaired changes instead of a trac
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -88,6 +90,17 @@ def test_diff_of_different_test_sets_reports_unpaired_changes(two_audits, tmp_pa
     judged = result.table[result.table["verdict"] != NOT_COMPARABLE]
     assert (judged["diff_hi"] > judged["diff_lo"]).all() and judged["p_holm"].notna().any()
     assert result.table.loc[result.table["group"] == "all", "n_b"].iloc[0] == len(rows)
+    # The other way round, judged: Others is only in the second audit; still a table, no traceback.
+    assert main(["diff", str(other), str(old_dir), "--fail-on-worse"]) in (0, 1)
+    text = capsys.readouterr().out
+    assert "Traceback" not in text and NOT_COMPARABLE in text and "unpaired: Newcombe interval" in text
+    # The same images, but one audit's predictions.csv is gone: unpaired, and the reason is said.
+    bare = tmp_path / "bare"
+    shutil.copytree(old_dir, bare)
+    (bare / "predictions.csv").unlink()
+    result = faceaudit.diff(bare, old_dir)
+    assert not result.paired and "predictions.csv missing" in result.paired_reason
+    assert set(result.table["verdict"]) <= {"no clear change", "too small"}  # the same model: nothing changed
 
 
 def test_compare_refuses_in_one_line(two_audits):

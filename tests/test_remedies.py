@@ -175,3 +175,34 @@ def test_gender_and_age_band_classifiers_train_and_audit_by_race(target, utk_sam
     result = AuditResult.from_json(audit)
     assert result.taxonomy.target == target and result.model["run"]["backbone"] == "cnn"
     assert "race" in result.groupings and len(result.groupings["race"]["groups"]) == 5
+
+
+def test_audit_baseline_of_the_mitigated_ensemble_gives_the_verdicts_of_compare(runs, tmp_path, capsys):
+    """The recipes' pair: an ensemble and its equal-recall mitigation. ``audit --baseline ENSEMBLE`` of the mitigated
+    run tests the same family as ``compare`` and reaches the same verdict for every group."""
+    from faceaudit.auditing.result import load_audit
+
+    ensemble, mitigated = tmp_path / "ensemble", tmp_path / "ensemble+equal-recall"
+    assert main(["train", "--ensemble", str(runs["plain"]), str(runs["adjusted"]), "--out", str(ensemble),
+                 "--quiet"]) == 0
+    assert main(["mitigate", str(ensemble), "--out", str(mitigated), "--quiet"]) == 0
+    fast = ["--no-report", "--n-boot", "50", "--no-tsne"]
+    old, new = tmp_path / "audit-ensemble", tmp_path / "audit-mitigated"
+    assert main(["audit", "--predictions", str(ensemble / "predictions.csv"), "--out", str(old), *fast]) == 0
+    code = main(["audit", "--predictions", str(mitigated / "predictions.csv"), "--out", str(new), *fast,
+                 "--baseline", str(old), "--fail-on-worse"])
+    baseline = load_audit(new).baseline
+    assert baseline.method == "paired" and code == int(baseline.worse > 0)
+    assert main(["compare", str(old), str(new), "--out", str(tmp_path / "cmp"), "--no-pdf"]) == 0
+    capsys.readouterr()
+    paired = pd.read_csv(tmp_path / "cmp" / "paired_tests.csv")
+    assert [(r.grouping, r.group, r.verdict) for r in baseline.rows] == list(
+        zip(paired["grouping"], paired["group"], paired["verdict"]))
+    def numbers(values):
+        return [np.nan if v is None else v for v in values]
+
+    np.testing.assert_allclose(numbers(r.change for r in baseline.rows), paired["diff"], rtol=1e-9)
+    np.testing.assert_allclose(numbers(r.p_holm for r in baseline.rows), paired["p_holm"], rtol=1e-9)
+    others = next(r for r in baseline.rows if (r.grouping, r.group) == ("race", "Others"))
+    print(f"vs baseline: {baseline.better} better, {baseline.worse} worse, {baseline.unclear} no clear change; "
+          f"Others {others.verdict} {others.change:+.3f}")

@@ -113,6 +113,19 @@ def missing_sentence(result) -> str | None:
             f"{'it' if len(missing) == 1 else 'them'} out, and a gate on per-{target} group size fails.")
 
 
+def status_line(result) -> str:
+    """The console's last line: the gates' status with their counts, or that the audit was not gated (an ungated
+    audit exits 0, so the line says how to make it judge something, or refuse)."""
+    from faceaudit.auditing.verdict import Status
+
+    if result.status == Status.NOT_GATED:
+        return ("status: NOT GATED (no gates judged; --gates gates.toml judges pass/fail, --require-gates or "
+                "FACEAUDIT_REQUIRE_GATES=1 refuses an ungated audit)")
+    counts = result.gates.counts
+    return (f"gates: {result.status.upper()} ({int(counts.get('pass', 0))} passed, {int(counts.get('fail', 0))} "
+            f"failed, {int(counts.get('inconclusive', 0))} inconclusive)")
+
+
 # -- helpers ---------------------------------------------------------------------------------------------------
 
 

@@ -30,6 +30,8 @@ def result_html(result) -> str:
         parts.append(f"; gates <strong>{escape(result.gates['status'].upper())}</strong> "
                      f"({counts.get('pass', 0)} passed, {counts.get('fail', 0)} failed, "
                      f"{counts.get('inconclusive', 0)} inconclusive)")
+    else:
+        parts.append("; <strong>not gated</strong>")
     parts.append("</p>")
     grouping = schema.target if schema.target in result.groupings else next(iter(result.groupings), None)
     if grouping is not None:
@@ -77,7 +79,7 @@ def result_repr(result) -> str:
 
 def _gates_html(result) -> str:
     if not result.gates:
-        return ""
+        return "; <strong>not gated</strong>"
     counts = result.gates["counts"]
     return (f"; gates <strong>{escape(result.gates['status'].upper())}</strong> ({counts.get('pass', 0)} passed, "
             f"{counts.get('fail', 0)} failed, {counts.get('inconclusive', 0)} inconclusive)")

@@ -10,6 +10,7 @@ import pandas as pd
 
 from faceaudit.auditing.comparison import audit_predictions
 from faceaudit.auditing.result import AuditResult, load_audit
+from faceaudit.console import step
 from faceaudit.files import atomic_write
 from faceaudit.templates.layout import render_document, write_pdf
 
@@ -62,36 +63,47 @@ def _subtitle(result: AuditResult) -> str:
 
 def _regression_parts(result: AuditResult, predictions, thumbnails: bool, audit_dir: Path, history, history_note: str,
                       home: Path | None) -> list:
-    """An age regressor's sections: no confusion matrices, calibration or embedding clusters."""
-    return [sections.verdict_section(result), age_sections.model_card_section(result),
-            sections.data_section(result), age_sections.metrics_section(result, predictions),
-            age_sections.gallery_section(result, predictions, thumbnails, audit_dir),
-            sections.training_section(history, history_note),
-            age_sections.reproducibility_section(result, Path(home) if home else audit_dir)]
+    """An age regressor's sections (each built when called): no confusion matrices, calibration or embeddings."""
+    return [lambda: sections.verdict_section(result), lambda: age_sections.model_card_section(result),
+            lambda: sections.data_section(result), lambda: age_sections.metrics_section(result, predictions),
+            lambda: age_sections.gallery_section(result, predictions, thumbnails, audit_dir),
+            lambda: sections.training_section(history, history_note),
+            lambda: age_sections.reproducibility_section(result, Path(home) if home else audit_dir)]
 
 
 def report_sections(result: AuditResult, audit_dir: Path, *, thumbnails: bool = True,
-                    home: Path | None = None) -> list:
-    """The report's sections, in order, for the audit ``result`` read from ``audit_dir``."""
+                    home: Path | None = None, progress: bool = False) -> list:
+    """The report's sections, in order, for the audit ``result`` read from ``audit_dir``; ``progress`` shows their
+    figures being drawn as a console step."""
     predictions = load_predictions(audit_dir, result)
     history, history_note = find_history(result, audit_dir)
     if result.is_regression:
-        return _regression_parts(result, predictions, thumbnails, audit_dir, history, history_note, home)
-    return [
-        sections.verdict_section(result), sections.model_card_section(result), sections.data_section(result),
-        sections.metrics_section(result), sections.confusion_section(result), sections.calibration_section(result),
-        sections.embeddings_section(result, audit_dir),
-        sections.gallery_section(result, predictions, thumbnails, audit_dir),
-        sections.training_section(history, history_note),
-        sections.reproducibility_section(result, Path(home) if home else audit_dir),
-    ]
+        builders = _regression_parts(result, predictions, thumbnails, audit_dir, history, history_note, home)
+    else:
+        builders = [
+            lambda: sections.verdict_section(result), lambda: sections.model_card_section(result),
+            lambda: sections.data_section(result), lambda: sections.metrics_section(result),
+            lambda: sections.confusion_section(result), lambda: sections.calibration_section(result),
+            lambda: sections.embeddings_section(result, audit_dir),
+            lambda: sections.gallery_section(result, predictions, thumbnails, audit_dir),
+            lambda: sections.training_section(history, history_note),
+            lambda: sections.reproducibility_section(result, Path(home) if home else audit_dir),
+        ]
+    parts = []
+    with step("figures", total=len(builders), unit="section", enabled=progress,
+              detail=f"{len(builders)} report sections") as bar:
+        for build in builders:
+            parts.append(build())
+            bar.update()
+    return parts
 
 
 def render_report(audit_dir: Path, *, thumbnails: bool = True, pdf: bool = True,
-                  out_dir: Path | None = None, timings: dict | None = None, home: Path | None = None) -> list[Path]:
+                  out_dir: Path | None = None, timings: dict | None = None, home: Path | None = None,
+                  progress: bool = False) -> list[Path]:
     """Write report.html, report.pdf and summary.md for the audit in ``audit_dir``; returns the paths written.
     ``home`` is the folder the audit will live in when it is rendered in a temporary folder first (the report's
-    re-render command names it)."""
+    re-render command names it); ``progress`` shows the figures and the PDF as console steps."""
     audit_path = Path(audit_dir)
     audit_dir = audit_path if audit_path.is_dir() else audit_path.parent
     timings = timings if timings is not None else {}
@@ -99,7 +111,7 @@ def render_report(audit_dir: Path, *, thumbnails: bool = True, pdf: bool = True,
     result = load_audit(audit_path)
     out_dir = Path(out_dir) if out_dir else audit_dir
     out_dir.mkdir(parents=True, exist_ok=True)
-    parts = report_sections(result, audit_dir, thumbnails=thumbnails, home=home)
+    parts = report_sections(result, audit_dir, thumbnails=thumbnails, home=home, progress=progress)
     timings["sections_s"] = time.perf_counter() - start
     name = str(result.model.get("name") or "model")
     date = (result.created_utc or "")[:10]
@@ -119,7 +131,8 @@ def render_report(audit_dir: Path, *, thumbnails: bool = True, pdf: bool = True,
     timings["html_s"] = time.perf_counter() - start
     if pdf:
         pdf_start = time.perf_counter()
-        written.append(write_pdf(html, out_dir / REPORT_PDF))
+        with step("PDF", detail=REPORT_PDF, enabled=progress):  # WeasyPrint reports nothing: the bar shows the time
+            written.append(write_pdf(html, out_dir / REPORT_PDF))
         timings["pdf_s"] = time.perf_counter() - pdf_start
     written.append(atomic_write(out_dir / SUMMARY_MD, summary_markdown(result)))
     timings["total_s"] = time.perf_counter() - start

@@ -81,8 +81,15 @@ def verdict_section(result) -> Section:
         lead = ("Overall accuracy", fmt_stat(result.overall.metrics["accuracy"]),
                 "An overall number hides who the model fails", "", findings(result))
     what, overall, hides, target_flag, found = lead
+    from faceaudit.auditing.verdict import Status
+
+    from .vs_baseline import report_table
+
+    gated = result.status != Status.NOT_GATED
     return Section("verdict", "Verdict", "report/verdict.html", {
-        "status": gates.status if gates else None, "counts": gates.counts if gates else {},
+        "status": result.status if gated else None, "counts": gates.counts if gated else {},
+        "baseline": report_table(result),
+        "baseline_unclear": result.baseline.unclear if result.baseline is not None else 0,
         "too_small": TOO_SMALL if too_small_to_judge(result) else None, "headline": headline(result),
         "gates": rows, "findings": [f.text for f in found], "warnings": result.warnings,
         "overall": overall, "n": result.overall.n, "what": what, "hides": hides, "target_flag": target_flag})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from faceaudit.auditing.types import Group, Stat
-from faceaudit.auditing.verdict import Verdict
+from faceaudit.auditing.verdict import Status, Verdict
 from faceaudit.taxonomy import AGE_BAND
 
 from .findings import TOO_SMALL, findings, headline, too_small_to_judge
@@ -23,6 +23,7 @@ from .formatting import (
     temperature_text,
 )
 from .sections import output_steps
+from .vs_baseline import markdown_lines
 
 #: The review-comment budget the issue sets.
 MAX_LINES = 60
@@ -48,9 +49,9 @@ def _md(text: object) -> str:
 
 
 def _status(result) -> str:
-    """The title's verdict: too small to judge first, then the gates' status."""
-    gates = result.gates.status if result.gates is not None else None
-    status = gates.upper() if gates else "NOT GATED"
+    """The title's verdict: too small to judge first, then the audit's status (``NOT GATED`` without gates)."""
+    gates = result.status
+    status = gates.upper()
     if gates == Verdict.INCONCLUSIVE and not int(result.gates.counts.get(Verdict.FAIL, 0)):
         status += " (for lack of data: no gate fails)"
     return f"{TOO_SMALL} (gates {status})" if too_small_to_judge(result) else status
@@ -70,8 +71,9 @@ def _method_line(result) -> str:
 
 def _gate_lines(result) -> list[str]:
     gates = result.gates
-    if gates is None:
-        return ["No gates were set (`--gates gates.toml` gives pass / fail / inconclusive).", ""]
+    if result.status == Status.NOT_GATED:
+        return ["**Not gated:** no gates were judged, so this audit passes nothing (`--gates gates.toml` gives "
+                "pass / fail / inconclusive; `--require-gates` refuses an ungated audit).", ""]
     lines = ["### Gates", "", "| gate | status | result |", "|---|---|---|"]
     for gate in gates.results[:12]:
         lines.append(f"| {_md(gate.name)} | **{gate.status}** | {_md(gate.message)} |")
@@ -129,7 +131,7 @@ def summary_markdown(result) -> str:
     steps = output_steps(result.model)
     if steps:  # what faceaudit did to the model's outputs: a reviewer must know the numbers are not raw
         lines += [f"Outputs as read: {_md('; '.join(steps))}.", ""]
-    lines += _gate_lines(result)
+    lines += _gate_lines(result) + markdown_lines(result, _md)
     found = findings(result)
     if found:
         lines += ["### Findings", ""] + [f"{i}. {_md(f.text)}" for i, f in enumerate(found, 1)] + [""]

@@ -1,7 +1,8 @@
 """``faceaudit audit``: per-group metrics with confidence intervals, calibration, embeddings and gates.
 
-Exit codes: 0 when every gate passes (or there are no gates), 1 when a gate fails (or is inconclusive under
-``--inconclusive fail``), 2 on an input error.
+Exit codes: 0 when every gate passes, or there are no gates (the last line then says ``NOT GATED``); 1 when a gate
+fails (or is inconclusive under ``--inconclusive fail``), or with ``--fail-on-worse`` a group got worse than the
+``--baseline``; 2 on an input error, and for an ungated audit under ``--require-gates`` / $FACEAUDIT_REQUIRE_GATES.
 """
 
 from __future__ import annotations
@@ -10,14 +11,16 @@ import argparse
 import re
 import shlex
 import sys
+import time
 from pathlib import Path
 
 from faceaudit.commands.common import add_data_options, add_model_contract_options
 from faceaudit.config import DEFAULT_CI, DEFAULT_INCONCLUSIVE, DEFAULT_MIN_GROUP_SIZE, DEFAULT_N_BOOT, data_from_env
+from faceaudit.console import total_line
 from faceaudit.errors import FaceauditError
 from faceaudit.files import carry_inside, replace_folder, replaceable_dir
 from faceaudit.taxonomy import SCHEMAS
-from faceaudit.validation import cli_type, metavar
+from faceaudit.validation import Text, cli_type, metavar
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -68,6 +71,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", type=Path, metavar="DATA",
                         help="with a model: UTKFace folder/archive or labelled CSV (default: $FACEAUDIT_DATA)")
     parser.add_argument("--gates", type=Path, metavar="TOML", help="thresholds to judge (see faceaudit/gates.toml)")
+    parser.add_argument("--require-gates", action="store_true", default=None,
+                        help="refuse an audit without gates: exit 2 with one line before computing or writing "
+                        f"anything. Also on when ${REQUIRE_GATES_ENV} is 1, true or yes (a CI can set it; 0, false, "
+                        "no or empty leave it off). Without it an ungated audit exits 0 and its last line, "
+                        "audit.json's status, summary.md and the report say NOT GATED")
+    parser.add_argument("--baseline", type=Path, metavar="OLD",
+                        help="an earlier audit folder or its audit.json (the model this one replaces): per group, "
+                        "better / worse / no clear change against it, by the same Holm-adjusted family of tests as "
+                        "'faceaudit diff OLD NEW' (paired where the images match, unpaired where not), in audit.json "
+                        "(baseline), the console, summary.md and the report's verdict")
+    parser.add_argument("--fail-on-worse", action="store_true",
+                        help="with --baseline: exit 1 when any group got worse than the baseline (as diff does)")
     parser.add_argument("--out", type=Path, help="output folder (default: reports/<model-name>)")
     parser.add_argument("--n-boot", type=cli_type("--n-boot"), default=DEFAULT_N_BOOT,
                         help="bootstrap resamples for Brier, log loss, the ECE change and embedding measures "
@@ -86,6 +101,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-report", action="store_true", help="write the audit only, not report.html/pdf")
     parser.add_argument("--no-thumbnails", action="store_true",
                         help="leave face thumbnails out of the report's error gallery")
+    parser.add_argument("--mlflow", nargs="?", const="", default=None, metavar="URI",
+                        help="also log the audit to an MLflow run (needs faceaudit[mlflow]): per-group metrics with "
+                        "their bounds (accuracy.race.Black, accuracy.race.Black.lower/.upper; '×' becomes '_x_'), "
+                        "gates as tags, audit.json, tables and report as artifacts. URI: a tracking server "
+                        "(http://host:5000) or store; without it, $MLFLOW_TRACKING_URI, else MLflow's local default "
+                        "(works offline: ./mlflow.db, SQLite, with artifacts in ./mlruns; browse with 'mlflow ui')")
+    parser.add_argument("--mlflow-experiment", type=cli_type("--mlflow-experiment", Text()), default=None,
+                        metavar="NAME", help="with --mlflow: the experiment the run goes to (default: faceaudit)")
     parser.add_argument("--batch-size", type=cli_type("--batch-size"), default=64,
                         help="inference batch size (default: 64)")
     parser.add_argument("--check", action="store_true",
@@ -97,6 +120,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_contract_options(parser)
     add_data_options(parser, positional=False)
     parser.set_defaults(handler=run_audit)
+
+
+#: The environment variable that turns --require-gates on (a CI sets it once for every audit it runs).
+REQUIRE_GATES_ENV = "FACEAUDIT_REQUIRE_GATES"
+
+
+def require_gates_from_env() -> bool:
+    """Whether $FACEAUDIT_REQUIRE_GATES asks for gates: 1/true/yes on, 0/false/no/empty or unset off, anything
+    else refused in one line (a typo must not silently switch the requirement off)."""
+    import os
+
+    value = os.environ.get(REQUIRE_GATES_ENV, "").strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    raise FaceauditError(f"${REQUIRE_GATES_ENV} is {value!r}: set it to 1 (require gates) or 0 (do not)")
+
+
+def _preflight(args: argparse.Namespace):
+    """What must hold before any work or any file: gates when they are required, a readable baseline. Returns the
+    loaded baseline (or None)."""
+    from faceaudit.auditing.api import load_baseline, load_gates, require_gated
+
+    if args.require_gates is None:
+        args.require_gates = require_gates_from_env()
+    if args.fail_on_worse and args.baseline is None:
+        raise FaceauditError("--fail-on-worse goes with --baseline OLD (the audit the groups got worse than)")
+    found, _, source = load_gates(args.gates)
+    require_gated(found, args.require_gates, source)
+    return load_baseline(args.baseline, args.ci)
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -211,18 +265,33 @@ def _slug(name: str) -> str:
 def run_audit(args: argparse.Namespace) -> int:
     """Compute the audit, write it, judge the gates, render the report; the exit code is the gates' verdict (the
     worst over a contract's outputs, each audited into its own folder ``OUT/<target>``)."""
+    started = time.perf_counter()
     _check_args(args)
     if args.check:
         return _run_check(args)
+    baseline = _preflight(args)
+    if args.mlflow_experiment is not None and args.mlflow is None:
+        raise FaceauditError("--mlflow-experiment goes with --mlflow")
+    if args.mlflow is not None:  # before the audit: a missing extra fails at once, not after it
+        from faceaudit.extras import require
+
+        require("mlflow", "mlflow", "--mlflow")
     inputs = (args.source, args.predictions, args.embeddings, args.gates, args.data, args.contract)
     if args.contract is not None:  # read once: it decides the folders and runs the model
         from faceaudit.seams.contract import load_contract
 
         args.contract = load_contract(args.contract)
     several = args.contract is not None and args.target is None and len(args.contract.outputs) > 1
+    if several and baseline is not None:
+        raise FaceauditError("--baseline compares one audited output: pass --target with a contract of several")
     if args.out is not None and not several:
         replaceable_dir(args.out, "audit.json", keep=inputs)
     results = _compute(args, args.min_group_size)
+    if baseline is not None:
+        from faceaudit.auditing.api import attach_baseline
+
+        for result in results.values():
+            attach_baseline(result, baseline, args.baseline)
     first = next(iter(results.values()))
     for note in first.data.get("notes", []):
         print(f"faceaudit: warning: {note}", file=sys.stderr)
@@ -240,6 +309,11 @@ def run_audit(args: argparse.Namespace) -> int:
         else:
             out_dir = args.out or Path("reports") / _slug(name)
         code = max(code, _write(args, result, replaceable_dir(out_dir, "audit.json", keep=inputs), inputs))
+    print(total_line("audited", started))  # the total always; each step's time with --verbose (faceaudit.console)
+    from faceaudit.auditing.report.findings import status_line
+
+    for target, result in results.items():  # the last line: gated or not, said (per output with several)
+        print(f"{target}: {status_line(result)}" if len(results) > 1 else status_line(result))
     return code
 
 
@@ -256,13 +330,30 @@ def _write(args: argparse.Namespace, result, out_dir: Path, inputs: tuple) -> in
     with replace_folder(out_dir) as work:
         carry_inside(inputs, out_dir, work)
         write_audit(result, work)
-        print_summary(result, out_dir)
+        print_summary(result, out_dir, status=False)
         if not args.no_report:
             render_error = _render(work, out_dir, thumbnails=not args.no_thumbnails)
     result.folder = out_dir
     if render_error is not None:
         raise render_error
-    return gates_mod.exit_code(result.gates)
+    if args.mlflow is not None:
+        _log_mlflow(args, result, out_dir)
+    worse = int(bool(args.fail_on_worse and result.baseline is not None and result.baseline.worse))
+    return max(gates_mod.exit_code(result.gates), worse)
+
+
+def _log_mlflow(args: argparse.Namespace, result, out_dir: Path) -> None:
+    """``--mlflow``: log the written (and rendered) audit folder to an MLflow run; a failure is one line saying the
+    audit itself is written."""
+    from faceaudit.tracking import DEFAULT_EXPERIMENT, log_to_mlflow, resolve_uri
+
+    experiment = args.mlflow_experiment or DEFAULT_EXPERIMENT
+    try:
+        uri = resolve_uri(args.mlflow or None)
+        run_id = log_to_mlflow(result, out_dir, uri=uri, experiment=experiment)
+    except FaceauditError as exc:
+        raise FaceauditError(f"audit written to {out_dir}, but {exc}") from None
+    print(f"logged to MLflow: run {run_id} in experiment {experiment!r} at {uri}")
 
 
 def _render(work: Path, out_dir: Path, thumbnails: bool) -> FaceauditError | None:
@@ -272,7 +363,7 @@ def _render(work: Path, out_dir: Path, thumbnails: bool) -> FaceauditError | Non
     from faceaudit.auditing.report.render import REPORT_HTML, REPORT_PDF, SUMMARY_MD
 
     try:
-        paths = render_report(work, thumbnails=thumbnails, home=out_dir)
+        paths = render_report(work, thumbnails=thumbnails, home=out_dir, progress=True)
     except (FaceauditError, KeyboardInterrupt):
         raise
     except Exception as exc:  # the audit is written; say so, in one line, and exit 2 rather than look like a gate
@@ -286,10 +377,12 @@ def _render(work: Path, out_dir: Path, thumbnails: bool) -> FaceauditError | Non
     return None
 
 
-def print_summary(result, out_dir: Path) -> None:
-    """The console's few lines: overall accuracy, what the verdict leads with, the target's disparity, the gates."""
-    from faceaudit.auditing.report.findings import headline, too_small_to_judge
+def print_summary(result, out_dir: Path, status: bool = True) -> None:
+    """The console's few lines: overall accuracy, what the verdict leads with, the target's disparity, each gate,
+    the baseline's changes, and (``status``) the status line, which ``faceaudit audit`` prints last instead."""
+    from faceaudit.auditing.report.findings import headline, status_line, too_small_to_judge
     from faceaudit.auditing.report.formatting import fmt_stat
+    from faceaudit.auditing.report.vs_baseline import console_lines
 
     if result.taxonomy.regression:
         from faceaudit.auditing.report.age_findings import regression_console_lines
@@ -306,9 +399,10 @@ def print_summary(result, out_dir: Path) -> None:
     if result.gates:
         for gate in result.gates["results"]:
             print(f"  gate {gate['status'].upper():12s} {gate['name']}: {gate['message']}")
-        counts = result.gates["counts"]
-        print(f"gates: {result.gates['status'].upper()} ({int(counts.get('pass', 0))} passed, "
-              f"{int(counts.get('fail', 0))} failed, {int(counts.get('inconclusive', 0))} inconclusive)")
+    for line in console_lines(result):
+        print(line)
+    if status:
+        print(status_line(result))
     print(f"wrote {out_dir / 'audit.json'}")
 
 

@@ -94,7 +94,7 @@ def run_report(args: argparse.Namespace) -> int:
     home = args.out or (args.audit if args.audit.is_dir() else args.audit.parent)
     with replace_folder(writable_parent(home), copy_existing=True) as work:
         written = render_report(args.audit, thumbnails=not args.no_thumbnails, pdf=not args.no_pdf, out_dir=work,
-                                timings=timings)
+                                timings=timings, progress=True)
         sizes = [(home / path.relative_to(work), path.stat().st_size) for path in written]
     for path, size in sizes:
         print(f"wrote {path} ({size / 1024:.0f} kB)")
