@@ -66,7 +66,10 @@ def unpack_archive(archive_path: Path, cache: Path | None = None) -> Path:
         members = check_archive_members(archive)
         staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=target.parent))
         try:
-            archive.extractall(staging, members=members, filter="data")
+            # The "data" filter is a second guard over the checks above; Pythons before 3.11.4 (Debian 12's 3.11.2)
+            # lack it and extract the checked members as they are.
+            safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+            archive.extractall(staging, members=members, **safe)
             staging.rename(target)
         except (tarfile.TarError, OSError, EOFError) as exc:
             raise FaceauditError(f"cannot unpack archive {archive_path}: {exc}") from None
