@@ -19,6 +19,31 @@ from faceaudit.seams.predictions import PredictionsTable
 from faceaudit.taxonomy import UTKFACE
 
 TRAIN_IMAGES = 6000
+
+#: Gates the command-line tests judge: the race accuracy gap and an overall accuracy floor, and a group-size gate
+#: to add where a test wants one more.
+GAP_AND_FLOOR_GATES = """
+min_group_size = 30
+
+[[gates]]
+name = "race accuracy gap"
+metric = "accuracy"
+by = "race"
+max_gap = 0.05
+
+[[gates]]
+name = "overall accuracy floor"
+metric = "accuracy"
+by = "overall"
+min = 0.30
+"""
+SIZE_GATE = """
+[[gates]]
+name = "group sizes"
+metric = "n"
+by = "race"
+min = 30
+"""
 THUMB = 16
 
 

@@ -9,39 +9,19 @@ from xml.etree import ElementTree as ET
 import numpy as np
 import pandas as pd
 import pytest
-from audit_fixtures import real_predictions  # noqa: F401  (session fixture)
+from audit_fixtures import GAP_AND_FLOOR_GATES, SIZE_GATE, real_predictions  # noqa: F401  (session fixture)
 from commands import FACEAUDIT
 
 from faceaudit.auditing.result import SCHEMA_VERSION, AuditResult
 from faceaudit.cli import main
 
-GATES = """
-min_group_size = 30
-
-[[gates]]
-name = "race accuracy gap"
-metric = "accuracy"
-by = "race"
-max_gap = 0.05
-
-[[gates]]
-name = "overall accuracy floor"
-metric = "accuracy"
-by = "overall"
-min = 0.30
-
+GATES = GAP_AND_FLOOR_GATES + """
 [[gates]]
 name = "per-race accuracy within reach"
 metric = "accuracy"
 by = "race"
 min = {race_min}
-
-[[gates]]
-name = "group sizes"
-metric = "n"
-by = "race"
-min = 30
-"""
+""" + SIZE_GATE
 
 
 def _audit(tmp_path, preds, *extra, gates=None):

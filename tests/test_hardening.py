@@ -35,12 +35,20 @@ def _one_error(proc: subprocess.CompletedProcess, code: int, text: str) -> None:
     assert len(lines) == 1 and text in lines[0] and "Traceback" not in proc.stderr, proc.stderr
 
 
-@pytest.fixture
-def previous(real_predictions, tmp_path):  # noqa: F811
-    """A complete audit folder and the sha256 of each file in it."""
-    out = tmp_path / "reports" / "a"
+@pytest.fixture(scope="module")
+def audited_once(real_predictions, tmp_path_factory):  # noqa: F811
+    """One complete audit folder written by the command, for the tests to copy."""
+    out = tmp_path_factory.mktemp("previous") / "reports" / "a"
     proc = _run(_audit_args(real_predictions.csv, out))
     assert proc.returncode in (0, 1), proc.stderr
+    return out
+
+
+@pytest.fixture
+def previous(audited_once, tmp_path):
+    """A complete audit folder of this test's own (a copy of the one audit) and the sha256 of each file in it."""
+    out = tmp_path / "reports" / "a"
+    shutil.copytree(audited_once, out)
     return out, _hashes(out)
 
 

@@ -8,6 +8,7 @@ bytes, report present) or absent. Failing commands leave no folder behind.
 from __future__ import annotations
 
 import argparse
+import shutil
 import signal
 import subprocess
 import time
@@ -72,12 +73,20 @@ def _assert_interrupted(proc: subprocess.CompletedProcess) -> None:
     assert proc.stderr.strip().splitlines()[-1] == "faceaudit: interrupted"
 
 
-@pytest.fixture
-def complete(real_predictions, tmp_path):  # noqa: F811
-    """A complete audit folder (audit, report, PDF) and the bytes of every file in it."""
-    out = tmp_path / "reports" / "model"
+@pytest.fixture(scope="module")
+def audited_once(real_predictions, tmp_path_factory):  # noqa: F811
+    """One complete audit folder (audit, report, PDF) written by the command, for the tests to copy."""
+    out = tmp_path_factory.mktemp("complete") / "reports" / "model"
     proc = _run(_audit_args(real_predictions.csv, out))
     assert proc.returncode in (0, 1), proc.stderr
+    return out
+
+
+@pytest.fixture
+def complete(audited_once, tmp_path):
+    """A complete audit folder of this test's own (a copy of the one audit) and the bytes of every file in it."""
+    out = tmp_path / "reports" / "model"
+    shutil.copytree(audited_once, out)
     return out, {name: (out / name).read_bytes() for name in REPORT_FILES}
 
 

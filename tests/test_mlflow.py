@@ -20,28 +20,14 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from audit_fixtures import real_predictions  # noqa: F401  (session fixture)
+from audit_fixtures import GAP_AND_FLOOR_GATES, real_predictions  # noqa: F401  (session fixture)
 
 from faceaudit.cli import main
 
 #: How long the server may take to answer /health (about 15-30 s on a busy 2-core machine: two Python start-ups and
 #: the SQLite schema's migrations).
 START_TIMEOUT_S = 180
-GATES = """
-min_group_size = 30
-
-[[gates]]
-name = "race accuracy gap"
-metric = "accuracy"
-by = "race"
-max_gap = 0.05
-
-[[gates]]
-name = "overall accuracy floor"
-metric = "accuracy"
-by = "overall"
-min = 0.30
-"""
+GATES = GAP_AND_FLOOR_GATES
 
 
 def _free_port() -> int:

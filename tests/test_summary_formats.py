@@ -11,7 +11,7 @@ from pathlib import Path
 import jsonschema
 import pandas as pd
 import pytest
-from audit_fixtures import real_predictions  # noqa: F401  (session fixture)
+from audit_fixtures import GAP_AND_FLOOR_GATES, SIZE_GATE, real_predictions  # noqa: F401  (session fixture)
 from markdown_it import MarkdownIt
 
 from faceaudit.auditing.report.review_summary import FORMATS, SUMMARY_SCHEMA_VERSION
@@ -20,27 +20,7 @@ from faceaudit.auditing.result import load_audit
 from faceaudit.cli import main
 from faceaudit.commands.summary import FORMATS as CLI_FORMATS
 
-GATES = """
-min_group_size = 30
-
-[[gates]]
-name = "race accuracy gap"
-metric = "accuracy"
-by = "race"
-max_gap = 0.05
-
-[[gates]]
-name = "overall accuracy floor"
-metric = "accuracy"
-by = "overall"
-min = 0.30
-
-[[gates]]
-name = "group sizes"
-metric = "n"
-by = "race"
-min = 30
-"""
+GATES = GAP_AND_FLOOR_GATES + SIZE_GATE
 URL = "https://reports.example.org/faceaudit/run-7/"
 
 

@@ -106,7 +106,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "their bounds (accuracy.race.Black, accuracy.race.Black.lower/.upper; '×' becomes '_x_'), "
                         "gates as tags, audit.json, tables and report as artifacts. URI: a tracking server "
                         "(http://host:5000) or store; without it, $MLFLOW_TRACKING_URI, else MLflow's local default "
-                        "(works offline: ./mlflow.db, SQLite, with artifacts in ./mlruns; browse with 'mlflow ui')")
+                        "(works offline: ./mlflow.db, SQLite, with artifacts in ./mlruns; browse with 'mlflow ui'). Bare --mlflow "
+                        "takes the next word as its URI: write it after SOURCE")
     parser.add_argument("--mlflow-experiment", type=cli_type("--mlflow-experiment", Text()), default=None,
                         metavar="NAME", help="with --mlflow: the experiment the run goes to (default: faceaudit)")
     parser.add_argument("--batch-size", type=cli_type("--batch-size"), default=64,
