@@ -407,21 +407,18 @@ def _trends(entries: Sequence[Entry], links_from: Path) -> list[dict]:
 def board_sections(collection: Collection, links_from: Path) -> list[Section]:
     """The board's sections: classifiers, their groups side by side, age regressors, trends, skipped files."""
     links_from = Path(links_from).resolve()
-    classifiers = [e for e in collection.entries if not e.result.is_regression]
-    regressors = [e for e in collection.entries if e.result.is_regression]
     sections = []
-    if classifiers:
-        sections.append(Section("classifiers", "Classifier audits", "board/audits.html", {
-            "table": _audits_table(classifiers, links_from, regression=False, table_id="classifiers-table"),
-            "models": len({e.model for e in classifiers})}))
-        sections.append(Section("groups", "Accuracy per group, side by side", "board/groups.html", {
-            "tables": _per_group_tables(classifiers, links_from, regression=False)}))
-    if regressors:
-        sections.append(Section("regressors", "Age-regressor audits", "board/audits.html", {
-            "table": _audits_table(regressors, links_from, regression=True, table_id="regressors-table"),
-            "models": len({e.model for e in regressors})}))
-        sections.append(Section("regressor-groups", "Age MAE per group, side by side", "board/groups.html", {
-            "tables": _per_group_tables(regressors, links_from, regression=True)}))
+    for regression, key, title, groups_key, groups_title in (
+            (False, "classifiers", "Classifier audits", "groups", "Accuracy per group, side by side"),
+            (True, "regressors", "Age-regressor audits", "regressor-groups", "Age MAE per group, side by side")):
+        entries = [e for e in collection.entries if e.result.is_regression == regression]
+        if not entries:
+            continue
+        sections.append(Section(key, title, "board/audits.html", {
+            "table": _audits_table(entries, links_from, regression=regression, table_id=f"{key}-table"),
+            "models": len({e.model for e in entries})}))
+        sections.append(Section(groups_key, groups_title, "board/groups.html", {
+            "tables": _per_group_tables(entries, links_from, regression=regression)}))
     trends = _trends(collection.entries, links_from)
     sections.append(Section("trends", "Models audited several times", "board/trends.html", {"trends": trends}))
     sections.append(Section("skipped", "Files skipped", "board/skipped.html", {"skipped": collection.skipped}))
