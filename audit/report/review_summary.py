@@ -341,7 +341,7 @@ def summary_review(result, links: ReportLinks, flavour: str = "github") -> str:
         lines += [f"**{TOO_SMALL}**: no gate can pass and no finding is drawn.", ""]
     overall = result.overall
     lines += [f"Overall {'accuracy' if proportion else 'MAE'} {_fmt(overall['metrics'].get(metric), proportion)} on "
-              f"{overall['n']} {_md(result.data.get('split', 'test'))} images ({fmt_level(result.settings.level)} "
+              f"{overall['n']:,} {_md(result.data.get('split', 'test'))} images ({fmt_level(result.settings.level)} "
               "intervals).", ""]
     if result.model.get("synthetic") or result.data.get("synthetic"):
         lines += ["**Synthetic data: these numbers say nothing about real faces.**", ""]

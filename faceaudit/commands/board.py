@@ -28,6 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_board(args: argparse.Namespace) -> int:
     from faceaudit.auditing.report.board import BOARD_HTML, find_audits, require_audits, write_board
+    from faceaudit.auditing.report.formatting import plural
 
     root, out = args.root, args.out
     collection = require_audits(find_audits(root))  # a missing or empty folder: one line, before any output
@@ -39,8 +40,8 @@ def run_board(args: argparse.Namespace) -> int:
         size = path.stat().st_size
     models = len({entry.model for entry in collection.entries})
     skipped = f"; skipped {len(collection.skipped)} unreadable audit.json" if collection.skipped else ""
-    print(f"wrote {out / BOARD_HTML} ({size / 1024:.0f} kB): {len(collection.entries)} audits of {models} "
-          f"model{'s' * (models != 1)}{skipped}")
+    print(f"wrote {out / BOARD_HTML} ({size / 1024:.0f} kB): {plural(len(collection.entries), 'audit')} of "
+          f"{plural(models, 'model')}{skipped}")
     for item in collection.skipped:
         print(f"skipped {root / item.name / 'audit.json'}: {item.reason}")
     return 0
