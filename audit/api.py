@@ -348,11 +348,10 @@ def audit(
                            val_predictions=val_table if temperature else None, model=info, data=data,
                            scaled=None if streamed is None or streamed.complete else streamed.scaled,
                            sample=None if audited is test else test)
-    result.settings["engine"] = streamed.engine if streamed is not None else local_engine()
+    result.settings.engine = streamed.engine if streamed is not None else local_engine()
     result.warnings.extend(notes)
     if gate_list:
-        result.gates = gates_mod.evaluate_gates(gate_list, result.to_dict(), inconclusive=inconclusive,
-                                                source=gates_source)
+        result.gates = gates_mod.evaluate_gates(gate_list, result, inconclusive=inconclusive, source=gates_source)
     return attach_baseline(result, loaded_baseline, baseline)
 
 
@@ -412,8 +411,8 @@ def _audit_regression(predictions: PredictionsLike, *, target, groups, schema, a
         data.setdefault("predictions_sha256", digest)
     _fill_defaults(info, data, test, notes, n=len(test), n_val=None)
     result = compute_regression_audit(test, settings=settings, model=info, data=data, notes=notes)
-    result.settings["engine"] = local
+    result.settings.engine = local
     if gate_list:
-        result.gates = gates_mod.evaluate_gates(gate_list, result.to_dict(), inconclusive=settings.inconclusive,
+        result.gates = gates_mod.evaluate_gates(gate_list, result, inconclusive=settings.inconclusive,
                                                 source=gates_source)
     return result

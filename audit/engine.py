@@ -283,7 +283,7 @@ def compute_audit(
                                **({"context": grouping.context} if grouping.kind == "class" else {})}
         small = sum(r["too_small"] for r in records)
         if small and len(attributes) == 1:
-            warnings_out.append(f"{small} {name} group(s) have fewer than {s.min_group_size} images and are not ranked")
+            warnings_out.append(small_groups_warning(small, name, s.min_group_size))
     target_counts = np.rint(np.bincount(y_true, weights=weights, minlength=n_classes)).astype(np.int64)
     missing_classes = [c for c, count in zip(classes, target_counts) if count == 0]
     if missing_classes:
@@ -346,6 +346,14 @@ def compute_audit(
 def _ci_columns(prefix: str, st: dict) -> dict:
     ci = st.get("ci") or [None, None]
     return {prefix: st.get("value"), f"{prefix}_lo": ci[0], f"{prefix}_hi": ci[1]}
+
+
+
+def small_groups_warning(small: int, grouping: str, min_size: int) -> str:
+    """The audit's warning that some groups of one attribute are too small to rank, in words a reader uses."""
+    groups = "group has" if small == 1 else "groups have"
+    return (f"{small:,} {grouping.replace('_', ' ')} {groups} fewer than {min_size:,} images and "
+            f"{'is' if small == 1 else 'are'} not ranked")
 
 
 def _classification_block(grouping: _Grouping, s: AuditSettings, tables: dict,

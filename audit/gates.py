@@ -13,7 +13,7 @@ from pathlib import Path
 from xml.etree import ElementTree as ET
 
 from faceaudit.errors import FaceauditError
-from faceaudit.taxonomy import UTKFACE, LabelSchema
+from faceaudit.taxonomy import LabelSchema
 
 from .calibration import CALIBRATION_METRICS
 from .gate_records import REGRESSION_RULES
@@ -21,7 +21,7 @@ from .gate_records import gate_disparity as _disparity
 from .gate_records import gate_records as _records
 from .gate_records import judged_groups as _judged_groups
 from .metrics import ALL_METRICS, CLASS_METRICS, DISPARITY_METRICS, MIXED_METRICS
-from .types import GroupingKey, grouping_name
+from .types import Gates, GroupingKey, Stat, grouping_name
 from .verdict import Verdict, combine
 from .verdict import exit_code as verdict_exit_code
 
@@ -185,13 +185,13 @@ def load_gates(path: Path) -> tuple[list[Gate], int | None]:
 # -- evaluation --------------------------------------------------------------------------------------------
 
 
-def judge(stat: dict | None, threshold: float, upper: bool) -> str:
+def judge(stat: Stat | None, threshold: float, upper: bool) -> str:
     """Verdict for one value: ``upper`` means the value must not exceed the threshold."""
-    if stat is None or stat.get("value") is None:
+    if stat is None or stat.value is None:
         return INCONCLUSIVE
-    if not stat.get("ci") and not isinstance(stat["value"], int):
+    if not stat.ci and not isinstance(stat.value, int):
         return INCONCLUSIVE
-    lo, hi = stat["ci"] if stat.get("ci") else (stat["value"], stat["value"])
+    lo, hi = stat.interval or (stat.value, stat.value)
     if upper:
         return PASS if hi <= threshold else FAIL if lo > threshold else INCONCLUSIVE
     return PASS if lo >= threshold else FAIL if hi < threshold else INCONCLUSIVE
@@ -201,7 +201,7 @@ def judge(stat: dict | None, threshold: float, upper: bool) -> str:
 _GROUP_PROPORTIONS = ("accuracy", "recall", "fnr", "within5")
 
 
-def adjusted_far_bound(stat: dict, metric: str, upper: bool, level: float, family: int) -> float | None:
+def adjusted_far_bound(stat: Stat, metric: str, upper: bool, level: float, family: int) -> float | None:
     """The interval bound a ``fail`` verdict must clear when ``family`` groups are judged at once.
 
     A min/max gate fails when any group's interval lies wholly on the wrong side, so over ``family`` groups it
@@ -213,7 +213,7 @@ def adjusted_far_bound(stat: dict, metric: str, upper: bool, level: float, famil
 
     from .intervals import clopper_pearson, simultaneous_level
 
-    ci, value, n = stat.get("ci"), stat.get("value"), stat.get("n")
+    ci, value, n = stat.ci, stat.value, stat.n
     if not ci or value is None:
         return None
     adjusted = simultaneous_level(level, family)
@@ -226,18 +226,18 @@ def adjusted_far_bound(stat: dict, metric: str, upper: bool, level: float, famil
     return value + (ci[1] - value) * scale if upper is False else value - (value - ci[0]) * scale
 
 
-def _fmt(stat: dict | None, metric: str = "", unit: str = "") -> str:
+def _fmt(stat: Stat | None, metric: str = "", unit: str = "") -> str:
     """A gate's value as messages show it: a proportion in % (a gap in percentage points, ``unit=" pts"``), the
     report's one convention; other numbers with three decimals."""
-    if stat is None or stat.get("value") is None:
+    if stat is None or stat.value is None:
         return "undefined"
-    if isinstance(stat["value"], int) and not stat.get("ci"):
-        return f"{stat['value']:,}"
-    ci = stat.get("ci")
+    if isinstance(stat.value, int) and not stat.ci:
+        return f"{stat.value:,}"
+    ci = stat.ci
     if metric in PROPORTION_METRICS:
         unit = unit or "%"
-        return f"{100 * stat['value']:.1f}{unit}" + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else "")
-    return f"{stat['value']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+        return f"{100 * stat.value:.1f}{unit}" + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else "")
+    return f"{stat.value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
 
 
 def _fmt_threshold(value: float, metric: str, unit: str = "%") -> str:
@@ -245,7 +245,7 @@ def _fmt_threshold(value: float, metric: str, unit: str = "%") -> str:
     return f"{100 * value:g}{unit}" if metric in PROPORTION_METRICS else f"{value:g}"
 
 
-def evaluate_gate(gate: Gate, audit: dict, family: int | None = None) -> dict:
+def evaluate_gate(gate: Gate, audit, family: int | None = None) -> dict:
     """One gate's verdict with the values it rests on.
 
     ``family`` is how many groups the gates judge together with ``min``/``max`` rules (default: this gate's
@@ -256,9 +256,9 @@ def evaluate_gate(gate: Gate, audit: dict, family: int | None = None) -> dict:
            "threshold": gate.threshold, "value": None, "groups": []}
     if gate.rule in ("max_gap", "min_ratio"):
         disparity = _disparity(audit, gate.metric, gate.by)
-        stat = None if disparity is None else disparity["gap" if gate.rule == "max_gap" else "ratio"]
+        stat = None if disparity is None else disparity.gap if gate.rule == "max_gap" else disparity.ratio
         out["value"] = stat
-        if disparity is None or disparity.get("n_ranked", 0) < 2:
+        if disparity is None or (disparity.n_ranked or 0) < 2:
             out["status"] = INCONCLUSIVE
             out["message"] = f"fewer than two {gate.by} groups are large enough to compare"
         else:
@@ -269,23 +269,24 @@ def evaluate_gate(gate: Gate, audit: dict, family: int | None = None) -> dict:
             shown = (_fmt(stat, gate.metric, gap_unit), _fmt_threshold(gate.threshold, gate.metric, gap_unit)) \
                 if gap_unit else (_fmt(stat), f"{gate.threshold:g}")
             out["message"] = (f"{word} {shown[0]} must be {sign} {shown[1]}: {out['status']} "
-                              f"(worst {disparity['worst']}, best {disparity['best']}, of {disparity['n_ranked']} "
-                              f"groups; interval simultaneous over {disparity['pairs']} pairs)")
+                              f"(worst {disparity.worst}, best {disparity.best}, of {disparity.n_ranked} "
+                              f"groups; interval simultaneous over {disparity.pairs} "
+                              f"{'pair' if disparity.pairs == 1 else 'pairs'})")
         if out["status"] == INCONCLUSIVE:
             _add_needs(out, gate, audit, family or 1)
         return out
     upper = gate.rule == "max"
     verdicts = []
     for record in _records(audit, gate.metric, gate.by):
-        status = INCONCLUSIVE if record["too_small"] and gate.metric != "n" else judge(record["stat"], gate.threshold, upper)
+        status = INCONCLUSIVE if record.too_small and gate.metric != "n" else judge(record.stat, gate.threshold, upper)
         if status == FAIL and gate.metric != "n":
-            size = family or max(sum(not r["too_small"] for r in _records(audit, gate.metric, gate.by)), 1)
-            far = adjusted_far_bound(record["stat"], gate.metric, upper, _level(audit), size)
+            size = family or max(sum(not r.too_small for r in _records(audit, gate.metric, gate.by)), 1)
+            far = adjusted_far_bound(record.stat, gate.metric, upper, audit.settings.level, size)
             if far is not None and not (far > gate.threshold if upper else far < gate.threshold):
                 status = INCONCLUSIVE
         verdicts.append(status)
-        out["groups"].append({"key": record["key"], "status": status, "value": record["stat"],
-                              **({"too_small": True} if record["too_small"] else {})})
+        out["groups"].append({"key": record.key, "status": status, "value": record.stat,
+                              **({"too_small": True} if record.too_small else {})})
     if gate.by == "overall":
         out["value"] = out["groups"][0]["value"]
     out["status"] = FAIL if FAIL in verdicts else INCONCLUSIVE if INCONCLUSIVE in verdicts else PASS
@@ -299,12 +300,12 @@ def evaluate_gate(gate: Gate, audit: dict, family: int | None = None) -> dict:
         more = f"; and {len(bad) - 5} more" if len(bad) > 5 else ""
         out["message"] = f"{gate.metric} must be {sign} {_fmt_threshold(gate.threshold, gate.metric)}: {shown}{more}"
     if out["status"] == INCONCLUSIVE and gate.metric != "n":
-        size = family or max(sum(not r["too_small"] for r in _records(audit, gate.metric, gate.by)), 1)
+        size = family or max(sum(not r.too_small for r in _records(audit, gate.metric, gate.by)), 1)
         _add_needs(out, gate, audit, size, only={g["key"] for g in out["groups"] if g["status"] == INCONCLUSIVE})
     return out
 
 
-def _add_needs(out: dict, gate: Gate, audit: dict, family: int, only: set | None = None) -> None:
+def _add_needs(out: dict, gate: Gate, audit, family: int, only: set | None = None) -> None:
     """An inconclusive gate's ``needs`` (per group: images for a decisive verdict with 80 % power, :mod:`.planner`)
     and its message's "needs about N faces of G (has M)"."""
     from .planner import gate_needs, needs_line
@@ -318,57 +319,51 @@ def _add_needs(out: dict, gate: Gate, audit: dict, family: int, only: set | None
         out["message"] += f"; {needs_line(needs)} for a decisive verdict with 80 % power"
 
 
-def evaluate_gates(gates: list[Gate], audit: dict, *, inconclusive: str = FAIL, source: str | None = None) -> dict:
-    """The ``gates`` block of audit.json: each gate's verdict and the overall status.
+def evaluate_gates(gates: list[Gate], audit, *, inconclusive: str = FAIL, source: str | None = None) -> Gates:
+    """The ``gates`` block of an audit result (:class:`~.result.AuditResult`): each gate's verdict and the overall
+    status.
 
     A test set below the audit's minimum size is too small to judge: every gate is then inconclusive (a
     coverage gate on ``n`` can still fail).
     """
-    schema = LabelSchema.from_dict(audit["label_schema"]) if audit.get("label_schema") else UTKFACE
-    checked = check_gates(gates, schema, source or "gates")
+    checked = check_gates(gates, audit.taxonomy, source or "gates")
     family = max(sum(_judged_groups(g, audit) for g in checked), 1)
     results = [evaluate_gate(g, audit, family) for g in checked]
-    if audit.get("data", {}).get("too_small_to_judge"):
-        minimum = audit.get("settings", {}).get("min_test_size")
+    if audit.data.get("too_small_to_judge"):
         for result in results:
             if result["status"] == PASS or (result["status"] == FAIL and result["metric"] != "n"):
                 result["status"] = INCONCLUSIVE
-                result["message"] = (f"too small to judge: {audit['overall']['n']} test images, below the minimum "
-                                     f"of {minimum}; " + result["message"])
+                result["message"] = (f"too small to judge: {audit.overall.n} test images, below the minimum "
+                                     f"of {audit.settings.min_test_size}; " + result["message"])
     counts = {s.value: sum(r["status"] == s for r in results) for s in (PASS, FAIL, INCONCLUSIVE)}
     status = combine(r["status"] for r in results)
-    return {"file": source, "status": status, "inconclusive_policy": inconclusive, "counts": counts,
-            "junit": None, "results": results}
+    return Gates.from_dict({"file": source, "status": status, "inconclusive_policy": inconclusive, "counts": counts,
+                            "junit": None, "results": results}, "gates")
 
 
-def _level(audit: dict) -> float:
-    """The audit's confidence level (``settings.ci``, which every audit.json records)."""
-    return float(audit["settings"]["ci"])
-
-
-def exit_code(gates_block: dict | None) -> int:
+def exit_code(gates: Gates | None) -> int:
     """0 when every gate passes (inconclusive counts per the policy), 1 when any fails (:func:`.verdict.exit_code`)."""
-    if not gates_block:
+    if gates is None:
         return 0
-    return verdict_exit_code([r["status"] for r in gates_block["results"]], gates_block["inconclusive_policy"])
+    return verdict_exit_code([r.status for r in gates.results], gates.inconclusive_policy)
 
 
-def junit_xml(gates_block: dict, suite: str = "faceaudit gates") -> str:
+def junit_xml(gates: Gates, suite: str = "faceaudit gates") -> str:
     """JUnit XML with one testcase per gate: failure on fail; inconclusive is a failure or a skip per policy."""
-    counts = gates_block["counts"]
-    as_failure = gates_block["inconclusive_policy"] == FAIL
+    as_failure = gates.inconclusive_policy == FAIL
+    failed, inconclusive = gates.count(FAIL), gates.count(INCONCLUSIVE)
     root = ET.Element("testsuites")
-    node = ET.SubElement(root, "testsuite", name=suite, tests=str(sum(counts.values())),
-                         failures=str(counts[FAIL] + (counts[INCONCLUSIVE] if as_failure else 0)),
-                         errors="0", skipped=str(0 if as_failure else counts[INCONCLUSIVE]))
-    for result in gates_block["results"]:
-        case = ET.SubElement(node, "testcase", classname=f"faceaudit.gates.{result['grouping']}", name=result["name"])
-        if result["status"] == FAIL:
-            ET.SubElement(case, "failure", message=result["message"], type="GateFailed").text = result["message"]
-        elif result["status"] == INCONCLUSIVE:
+    node = ET.SubElement(root, "testsuite", name=suite, tests=str(len(gates.results)),
+                         failures=str(failed + (inconclusive if as_failure else 0)),
+                         errors="0", skipped=str(0 if as_failure else inconclusive))
+    for result in gates.results:
+        case = ET.SubElement(node, "testcase", classname=f"faceaudit.gates.{result.grouping}", name=result.name)
+        if result.status == FAIL:
+            ET.SubElement(case, "failure", message=result.message, type="GateFailed").text = result.message
+        elif result.status == INCONCLUSIVE:
             tag = "failure" if as_failure else "skipped"
-            ET.SubElement(case, tag, message=f"inconclusive: {result['message']}",
-                          **({"type": "GateInconclusive"} if as_failure else {})).text = result["message"]
-        ET.SubElement(case, "system-out").text = result["message"]
+            ET.SubElement(case, tag, message=f"inconclusive: {result.message}",
+                          **({"type": "GateInconclusive"} if as_failure else {})).text = result.message
+        ET.SubElement(case, "system-out").text = result.message
     ET.indent(root)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"

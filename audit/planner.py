@@ -26,8 +26,11 @@ import math
 import numpy as np
 from scipy import stats
 
-from .gate_records import gate_disparity, gate_records, judged_groups
+from faceaudit.config import DEFAULT_CI, DEFAULT_MIN_GROUP_SIZE
+
+from .gate_records import Judged, gate_disparity, gate_records, judged_groups
 from .intervals import clopper_pearson, max_type_level, mover_difference, mover_ratio, simultaneous_level
+from .types import Stat
 
 POWER = 0.80
 #: Beyond this many images per group a verdict is called out of reach rather than planned.
@@ -161,41 +164,42 @@ def needs_line(needs: list[dict]) -> str:
                  if row["needs"] or why.startswith("more than") else
                  f"{row['group']} cannot be sized (has {row['has']:,}; {why})")
         parts.append(reach + (f", {row['note']}" if row.get("note") else ""))
-    more = f" and {len(needs) - 3} more groups" if len(needs) > 3 else ""
+    left = len(needs) - 3
+    more = f" and {left} more {'group' if left == 1 else 'groups'}" if left > 0 else ""
     return "; ".join(parts) + more
 
 
-def gate_needs(gate, audit: dict | None = None, *, rates: dict | None = None, level: float | None = None,
+def gate_needs(gate, audit=None, *, rates: dict | None = None, level: float | None = None,
                family: int = 1, only: set | None = None, min_group_size: int | None = None,
                groups: list[str] | None = None, power: float = POWER) -> list[dict]:
     """Per group of a gate: ``{"group", "has", "needs"}`` (images for a decisive verdict with 80 % power).
 
-    From an ``audit`` dict the observed rates and sizes are used (``rates`` override them); without one, ``rates``
+    From an ``audit`` result the observed rates and sizes are used (``rates`` override them); without one, ``rates``
     must state them and ``groups`` name the groups (equal sizes). ``only``: restrict a min/max gate to these group
     keys (the inconclusive ones).
     """
     rates = rates or {}
-    level = level or float(((audit or {}).get("settings") or {}).get("ci") or 0.95)
+    level = level or (audit.settings.level if audit is not None else DEFAULT_CI)
     if min_group_size is None:
-        min_group_size = int(((audit or {}).get("settings") or {}).get("min_group_size") or 30)
+        min_group_size = audit.settings.min_group_size if audit is not None else DEFAULT_MIN_GROUP_SIZE
     upper = gate.rule in ("max", "max_gap")
     if audit is not None:
-        observed = [r for r in gate_records(audit, gate.metric, gate.by)]
+        observed = gate_records(audit, gate.metric, gate.by)
     else:
-        observed = [{"key": g, "too_small": False, "stat": {"value": None, "ci": None, "n": 0}} for g in (groups or ["all"])]
+        observed = [Judged(g, False, Stat(n=0)) for g in (groups or ["all"])]
 
-    def rate_of(key: str, stat: dict):
+    def rate_of(key: str, stat: Stat | None):
         for name in (f"{gate.metric}:{key}", key if gate.metric in PROPORTIONS else None, gate.metric):
             if name and name in rates:
                 return float(rates[name])
-        return stat.get("value") if stat else None
+        return stat.value if stat is not None else None
 
     out = []
     if gate.rule in ("max_gap", "min_ratio"):
-        rows = [r for r in observed if r["stat"] and (audit is None or not r["too_small"])]
-        keys = [r["key"] for r in rows]
-        p = [rate_of(r["key"], r["stat"]) for r in rows]
-        n = [int(r["stat"].get("n") or 0) for r in rows]
+        rows = [r for r in observed if r.stat is not None and (audit is None or not r.too_small)]
+        keys = [r.key for r in rows]
+        p = [rate_of(r.key, r.stat) for r in rows]
+        n = [int(r.stat.n or 0) for r in rows]
         if audit is None:
             n = [100] * len(rows)
         if len(rows) < 2 or any(v is None for v in p):
@@ -214,24 +218,24 @@ def gate_needs(gate, audit: dict | None = None, *, rates: dict | None = None, le
         if disparity is None:
             return []
         stat, small = disparity
-        ci = stat.get("ci") or (None, None)
-        half = (ci[1] - stat["value"]) if upper == (stat["value"] <= gate.threshold) else (stat["value"] - ci[0])
+        lo, hi = stat.interval
+        half = (hi - stat.value) if upper == (stat.value <= gate.threshold) else (stat.value - lo)
         n0 = small[1]
-        k = plan_normal(stat["value"], half, n0, gate.threshold, upper, level, power=power)
+        k = plan_normal(stat.value, half, n0, gate.threshold, upper, level, power=power)
         return [{"group": small[0], "has": n0, "needs": None if k is None else max(k, min_group_size),
                  "note": f"every {gate.by} group grown in proportion"}]
     # A gate passes only when every group passes, so the groups on the pass side share the power (each gets
     # POWER ** (1 / k)); one group on the fail side decides the gate alone (POWER).
-    values = [rate_of(r["key"], r["stat"] or {}) for r in observed]
+    values = [rate_of(r.key, r.stat) for r in observed]
     on_pass = sum(v is not None and ((v <= gate.threshold) if upper else (v >= gate.threshold)) for v in values)
     for r, value in zip(observed, values):
-        if only is not None and r["key"] not in only:
+        if only is not None and r.key not in only:
             continue
-        stat = r["stat"] or {}
-        has = int(stat.get("n") or 0)
+        stat = r.stat or Stat()
+        has = int(stat.n or 0)
         if gate.metric == "n" or value is None:
             continue
-        key = "the test set" if r["key"] == "all" else r["key"]
+        key = "the test set" if r.key == "all" else r.key
         passing = (value <= gate.threshold) if upper else (value >= gate.threshold)
         want = power ** (1 / max(on_pass, 1)) if passing else power
         if gate.metric in PROPORTIONS:
@@ -240,17 +244,17 @@ def gate_needs(gate, audit: dict | None = None, *, rates: dict | None = None, le
             # An ECE ceiling from an audit: the upper bound of a debiased ECE does not shrink around a fixed value
             # as a normal estimate's does (its bias falls with n too), so plan on the same simulated law as from
             # stated rates, at the group's observed accuracy and the smallest ECE its interval allows.
-            a = _group_accuracy(audit, gate.by, r["key"])
+            a = _group_accuracy(audit, gate.by, r.key)
             shift = gate.threshold - _ece_pass_value(value, stat, gate.threshold)
             k = (ECE_UPPER_MEAN + ECE_UPPER_SPREAD * stats.norm.ppf(power ** (1 / max(on_pass, 1)))) * math.sqrt(
                 a * (1 - a)) / shift
             k = None if k * k > CAP else max(int(math.ceil(k * k)), 2)
-        elif audit is not None and stat.get("ci") and has:
-            ci = stat["ci"]
+        elif audit is not None and stat.ci and has:
+            ci = stat.ci
             half = (ci[1] - value) if passing == upper else (value - ci[0])
             k = plan_normal(value, half, has, gate.threshold, upper, level, family, want)
         elif gate.metric in ("ece", "mce"):
-            a = rates.get(f"accuracy:{r['key']}", rates.get(r["key"], rates.get("accuracy", DEFAULT_ACCURACY)))
+            a = rates.get(f"accuracy:{r.key}", rates.get(r.key, rates.get("accuracy", DEFAULT_ACCURACY)))
             spread = math.sqrt(a * (1 - a))
             if passing and upper and gate.metric == "ece":
                 # The upper bound of a calibrated model's ECE interval, times sqrt(n), has mean 3.06 and upper
@@ -265,48 +269,45 @@ def gate_needs(gate, audit: dict | None = None, *, rates: dict | None = None, le
         why = ("no model of its spread without an audit: plan with --from" if k is None and audit is None
                and gate.metric not in PROPORTIONS + ("ece", "mce") else
                "estimate at the threshold" if abs(value - gate.threshold) < 1e-9 else "more than 10,000,000 needed")
-        if k is not None and r["too_small"]:
+        if k is not None and r.too_small:
             k = max(k, min_group_size)
         out.append({"group": key, "has": has, "needs": k, "rate": float(value), **({} if k else {"why": why})})
     return sorted(out, key=lambda row: -(row["needs"] or CAP + 1))
 
 
-def _ece_pass_value(value: float, stat: dict, threshold: float) -> float | None:
+def _ece_pass_value(value: float, stat: Stat, threshold: float) -> float | None:
     """The ECE an ``ece max`` gate is planned to pass at from an audit: the lower end of the observed interval (the
     smallest ECE the data allow; at pilot sizes the estimate is too noisy to plan on: a calibrated model's ranges
     from 0 to above 0.05 on 200 faces), or None when even that is above the threshold (plan a fail)."""
-    ci = stat.get("ci")
-    low = ci[0] if ci else value
+    low = stat.ci[0] if stat.ci else value
     return max(low, 0.0) if low < threshold else None
 
 
-def _group_accuracy(audit: dict, by: str, key: str) -> float:
+def _group_accuracy(audit, by: str, key: str) -> float:
     """A group's observed accuracy (the whole test set's for ``overall``); :data:`DEFAULT_ACCURACY` if absent."""
     try:
-        if by == "overall":
-            value = audit["overall"]["metrics"]["accuracy"]["value"]
-        else:
-            value = next(g for g in audit["groupings"][by]["groups"] if g["key"] == key)["metrics"]["accuracy"]["value"]
-    except (KeyError, StopIteration, TypeError):
+        group = audit.overall if by == "overall" else next(g for g in audit.groupings[by].groups if g.key == key)
+        value = group.metrics["accuracy"].value
+    except (KeyError, StopIteration):
         return DEFAULT_ACCURACY
     return float(value) if value is not None and 0 < value < 1 else DEFAULT_ACCURACY
 
 
-def _disparity_stat(audit: dict, gate) -> tuple[dict, tuple[str, int]] | None:
+def _disparity_stat(audit, gate) -> tuple[Stat, tuple[str, int]] | None:
     """The gap or ratio stat of a non-proportion gap gate and the smallest ranked group (key, n)."""
     d = gate_disparity(audit, gate.metric, gate.by)
-    if not d:
+    if d is None:
         return None
-    stat = d.get("gap" if gate.rule == "max_gap" else "ratio")
-    if not stat or stat.get("value") is None or not stat.get("ci"):
+    stat = d.gap if gate.rule == "max_gap" else d.ratio
+    if stat is None or stat.value is None or not stat.ci:
         return None
-    rows = [r for r in gate_records(audit, gate.metric, gate.by) if not r["too_small"] and r["stat"]]
-    sizes = [(("overall" if r["key"] == "all" else r["key"]), int(r["stat"].get("n") or 0)) for r in rows]
+    rows = [r for r in gate_records(audit, gate.metric, gate.by) if not r.too_small and r.stat is not None]
+    sizes = [(("overall" if r.key == "all" else r.key), int(r.stat.n or 0)) for r in rows]
     sizes = [s for s in sizes if s[1]]
     return (stat, min(sizes, key=lambda s: s[1])) if sizes else None
 
 
-def plan(gates, audit: dict | None = None, rates: dict | None = None, level: float = 0.95,
+def plan(gates, audit=None, rates: dict | None = None, level: float = 0.95,
          schema=None) -> list[dict]:
     """Per gate: its name, rule and the per-group sizes a decisive verdict needs (``faceaudit plan``)."""
     family = max(sum(judged_groups(g, audit) for g in gates), 1) if audit is not None else max(

@@ -20,7 +20,7 @@ from faceaudit.taxonomy import AGE_MAX
 from faceaudit.version import __version__
 
 from .disparities import disparity, disparity_row, versus_rest
-from .engine import AuditSettings, _codes, _layouts
+from .engine import AuditSettings, _codes, _layouts, small_groups_warning
 from .intervals import mover_difference, pairwise_extremes, proportion, simultaneous_level
 from .means import MeanReplicates, group_replicates, welch_p
 from .result import AuditResult, stat
@@ -206,7 +206,7 @@ def compute_regression_audit(predictions: PredictionsTable, *, settings: AuditSe
                                "missing": missing, "disparities": disparities}
         small = sum(r["too_small"] for r in records)
         if small and len(attrs) == 1:
-            warnings_out.append(f"{small} {name} group(s) have fewer than {s.min_group_size} images and are not ranked")
+            warnings_out.append(small_groups_warning(small, name, s.min_group_size))
     if n < s.min_test_size:
         warnings_out.insert(0, f"too small to judge: {n} test image{'s' if n != 1 else ''}, below the minimum of "
                                f"{s.min_test_size}; the numbers are shown with their (wide) intervals, no gate can pass")

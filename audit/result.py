@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -193,34 +193,32 @@ class AuditResult:
                                      "within5 and n")
             if not self.calibration:
                 raise FaceauditError(f"{metric} needs class probabilities; the predictions had labels only")
-            records = ([{"key": "all", "values": {}, "too_small": False, **self.calibration["overall"]}]
-                       if key == "overall" else self.calibration["groupings"][key])
-            stats = [r[metric] for r in records]
+            records = ([replace(self.calibration.overall, key="all", values={}, too_small=False)]
+                       if key == "overall" else self.calibration.groupings[key])
+            stats = [getattr(r, metric) or Stat() for r in records]
         else:
-            records = ([{**self.overall, "key": "all", "values": {}, "too_small": False}]
-                       if key == "overall" else self.groupings[key]["groups"])
-            available = sorted({m for r in records for m in r["metrics"]})
+            records = ([replace(self.overall, key="all", values={}, too_small=False)]
+                       if key == "overall" else self.groupings[key].groups)
+            available = sorted({m for r in records for m in r.metrics})
             if metric != "n" and metric not in available:
                 extra = [] if self.is_regression else list(calibration_metrics)
                 raise FaceauditError(f"{metric} is not computed for {key} groups; they have: "
                                      f"{', '.join([*available, *extra, 'n'])}")
-            stats = [{"value": r["n"], "ci": None, "n": r["n"]} if metric == "n" else r["metrics"][metric]
-                     for r in records]
+            stats = [Stat(value=r.n, n=r.n) if metric == "n" else r.metrics[metric] for r in records]
         rows = []
         for record, st in zip(records, stats):
-            st = Stat.from_dict(st)
             ci = st.interval or (None, None)
-            rows.append({"group": record["key"], **(record.get("values") or {}),
-                         "n": st.n if st.n is not None else record.get("n"), "value": st.value, "lo": ci[0],
-                         "hi": ci[1], "too_small": record.get("too_small")})
+            rows.append({"group": record.key, **(record.values or {}),
+                         "n": st.n if st.n is not None else record.n, "value": st.value, "lo": ci[0],
+                         "hi": ci[1], "too_small": record.too_small})
         return pd.DataFrame(rows)
 
     def metrics(self, grouping: str | Sequence[str] = "overall") -> list[str]:
         """The metrics the audit computed for a grouping's groups (a classifier's differ by kind of group; an age
         regressor's are mae, bias and within5)."""
         key = self.grouping_key(grouping)
-        records = [self.overall] if key == "overall" else self.groupings[key]["groups"]
-        return sorted({m for r in records for m in r["metrics"]})
+        records = [self.overall] if key == "overall" else self.groupings[key].groups
+        return sorted({m for r in records for m in r.metrics})
 
     # -- files --------------------------------------------------------------------------------------------
 
@@ -260,7 +258,7 @@ class AuditResult:
         without a presenter. The whole record is ``to_dict()``."""
         if hooks.presenter is not None and hasattr(hooks.presenter, "text"):
             return hooks.presenter.text(self)
-        return (f"<AuditResult {self.model.get('name')!r}: {self.task}, {self.overall.get('n')} test images, "
+        return (f"<AuditResult {self.model.get('name')!r}: {self.task}, {self.overall.n} test images, "
                 f"status {self.status}>")
 
     @staticmethod
@@ -271,8 +269,8 @@ class AuditResult:
 
     def group(self, grouping: str, key: str) -> Group:
         """One group's record (``result.group("race", "Black")``)."""
-        for record in self.grouping(grouping)["groups"]:
-            if record["key"] == key:
+        for record in self.grouping(grouping).groups:
+            if record.key == key:
                 return record
         raise KeyError(f"no group {key!r} in grouping {grouping!r}")
 

@@ -222,10 +222,17 @@ class Record(Mapping):
         return out
 
 
+def _extra_key(key: str, doc: str) -> property:
+    """A read-only attribute for one of a record's extra keys (None where it is absent)."""
+    return property(lambda self: self.extra.get(key), doc=doc)
+
+
 @dataclass(eq=False)
 class Stat(Record):
     """One estimate: its value, its interval at the audit's level (``ci``: ``[lo, hi]``, or null when none could be
-    computed) and the images it rests on. Some add their own keys (ECE's ``plugin``, MCE's ``bin``)."""
+    computed) and the images it rests on. A group's difference from the rest (``vs_rest``) adds its test, the
+    Bonferroni-adjusted ``level`` of its interval, the ``family`` of groups compared and its p-values; ECE adds its
+    plug-in estimate (``plugin``), MCE its ``bin``: extra keys, written only where computed."""
 
     value: float | None = None
     ci: list[float] | None = None
@@ -238,6 +245,17 @@ class Stat(Record):
     def interval(self) -> tuple[float, float] | None:
         """``(lo, hi)`` at the audit's level, or None."""
         return None if not self.ci else (self.ci[0], self.ci[1])
+
+    test = _extra_key("test", "A difference's test (``Welch's t-test``, ``not tested (too small)``, ...), or None.")
+    level = _extra_key("level", "A difference's interval level, adjusted (Bonferroni) for its ``family``, or None.")
+    family = _extra_key("family", "How many groups a difference from the rest was compared across, or None.")
+    p_value = _extra_key("p_value", "A difference's p-value, or None where it was not tested.")
+    p_holm = _extra_key("p_holm", "A difference's p-value Holm-adjusted over its family, or None.")
+
+    @property
+    def bin_size(self) -> int | None:
+        """MCE's bin: how many faces the bin of the maximum holds."""
+        return (self.extra.get("bin") or {}).get("n")
 
 
 @dataclass(eq=False)
@@ -367,6 +385,15 @@ class Gates(Record):
     junit: str | None = None
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
     _ALWAYS: ClassVar[tuple[str, ...]] = ("file", "junit")
+
+    def count(self, verdict: str) -> int:
+        """How many gates ended ``verdict`` (``pass``, ``fail`` or ``inconclusive``; 0 when none did)."""
+        return int(self.counts.get(str(verdict), 0))
+
+    def counts_text(self) -> str:
+        """``3 passed, 1 failed, 0 inconclusive``."""
+        return (f"{self.count(Verdict.PASS)} passed, {self.count(Verdict.FAIL)} failed, "
+                f"{self.count(Verdict.INCONCLUSIVE)} inconclusive")
 
 
 @dataclass(eq=False)
@@ -504,6 +531,11 @@ class BaselineChange(Record):
     p_holm: float | None = None
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
     _ALWAYS: ClassVar[tuple[str, ...]] = ("old", "new", "change", "ci", "p_holm")
+
+    @property
+    def change_stat(self) -> Stat | None:
+        """The change (new − old) with its simultaneous interval, as a Stat; None when it was not computed."""
+        return None if self.change is None else Stat(value=self.change, ci=self.ci)
 
 
 @dataclass(eq=False)

@@ -68,6 +68,7 @@ from faceaudit.auditing.engine import AuditSettings, compute_audit
 from faceaudit.auditing.gates import evaluate_gates, parse_gates
 from faceaudit.auditing.metrics import class_rates, mixed_metrics
 from faceaudit.auditing.paired import Slice, excess_family, paired_family
+from faceaudit.auditing.result import AuditResult
 from faceaudit.auditing.statistics import CellStatistics
 from faceaudit.config import DEFAULT_N_BOOT
 from faceaudit.seams.predictions import PredictionsTable
@@ -166,6 +167,11 @@ def audit_dict(frame: pd.DataFrame) -> dict:
     return checked(compute_audit(PredictionsTable.validate(frame), settings=SETTINGS))
 
 
+def judged(gates, audit: dict, **options):
+    """The gates block for an audit's dict (the gates read the typed result)."""
+    return evaluate_gates(gates, AuditResult.from_dict(audit), **options)
+
+
 def race_groups(audit: dict) -> dict[str, dict]:
     return {g["key"]: g for g in audit["groupings"]["race"]["groups"]}
 
@@ -231,7 +237,7 @@ def task_gap(sizes: tuple, accuracies: tuple, reps: int, seed) -> dict:
         out["vs_rest"] += [covered(*ci(groups[race]["vs_rest"]["accuracy"]), vs_rest_truth[k])
                            for k, race in enumerate(RACES)]
         out["gap_value"].append(disparities["accuracy"]["gap"]["value"])
-        verdict = evaluate_gates(gates, audit)["results"][0]["status"]
+        verdict = judged(gates, audit)["results"][0]["status"]
         out["gate_fail"].append(verdict == "fail")
         out["omnibus_reject"].append(disparities["accuracy"]["omnibus"]["p_value"] < 0.05)
         # Oracle: knows which pair carries the gap (the largest group, White, and the smallest, Others) and tests
@@ -249,7 +255,7 @@ def task_min_gate(n: int, truth: float, threshold: float, reps: int, seed) -> di
     gates, _ = parse_gates({"gates": [{"metric": "accuracy", "by": "race", "min": threshold}]})
     passes = []
     for _ in range(reps):
-        result = evaluate_gates(gates, audit_dict(race_frame(np.full(K, n), m, rng)))["results"][0]
+        result = judged(gates, audit_dict(race_frame(np.full(K, n), m, rng)))["results"][0]
         passes += [g["status"] == "pass" for g in result["groups"]]
     return {"pass": np.array(passes)}
 
@@ -334,7 +340,7 @@ def task_ece(per_group: int, model: str, reps: int, seed, source: str = "rows") 
             out["log_loss"].append(covered(*ci(g["log_loss"]), truth_log_loss))
         gap = audit["calibration"]["disparities"]["race"]["ece"]["gap"]
         out["ece_gap"].append(covered(*ci(gap), true_ece.max() - true_ece.min()))
-        result = evaluate_gates(gates, audit)["results"][0]
+        result = judged(gates, audit)["results"][0]
         out["gate_fail_group"] += [g["status"] == "fail" for g in result["groups"]]
         out["gate_fail"].append(result["status"] == "fail")
     return {k: np.array(v) for k, v in out.items()}
@@ -434,7 +440,7 @@ def task_age_gap(n: int, gap: float, reps: int, seed) -> dict:
         lo, hi = ci(gap_stat)
         out["gap_hit"].append(covered(lo, hi, truth.max() - truth.min()))
         out["gap_width"].append(hi - lo)
-        out["fail"].append(evaluate_gates(gates, audit)["results"][0]["status"] == "fail")
+        out["fail"].append(judged(gates, audit)["results"][0]["status"] == "fail")
     return {k: np.array(v) for k, v in out.items()}
 
 
@@ -490,7 +496,7 @@ def task_min_at_threshold(n: int, threshold: float, by: str, reps: int, seed) ->
     fails = []
     for _ in range(reps):
         frame = mixed_frame(n, np.full(K, threshold), rng, shares=np.ones(K))
-        fails.append(evaluate_gates(gates, audit_dict(frame))["results"][0]["status"] == "fail")
+        fails.append(judged(gates, audit_dict(frame))["results"][0]["status"] == "fail")
     return {"fail": np.array(fails)}
 
 
@@ -533,8 +539,7 @@ def task_default_gates(gap: float, reps: int, seed) -> dict:
     f = [fair, lambda c: c - gap, fair, fair, fair]
     status, inconclusive = [], []
     for _ in range(reps):
-        block = evaluate_gates(gates, audited(mixed_frame(UTK_TEST, None, rng, f=f), "rows", SETTINGS),
-                               inconclusive="pass")
+        block = judged(gates, audited(mixed_frame(UTK_TEST, None, rng, f=f), "rows", SETTINGS), inconclusive="pass")
         status.append(block["status"])
         inconclusive.append([r["name"] for r in block["results"] if r["status"] == "inconclusive"])
     return {"pass": np.array([x == "pass" for x in status]), "fail": np.array([x == "fail" for x in status]),
@@ -581,7 +586,7 @@ def task_planner(label: str, reps: int, seed) -> dict:
         if kind == "ece_from":  # plan from a pilot audit (faceaudit plan --from), then audit at the planned sizes
             calibrated = CALIBRATION_MODELS["calibrated"]
             pilot = audited(probability_frame(np.full(K, PILOT), calibrated, rng)[0], "rows", SETTINGS)
-            needs = {row["group"]: row["needs"] for row in plan(gates, pilot)[0]["needs"]}
+            needs = {row["group"]: row["needs"] for row in plan(gates, AuditResult.from_dict(pilot))[0]["needs"]}
             sizes = np.array([needs.get(race) or PILOT for race in RACES])
             planned.append(sizes)
             audit = audited(probability_frame(sizes, calibrated, rng)[0], "rows", SETTINGS)
@@ -590,7 +595,7 @@ def task_planner(label: str, reps: int, seed) -> dict:
         else:
             accuracies = POWER_ACCURACIES[0.10] if kind == "gap_fail" else np.full(K, 0.85)
             audit = audit_dict(race_frame(sizes, confusion_model(accuracies), rng))
-        decisive.append(evaluate_gates(gates, audit)["results"][0]["status"] != "inconclusive")
+        decisive.append(judged(gates, audit)["results"][0]["status"] != "inconclusive")
     return {"decisive": np.array(decisive), "sizes": np.concatenate(planned) if planned else sizes}
 
 

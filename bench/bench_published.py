@@ -14,13 +14,14 @@ ratio says what the audit adds on top of running the model.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from faceaudit.auditing.result import AuditResult, load_audit
 
 FACEAUDIT = [str(Path(sys.executable).with_name("faceaudit"))]
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,18 +65,17 @@ def bare_inference(model: Path, contract: Path, csv: Path) -> float:
         return time.perf_counter() - started
 
 
-def headline(audit: dict) -> str:
-    metrics = audit["overall"]["metrics"]
-    metric = "mae" if "mae" in metrics else "accuracy"
-    stat = metrics[metric]
-    lo, hi = stat["ci"]
+def headline(audit: AuditResult) -> str:
+    metric = "mae" if audit.is_regression else "accuracy"
+    stat = audit.overall.metrics[metric]
+    lo, hi = stat.interval
     scale, unit = (1, " years") if metric == "mae" else (100, " %")
-    groups = [g for g in audit["groupings"]["race"]["groups"] if not g.get("too_small")]
+    groups = [g for g in audit.grouping("race").groups if not g.too_small]
     pick = max if metric == "mae" else min
-    worst = pick(groups, key=lambda g: g["metrics"][metric]["value"])
-    w = worst["metrics"][metric]
-    return (f"{metric} {stat['value'] * scale:.1f}{unit} [{lo * scale:.1f}, {hi * scale:.1f}]; worst race {worst['key']} "
-            f"{w['value'] * scale:.1f} [{w['ci'][0] * scale:.1f}, {w['ci'][1] * scale:.1f}] (of {len(groups)})")
+    worst = pick(groups, key=lambda g: g.metrics[metric].value)
+    w = worst.metrics[metric]
+    return (f"{metric} {stat.value * scale:.1f}{unit} [{lo * scale:.1f}, {hi * scale:.1f}]; worst race {worst.key} "
+            f"{w.value * scale:.1f} [{w.ci[0] * scale:.1f}, {w.ci[1] * scale:.1f}] (of {len(groups)})")
 
 
 def main() -> int:
@@ -99,10 +99,10 @@ def main() -> int:
             if proc.returncode not in (0, 1):
                 print(f"{contract}: failed: {proc.stderr.strip()}")
                 return 1
-            audit = json.loads((out / "audit.json").read_text())
+            audit = load_audit(out)
             bare = bare_inference(model, CONTRACTS / f"{contract}.toml", csvs[variable])
             print(f"{contract:32s} {wall:6.1f}s {bare:14.1f}s {wall / bare:5.1f}x  "
-                  f"{audit['model']['sanity']['status']:8s}  {headline(audit)}", flush=True)
+                  f"{audit.model['sanity']['status']:8s}  {headline(audit)}", flush=True)
     return 0
 
 

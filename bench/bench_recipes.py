@@ -24,6 +24,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from faceaudit.auditing.result import AuditResult, load_audit
+from faceaudit.auditing.types import Stat
+
 FACEAUDIT = [str(Path(sys.executable).with_name("faceaudit"))]
 DLIB_HEAD = ["--backbone", "dlib-resnet", "--lr", "3e-4", "--patience", "15", "--epochs", "100"]
 CNN = ["--backbone", "cnn", "--epochs", "25"]
@@ -108,12 +111,12 @@ def _fill_descriptor_cache(data: Path) -> str:
     return f"descriptor cache ({len(manifest):,} images; {'; '.join(parts)}) in {time.perf_counter() - start:.0f} s"
 
 
-def _audit(run: Path, reports: Path, target: str) -> dict:
+def _audit(run: Path, reports: Path, target: str) -> AuditResult:
     out = reports / run.name
     if not (out / "audit.json").exists():
         _run(["audit", "--predictions", str(run / "predictions.csv"), "--target", target, "--out", str(out),
               "--no-report", "--n-boot", "200"])
-    return json.loads((out / "audit.json").read_text())
+    return load_audit(out)
 
 
 def _paired(base: str, remedy: str, reports: Path) -> dict[str, dict]:
@@ -124,11 +127,11 @@ def _paired(base: str, remedy: str, reports: Path) -> dict[str, dict]:
         return {f"{r['grouping']}:{r['group']}": r for r in csv.DictReader(handle)}
 
 
-def _pct(metric: dict | None) -> str:
-    if not metric:
+def _pct(metric: Stat | None) -> str:
+    if metric is None or metric.value is None or metric.interval is None:
         return "-"
-    lo, hi = metric["ci"]
-    return f"{metric['value']:.1%} [{lo:.1%}, {hi:.1%}]"
+    lo, hi = metric.interval
+    return f"{metric.value:.1%} [{lo:.1%}, {hi:.1%}]"
 
 
 def main(argv=None) -> int:
@@ -165,8 +168,8 @@ def main(argv=None) -> int:
         wall = record.get("wall_time_s") or 0  # a mitigation's own seconds; an ensemble's plus its members'
         if record.get("ensemble") and not record.get("mitigation"):
             wall += record["ensemble"]["training_time_s"]["members"]
-        recalls = {g["key"]: g["metrics"]["recall"]["value"] for g in audit["groupings"][recipe.target]["groups"]}
-        print(f"{name:24} {recipe.target:8} {_pct(audit['overall']['metrics']['accuracy']):>24} {wall / 60:>6.1f}m  "
+        recalls = {g.key: g.metrics["recall"].value for g in audit.grouping(recipe.target).groups}
+        print(f"{name:24} {recipe.target:8} {_pct(audit.overall.metrics['accuracy']):>24} {wall / 60:>6.1f}m  "
               + " ".join(f"{k} {v:.3f}" for k, v in recalls.items()) + f"   ({recipe.what})")
     remedies = [(n, r) for n, (r, _, _) in rows.items() if r.base and r.base in rows]
     if remedies:
@@ -178,8 +181,8 @@ def main(argv=None) -> int:
             tests = _paired(recipe.base, name, args.reports)
             overall = tests["overall:all"]
             others = tests.get("race:Others", {})
-            gap = {k: a["groupings"]["race"]["disparities"]["accuracy"]["gap"] for k, a in (("before", base_audit),
-                                                                                          ("after", audit))}
+            gap = {k: a.grouping("race").disparities["accuracy"].gap for k, a in (("before", base_audit),
+                                                                                  ("after", audit))}
             change = (f"{float(overall['diff']):+.1%} [{float(overall['diff_lo']):+.1%}, "
                       f"{float(overall['diff_hi']):+.1%}]")
             others_change = (f"{float(others['accuracy_a']):.3f} -> {float(others['accuracy_b']):.3f}"

@@ -33,9 +33,14 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from faceaudit.errors import FaceauditError
 from faceaudit.validation import InvalidParameterError, PathLike, Text, validate_params
+
+if TYPE_CHECKING:
+    from faceaudit.auditing.result import AuditResult
+    from faceaudit.auditing.types import Stat
 
 #: The experiment an audit is logged to unless told otherwise.
 DEFAULT_EXPERIMENT = "faceaudit"
@@ -85,103 +90,92 @@ class _Names:
         return name
 
 
-def _stat(metrics: dict[str, float], name: str, value: dict | None) -> None:
-    """A statistic ``{value, ci}`` as ``name`` and its bounds ``name.lower``, ``name.upper``."""
-    if not isinstance(value, dict) or value.get("value") is None:
+def _stat(metrics: dict[str, float], name: str, value: Stat | None) -> None:
+    """A statistic as ``name`` and its bounds ``name.lower``, ``name.upper``."""
+    if value is None or value.value is None:
         return
-    metrics[name] = float(value["value"])
-    ci = value.get("ci") or [None, None]
-    for bound, number in zip(("lower", "upper"), ci):
+    metrics[name] = float(value.value)
+    for bound, number in zip(("lower", "upper"), value.ci or ()):
         if number is not None:
             metrics[f"{name}.{bound}"] = float(number)
 
 
-def audit_metrics(audit: dict) -> dict[str, float]:
-    """Every number logged for an audit (its ``audit.json`` form, :meth:`AuditResult.to_dict`), by metric name."""
+def audit_metrics(audit: AuditResult) -> dict[str, float]:
+    """Every number logged for an audit result, by metric name."""
     names, metrics = _Names(), {}
 
-    def add(value: dict | None, *parts: str) -> None:
-        if isinstance(value, dict) and value.get("value") is not None:
+    def add(value: Stat | None, *parts: str) -> None:
+        if value is not None and value.value is not None:
             _stat(metrics, names(*parts), value)
 
-    overall = audit["overall"]
-    for metric, value in (overall.get("metrics") or {}).items():
+    overall = audit.overall
+    for metric, value in overall.metrics.items():
         add(value, metric)
-    if overall.get("n") is not None:
-        metrics[names("n")] = float(overall["n"])
-    for grouping, block in audit["groupings"].items():
-        for group in block.get("groups", []):
-            for metric, value in (group.get("metrics") or {}).items():
-                add(value, metric, grouping, group["key"])
-            if group.get("n") is not None:
-                metrics[names("n", grouping, group["key"])] = float(group["n"])
-        for metric, disparity in (block.get("disparities") or {}).items():
-            add((disparity or {}).get("gap"), "gap", metric, grouping)
-    calibration = audit.get("calibration") or {}
-    for metric in CALIBRATION_METRICS:
-        add((calibration.get("overall") or {}).get(metric), metric)
-    for grouping, groups in (calibration.get("groupings") or {}).items():
-        for group in groups:
-            for metric in GROUP_CALIBRATION_METRICS:
-                add(group.get(metric), metric, grouping, group["key"])
-    for grouping, block in (calibration.get("disparities") or {}).items():
-        for metric, disparity in (block or {}).items():
-            add((disparity or {}).get("gap"), "gap", metric, grouping)
-    baseline = audit.get("baseline") or {}
-    if baseline:
+    metrics[names("n")] = float(overall.n)
+    for grouping, block in audit.groupings.items():
+        for group in block.groups:
+            for metric, value in group.metrics.items():
+                add(value, metric, grouping, group.key)
+            metrics[names("n", grouping, group.key)] = float(group.n)
+        for metric, disparity in block.disparities.items():
+            add(disparity.gap if disparity is not None else None, "gap", metric, grouping)
+    calibration = audit.calibration
+    if calibration is not None:
+        for metric in CALIBRATION_METRICS:
+            add(getattr(calibration.overall, metric) if calibration.overall is not None else None, metric)
+        for grouping, groups in calibration.groupings.items():
+            for group in groups:
+                for metric in GROUP_CALIBRATION_METRICS:
+                    add(getattr(group, metric), metric, grouping, group.key)
+        for grouping, block in calibration.disparities.items():
+            for metric, disparity in block.items():
+                add(disparity.gap if disparity is not None else None, "gap", metric, grouping)
+    baseline = audit.baseline
+    if baseline is not None:
         for count in ("better", "worse"):
-            metrics[names("baseline", count)] = float(baseline[count])
-        for row in baseline.get("rows", []):
-            where = () if row["grouping"] == "overall" else (row["grouping"], row["group"])
-            add({"value": row.get("change"), "ci": row.get("ci")}, "change", "accuracy", *where)
+            metrics[names("baseline", count)] = float(getattr(baseline, count))
+        for row in baseline.rows:
+            where = () if row.grouping == "overall" else (row.grouping, row.group)
+            add(row.change_stat, "change", "accuracy", *where)
     return metrics
 
 
-def audit_status(audit: dict) -> str:
-    """``pass``, ``fail``, ``inconclusive`` or ``not gated`` (an audit without gates)."""
-    gates = audit.get("gates")
-    if not gates:
-        return "not gated"
-    return str(audit.get("status") or gates.get("status"))
-
-
-def audit_tags(audit: dict, summary: str | None = None) -> dict[str, str]:
+def audit_tags(audit: AuditResult, summary: str | None = None) -> dict[str, str]:
     """The run's tags: the overall status, each gate's status, what was audited; the summary as its description."""
     names = _Names()
-    tags = {"faceaudit.status": audit_status(audit), "faceaudit.version": str(audit.get("faceaudit_version") or ""),
-            "faceaudit.schema_version": str(audit.get("schema_version") or ""),
-            "faceaudit.task": str(audit.get("task") or "classification")}
-    gates = audit.get("gates") or {}
-    for gate in gates.get("results", []):
-        tags[names("faceaudit", "gate", gate.get("name") or "gate")] = str(gate["status"])
-    if gates.get("counts"):
-        tags["faceaudit.gates"] = ", ".join(f"{int(n)} {status}" for status, n in gates["counts"].items())
-    baseline = audit.get("baseline") or {}
-    if baseline:
-        tags["faceaudit.baseline"] = (f"{baseline['better']} better, {baseline['worse']} worse than "
-                                      f"{baseline['model']} ({baseline['method']})")
-        tags["faceaudit.baseline.source"] = str(baseline["source"])
+    tags = {"faceaudit.status": str(audit.status), "faceaudit.version": audit.faceaudit_version,
+            "faceaudit.schema_version": audit.schema_version, "faceaudit.task": audit.task}
+    gates = audit.gates
+    if gates is not None:
+        for gate in gates.results:
+            tags[names("faceaudit", "gate", gate.name or "gate")] = str(gate.status)
+        if gates.counts:
+            tags["faceaudit.gates"] = ", ".join(f"{int(n)} {status}" for status, n in gates.counts.items())
+    baseline = audit.baseline
+    if baseline is not None:
+        tags["faceaudit.baseline"] = (f"{baseline.better} better, {baseline.worse} worse than "
+                                      f"{baseline.model} ({baseline.method})")
+        tags["faceaudit.baseline.source"] = str(baseline.source)
     if summary:
         tags["mlflow.note.content"] = summary[:MAX_TAG_VALUE]
     return {k: v for k, v in tags.items() if v}
 
 
-def audit_params(audit: dict) -> dict[str, str]:
+def audit_params(audit: AuditResult) -> dict[str, str]:
     """The run's parameters: what was audited and how (model, data fingerprint, level, resamples, seed ...)."""
-    model, data, settings = audit.get("model") or {}, audit.get("data") or {}, audit.get("settings") or {}
-    schema = audit.get("label_schema") or {}
+    model, data, settings, schema = audit.model, audit.data, audit.settings, audit.taxonomy
     params = {"model": model.get("name"), "model_kind": model.get("kind"), "backbone": model.get("backbone"),
               "data_fingerprint": data.get("fingerprint"), "data_source": data.get("source"), "n": data.get("n"),
               "predictions_sha256": data.get("predictions_sha256"),
-              "level": settings.get("ci"), "n_boot": settings.get("n_boot"), "seed": settings.get("seed"),
-              "min_group_size": settings.get("min_group_size"), "target": schema.get("target"),
-              "label_schema": schema.get("name"), "groupings": ",".join(audit.get("groupings") or {})}
+              "level": settings.level, "n_boot": settings.n_boot, "seed": settings.seed,
+              "min_group_size": settings.min_group_size, "target": schema.target,
+              "label_schema": schema.name, "groupings": ",".join(audit.groupings)}
     return {k: str(v)[:MAX_PARAM_VALUE] for k, v in params.items() if v not in (None, "")}
 
 
-def artifact_files(audit: dict, folder: Path) -> list[Path]:
+def artifact_files(audit: AuditResult, folder: Path) -> list[Path]:
     """The files of an audit folder that are logged: audit.json, its tables, and the report when rendered."""
-    names = ["audit.json", *(str(v) for v in (audit.get("files") or {}).values()), *REPORT_FILES]
+    names = ["audit.json", *(str(v) for v in audit.files.values()), *REPORT_FILES]
     seen, files = set(), []
     for name in names:
         path = folder / name
@@ -270,17 +264,16 @@ def log_to_mlflow(audit, folder: str | Path | None = None, *, uri: str | None = 
     require("mlflow", "mlflow", "logging to MLflow")
     result = audit if isinstance(audit, AuditResult) else load_audit(Path(audit))
     folder = Path(folder) if folder is not None else result.folder
-    data = result.to_dict()
     summary_path = folder / "summary.md" if folder is not None else None
     summary = summary_path.read_text(encoding="utf-8") if summary_path and summary_path.is_file() else None
-    files = artifact_files(data, folder) if folder is not None else []
+    files = artifact_files(result, folder) if folder is not None else []
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.tracking import MlflowClient
 
     stamp = int(time.time() * 1000)
-    metrics = [Metric(k, v, stamp, 0) for k, v in audit_metrics(data).items()]
-    params = [Param(k, v) for k, v in audit_params(data).items()]
-    tags = [RunTag(k, v) for k, v in audit_tags(data, summary).items()]
+    metrics = [Metric(k, v, stamp, 0) for k, v in audit_metrics(result).items()]
+    params = [Param(k, v) for k, v in audit_params(result).items()]
+    tags = [RunTag(k, v) for k, v in audit_tags(result, summary).items()]
     where = uri or "the default tracking URI"
     run_id = None
     with _quiet_http():

@@ -87,7 +87,7 @@ def open_model(model: str | Path, *, schema: LabelSchema | str | None = None, ta
     source = Path(model)
     model_file, run = resolve_model(source)
     require("tensorflow", "train", "running a model on images")  # images are read by tf.data for every format
-    from .export import read_manifest
+    from .export_spec import read_manifest
     from .loading import load_runtime
 
     exported = read_manifest(model_file)

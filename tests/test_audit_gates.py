@@ -19,6 +19,7 @@ from faceaudit.auditing.gates import (
     load_gates,
     parse_gates,
 )
+from faceaudit.auditing.types import Stat
 from faceaudit.errors import FaceauditError
 from faceaudit.taxonomy import UTKFACE
 
@@ -26,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _stat(value, lo, hi):
-    return {"value": value, "ci": [lo, hi], "n": 100}
+    return Stat(value=value, ci=[lo, hi], n=100)
 
 
 @pytest.mark.parametrize(
@@ -38,7 +39,7 @@ def _stat(value, lo, hi):
         (_stat(0.03, 0.02, 0.04), 0.05, True, "pass"),
         (_stat(0.08, 0.06, 0.10), 0.05, True, "fail"),
         (_stat(0.05, 0.03, 0.07), 0.05, True, "inconclusive"),
-        ({"value": None, "ci": None, "n": 0}, 0.05, True, "inconclusive"),
+        (Stat(value=None, ci=None, n=0), 0.05, True, "inconclusive"),
     ],
 )
 def test_judge(stat, threshold, upper, expected):
@@ -73,7 +74,7 @@ def test_too_small_groups_are_never_ranked(small_groups_audit):
 
 def test_gates_on_real_audit(small_groups_audit):
     result, sizes, threshold = small_groups_audit
-    audit = result.to_dict()
+    audit = result
     gates = [
         Gate("floor", "accuracy", "race", "min", 0.0),          # small groups make it inconclusive
         Gate("gap", "accuracy", "race", "max_gap", 1.0),        # ranked groups only

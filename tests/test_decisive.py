@@ -92,11 +92,10 @@ def test_gap_plan_is_decisive_at_its_size():
 def test_inconclusive_gate_says_what_it_needs():
     frame = simulated.utkface(1200, seed=3)
     result = faceaudit.audit(frame, **FAST)
-    audit = result.to_dict()
-    value = audit["groupings"]["race"]["groups"][0]["metrics"]["accuracy"]["value"]
+    value = result.groupings["race"].groups[0].metrics["accuracy"].value
     gates, _ = parse_gates({"gates": [{"name": "floor", "metric": "accuracy", "by": "race", "min": round(value, 2)},
                                       {"name": "gap", "metric": "accuracy", "by": "gender", "max_gap": 0.02}]})
-    block = evaluate_gates(gates, audit)
+    block = evaluate_gates(gates, result)
     for gate in block["results"]:
         if gate["status"] == "inconclusive":
             assert "needs about" in gate["message"] and "(has " in gate["message"]

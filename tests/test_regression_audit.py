@@ -168,7 +168,6 @@ def test_headline_and_notebook(result):
 
 
 def test_gates_pass_fail_inconclusive(result):
-    audit = result.to_dict()
     overall_mae = result.overall["metrics"]["mae"]["value"]
     gates, _ = parse_gates({"gates": [
         {"metric": "mae", "by": "race", "max": 20},
@@ -179,9 +178,9 @@ def test_gates_pass_fail_inconclusive(result):
         {"metric": "bias", "by": "race", "min": -3},
         {"metric": "mae", "by": "race×gender×age_band", "max": 100},
     ]})
-    verdicts = [r["status"] for r in evaluate_gates(gates, audit)["results"]]
+    verdicts = [r["status"] for r in evaluate_gates(gates, result)["results"]]
     assert verdicts == ["pass", "fail", "inconclusive", "pass", "fail", "pass", "inconclusive"]
-    message = evaluate_gates(gates[1:2], audit)["results"][0]["message"]
+    message = evaluate_gates(gates[1:2], result)["results"][0]["message"]
     assert "Black" in message and "fail" in message
 
 

@@ -109,7 +109,7 @@ def test_per_race_gates_are_judged_on_exact_intervals(real_predictions):  # noqa
     gates, _ = parse_gates({"gates": [{"metric": "fpr", "by": "race", "max": 1.0},
                                       {"metric": "balanced_accuracy", "by": "gender", "min": 0.0},
                                       {"metric": "accuracy", "by": "race", "max_gap": 1.0}]})
-    block = evaluate_gates(gates, result.to_dict())
+    block = evaluate_gates(gates, result)
     assert [r["status"] for r in block["results"]] == ["pass", "pass", "pass"]
     assert "of 5 groups; interval simultaneous over 10 pairs" in block["results"][2]["message"]
 
@@ -123,7 +123,7 @@ def test_missing_class_and_tiny_test_set(real_predictions):  # noqa: F811
     result = compute_audit(without, settings=AuditSettings(n_boot=100, tsne=False))
     assert result.data["missing_classes"] == ["Others"] and "Others" in result.grouping("race")["missing"]
     assert any("no test images of Others" in w for w in result.warnings)
-    block = evaluate_gates(gates, result.to_dict())
+    block = evaluate_gates(gates, result)
     sizes = block["results"][0]
     assert sizes["status"] == "fail" and {"key": "Others", "status": "fail"}.items() <= next(
         g for g in sizes["groups"] if g["key"] == "Others").items()

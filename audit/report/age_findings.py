@@ -88,9 +88,9 @@ def _bias_finding(result, grouping: str) -> Finding | None:
     text = (f"By {group_label(grouping)}, the largest bias is for {worst.key}: the model makes them "
             f"{direction} by {years(bias, signed=True)} on average (n={worst.n})")
     rest = (worst.vs_rest or {}).get("bias")
-    if rest and rest.value is not None and rest.get("p_holm") is not None:
+    if rest and rest.value is not None and rest.p_holm is not None:
         text += (f"; against the rest of the test set {years(rest, signed=True)} (one of "
-                 f"{plural(rest.get('family') or 0, 'ranked group')} compared, Holm-adjusted {fmt_p(rest.get('p_holm'))}"
+                 f"{plural(rest.family or 0, 'ranked group')} compared, Holm-adjusted {fmt_p(rest.p_holm)}"
                  f"{', beyond sampling noise' if significant(rest) else ', not clearly beyond sampling noise'})")
     if ranks(d) and d.gap is not None and d.gap.value is not None:
         text += (f". The {group_label(grouping)} groups' biases span {years(d.gap)} (largest − smallest, "
@@ -133,8 +133,8 @@ def _intersection_finding(result) -> Finding | None:
     grouping, diff, record = worst
     text = (f"The intersectional group with the largest errors is {record.key} ({group_label(grouping)}, "
             f"n={record.n}): MAE {years(record.metrics['mae'])}, {years(diff, signed=True)} more than the "
-            f"rest of the test set (one of {plural(diff.get('family') or 0, 'ranked group')} of {group_label(grouping)} "
-            f"compared; interval adjusted for all of them, Holm-adjusted {fmt_p(diff.get('p_holm'))}).")
+            f"rest of the test set (one of {plural(diff.family or 0, 'ranked group')} of {group_label(grouping)} "
+            f"compared; interval adjusted for all of them, Holm-adjusted {fmt_p(diff.p_holm)}).")
     return Finding(text, float(diff.value), "intersection")
 
 

@@ -69,7 +69,7 @@ def _vs_rest_cells(record: Group, metric: str) -> list[Cell]:
         css = "fail" if diff.value > 0 else "pass"
     if metric == "bias" and css:
         css = "fail"
-    title = f"{diff.get('test', '')}; Holm p {fmt_p(diff.get('p_holm'), short=True)}; interval at the {diff.get('level')} level over {diff.get('family')} groups"
+    title = f"{diff.test or ''}; Holm p {fmt_p(diff.p_holm, short=True)}; interval at the {diff.level} level over {diff.family} groups"
     return [sections._wrap(difference_text(metric, diff).replace(" years", ""), css, title)]
 
 
@@ -80,7 +80,7 @@ def _group_table(result, grouping: str, caption: str, records: list[Group] | Non
         m = record.metrics
         cells = [sections._wrap(metric_text(k, m.get(k)).replace(" years", "")) for k in METRIC_HEADS]
         rest = record.vs_rest or {}
-        p = " / ".join(fmt_p((rest.get(k) or {}).get("p_holm"), short=True) for k in ("mae", "bias"))
+        p = " / ".join(fmt_p(rest[k].p_holm if rest.get(k) else None, short=True) for k in ("mae", "bias"))
         table.add(record.key, record.n, *cells, *_vs_rest_cells(record, "mae"), *_vs_rest_cells(record, "bias"),
                   Cell(p if rest else "–"), css="small" if record.too_small else "")
     return table

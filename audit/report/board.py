@@ -174,7 +174,7 @@ def _reason(message: str, path: Path) -> str:
 
 def _stat_cell(stat, metric: str, *, css: str = "") -> Cell:
     """``83.1% [80.2, 85.9]`` (accuracy) or ``6.91 [6.61, 7.22]`` (MAE in years), sorted by its value."""
-    value = None if stat is None else stat.get("value")
+    value = None if stat is None else stat.value
     if metric == "mae":
         text = fmt_stat(stat, percent=False, digits=2)
     else:
@@ -335,8 +335,8 @@ def _trend_chart(model: str, runs: Sequence[Entry]) -> TrendChart:
         disparity = disparity_of(entry.result, grouping, metric)
         group = group_of(entry.result, grouping, disparity.worst if disparity is not None else None)
         series.append((overall, group.metrics.get(metric) if group is not None else None))
-    values = [scale * v for pair in series for s in pair if s is not None and s.get("value") is not None
-              for v in (s["value"], *(s.get("ci") or ()))]
+    values = [scale * v for pair in series for s in pair if s is not None and s.value is not None
+              for v in (s.value, *(s.interval or ()))]
     low, high, tick = _nice_axis(min(values, default=0.0), max(values, default=scale),
                                  ceiling=None if metric == "mae" else 100.0)
     span = high - low
@@ -345,10 +345,10 @@ def _trend_chart(model: str, runs: Sequence[Entry]) -> TrendChart:
         return round(top + (height - top - bottom) * (high - scale * value) / span, 1)
 
     def point(stat) -> tuple[float, float, float] | None:
-        if stat is None or stat.get("value") is None:
+        if stat is None or stat.value is None:
             return None
-        ci = stat.get("ci") or (stat["value"], stat["value"])
-        return y(stat["value"]), y(ci[0]), y(ci[1])
+        lo, hi = stat.interval or (stat.value, stat.value)
+        return y(stat.value), y(lo), y(hi)
 
     n = len(runs)
     step = (width - left - right) / max(n, 1)

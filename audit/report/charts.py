@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from faceaudit.auditing.types import GroupingKey
+from faceaudit.auditing.types import Group, GroupingKey, Stat
 from faceaudit.compat import seaborn_heatmaps_without_redraws
 from faceaudit.errors import FaceauditError
 from faceaudit.taxonomy import AGE_BAND, UTKFACE, LabelSchema
@@ -40,37 +40,36 @@ GREY = "#9aa1ab"
 ANNOT_PT = 8.5
 
 
-def _value(stat: dict | None) -> float:
-    return np.nan if not stat or stat.get("value") is None else float(stat["value"])
+def _value(stat: Stat | None) -> float:
+    return np.nan if stat is None or stat.value is None else float(stat.value)
 
 
-def _ci(stat: dict | None) -> tuple[float, float]:
-    if not stat or not stat.get("ci"):
-        return np.nan, np.nan
-    return float(stat["ci"][0]), float(stat["ci"][1])
+def _ci(stat: Stat | None) -> tuple[float, float]:
+    interval = stat.interval if stat is not None else None
+    return (np.nan, np.nan) if interval is None else (float(interval[0]), float(interval[1]))
 
 
-def _metric(record: dict, metric: str) -> dict | None:
+def _metric(record: Group, metric: str) -> Stat | None:
     """A group's stat for ``metric``, or None where the group does not define it (e.g. balanced accuracy inside a
     single-class group)."""
-    return (record.get("metrics") or {}).get(metric)
+    return record.metrics.get(metric)
 
 
-def _forest_style(record: dict) -> tuple[str, str]:
+def _forest_style(record: Group) -> tuple[str, str]:
     """Colour and marker of a group: grey hollow for groups too small to judge; orange down-triangle / blue
     up-triangle only for groups whose difference from the rest holds after Holm's adjustment; dark grey dot
     otherwise (shape and colour both carry the direction)."""
-    if record["too_small"]:
+    if record.too_small:
         return GREY, "o"
     return {"fail": (WORSE, "v"), "pass": (BETTER, "^")}.get(
-        direction_css((record.get("vs_rest") or {}).get("accuracy")), (NEUTRAL, "o"))
+        direction_css((record.vs_rest or {}).get("accuracy")), (NEUTRAL, "o"))
 
 
 def accuracy_forest(result, groupings=None, metric: str = "accuracy") -> Figure:
     """Per-group accuracy with its confidence interval, one panel per grouping (default: each single-attribute
     grouping of the schema), the overall value as a line."""
     groupings = groupings or schema_of(result).groups
-    groups = {g: result.groupings[g]["groups"] for g in groupings if g in result.groupings}
+    groups = {g: result.groupings[g].groups for g in groupings if g in result.groupings}
     heights = [max(0.9, 0.27 * len(v) + 0.5) for v in groups.values()]
     fig, axes = new_figure(7.2, sum(heights) + 0.4, nrows=len(groups), squeeze=False,
                            gridspec_kw={"height_ratios": heights})
@@ -79,7 +78,7 @@ def accuracy_forest(result, groupings=None, metric: str = "accuracy") -> Figure:
     lows = [_ci(_metric(r, metric))[0] for v in groups.values() for r in v]
     low = np.nanmin(lows + [overall, 1.0])
     for axis, (grouping, records) in zip(axes[:, 0], groups.items()):
-        labels = [f"{r['key']}  (n={r['n']})" for r in records]
+        labels = [f"{r.key}  (n={r.n})" for r in records]
         y = np.arange(len(records))[::-1]
         for yi, record in zip(y, records):
             value = _value(_metric(record, metric))
@@ -87,7 +86,7 @@ def accuracy_forest(result, groupings=None, metric: str = "accuracy") -> Figure:
             colour, marker = _forest_style(record)
             if not np.isnan(lo):
                 axis.plot([lo, hi], [yi, yi], color=colour, linewidth=2.2, solid_capstyle="butt")
-            axis.plot([value], [yi], marker, color=colour if not record["too_small"] else "white",
+            axis.plot([value], [yi], marker, color=colour if not record.too_small else "white",
                       markeredgecolor=colour, markersize=7 if marker != "o" else 6)
         if not np.isnan(lo_all):
             axis.axvspan(lo_all, hi_all, color=GREY, alpha=0.18, linewidth=0)
@@ -135,18 +134,18 @@ def intersection_heatmap(result, rows: str | None = None, cols: str | None = Non
            else GroupingKey((rows, cols)).name)
     if key not in result.groupings or rows not in result.groupings or cols not in result.groupings:
         return None
-    records = result.groupings[key]["groups"]
-    row_names = list(dict.fromkeys(r["values"][rows] for r in result.groupings[rows]["groups"]))
-    col_names = list(dict.fromkeys(r["values"][cols] for r in result.groupings[cols]["groups"]))
+    records = result.groupings[key].groups
+    row_names = list(dict.fromkeys(r.values[rows] for r in result.groupings[rows].groups))
+    col_names = list(dict.fromkeys(r.values[cols] for r in result.groupings[cols].groups))
     values = pd.DataFrame(np.nan, index=row_names, columns=col_names)
     notes = pd.DataFrame("", index=row_names, columns=col_names)
     small = pd.DataFrame(False, index=row_names, columns=col_names)
     for record in records:
-        r, c = record["values"][rows], record["values"][cols]
-        v = _value(record["metrics"][metric])
+        r, c = record.values[rows], record.values[cols]
+        v = _value(record.metrics[metric])
         values.loc[r, c] = v
-        small.loc[r, c] = record["too_small"]
-        notes.loc[r, c] = f"{100 * v:.0f}\nn={record['n']}" if not np.isnan(v) else ""
+        small.loc[r, c] = record.too_small
+        notes.loc[r, c] = f"{100 * v:.0f}\nn={record.n}" if not np.isnan(v) else ""
     fig, axis = new_figure(7.0, 0.5 * len(row_names) + 1.5)
     with seaborn_heatmaps_without_redraws():
         sns.heatmap(values.where(~small) * 100, annot=notes.where(~small, ""), fmt="", cmap=SEQUENTIAL, vmin=40,
@@ -175,8 +174,8 @@ def intersection_heatmap(result, rows: str | None = None, cols: str | None = Non
 
 def _n(records, rows, cols, r, c) -> int:
     for record in records:
-        if record["values"][rows] == r and record["values"][cols] == c:
-            return record["n"]
+        if record.values[rows] == r and record.values[cols] == c:
+            return record.n
     return 0
 
 
@@ -218,15 +217,15 @@ def confusion_by_split(result) -> Figure:
     race classifier on UTKFace; see :func:`faceaudit.auditing.report.formatting.split_attribute`)."""
     schema = schema_of(result)
     split, target = split_attribute(schema), target_label(schema)
-    records = result.groupings.get(split, {}).get("groups", []) if split else []
-    panels = [("All test faces", result.overall)] + [(r["key"], r) for r in records if r.get("confusion")]
+    records = result.groupings[split].groups if split in result.groupings else []
+    panels = [("All test faces", result.overall)] + [(r.key, r) for r in records if r.confusion]
     ncols = min(len(panels), SPLIT_COLUMNS)
     nrows = int(np.ceil(len(panels) / ncols))
     fig, axes = new_figure(2.4 * ncols, 2.9 * nrows, ncols=ncols, nrows=nrows, squeeze=False)
     for index, (axis, (title, record)) in enumerate(zip(axes.ravel(), panels)):
         matrix = [[np.nan if v is None else v for v in (row or [None] * len(result.classes))]
-                  for row in record["confusion"]["normalized"]]
-        _confusion_panel(axis, matrix, result.classes, f"{title} (n={record['n']})")
+                  for row in record.confusion["normalized"]]
+        _confusion_panel(axis, matrix, result.classes, f"{title} (n={record.n})")
         axis.set_ylabel(f"true {target}" if index % ncols == 0 else "")
     for axis in axes.ravel()[len(panels):]:
         axis.axis("off")
@@ -259,25 +258,25 @@ def confusion_by_class(result, by: str | None = None) -> Figure | None:
     key = grouping_key(schema, target, by) if by else None
     if key not in result.groupings or target not in result.groupings:
         return None
-    truths = [r["key"] for r in result.groupings[target]["groups"]]
+    truths = [r.key for r in result.groupings[target].groups]
     classes = result.classes
     ncols = min(2, len(truths))
     nrows = int(np.ceil(len(truths) / ncols))
-    fig, axes = new_figure(3.6 * ncols, (0.2 * len(result.groupings[by]["groups"]) + 1.25) * nrows, ncols=ncols,
+    fig, axes = new_figure(3.6 * ncols, (0.2 * len(result.groupings[by].groups) + 1.25) * nrows, ncols=ncols,
                            nrows=nrows, squeeze=False)
     flat = axes.ravel()
     for axis, truth in zip(flat, truths):
         truth_index = classes.index(truth)
         rows, labels = [], []
-        overall = next(r for r in result.groupings[target]["groups"] if r["key"] == truth)
-        rows.append(overall["confusion"]["normalized"][truth_index])
-        labels.append(f"all (n={overall['n']})")
-        for record in result.groupings[key]["groups"]:
-            if record["values"][target] != truth:
+        overall = next(r for r in result.groupings[target].groups if r.key == truth)
+        rows.append(overall.confusion["normalized"][truth_index])
+        labels.append(f"all (n={overall.n})")
+        for record in result.groupings[key].groups:
+            if record.values[target] != truth:
                 continue
-            row = record["confusion"]["normalized"][truth_index]
+            row = record.confusion["normalized"][truth_index]
             rows.append(row if row is not None else [np.nan] * len(classes))
-            labels.append(f"{record['values'][by]} (n={record['n']}){' *' if record['too_small'] else ''}")
+            labels.append(f"{record.values[by]} (n={record.n}){' *' if record.too_small else ''}")
         matrix = [[np.nan if v is None else v for v in row] for row in rows]
         _confusion_panel(axis, matrix, classes, f"True {label}: {truth}", ylabels=labels)
         axis.set_ylabel(group_label(by))
@@ -299,13 +298,13 @@ def reliability_diagrams(result, grouping: str | None = None) -> Figure | None:
     if not calibration:
         return None
     grouping = grouping or main_grouping(schema_of(result))
-    panels = [("All test faces", calibration["overall"], False)] + [
-        (r["key"], r, r["too_small"]) for r in calibration["groupings"].get(grouping, [])]
+    panels = [("All test faces", calibration.overall, False)] + [
+        (r.key, r, r.too_small) for r in calibration.groupings.get(grouping, [])]
     ncols = 3
     nrows = int(np.ceil(len(panels) / ncols))
     fig, axes = new_figure(7.2, 2.6 * nrows, ncols=ncols, nrows=nrows, squeeze=False)
     for axis, (title, record, small) in zip(axes.ravel(), panels):
-        bins = record.get("reliability") or []
+        bins = record.reliability or []
         axis.plot([0, 1], [0, 1], color=GREY, linewidth=1, linestyle=":")
         if bins:
             mids = np.array([(b["lo"] + b["hi"]) / 2 for b in bins])
@@ -317,9 +316,10 @@ def reliability_diagrams(result, grouping: str | None = None) -> Figure | None:
             for m, w, a, al in zip(mids, width, acc, alpha):
                 axis.bar(m, a, width=w * 0.95, color=PALETTE[0], alpha=float(al), edgecolor="white")
             axis.plot(conf, acc, "o-", color=WORSE, markersize=3, linewidth=1)
-        ece = record.get("ece")
-        ece_text = "" if not ece or ece.get("value") is None else f"  ECE {100 * ece['value']:.1f}%"  # debiased
-        axis.set_title(f"{title} (n={record.get('n', result.overall['n'])}){' *' if small else ''}\n{ece_text.strip()}",
+        ece = record.ece
+        ece_text = "" if ece is None or ece.value is None else f"  ECE {100 * ece.value:.1f}%"  # debiased
+        n = record.n if record.n is not None else result.overall.n
+        axis.set_title(f"{title} (n={n}){' *' if small else ''}\n{ece_text.strip()}",
                        fontsize=ANNOT_PT)
         axis.set_xlim(0, 1)
         axis.set_ylim(0, 1)
@@ -341,20 +341,20 @@ def reliability_diagrams(result, grouping: str | None = None) -> Figure | None:
 def temperature_effect(result, groupings=None) -> Figure | None:
     """ECE per group before and after temperature scaling (dumbbell chart), for the lead grouping and the split
     attribute by default (race and gender, for UTKFace)."""
-    temperature = (result.calibration or {}).get("temperature")
+    temperature = result.calibration.temperature if result.calibration is not None else None
     if not temperature:
         return None
     if groupings is None:
         schema = schema_of(result)
         groupings = [g for g in (main_grouping(schema), split_attribute(schema)) if g]
-    rows = [("all", temperature["overall"]["before"], temperature["overall"]["after"], False)]
+    rows = [("all", temperature.overall.before, temperature.overall.after, False)]
     for grouping in groupings:
-        for record in temperature["groupings"].get(grouping, []):
-            rows.append((record["key"], record["before"], record["after"], record["too_small"]))
+        for record in temperature.groupings.get(grouping, []):
+            rows.append((record.key, record.before, record.after, record.too_small))
     fig, axis = new_figure(6.5, 0.3 * len(rows) + 1.0)
     y = np.arange(len(rows))[::-1]
     for yi, (label, before, after, small) in zip(y, rows):
-        b, a = _value(before.get("ece")), _value(after.get("ece"))
+        b, a = _value(before.ece), _value(after.ece)
         axis.plot([b, a], [yi, yi], color=GREY, linewidth=1.5)
         axis.plot([b], [yi], "o", color=WORSE, markersize=6, label="before" if yi == y[0] else None)
         axis.plot([a], [yi], "D", color=BETTER, markersize=5.5, label="after" if yi == y[0] else None)
@@ -366,7 +366,7 @@ def temperature_effect(result, groupings=None) -> Figure | None:
     return png_figure(
         fig,
         caption=(f"Debiased ECE per group before (orange dot) and after (blue diamond) temperature scaling with "
-                 f"{temperature_text(temperature)}, fitted on {temperature.get('n_fit', '?')} validation faces (its "
+                 f"{temperature_text(temperature)}, fitted on {temperature.n_fit if temperature.n_fit is not None else '?'} validation faces (its "
                  "uncertainty is not propagated). Look for groups that stay badly calibrated after scaling: one global "
                  "temperature cannot fix confidence that is wrong for one group only; whether a change is real is in "
                  "the table's change interval. * = too small to judge."),

@@ -71,7 +71,7 @@ def inconclusive_sentence(result) -> str | None:
     open_gates = [g for g in gates.results if g.status == Verdict.INCONCLUSIVE] if gates else []
     if not open_gates or too_small_to_judge(result):
         return None
-    failed = int(gates.counts.get(Verdict.FAIL, 0))
+    failed = gates.count(Verdict.FAIL)
     need = next((g for g in open_gates if g.needs), None)
     example = ""
     if need is not None:
@@ -121,9 +121,7 @@ def status_line(result) -> str:
     if result.status == Status.NOT_GATED:
         return ("status: NOT GATED (no gates judged; --gates gates.toml judges pass/fail, --require-gates or "
                 "FACEAUDIT_REQUIRE_GATES=1 refuses an ungated audit)")
-    counts = result.gates.counts
-    return (f"gates: {result.status.upper()} ({int(counts.get('pass', 0))} passed, {int(counts.get('fail', 0))} "
-            f"failed, {int(counts.get('inconclusive', 0))} inconclusive)")
+    return f"gates: {result.status.upper()} ({result.gates.counts_text()})"
 
 
 # -- helpers ---------------------------------------------------------------------------------------------------
@@ -149,7 +147,7 @@ def _picked(disparity: Disparity) -> str:
             f"{'the one pair' if pairs == 1 else f'all {pairs} pairs'})")
 
 
-def _clear(severity: float, stat: dict) -> float:
+def _clear(severity: float, stat: Stat | None) -> float:
     """Findings backed by an interval that excludes zero outrank equally large ones that are not."""
     return severity if excludes_zero(stat) else 0.5 * severity
 
@@ -209,8 +207,8 @@ def _intersection_finding(result) -> Finding | None:
     grouping, diff, record = worst
     text = (f"The worst-served intersectional group is {record.key} ({group_label(grouping)}, n={record.n}): "
             f"accuracy {fmt_stat(record.metrics['accuracy'])}, {points(diff)} against the rest of the test set "
-            f"(one of {plural(diff.get('family') or 0, 'ranked group')} compared across the intersections; interval "
-            f"adjusted for all of them, Holm-adjusted {fmt_p(diff.get('p_holm'))}).")
+            f"(one of {plural(diff.family or 0, 'ranked group')} compared across the intersections; interval "
+            f"adjusted for all of them, Holm-adjusted {fmt_p(diff.p_holm)}).")
     return Finding(text, -float(diff.value), "intersection")
 
 

@@ -11,6 +11,8 @@ import math
 
 from faceaudit.auditing.types import (
     GroupingKey,
+    Stat,
+    Temperature,
     lead_grouping,
     ordered_grouping,
     other_groupings,
@@ -19,8 +21,17 @@ from faceaudit.auditing.types import (
 from faceaudit.taxonomy import AGE_BAND, UTKFACE, LabelSchema
 
 
-def _get(stat: dict | None, key: str):
-    return None if not stat else stat.get(key)
+def _get(stat: Stat | dict | None, key: str):
+    """A Stat's field (``value``, ``ci``); the same key of a JSON-shaped stat (a class's rates in ``per_class``, a
+    comparison's row)."""
+    if stat is None:
+        return None
+    return getattr(stat, key) if isinstance(stat, Stat) else stat.get(key)
+
+
+def stat_value(stat: Stat | dict | None) -> float | None:
+    """The value of a Stat, or of a JSON-shaped stat (a class's rates in ``per_class``); None without one."""
+    return _get(stat, "value")
 
 
 def level_number(level: float) -> str:
@@ -87,13 +98,13 @@ def fmt_p(p: float | None, *, short: bool = False) -> str:
     return f"p {text}" if text.startswith("<") else f"p = {text}"
 
 
-def excludes_zero(stat: dict | None) -> bool:
+def excludes_zero(stat: Stat | None) -> bool:
     """Whether a difference's interval lies wholly on one side of zero."""
-    ci = _get(stat, "ci")
-    return bool(ci) and (ci[0] > 0 or ci[1] < 0)
+    ci = stat.interval if stat is not None else None
+    return ci is not None and (ci[0] > 0 or ci[1] < 0)
 
 
-def significant(diff: dict | None) -> bool:
+def significant(diff: Stat | None) -> bool:
     """Whether a group's difference from the rest (``vs_rest.accuracy``) holds after adjusting for the groups compared.
 
     Both must agree: the Holm-adjusted p-value is below the audit's family-wise error rate (1 − level, recovered
@@ -101,20 +112,20 @@ def significant(diff: dict | None) -> bool:
     zero (the exact-interval construction is more conservative than the score test, so near the boundary the two
     can differ, and a coloured cell whose interval straddles zero would contradict itself).
     """
-    p = _get(diff, "p_holm")
+    p = diff.p_holm if diff is not None else None
     return p is not None and p < family_alpha(diff) and excludes_zero(diff)
 
 
-def family_alpha(diff: dict) -> float:
+def family_alpha(diff: Stat) -> float:
     """The family-wise error rate a Bonferroni-adjusted stat was made for: ``(1 − level) × family``."""
-    return (1 - diff["level"]) * diff["family"]
+    return (1 - diff.level) * diff.family
 
 
-def direction_css(diff: dict | None) -> str:
+def direction_css(diff: Stat | None) -> str:
     """``fail`` / ``pass`` for a group significantly worse / better than the rest, else no colour."""
     if not significant(diff):
         return ""
-    return "fail" if diff["value"] < 0 else "pass"
+    return "fail" if diff.value < 0 else "pass"
 
 
 def plural(n: int, word: str, many: str | None = None) -> str:
@@ -122,10 +133,10 @@ def plural(n: int, word: str, many: str | None = None) -> str:
     return f"{n} {word if n == 1 else many or word + 's'}"
 
 
-def temperature_text(temperature: dict) -> str:
+def temperature_text(temperature: Temperature) -> str:
     """``T = 1.07 [0.97, 1.19]``: the fitted temperature with its profile-likelihood interval."""
-    ci = temperature.get("ci")
-    return f"T = {temperature['temperature']:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+    ci = temperature.ci
+    return f"T = {temperature.temperature:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
 
 
 def group_label(key: str) -> str:

@@ -19,25 +19,17 @@ def result_html(result) -> str:
     if getattr(result, "is_regression", False):
         return _regression_html(result)
     schema = result.taxonomy
-    overall = result.overall["metrics"]["accuracy"]
+    overall = result.overall.metrics["accuracy"]
     level = fmt_level(result.settings.level)
     parts = [f"<div class='faceaudit-result'><strong>faceaudit audit of {escape(str(result.model.get('name')))}"
              f"</strong> &mdash; {escape(schema.target)} classifier, {len(schema.classes)} classes, "
-             f"{result.overall['n']:,} test images",
-             f"<p>Accuracy {escape(fmt_stat(overall))} ({level} interval)"]
-    if result.gates:
-        counts = result.gates["counts"]
-        parts.append(f"; gates <strong>{escape(result.gates['status'].upper())}</strong> "
-                     f"({counts.get('pass', 0)} passed, {counts.get('fail', 0)} failed, "
-                     f"{counts.get('inconclusive', 0)} inconclusive)")
-    else:
-        parts.append("; <strong>not gated</strong>")
-    parts.append("</p>")
+             f"{result.overall.n:,} test images",
+             f"<p>Accuracy {escape(fmt_stat(overall))} ({level} interval){_gates_html(result)}</p>"]
     grouping = schema.target if schema.target in result.groupings else next(iter(result.groupings), None)
     if grouping is not None:
-        rows = [[record["key"], f"{record['n']:,}", fmt_stat(record["metrics"]["accuracy"]),
-                 "too small to rank" if record["too_small"] else ""]
-                for record in result.grouping(grouping)["groups"]]
+        rows = [[record.key, f"{record.n:,}", fmt_stat(record.metrics["accuracy"]),
+                 "too small to rank" if record.too_small else ""]
+                for record in result.grouping(grouping).groups]
         label = schema.label(grouping)
         parts.append(_table(rows, [label, "n", f"accuracy [{level}]", ""]))
     for warning in result.warnings:
@@ -58,12 +50,10 @@ def result_repr(result) -> str:
 
         score = overall_line(result)
     else:
-        score = f"accuracy {fmt_stat(result.overall['metrics'].get('accuracy'))}"
-    lines = [f"<AuditResult {name!r}: {what}, {result.overall['n']:,} test images>", f"  {score}"]
+        score = f"accuracy {fmt_stat(result.overall.metrics.get('accuracy'))}"
+    lines = [f"<AuditResult {name!r}: {what}, {result.overall.n:,} test images>", f"  {score}"]
     if result.gates:
-        counts = result.gates["counts"]
-        lines.append(f"  gates {result.gates['status'].upper()} ({counts.get('pass', 0)} passed, "
-                     f"{counts.get('fail', 0)} failed, {counts.get('inconclusive', 0)} inconclusive)")
+        lines.append(f"  gates {result.gates.status.upper()} ({result.gates.counts_text()})")
     else:
         lines.append("  not gated")
     lines.append(f"  groupings: {', '.join(list(result.groupings)[:6])}{' …' if len(result.groupings) > 6 else ''}")
@@ -80,9 +70,8 @@ def result_repr(result) -> str:
 def _gates_html(result) -> str:
     if not result.gates:
         return "; <strong>not gated</strong>"
-    counts = result.gates["counts"]
-    return (f"; gates <strong>{escape(result.gates['status'].upper())}</strong> ({counts.get('pass', 0)} passed, "
-            f"{counts.get('fail', 0)} failed, {counts.get('inconclusive', 0)} inconclusive)")
+    return (f"; gates <strong>{escape(result.gates.status.upper())}</strong> "
+            f"({escape(result.gates.counts_text())})")
 
 
 def _regression_html(result) -> str:
@@ -93,14 +82,14 @@ def _regression_html(result) -> str:
     schema = result.taxonomy
     level = fmt_level(result.settings.level)
     parts = [f"<div class='faceaudit-result'><strong>faceaudit audit of {escape(str(result.model.get('name')))}"
-             f"</strong> &mdash; age regressor, {result.overall['n']:,} test images",
+             f"</strong> &mdash; age regressor, {result.overall.n:,} test images",
              f"<p>{escape(overall_line(result))} ({level} intervals){_gates_html(result)}</p>"]
     grouping = main_grouping(schema)
     if grouping in result.groupings:
-        rows = [[record["key"], f"{record['n']:,}",
-                 *(metric_text(m, record["metrics"].get(m)) for m in ("mae", "bias", "within5")),
-                 "too small to rank" if record["too_small"] else ""]
-                for record in result.grouping(grouping)["groups"]]
+        rows = [[record.key, f"{record.n:,}",
+                 *(metric_text(m, record.metrics.get(m)) for m in ("mae", "bias", "within5")),
+                 "too small to rank" if record.too_small else ""]
+                for record in result.grouping(grouping).groups]
         parts.append(_table(rows, [schema.label(grouping), "n", f"MAE [{level}]", f"bias [{level}]",
                                    f"within ±5 years [{level}]", ""]))
     for warning in result.warnings:

@@ -57,7 +57,7 @@ def _subtitle(result: AuditResult) -> str:
     """``Race classification on 4741 test faces, broken down by race, gender and age band``."""
     schema = schema_of(result)
     target = target_label(schema)
-    return (f"{target[:1].upper()}{target[1:]} classification on {result.overall['n']} "
+    return (f"{target[:1].upper()}{target[1:]} classification on {result.overall.n} "
             f"{result.data.get('split', 'test')} faces, broken down by {series_label(schema.label(g) for g in schema.groups)}")
 
 
@@ -115,7 +115,7 @@ def render_report(audit_dir: Path, *, thumbnails: bool = True, pdf: bool = True,
     timings["sections_s"] = time.perf_counter() - start
     name = str(result.model.get("name") or "model")
     date = (result.created_utc or "")[:10]
-    status = (result.gates or {}).get("status")
+    status = result.gates.status if result.gates is not None else None
     too_small = too_small_to_judge(result)
     html = render_document(
         f"Fairness audit: {name}", parts,

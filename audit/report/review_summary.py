@@ -15,7 +15,8 @@ from html import escape
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from faceaudit.auditing.verdict import NOT_GATED
+from faceaudit.auditing.types import BaselineChange, Group, Stat
+from faceaudit.auditing.verdict import NOT_GATED, Verdict
 from faceaudit.errors import FaceauditError
 
 from .findings import TOO_SMALL, headline, too_small_to_judge
@@ -87,36 +88,48 @@ def _metric(result) -> tuple[str, bool]:
     return ("mae", False) if getattr(result, "is_regression", False) else ("accuracy", True)
 
 
-def _stat(stat) -> dict:
-    """A Stat (or its JSON shape) as ``{"value", "ci", "n"}``."""
-    stat = stat or {}
-    return {"value": stat.get("value"), "ci": stat.get("ci"), "n": stat.get("n")}
+def _stat(stat: Stat | None) -> dict:
+    """A Stat as ``{"value", "ci", "n"}`` (all None without one)."""
+    stat = stat or Stat()
+    return {"value": stat.value, "ci": stat.ci, "n": stat.n}
 
 
-def _groups(result, grouping: str) -> list:
+def _vs_rest(group: Group, metric: str) -> Stat:
+    """A group's difference from the rest of the test set in ``metric`` (an empty Stat when none was computed)."""
+    return (group.vs_rest or {}).get(metric) or Stat()
+
+
+def _groups(result, grouping: str) -> list[Group]:
     found = result.groupings.get(grouping)
-    return list(found.get("groups") or []) if found is not None else []
+    return list(found.groups) if found is not None else []
 
 
-def worst_groups(result) -> list[dict]:
-    """The groups summary.md lists as worst, as records: per grouping the least accurate ranked groups at or below
-    the rest of the test set (an age regressor: the largest MAE), with the difference from the rest."""
+def _worst(result) -> list[tuple[str, Group]]:
+    """The groups summary.md lists as worst, with their grouping: per grouping the least accurate ranked groups at or
+    below the rest of the test set (an age regressor: the largest MAE)."""
     if too_small_to_judge(result):
         return []
     metric, proportion = _metric(result)
     rows = []
     for grouping, take in worst_rows(schema_of(result)).items():
-        records = [r for r in _groups(result, grouping) if not r.get("too_small")
-                   and (r["metrics"].get(metric) or {}).get("value") is not None]
+        records = [r for r in _groups(result, grouping) if not r.too_small
+                   and r.metrics.get(metric) is not None and r.metrics[metric].value is not None]
         if proportion:  # at or below the rest, as summary.md ranks them
-            records = [r for r in records if (((r.get("vs_rest") or {}).get(metric) or {}).get("value") or 0) <= 0]
-        records.sort(key=lambda r: r["metrics"][metric]["value"] * (1 if proportion else -1))
-        for record in records[:take]:
-            diff = (record.get("vs_rest") or {}).get(metric)
-            rows.append({"grouping": grouping, "group": record.get("key"), "n": record["n"], "metric": metric,
-                         **{k: v for k, v in _stat(record["metrics"][metric]).items() if k != "n"},
-                         "vs_rest": None if not diff else {"value": diff.get("value"), "ci": diff.get("ci"),
-                                                           "p_holm": diff.get("p_holm")}})
+            records = [r for r in records if (_vs_rest(r, metric).value or 0) <= 0]
+        records.sort(key=lambda r: r.metrics[metric].value * (1 if proportion else -1))
+        rows += [(grouping, record) for record in records[:take]]
+    return rows
+
+
+def worst_groups(result) -> list[dict]:
+    """The worst groups (:func:`_worst`) as the JSON form's records, with the difference from the rest."""
+    metric, _ = _metric(result)
+    rows = []
+    for grouping, record in _worst(result):
+        diff = (record.vs_rest or {}).get(metric)
+        rows.append({"grouping": grouping, "group": record.key, "n": record.n, "metric": metric,
+                     **{k: v for k, v in _stat(record.metrics[metric]).items() if k != "n"},
+                     "vs_rest": None if not diff else {"value": diff.value, "ci": diff.ci, "p_holm": diff.p_holm}})
     return rows
 
 
@@ -136,14 +149,14 @@ def _baseline_record(result) -> dict | None:
     base = result.baseline
     if base is None:
         return None
-    rows = [{"grouping": r.get("grouping"), "group": r.get("group"),
-             "old": _stat(r.get("old")) if r.get("old") is not None else None,
-             "new": _stat(r.get("new")) if r.get("new") is not None else None,
-             "change": r.get("change"), "ci": r.get("ci"), "p_holm": r.get("p_holm"), "verdict": r.get("verdict")}
-            for r in base.get("rows") or []]
-    return {"source": base.get("source"), "model": base.get("model"), "method": base.get("method"),
-            "level": base.get("level"), "family": base.get("family"), "better": base.get("better"),
-            "worse": base.get("worse"), "reason": base.get("reason"), "changes": rows}
+    rows = [{"grouping": r.grouping, "group": r.group,
+             "old": _stat(r.old) if r.old is not None else None,
+             "new": _stat(r.new) if r.new is not None else None,
+             "change": r.change, "ci": r.ci, "p_holm": r.p_holm, "verdict": r.verdict}
+            for r in base.rows]
+    return {"source": base.source, "model": base.model, "method": base.method,
+            "level": base.level, "family": base.family, "better": base.better,
+            "worse": base.worse, "reason": base.reason, "changes": rows}
 
 
 def summary_json(result, links: ReportLinks) -> dict:
@@ -164,8 +177,8 @@ def summary_json(result, links: ReportLinks) -> dict:
         "target": schema_of(result).target,
         "synthetic": bool(result.model.get("synthetic") or result.data.get("synthetic")),
         "level": result.settings.level,
-        "overall": {"metric": metric, **{k: v for k, v in _stat(overall["metrics"].get(metric)).items() if k != "n"},
-                    "n": overall["n"]},
+        "overall": {"metric": metric, **{k: v for k, v in _stat(overall.metrics.get(metric)).items() if k != "n"},
+                    "n": overall.n},
         "gates": None if gates is None else {
             "status": str(gates.status), "inconclusive_policy": gates.inconclusive_policy,
             "counts": {str(k): int(v) for k, v in gates.counts.items()}, "file": gates.file, "junit": gates.junit,
@@ -191,12 +204,11 @@ def _status_reason(result, status: str) -> str:
     if status == NOT_GATED:
         return ("no gates were set, so nothing was judged; `--gates gates.toml` makes the audit pass or fail, and "
                 "`--require-gates` makes an ungated audit an error in CI.")
-    counts = {str(k): int(v) for k, v in gates.counts.items()}
     total = len(gates.results)
-    parts = [f"{counts[k]} of {total} gates {word}" for k, word in (("fail", "fail"), ("inconclusive", "are inconclusive"))
-             if counts.get(k)]
+    parts = [f"{gates.count(k)} of {total} gates {word}"
+             for k, word in ((Verdict.FAIL, "fail"), (Verdict.INCONCLUSIVE, "are inconclusive")) if gates.count(k)]
     text = "; ".join(parts) or f"all {total} gates pass"
-    if counts.get("inconclusive"):
+    if gates.count(Verdict.INCONCLUSIVE):
         text += (f" (an inconclusive gate {'fails' if gates.inconclusive_policy == 'fail' else 'passes'} the run "
                  f"under --inconclusive {gates.inconclusive_policy})")
     return text + "."
@@ -223,24 +235,24 @@ def _diff(stat, proportion: bool) -> str:
     return points(stat) if proportion else fmt_stat(stat, percent=False, digits=2, signed=True)
 
 
-def _gate_value(metric: str, stat: dict) -> str:
+def _gate_value(metric: str, stat: Stat | None) -> str:
     """A gate's value as its metric reads: a count, years, a score, or a proportion in percent."""
     if metric == "n":
-        return "–" if stat.get("value") is None else f"{stat['value']:.0f}"
+        return "–" if stat is None or stat.value is None else f"{stat.value:.0f}"
     if metric in NOT_PROPORTIONS:
         return fmt_stat(stat, percent=False, digits=2 if metric in ("mae", "bias") else 3)
     return fmt_stat(stat)
 
 
 def _gate_lines(result) -> list[str]:
-    records = _gate_records(result)
+    records = result.gates.results if result.gates is not None else []
     if not records:
         return []
-    rows = [[_md(g["name"]), f"**{STATUS_WORDS.get(g['status'], g['status'])}**", _md(g["message"])] for g in records]
+    rows = [[_md(g.name), f"**{STATUS_WORDS[str(g.status)]}**", _md(g.message)] for g in records]
     lines = ["### Gates", "", *_table(["gate", "verdict", "result"], rows), ""]
-    per_group = [[_md(g["name"]), _md(x["key"]), _gate_value(g["metric"], x),
-                  STATUS_WORDS.get(x["status"], x["status"]) + (" (too small)" if x["too_small"] else "")]
-                 for g in records for x in g["groups"]]
+    per_group = [[_md(g.name), _md(x.key), _gate_value(g.metric, x.value),
+                  STATUS_WORDS[str(x.status)] + (" (too small)" if x.too_small else "")]
+                 for g in records for x in g.groups]
     if per_group:
         lines += _details("Gates group by group", _table(["gate", "group", "value [CI]", "verdict"],
                                                          per_group[:MAX_DETAIL_ROWS], {2}))
@@ -253,9 +265,9 @@ def _worst_lines(result) -> list[str]:
     lines = [f"### Worst groups ({label})", ""]
     if too_small_to_judge(result):
         return lines + ["Not listed: the test set is too small to judge.", ""]
-    rows = [[group_label(r["grouping"]), _md(r["group"]), str(r["n"]), _fmt(r, proportion),
-             _diff(r["vs_rest"], proportion), fmt_p((r["vs_rest"] or {}).get("p_holm"), short=True)]
-            for r in worst_groups(result)]
+    rows = [[group_label(grouping), _md(r.key), str(r.n), _fmt(r.metrics[metric], proportion),
+             _diff((r.vs_rest or {}).get(metric), proportion), fmt_p(_vs_rest(r, metric).p_holm, short=True)]
+            for grouping, r in _worst(result)]
     if not rows:
         return lines + ["No ranked group is below the rest of the test set.", ""]
     return lines + _table(["grouping", "group", "n", f"{label} [CI]", "vs rest [adj. CI]", "p (Holm)"], rows,
@@ -275,10 +287,10 @@ def _grouping_details(result) -> list[str]:
         records = _groups(result, grouping)
         if not records:
             continue
-        rows = [[_md(r.get("key")), str(r["n"]), _fmt(r["metrics"].get(metric), proportion)
-                 + (" (too small)" if r.get("too_small") else ""),
-                 _diff((r.get("vs_rest") or {}).get(metric), proportion),
-                 fmt_p(((r.get("vs_rest") or {}).get(metric) or {}).get("p_holm"), short=True)]
+        rows = [[_md(r.key), str(r.n), _fmt(r.metrics.get(metric), proportion)
+                 + (" (too small)" if r.too_small else ""),
+                 _diff((r.vs_rest or {}).get(metric), proportion),
+                 fmt_p(_vs_rest(r, metric).p_holm, short=True)]
                 for r in records[:MAX_DETAIL_ROWS]]
         lines += _details(f"{'Accuracy' if proportion else 'MAE'} by {group_label(grouping)} "
                           f"({len(records)} groups)",
@@ -288,29 +300,26 @@ def _grouping_details(result) -> list[str]:
 
 
 def _baseline_lines(result) -> list[str]:
-    base = _baseline_record(result)
+    base = result.baseline
     if base is None:
         return []
-    level = base.get("level")
     lines = ["### Against the baseline", "",
-             f"Baseline {_md(base.get('model') or 'model')} (from {_md(base.get('source') or 'unknown')}), "
-             f"{_md(base.get('method') or '')} tests, Holm-adjusted over {base.get('family')} tests"
-             + (f" at {fmt_level(level)}" if level else "") + f": **{base.get('better', 0)} better, "
-             f"{base.get('worse', 0)} worse**."
-             + (f" Not paired: {_md(base['reason'])}." if base.get("reason") else ""), ""]
+             f"Baseline {_md(base.model or 'model')} (from {_md(base.source or 'unknown')}), "
+             f"{_md(base.method)} tests, Holm-adjusted over {base.family} tests at {fmt_level(base.level)}: "
+             f"**{base.better} better, {base.worse} worse**."
+             + (f" Not paired: {_md(base.reason)}." if base.reason else ""), ""]
 
-    def row(r):
-        change = None if r["change"] is None else {"value": r["change"], "ci": r["ci"]}
-        return [group_label(r["grouping"] or ""), _md(r["group"]), fmt_stat(r["old"]), fmt_stat(r["new"]),
-                points(change), fmt_p(r["p_holm"], short=True), r["verdict"] or "–"]
+    def row(r: BaselineChange):
+        return [group_label(r.grouping), _md(r.group), fmt_stat(r.old), fmt_stat(r.new),
+                points(r.change_stat), fmt_p(r.p_holm, short=True), r.verdict]
 
     header = ["grouping", "group", "old", "new", "change [CI]", "p (Holm)", "verdict"]
-    moved = [row(r) for r in base["changes"] if r["verdict"] in ("better", "worse")]
+    moved = [row(r) for r in base.rows if r.verdict in ("better", "worse")]
     if moved:
         lines += _table(header, moved[:12], {2, 3, 4, 5}) + [""]
-    if base["changes"]:
-        lines += _details(f"Every group against the baseline ({len(base['changes'])})",
-                          _table(header, [row(r) for r in base["changes"][:MAX_DETAIL_ROWS]], {2, 3, 4, 5}))
+    if base.rows:
+        lines += _details(f"Every group against the baseline ({len(base.rows)})",
+                          _table(header, [row(r) for r in base.rows[:MAX_DETAIL_ROWS]], {2, 3, 4, 5}))
     return lines
 
 
@@ -340,8 +349,8 @@ def summary_review(result, links: ReportLinks, flavour: str = "github") -> str:
     if too_small_to_judge(result):
         lines += [f"**{TOO_SMALL}**: no gate can pass and no finding is drawn.", ""]
     overall = result.overall
-    lines += [f"Overall {'accuracy' if proportion else 'MAE'} {_fmt(overall['metrics'].get(metric), proportion)} on "
-              f"{overall['n']:,} {_md(result.data.get('split', 'test'))} images ({fmt_level(result.settings.level)} "
+    lines += [f"Overall {'accuracy' if proportion else 'MAE'} {_fmt(overall.metrics.get(metric), proportion)} on "
+              f"{overall.n:,} {_md(result.data.get('split', 'test'))} images ({fmt_level(result.settings.level)} "
               "intervals).", ""]
     if result.model.get("synthetic") or result.data.get("synthetic"):
         lines += ["**Synthetic data: these numbers say nothing about real faces.**", ""]

@@ -39,6 +39,7 @@ from .formatting import (
     ranks,
     schema_of,
     split_attribute,
+    stat_value,
     target_label,
     temperature_text,
 )
@@ -60,7 +61,7 @@ def _threshold_text(gate: GateResult) -> str:
 
     threshold, rule = gate.threshold, gate.rule
     if gate.metric not in PROPORTION_METRICS or rule not in ("min", "max", "max_gap"):
-        return str(threshold)
+        return f"{threshold:g}"  # a count reads 30, not 30.0
     return f"{100 * threshold:g} pts" if rule == "max_gap" else f"{100 * threshold:g}%"
 
 
@@ -87,7 +88,7 @@ def verdict_section(result) -> Section:
 
     gated = result.status != Status.NOT_GATED
     return Section("verdict", "Verdict", "report/verdict.html", {
-        "status": result.status if gated else None, "counts": gates.counts if gated else {},
+        "status": result.status if gated else None, "counts": gates.counts_text() if gated else "",
         "baseline": report_table(result),
         "baseline_unclear": result.baseline.unclear if result.baseline is not None else 0,
         "too_small": TOO_SMALL if too_small_to_judge(result) else None, "headline": headline(result),
@@ -311,21 +312,20 @@ def _vs_rest_cells(record: Group) -> list[Cell]:
     diff = (record.vs_rest or {}).get("accuracy")
     if not diff:
         return [Cell("–"), Cell("–")]
-    title = f"{diff.get('test', '')}; interval at the {diff.get('level')} level over {diff.get('family')} groups"
+    title = f"{diff.test or ''}; interval at the {diff.level} level over {diff.family} groups"
     css = direction_css(diff)
     mark = DIRECTION_MARKS.get(css, "")
-    return [_wrap(mark + points(diff, unit=""), css, title), Cell(fmt_p(diff.get("p_holm"), short=True), css)]
+    return [_wrap(mark + points(diff, unit=""), css, title), Cell(fmt_p(diff.p_holm, short=True), css)]
 
 
 def _share(rates: dict) -> Cell:
     """Selection rate against true share: ``36.8% / 40.8%`` (how often the class is predicted vs how common it is)."""
-    return _wrap(f"{pct((rates.get('selection_rate') or {}).get('value'))} / "
-                 f"{pct((rates.get('true_share') or {}).get('value'))}")
+    return _wrap(f"{pct(stat_value(rates.get('selection_rate')))} / {pct(stat_value(rates.get('true_share')))}")
 
 
 def _rates_cells(rates: dict, recall: str) -> list[Cell]:
     """Recall [CI], FNR, precision [CI], FPR [CI] of one class (``recall`` names the key: recall or accuracy)."""
-    return [_wrap(fmt_stat(rates.get(recall))), Cell(pct((rates.get("fnr") or {}).get("value"))),
+    return [_wrap(fmt_stat(rates.get(recall))), Cell(pct(stat_value(rates.get("fnr")))),
             _wrap(fmt_stat(rates.get("precision"))), _wrap(fmt_stat(rates.get("fpr")))]
 
 
@@ -340,7 +340,7 @@ def _missing_note(result, grouping: str) -> str:
 def _rest_caption(result, grouping: str) -> str:
     """How to read the vs-rest columns of one grouping's table."""
     groups = result.groupings[grouping].groups
-    family = next(((r.vs_rest or {}).get("accuracy", {}).get("family") for r in groups if not r.too_small), 0)
+    family = next(((r.vs_rest or {}).get("accuracy", Stat()).family for r in groups if not r.too_small), 0)
     small = f" Italic grey: fewer than {result.settings.min_group_size} faces, never ranked."
     if not family:
         return (" 'vs rest': accuracy minus that of every other test face, in points; no group is large enough to be "
@@ -505,7 +505,7 @@ def _calibration_rows(result, block: Calibration | Temperature, n_overall: int) 
 
 def _mce(stat: Stat | None) -> Cell:
     """MCE with the number of faces in its bin: a bin of a few faces makes a large MCE easy."""
-    n = ((stat or {}).get("bin") or {}).get("n")
+    n = stat.bin_size if stat is not None else None
     return _wrap(fmt_stat(stat, digits=0) + ("" if n is None else f" (bin\u00a0n={n})"))
 
 

@@ -52,7 +52,7 @@ def _status(result) -> str:
     """The title's verdict: too small to judge first, then the audit's status (``NOT GATED`` without gates)."""
     gates = result.status
     status = gates.upper()
-    if gates == Verdict.INCONCLUSIVE and not int(result.gates.counts.get(Verdict.FAIL, 0)):
+    if gates == Verdict.INCONCLUSIVE and not result.gates.count(Verdict.FAIL):
         status += " (for lack of data: no gate fails)"
     return f"{TOO_SMALL} (gates {status})" if too_small_to_judge(result) else status
 
@@ -95,7 +95,7 @@ def _worst_group_lines(result) -> list[str]:
             diff = (record.vs_rest or {}).get("accuracy")
             lines.append(f"| {group_label(grouping)} | {_md(record.key)} | {record.n} | "
                          f"{fmt_stat(record.metrics['accuracy'])} | {points(diff)} | "
-                         f"{fmt_p((diff or {}).get('p_holm'), short=True)} |")
+                         f"{fmt_p(diff.p_holm if diff else None, short=True)} |")
     return lines + ["", "vs rest: the interval is Bonferroni-adjusted, the p-value Holm-adjusted (step-down, less strict), "
                         "so a p below the level can sit beside an interval that spans 0.", ""]
 
@@ -109,14 +109,14 @@ def _calibration_line(result) -> list[str]:
     calibration = result.calibration
     if not calibration:
         return []
-    overall = calibration["overall"]
-    line = (f"Calibration: ECE (debiased) {fmt_stat(overall['ece'])} overall; MCE {fmt_stat(overall['mce'], digits=0)}"
-            f" (bin of {plural((overall['mce'].get('bin') or {}).get('n', 0), 'face')})")
-    temperature = calibration.get("temperature")
+    overall = calibration.overall
+    line = (f"Calibration: ECE (debiased) {fmt_stat(overall.ece)} overall; MCE {fmt_stat(overall.mce, digits=0)}"
+            f" (bin of {plural(overall.mce.bin_size or 0, 'face')})")
+    temperature = calibration.temperature
     if temperature:
-        t = temperature["overall"]
+        t = temperature.overall
         line += (f"; after temperature scaling ({temperature_text(temperature)}, held fixed) ECE "
-                 f"{fmt_stat(t['after']['ece'])}, change {points(t.get('ece_change'))}")
+                 f"{fmt_stat(t.after.ece)}, change {points(t.ece_change)}")
     return [line + ".", ""]
 
 
@@ -158,7 +158,7 @@ def _regression_lines(result) -> list[str]:
 
     ci = fmt_level(result.settings.level)
     lines = [f"## faceaudit: {_md(result.model.get('name'))} (age estimation) — {_status(result)}", "",
-             f"{overall_line(result)} on {result.overall['n']} {_md(result.data.get('split', 'test'))} images. {ci} "
+             f"{overall_line(result)} on {result.overall.n} {_md(result.data.get('split', 'test'))} images. {ci} "
              "intervals: t for bias, t widened by a studentized bootstrap for MAE, Clopper–Pearson for the share within "
              "±5 years; vs-rest and worst-vs-best intervals Bonferroni-adjusted for the groups compared, p-values "
              f"Holm-adjusted. Backbone: {_md(result.model.get('backbone') or 'not recorded')}.", ""]
@@ -176,14 +176,15 @@ def _regression_lines(result) -> list[str]:
         lines += ["| grouping | group | n | MAE [CI] | bias [CI] | within ±5 y [CI] | MAE vs rest [adj. CI] | p (Holm) |",
                   "|---|---|---:|---:|---:|---:|---:|---:|"]
         for grouping, take in worst_rows(schema_of(result)).items():
-            records = [r for r in result.groupings.get(grouping, {}).get("groups", []) if not r["too_small"]
-                       and r["metrics"]["mae"].get("value") is not None]
-            records.sort(key=lambda r: -r["metrics"]["mae"]["value"])
+            found = result.groupings.get(grouping)
+            records = [r for r in (found.groups if found is not None else []) if not r.too_small
+                       and r.metrics["mae"].value is not None]
+            records.sort(key=lambda r: -r.metrics["mae"].value)
             for record in records[:take]:
-                m, diff = record["metrics"], (record.get("vs_rest") or {}).get("mae")
-                lines.append(f"| {group_label(grouping)} | {_md(record['key'])} | {record['n']} | "
+                m, diff = record.metrics, (record.vs_rest or {}).get("mae")
+                lines.append(f"| {group_label(grouping)} | {_md(record.key)} | {record.n} | "
                              + " | ".join(metric_text(k, m[k]) for k in ("mae", "bias", "within5"))
-                             + f" | {difference_text('mae', diff)} | {fmt_p((diff or {}).get('p_holm'), short=True)} |")
+                             + f" | {difference_text('mae', diff)} | {fmt_p(diff.p_holm if diff else None, short=True)} |")
         lines.append("")
     lines += ["Full report: `report.html` / `report.pdf`; numbers: `audit.json`, `group_metrics.csv`."]
     return lines

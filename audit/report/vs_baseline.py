@@ -45,7 +45,7 @@ def change_text(row: BaselineChange) -> str:
     old = pct(row.old.value) if row.old else "–"
     new = pct(row.new.value) if row.new else "–"
     return (f"{group_label(row.grouping)} {row.group}: {old} -> {new}, "
-            f"{points({'value': row.change, 'ci': row.ci})}, p(Holm) {fmt_p(row.p_holm, short=True)}")
+            f"{points(row.change_stat)}, p(Holm) {fmt_p(row.p_holm, short=True)}")
 
 
 def per_grouping(baseline: Baseline) -> list[tuple[str, int, int, int]]:
@@ -87,7 +87,7 @@ def markdown_lines(result, escape) -> list[str]:
         for row in changed[:MD_LISTED]:
             lines.append(f"| **{row.verdict}** | {escape(group_label(row.grouping))} | {escape(row.group)} | "
                          f"{pct(row.old.value) if row.old else '–'} | {pct(row.new.value) if row.new else '–'} | "
-                         f"{points({'value': row.change, 'ci': row.ci})} | {fmt_p(row.p_holm, short=True)} |")
+                         f"{points(row.change_stat)} | {fmt_p(row.p_holm, short=True)} |")
         if len(changed) > MD_LISTED:
             lines.append(f"\n{len(changed) - MD_LISTED} more changed groups in audit.json (`baseline.rows`).")
         lines.append("")
@@ -106,5 +106,5 @@ def report_table(result) -> Table | None:
     for row in baseline.changed(WORSE) + baseline.changed(BETTER):
         table.add(Cell(row.verdict, "fail" if row.verdict == WORSE else "pass"), group_label(row.grouping),
                   row.group, pct(row.old.value) if row.old else "–", pct(row.new.value) if row.new else "–",
-                  points({"value": row.change, "ci": row.ci}), fmt_p(row.p_holm, short=True))
+                  points(row.change_stat), fmt_p(row.p_holm, short=True))
     return table

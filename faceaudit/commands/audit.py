@@ -13,6 +13,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from faceaudit.commands.common import add_data_options, add_model_contract_options
 from faceaudit.config import DEFAULT_CI, DEFAULT_INCONCLUSIVE, DEFAULT_MIN_GROUP_SIZE, DEFAULT_N_BOOT, data_from_env
@@ -21,6 +22,9 @@ from faceaudit.errors import FaceauditError
 from faceaudit.files import carry_inside, replace_folder, replaceable_dir
 from faceaudit.taxonomy import SCHEMAS
 from faceaudit.validation import Text, cli_type, metavar
+
+if TYPE_CHECKING:
+    from faceaudit.auditing.types import Disparity
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -320,7 +324,7 @@ def run_audit(args: argparse.Namespace) -> int:
 
 def _write(args: argparse.Namespace, result, out_dir: Path, inputs: tuple) -> int:
     """Write one audit folder (swapped in whole), print its summary, render its report; the gates' exit code."""
-    result.settings["command"] = shlex.join(["faceaudit", *sys.argv[1:]])
+    result.settings.command = shlex.join(["faceaudit", *sys.argv[1:]])
 
     from faceaudit.auditing import gates as gates_mod
     from faceaudit.auditing.writer import write_audit
@@ -390,16 +394,16 @@ def print_summary(result, out_dir: Path, status: bool = True) -> None:
 
         print("\n".join(regression_console_lines(result)))
     else:
-        overall = result.overall["metrics"]["accuracy"]
-        print(f"{result.model['name']}: accuracy {fmt_stat(overall)} on {overall['n']:,} test images")
+        overall = result.overall.metrics["accuracy"]
+        print(f"{result.model['name']}: accuracy {fmt_stat(overall)} on {overall.n:,} test images")
         for line in headline(result):
             print(f"  {line}")
         target = result.taxonomy.target
         if not too_small_to_judge(result) and target in result.groupings:
-            print(f"  {_target_line(target, result.grouping(target)['disparities']['accuracy'])}")
+            print(f"  {_target_line(target, result.grouping(target).disparities.get('accuracy'))}")
     if result.gates:
-        for gate in result.gates["results"]:
-            print(f"  gate {gate['status'].upper():12s} {gate['name']}: {gate['message']}")
+        for gate in result.gates.results:
+            print(f"  gate {gate.status.upper():12s} {gate.name}: {gate.message}")
     for line in console_lines(result):
         print(line)
     if status:
@@ -407,13 +411,13 @@ def print_summary(result, out_dir: Path, status: bool = True) -> None:
     print(f"wrote {out_dir / 'audit.json'}")
 
 
-def _target_line(target: str, disparity: dict) -> str:
+def _target_line(target: str, disparity: Disparity | None) -> str:
     """Worst class against best: the adjusted difference, how many classes it was picked from, the all-equal test."""
     from faceaudit.auditing.report.formatting import fmt_p, plural, points
 
-    if not disparity.get("worst") or disparity.get("n_ranked", 0) < 2:
+    if disparity is None or not disparity.worst or (disparity.n_ranked or 0) < 2:
         return f"{target} accuracy: fewer than two {target} groups have enough test images to rank"
-    omnibus = (disparity.get("omnibus") or {}).get("p_value")
-    return (f"{target} accuracy: worst {disparity['worst']}, best {disparity['best']} of {disparity['n_ranked']} "
-            f"ranked; worst - best {points(disparity['difference'])} (adjusted for {plural(disparity['pairs'], 'pair')})"
+    omnibus = (disparity.omnibus or {}).get("p_value")
+    return (f"{target} accuracy: worst {disparity.worst}, best {disparity.best} of {disparity.n_ranked} "
+            f"ranked; worst - best {points(disparity.difference)} (adjusted for {plural(disparity.pairs, 'pair')})"
             + (f"; all {target} groups equal: {fmt_p(omnibus)}" if omnibus is not None else ""))

@@ -61,7 +61,7 @@ def run_demo(args: argparse.Namespace) -> int:
                     seed=args.seed)
     with resources.as_file(resources.files("faceaudit") / "gates.toml") as gates_file:
         result = audit_model(run_dir, dataset, gates=gates_file, seed=args.seed, progress=True)
-    result.settings["command"] = "faceaudit demo"
+    result.settings.command = "faceaudit demo"
     result.write(out, report=True)
     print_summary(result, out)
     print(f"trained run (model.keras, history.json, run.json): {run_dir}")

@@ -49,7 +49,7 @@ def run_plan(args: argparse.Namespace) -> int:
     from faceaudit.auditing.planner import POWER, plan
     from faceaudit.auditing.report.formatting import fmt_level
     from faceaudit.config import DEFAULT_CI
-    from faceaudit.taxonomy import UTKFACE, LabelSchema
+    from faceaudit.taxonomy import UTKFACE
 
     gates, _ = load_gates(args.gates)
     rates = parse_rates(args.rates)
@@ -60,14 +60,14 @@ def run_plan(args: argparse.Namespace) -> int:
         path = args.source / "audit.json" if args.source.is_dir() else args.source
         if not path.exists():
             raise FaceauditError(f"--from: no audit.json at {args.source}")
-        audit = load_audit(path).to_dict()
+        audit = load_audit(path)
     elif not rates:
         raise FaceauditError("plan needs the rates to plan at: --from AUDIT (observed) or --rates accuracy=0.9 ...")
-    schema = (LabelSchema.from_dict(audit["label_schema"]) if audit and audit.get("label_schema") else UTKFACE)
+    schema = audit.taxonomy if audit is not None else UTKFACE
     gates = check_gates(gates, schema, f"gates file {args.gates.name}")
-    level = args.ci or (float(audit["settings"]["ci"]) if audit is not None else DEFAULT_CI)
+    level = args.ci or (audit.settings.level if audit is not None else DEFAULT_CI)
     if audit is not None:
-        audit.setdefault("settings", {})["ci"] = level
+        audit.settings.ci = level
     rows = plan(gates, audit, rates=rates, level=level, schema=schema)
     where = f"the rates observed in {args.source}" if audit is not None else "the stated rates (equal group sizes)"
     print(f"Test images per group for a decisive verdict with {POWER:.0%} power at {where}; "
