@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -67,23 +68,51 @@ def audit_problems(audit: dict) -> list[str]:
     return [f"{len(zero)} zero-width interval(s): {shown}" + (" ..." if len(zero) > 5 else ""), *problems]
 
 
+#: Directory listings kept between walks: path -> (the directory's mtime_ns, its subfolders, holds an audit.json).
+#: A directory whose mtime is unchanged has the same entries, so it is not listed again (its subfolders still are
+#: visited, and a cached audit.json is still stat-ed: a file rewritten in place leaves its folder's mtime alone).
+_LISTINGS: dict[str, tuple[int, list[str], bool]] = {}
+
+
+def _listing(folder: str) -> tuple[list[str], bool]:
+    """A folder's subfolders and whether it holds an audit.json, listed again only when the folder changed."""
+    stamp = os.stat(folder).st_mtime_ns
+    cached = _LISTINGS.get(folder)
+    if cached and cached[0] == stamp:
+        return cached[1], cached[2]
+    subdirs, has_audit = [], False
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                subdirs.append(entry.path)
+            elif entry.name == "audit.json":
+                has_audit = True
+    if time.time_ns() - stamp > 1_000_000_000:  # a folder changed this very second may change again within the
+        _LISTINGS[folder] = (stamp, subdirs, has_audit)  # file system's timestamp tick, unseen: list it next time
+    return subdirs, has_audit
+
+
 def written_audits(roots: Iterable[str | Path], since: float, skip: Iterable[str | Path] = ()) -> list[Path]:
     """audit.json files under ``roots`` modified at or after ``since`` (seconds since the epoch); folders in
-    ``skip`` (an unpacked dataset cache) are not entered."""
-    skipped = {os.path.realpath(s) for s in skip if s}
+    ``skip`` (an unpacked dataset cache) are not entered. Called after every test over a growing temporary folder,
+    so folders that did not change since the last walk are not listed again."""
+    skipped = {form(s) for s in skip if s for form in (os.path.abspath, os.path.realpath)}  # symlinks are not entered
     found = []
-    for root in roots:
-        if not root or not os.path.isdir(root):
+    stack = [str(root) for root in roots if root and os.path.isdir(root)]
+    while stack:
+        folder = stack.pop()
+        try:
+            subdirs, has_audit = _listing(folder)
+        except OSError:  # removed while walking
             continue
-        for folder, dirs, files in os.walk(root):
-            dirs[:] = [d for d in dirs if os.path.realpath(os.path.join(folder, d)) not in skipped]
-            if "audit.json" in files:
-                path = Path(folder) / "audit.json"
-                try:
-                    if path.stat().st_mtime >= since:
-                        found.append(path)
-                except OSError:  # removed while walking
-                    continue
+        stack += [d for d in subdirs if d not in skipped]
+        if has_audit:
+            path = Path(folder) / "audit.json"
+            try:
+                if path.stat().st_mtime >= since:
+                    found.append(path)
+            except OSError:
+                continue
     return found
 
 

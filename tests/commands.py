@@ -11,6 +11,16 @@ from pathlib import Path
 FACEAUDIT: list[str] = [str(Path(sys.executable).with_name("faceaudit"))]
 
 
+def user_env(tmp: Path) -> dict[str, str]:
+    """This process's environment as a user's shell has it: no $FACEAUDIT_DATA, no PYTHONWARNINGS or
+    TF_CPP_MIN_LOG_LEVEL that would hide framework noise, and a faceaudit cache of its own under ``tmp``."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("FACEAUDIT_DATA", "PYTHONWARNINGS", "TF_CPP_MIN_LOG_LEVEL")}
+    env["FACEAUDIT_CACHE"] = str(tmp / "cache")
+    return env
+
+
 def _ray_workers(pid: int, marker: str) -> list:
     """The processes under a started command whose command line holds ``marker``: Ray titles its workers after
     what they run (``ray::MapWorker(...)`` for an actor, ``ray::MapBatches(reduce_batch)`` for a task)."""

@@ -4,6 +4,9 @@ on real UTKFace images the way a user runs them, and contracts that are wrong ca
 from __future__ import annotations
 
 import json
+import random
+import re
+import shutil
 import subprocess
 import tomllib
 from pathlib import Path
@@ -16,6 +19,51 @@ CONTRACTS = Path(__file__).resolve().parent.parent / "docs" / "contracts"
 FAST = ["--n-boot", "100", "--no-tsne"]
 
 pytestmark = pytest.mark.slow
+
+#: The share of each race x gender stratum of an archive that the audits here run on: a fifth of the 64 px archive
+#: is 4,270 real faces, 426 in its test split (bench/bench_published.py audits the whole archives).
+SAMPLE_SHARE = 0.2
+#: UTKFace's file names: ``[age]_[gender]_[race]_[date&time].jpg(.chip.jpg)``.
+_UTK_NAME = re.compile(r"^\d{1,3}_([01])_([0-4])_\d+\.jpg")
+
+
+def _stratified_copy(paths: dict[tuple, list[Path]], folder: Path) -> Path:
+    """Copy :data:`SAMPLE_SHARE` of each stratum's files (picked with a fixed seed) into ``folder``."""
+    rng = random.Random(0)
+    folder.mkdir()
+    for key in sorted(paths):
+        group = sorted(paths[key])
+        for path in rng.sample(group, round(SAMPLE_SHARE * len(group))):
+            shutil.copy(path, folder / path.name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def utk64_sample(utk64_dataset, tmp_path_factory) -> tuple[Path, int]:
+    """A folder of real faces from the 64 px archive (:data:`SAMPLE_SHARE` of every race x gender stratum) and the
+    size of the test split faceaudit draws from it: the audits below run on it as a user runs a UTKFace folder."""
+    from faceaudit.datasets.splits import assign_splits
+
+    manifest = utk64_dataset.manifest
+    strata = {key: [Path(p) for p in group["path"]]
+              for key, group in manifest.groupby(["race", "gender"], observed=True)}
+    folder = _stratified_copy(strata, tmp_path_factory.mktemp("utk64_sample") / "UTKFace")
+    chosen = manifest[manifest["path"].map(lambda p: (folder / Path(p).name).exists())]
+    n_test = int((assign_splits(chosen.assign(image_id=chosen["path"].map(lambda p: Path(p).name))) == "test").sum())
+    return folder, n_test
+
+
+@pytest.fixture(scope="module")
+def utk200_sample(utk200_archive, tmp_path_factory) -> Path:
+    """The same share of the 200 px archive's race x gender strata (read from the file names), as a folder."""
+    from faceaudit.datasets.sources import list_images
+
+    strata: dict[tuple, list[Path]] = {}
+    for path in list_images(utk200_archive)[1]:
+        found = _UTK_NAME.match(path.name)
+        if found:
+            strata.setdefault(found.groups(), []).append(path)
+    return _stratified_copy(strata, tmp_path_factory.mktemp("utk200_sample") / "crop_part1")
 
 
 def _run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -48,12 +96,13 @@ def _write_contract(path: Path, base: str, **changes) -> Path:
     return path
 
 
-def test_the_outside_gender_model_audits_by_race_and_age_band(published_models, utk64_archive, tmp_path):
+def test_the_outside_gender_model_audits_by_race_and_age_band(published_models, utk64_sample, tmp_path):
     """oarriaga's gender_mini_XCEPTION (64 px grayscale, [-1, 1], softmax [woman, man], trained on IMDB-WIKI):
     the contract maps its classes, the audit groups by race x age band, the report and audit.json record it."""
+    data, n_test = utk64_sample
     out = tmp_path / "oarriaga"
     proc = _run("audit", _model(published_models, "oarriaga"), "--contract",
-                CONTRACTS / "oarriaga-gender_mini_XCEPTION.toml", "--data", utk64_archive, "--groups", "race,age_band",
+                CONTRACTS / "oarriaga-gender_mini_XCEPTION.toml", "--data", data, "--groups", "race,age_band",
                 "--out", out, *FAST)
     assert proc.returncode == 0, proc.stderr
     audit = _audit(out)
@@ -65,23 +114,25 @@ def test_the_outside_gender_model_audits_by_race_and_age_band(published_models, 
     assert model["sanity"]["status"] == "ok" and not model["overlap"]["same_source"]
     assert any("woman -> Female" in step for step in model["steps"])
     accuracy = audit["overall"]["metrics"]["accuracy"]
-    assert accuracy["n"] > 2000 and 0.5 < accuracy["value"] < 0.75  # an outside model: far below its IMDB 0.95
+    # every image of the data's test split; an outside model: far below its IMDB 0.95
+    assert accuracy["n"] == n_test and 0.5 < accuracy["value"] < 0.75
     assert "faceaudit: note: gender: classes mapped woman -> Female, man -> Male" in proc.stderr
     html = (out / "report.html").read_text()
     assert "oarriaga/face_classification" in html and "IMDB-WIKI" in html and "CONTRACT LOOKS WRONG" not in html
     assert (out / "report.pdf").read_bytes().startswith(b"%PDF")
 
 
-def test_the_same_model_with_the_issues_flags_as_written(published_models, utk64_archive, tmp_path):
+def test_the_same_model_with_the_issues_flags_as_written(published_models, utk64_sample, tmp_path):
     """Without a contract: ``--preprocess -1-1`` as written (not ``=-1-1``) and a grayscale input converted
     from RGB, with the same predictions as the contract gives."""
+    data = utk64_sample[0]
     flags = tmp_path / "flags"
-    proc = _run("audit", _model(published_models, "oarriaga"), "--data", utk64_archive, "--target", "gender",
+    proc = _run("audit", _model(published_models, "oarriaga"), "--data", data, "--target", "gender",
                 "--classes", "Female,Male", "--preprocess", "-1-1", "--out", flags, "--no-report", *FAST)
     assert proc.returncode == 0, proc.stderr
     contract = tmp_path / "contract"
     assert _run("audit", _model(published_models, "oarriaga"), "--contract",
-                CONTRACTS / "oarriaga-gender_mini_XCEPTION.toml", "--data", utk64_archive, "--out", contract,
+                CONTRACTS / "oarriaga-gender_mini_XCEPTION.toml", "--data", data, "--out", contract,
                 "--no-report", "--no-temperature", *FAST).returncode == 0
     import pandas as pd
 
@@ -95,14 +146,13 @@ def test_the_same_model_with_the_issues_flags_as_written(published_models, utk64
     assert _audit(flags)["model"]["runtime"]["channels"].startswith("grayscale")
 
 
-def test_the_48px_sigmoid_gender_model_fed_as_trained_and_as_its_own_script_feeds_it(published_models, utk64_archive,
-                                                                                     tmp_path):
+def test_the_48px_sigmoid_gender_model_fed_as_trained_and_as_its_own_script_feeds_it(published_models, utk64_sample,
+                                                                                     jovanovic_gender_audit, tmp_path):
     """jovanovic's gender model was trained on raw 0-255 pixels; its repository's inference script divides by 255.
     Raw: no warning. /255: the contract check fires, loudly, in the console, audit.json and the verdict."""
+    data = utk64_sample[0]
     model = _model(published_models, "jovanovic-gender")
-    good = tmp_path / "raw"
-    proc = _run("audit", model, "--contract", CONTRACTS / "jovanovic-gender_model.toml", "--data", utk64_archive,
-                "--out", good, "--no-report", *FAST)
+    good, proc = jovanovic_gender_audit
     assert proc.returncode == 0, proc.stderr
     audit = _audit(good)
     assert audit["model"]["sanity"]["status"] == "ok", audit["model"]["sanity"]
@@ -113,7 +163,7 @@ def test_the_48px_sigmoid_gender_model_fed_as_trained_and_as_its_own_script_feed
     scaled = _write_contract(tmp_path / "divided.toml", "jovanovic-gender_model", input__scaling='"0-1"',
                              model__sha256='"' + _sha(model) + '"')
     bad = tmp_path / "divided"
-    proc = _run("audit", model, "--contract", scaled, "--data", utk64_archive, "--out", bad, *FAST)
+    proc = _run("audit", model, "--contract", scaled, "--data", data, "--out", bad, *FAST)
     assert proc.returncode == 0, proc.stderr
     audit = _audit(bad)
     assert audit["model"]["sanity"]["status"] == "suspect"
@@ -123,11 +173,21 @@ def test_the_48px_sigmoid_gender_model_fed_as_trained_and_as_its_own_script_feed
     assert "CONTRACT LOOKS WRONG" in (bad / "summary.md").read_text()
 
     # --check answers the same question from 200 images, in seconds, writing nothing.
-    quick = _run("audit", model, "--contract", scaled, "--data", utk64_archive, "--check", "--out", tmp_path / "x")
+    quick = _run("audit", model, "--contract", scaled, "--data", data, "--check", "--out", tmp_path / "x")
     assert quick.returncode == 1 and "CONTRACT LOOKS WRONG" in quick.stdout
     assert not (tmp_path / "x").exists()
-    assert _run("audit", model, "--contract", CONTRACTS / "jovanovic-gender_model.toml", "--data", utk64_archive,
+    assert _run("audit", model, "--contract", CONTRACTS / "jovanovic-gender_model.toml", "--data", data,
                 "--check").returncode == 0
+
+
+@pytest.fixture(scope="module")
+def jovanovic_gender_audit(published_models, utk64_sample, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """jovanovic's gender model audited through its shipped contract on the sample (no report), once: the 48 px test
+    reads its console and verdict, the two-headed model's gender head must give its numbers. (folder, process)"""
+    out = tmp_path_factory.mktemp("jovanovic-gender") / "raw"
+    proc = _run("audit", _model(published_models, "jovanovic-gender"), "--contract",
+                CONTRACTS / "jovanovic-gender_model.toml", "--data", utk64_sample[0], "--out", out, "--no-report", *FAST)
+    return out, proc
 
 
 def _sha(path: Path) -> str:
@@ -136,11 +196,11 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_the_quantised_128px_tflite_gender_model(published_models, utk200_archive, tmp_path):
+def test_the_quantised_128px_tflite_gender_model(published_models, utk200_sample, tmp_path):
     """shubham0204's dynamic-range quantised TFLite (128 px RGB, /255, [male, female]) on 200 px originals."""
     out = tmp_path / "tflite-gender"
     proc = _run("audit", _model(published_models, "shubham0204-model_gender"), "--contract",
-                CONTRACTS / "shubham0204-model_gender_q.toml", "--data", utk200_archive, "--out", out,
+                CONTRACTS / "shubham0204-model_gender_q.toml", "--data", utk200_sample, "--out", out,
                 "--no-report", *FAST)
     assert proc.returncode == 0, proc.stderr
     audit = _audit(out)
@@ -148,15 +208,16 @@ def test_the_quantised_128px_tflite_gender_model(published_models, utk200_archiv
     assert audit["overall"]["metrics"]["accuracy"]["value"] > 0.85 and audit["model"]["overlap"]["same_source"]
 
 
-@pytest.mark.parametrize("stem, contract, archive", [
-    ("jovanovic-age", "jovanovic-age_model", "utk64_archive"),
-    ("shubham0204-model_lite_age", "shubham0204-model_lite_age_nonq", "utk200_archive")])
-def test_age_regressors_are_audited_by_race_and_gender(published_models, stem, contract, archive, request, tmp_path):
+@pytest.mark.parametrize("stem, contract, sample", [
+    ("jovanovic-age", "jovanovic-age_model", "utk64_sample"),
+    ("shubham0204-model_lite_age", "shubham0204-model_lite_age_nonq", "utk200_sample")])
+def test_age_regressors_are_audited_by_race_and_gender(published_models, stem, contract, sample, request, tmp_path):
     """Both published age regressors (48 px grayscale raw, linear years; 200 px RGB TFLite, age / 116): mean absolute
     error, bias and the share within 5 years, with intervals, by race and gender; no confusion matrices."""
+    data = request.getfixturevalue(sample)
     out = tmp_path / stem
     proc = _run("audit", _model(published_models, stem), "--contract", CONTRACTS / f"{contract}.toml", "--data",
-                request.getfixturevalue(archive), "--groups", "race,gender", "--out", out, *FAST)
+                data[0] if isinstance(data, tuple) else data, "--groups", "race,gender", "--out", out, *FAST)
     assert proc.returncode == 0, proc.stderr
     audit = _audit(out)
     assert audit["label_schema"]["target"] == "age"
@@ -172,13 +233,15 @@ def test_age_regressors_are_audited_by_race_and_gender(published_models, stem, c
     assert "Confusion" not in html and "absolute error" in html.lower()
 
 
-def test_a_two_headed_model_is_audited_per_head_from_one_command(published_models, utk64_archive, tmp_path):
+def test_a_two_headed_model_is_audited_per_head_from_one_command(published_models, utk64_sample, jovanovic_gender_audit,
+                                                                 tmp_path):
     """A real multi-output model (both jovanovic models behind one 48 px input): one command, one inference pass,
     an audit folder per head, and the same numbers as each model audited alone."""
     import keras
 
     from faceaudit.models.keras_runtime import load_keras
 
+    data = utk64_sample[0]
     gender = load_keras(_model(published_models, "jovanovic-gender"), "h5")
     age = load_keras(_model(published_models, "jovanovic-age"), "h5")
     image = keras.Input((48, 48, 1), name="face")
@@ -192,20 +255,18 @@ def test_a_two_headed_model_is_audited_per_head_from_one_command(published_model
         '[[outputs]]\nname = "gender"\ntarget = "gender"\nkind = "sigmoid"\nclasses = ["Female", "Male"]\n'
         'positive = "Female"\n[[outputs]]\nname = "age"\ntarget = "age"\nkind = "regression"\n')
     out = tmp_path / "heads"
-    proc = _run("audit", model_file, "--contract", contract, "--data", utk64_archive, "--out", out, "--no-report",
+    proc = _run("audit", model_file, "--contract", contract, "--data", data, "--out", out, "--no-report",
                 *FAST)
     assert proc.returncode == 0, proc.stderr
     assert {p.name for p in out.iterdir()} == {"gender", "age"}
     assert _audit(out / "age")["label_schema"]["target"] == "age"
-    alone = tmp_path / "alone"
-    assert _run("audit", _model(published_models, "jovanovic-gender"), "--contract",
-                CONTRACTS / "jovanovic-gender_model.toml", "--data", utk64_archive, "--out", alone, "--no-report",
-                *FAST).returncode == 0
+    alone, proc = jovanovic_gender_audit  # the gender model audited alone, with the same options
+    assert proc.returncode == 0, proc.stderr
     assert (_audit(out / "gender")["overall"]["metrics"]["accuracy"]
             == _audit(alone)["overall"]["metrics"]["accuracy"])
 
 
-def test_an_nchw_onnx_export_runs_as_a_pytorch_export_would(published_models, utk64_archive, tmp_path):
+def test_an_nchw_onnx_export_runs_as_a_pytorch_export_would(published_models, utk64_sample, tmp_path):
     """The 48 px gender model converted to ONNX with an NCHW input (PyTorch's layout): the contract says so and
     the predictions equal the Keras model's."""
     import tensorflow as tf
@@ -214,6 +275,7 @@ def test_an_nchw_onnx_export_runs_as_a_pytorch_export_would(published_models, ut
     from faceaudit.models.export import ONNX_OPSET
     from faceaudit.models.keras_runtime import load_keras
 
+    data = utk64_sample[0]
     model = load_keras(_model(published_models, "jovanovic-gender"), "h5")
     spec = tf.TensorSpec((None, 1, 48, 48), tf.float32, name="face")
 
@@ -227,13 +289,13 @@ def test_an_nchw_onnx_export_runs_as_a_pytorch_export_would(published_models, ut
     contract = _write_contract(tmp_path / "nchw.toml", "jovanovic-gender_model", input__layout='"NCHW"',
                                model__sha256='"' + _sha(onnx_file) + '"')
     out = tmp_path / "onnx"
-    proc = _run("audit", onnx_file, "--contract", contract, "--data", utk64_archive, "--out", out, "--no-report",
+    proc = _run("audit", onnx_file, "--contract", contract, "--data", data, "--out", out, "--no-report",
                 "--no-temperature", *FAST)
     assert proc.returncode == 0, proc.stderr
     assert _audit(out)["model"]["runtime"]["layout"] == "NCHW"
     keras_out = tmp_path / "keras"
     assert _run("audit", _model(published_models, "jovanovic-gender"), "--contract",
-                CONTRACTS / "jovanovic-gender_model.toml", "--data", utk64_archive, "--out", keras_out, "--no-report",
+                CONTRACTS / "jovanovic-gender_model.toml", "--data", data, "--out", keras_out, "--no-report",
                 "--no-temperature", *FAST).returncode == 0
     import pandas as pd
 

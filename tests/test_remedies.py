@@ -41,12 +41,14 @@ def utk3000(utk64_dataset, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def runs(utk3000, tmp_path_factory) -> dict[str, Path]:
-    """Three runs of one seed on the same data: plain cross-entropy, re-weighted loss, logit-adjusted loss."""
+    """Three runs of one seed on the same data: plain cross-entropy, re-weighted loss, logit-adjusted loss. Three
+    epochs show the remedies' effect as clearly as four (Others predicted 0 / 12 / 56 times on seed 42's test split,
+    0 / 86 / 152 on seed 1's; four epochs on seed 42: 0 / 24 / 36)."""
     root = tmp_path_factory.mktemp("runs")
     made = {}
     for name, extra in (("plain", []), ("weighted", ["--class-weights"]), ("adjusted", ["--logit-adjust", "1"])):
         made[name] = root / name
-        assert main(["train", "--data", str(utk3000), "--out", str(made[name]), "--epochs", "4", *TINY, *extra]) == 0
+        assert main(["train", "--data", str(utk3000), "--out", str(made[name]), "--epochs", "3", *TINY, *extra]) == 0
     return made
 
 
