@@ -124,7 +124,8 @@ def main() -> None:
     full_audit(small, n_boot=10)  # warm-up: imports and first-call costs are not the computation
     wall, cpu, output = timed(lambda: full_audit(small), repeats=3)
     rows.append(("full audit, 2,400 predictions, 1,000 resamples", wall, cpu, "< 2 s"))
-    print(f"2,400: accuracy {output.overall['metrics']['accuracy']}")
+    accuracy = output.overall.metrics["accuracy"]
+    print(f"2,400: accuracy {accuracy.value:.4f} [{accuracy.ci[0]:.4f}, {accuracy.ci[1]:.4f}] (n = {accuracy.n:,})")
 
     valid = PredictionsTable.validate(small).frame
     attribute = "gender"
